@@ -1,0 +1,1 @@
+//! TODO(helper): filled in by the ABI-structs work.

@@ -1,0 +1,1 @@
+//! Sub-operations of individual hypercalls.
