@@ -17,6 +17,7 @@
 
 pub mod arch_x86_64;
 pub mod arg;
+pub mod debug_exit;
 pub mod elfnote;
 pub mod errno;
 pub mod features;
