@@ -1,5 +1,209 @@
-pub mod nr {}
-pub trait HypercallHandler {}
-pub struct HypercallInfo;
-pub const HYPERCALLS: &[HypercallInfo] = &[];
-pub fn dispatch() {}
+//! THE hypercall table: the single definition of the interface.
+//!
+//! Numbers and argument lists follow xen/include/public/xen.h and the prototypes in
+//! Xen's public headers (an `unsigned int`/`int` argument is a `u32`, `domid_t` a `u16`,
+//! a guest handle or pointer a [`GuestAddr`]). Project-specific hypercalls live in Xen's
+//! architecture-specific range 48-55 (`__HYPERVISOR_arch_0..7`) and are marked as ours.
+//!
+//! To add or implement a hypercall, see docs/adding-a-hypercall.md.
+
+use crate::{Errno, GuestAddr, HypercallArg};
+
+/// Metadata of one table entry (for docs, tests and tracing).
+#[derive(Clone, Copy, Debug)]
+pub struct HypercallInfo {
+    pub name: &'static str,
+    pub number: u64,
+    /// `(name, type)` of each argument, in register order.
+    pub args: &'static [(&'static str, &'static str)],
+    /// Whether `pv-hypervisor` implements it (otherwise it answers `-ENOSYS`).
+    pub handled: bool,
+    pub doc: &'static str,
+}
+
+impl HypercallInfo {
+    /// The entry for `number`, if the table has one.
+    pub fn lookup(number: u64) -> Option<&'static HypercallInfo> {
+        HYPERCALLS.iter().find(|h| h.number == number)
+    }
+}
+
+define_hypercalls! {
+    handled {
+        /// Version and feature queries: `cmd` is an `ops::xen_version` XENVER_* number,
+        /// `arg` points at the command's output structure (unused by XENVER_version).
+        xen_version = 17 (cmd: u32, arg: GuestAddr);
+        /// Console access: CONSOLEIO_write writes `count` bytes from `buffer`;
+        /// CONSOLEIO_read (dom0 only) reads up to `count` bytes into it.
+        console_io = 18 (cmd: u32, count: u32, buffer: GuestAddr);
+        /// Scheduler operations: `cmd` is an `ops::sched_op` SCHEDOP_* number, `arg`
+        /// points at its argument structure (e.g. `SchedShutdown`).
+        sched_op = 29 (cmd: u32, arg: GuestAddr);
+        /// Ours (arch_0): how many times the calling domain has made hypercall
+        /// `number` so far, this call included when it asks about itself. The worked
+        /// example of docs/adding-a-hypercall.md.
+        hypercall_count = 48 (number: u32);
+    }
+    not_implemented {
+        /// Registers the virtual IDT: a zero-terminated array of `TrapInfo`.
+        set_trap_table = 0 (traps: GuestAddr);
+        /// Batch of page-table updates (`MmuUpdate` array); `done_out` gets the count done.
+        mmu_update = 1 (requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
+        /// Installs a new GDT made of `entries` descriptors in the frames listed.
+        set_gdt = 2 (frame_list: GuestAddr, entries: u32);
+        /// Sets the kernel stack used when the guest enters its kernel from user mode.
+        stack_switch = 3 (ss: u64, rsp: u64);
+        /// Registers event, failsafe and syscall callback addresses (legacy form).
+        set_callbacks = 4 (event_address: u64, failsafe_address: u64, syscall_address: u64);
+        /// Sets or clears CR0.TS for lazy FPU switching.
+        fpu_taskswitch = 5 (set: u32);
+        /// Old form of sched_op with an integer argument.
+        sched_op_compat = 6 (cmd: u32, arg: u64);
+        /// Platform-wide operations for dom0 (formerly dom0_op).
+        platform_op = 7 (op: GuestAddr);
+        /// Writes a debug register.
+        set_debugreg = 8 (register: u32, value: u64);
+        /// Reads a debug register.
+        get_debugreg = 9 (register: u32);
+        /// Writes one GDT/LDT descriptor at machine address `maddr`.
+        update_descriptor = 10 (maddr: u64, descriptor: u64);
+        /// Memory reservation and physmap operations.
+        memory_op = 12 (cmd: u32, arg: GuestAddr);
+        /// Runs a batch of hypercalls (`MulticallEntry` array).
+        multicall = 13 (calls: GuestAddr, count: u32);
+        /// Writes the PTE that maps `va` in the current address space.
+        update_va_mapping = 14 (va: u64, pte: u64, flags: u64);
+        /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
+        set_timer_op = 15 (timeout_ns: u64);
+        /// Old form of event_channel_op with a combined argument.
+        event_channel_op_compat = 16 (op: GuestAddr);
+        /// Old form of physdev_op with a combined argument.
+        physdev_op_compat = 19 (op: GuestAddr);
+        /// Grant-table operations on `count` argument structures.
+        grant_table_op = 20 (cmd: u32, args: GuestAddr, count: u32);
+        /// Enables or disables a VM assist.
+        vm_assist = 21 (cmd: u32, assist_type: u32);
+        /// update_va_mapping in another domain's address space.
+        update_va_mapping_otherdomain = 22 (va: u64, pte: u64, flags: u64, domid: u16);
+        /// Returns from a guest exception frame (`IretContext` on the guest stack).
+        iret = 23 ();
+        /// Per-vCPU operations.
+        vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestAddr);
+        /// Sets the FS/GS base (SEGBASE_*).
+        set_segment_base = 25 (which: u32, base: u64);
+        /// Extended MMU operations (`MmuextOp` array): pin, new base pointer, flushes.
+        mmuext_op = 26 (ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
+        /// Security-module operations.
+        xsm_op = 27 (op: GuestAddr);
+        /// Registers an NMI callback.
+        nmi_op = 28 (cmd: u32, arg: GuestAddr);
+        /// Registers and unregisters callbacks (event, failsafe, syscall, NMI).
+        callback_op = 30 (cmd: u32, arg: GuestAddr);
+        /// Profiling.
+        xenoprof_op = 31 (op: u32, arg: GuestAddr);
+        /// Event-channel operations (EVTCHNOP_*).
+        event_channel_op = 32 (cmd: u32, arg: GuestAddr);
+        /// Physical device operations (PHYSDEVOP_*).
+        physdev_op = 33 (cmd: u32, arg: GuestAddr);
+        /// HVM operations.
+        hvm_op = 34 (op: u64, arg: GuestAddr);
+        /// System control for the toolstack.
+        sysctl = 35 (op: GuestAddr);
+        /// Domain control for the toolstack.
+        domctl = 36 (op: GuestAddr);
+        /// Kexec.
+        kexec_op = 37 (op: u64, arg: GuestAddr);
+        /// Retired (was tmem).
+        tmem_op = 38 (op: GuestAddr);
+        /// Argo inter-domain messaging.
+        argo_op = 39 (cmd: u32, arg1: GuestAddr, arg2: GuestAddr, arg3: u64, arg4: u64);
+        /// Performance-monitoring unit.
+        xenpmu_op = 40 (op: u32, arg: GuestAddr);
+        /// Device-model operations on `domid`.
+        dm_op = 41 (domid: u16, nr_buffers: u32, buffers: GuestAddr);
+        /// Hypervisor file system.
+        hypfs_op = 42 (cmd: u32, arg1: GuestAddr, arg2: u64, arg3: GuestAddr, arg4: u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn numbers_match_xen_h() {
+        assert_eq!(nr::set_trap_table, 0);
+        assert_eq!(nr::mmu_update, 1);
+        assert_eq!(nr::memory_op, 12);
+        assert_eq!(nr::xen_version, 17);
+        assert_eq!(nr::console_io, 18);
+        assert_eq!(nr::iret, 23);
+        assert_eq!(nr::mmuext_op, 26);
+        assert_eq!(nr::sched_op, 29);
+        assert_eq!(nr::event_channel_op, 32);
+        assert_eq!(nr::domctl, 36);
+        assert_eq!(nr::hypfs_op, 42);
+    }
+
+    #[test]
+    fn table_is_consistent() {
+        let mut seen = HashSet::new();
+        for h in HYPERCALLS {
+            assert!(seen.insert(h.number), "duplicate number {}", h.number);
+            assert!(h.args.len() <= 6);
+            assert!(!h.doc.is_empty(), "{} has no doc", h.name);
+        }
+        // Xen's numbers 0..=42 except 11 (never assigned), then ours.
+        for n in (0..=42).filter(|&n| n != 11) {
+            assert!(seen.contains(&n), "hypercall {n} missing");
+        }
+        for h in HYPERCALLS.iter().filter(|h| h.number > 42) {
+            assert!((48..=55).contains(&h.number), "{} is outside the arch range", h.name);
+        }
+    }
+
+    struct Recorder {
+        calls: std::vec::Vec<(&'static str, [u64; 3])>,
+    }
+
+    impl HypercallHandler for Recorder {
+        fn xen_version(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("xen_version", [cmd as u64, arg.0, 0]));
+            Ok(0x4_0011)
+        }
+        fn console_io(&mut self, cmd: u32, count: u32, buffer: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("console_io", [cmd as u64, count as u64, buffer.0]));
+            Err(Errno::EFAULT)
+        }
+        fn sched_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("sched_op", [cmd as u64, arg.0, 0]));
+            Ok(0)
+        }
+        fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {
+            self.calls.push(("hypercall_count", [number as u64, 0, 0]));
+            Ok(7)
+        }
+    }
+
+    #[test]
+    fn dispatch_decodes_registers_and_errors() {
+        let mut r = Recorder { calls: std::vec::Vec::new() };
+        let args = [0xffff_ffff_0000_0000, 5, 0x1000, 0, 0, 0];
+        assert_eq!(dispatch(&mut r, nr::console_io, args), -14);
+        // The cmd register's high half is ignored, as for a C `int`.
+        assert_eq!(r.calls[0], ("console_io", [0, 5, 0x1000]));
+        assert_eq!(dispatch(&mut r, nr::xen_version, [0; 6]), 0x4_0011);
+        assert_eq!(dispatch(&mut r, nr::hypercall_count, [18, 0, 0, 0, 0, 0]), 7);
+    }
+
+    #[test]
+    fn unimplemented_and_unknown_numbers_are_enosys() {
+        let mut r = Recorder { calls: std::vec::Vec::new() };
+        for n in [nr::set_trap_table, nr::mmu_update, 11, 49, 55, 1000, u64::MAX] {
+            assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
+        }
+        assert!(r.calls.is_empty());
+    }
+}
