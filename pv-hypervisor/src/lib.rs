@@ -11,4 +11,7 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 pub mod arch;
 pub mod domain;
+pub mod boot_options;
+pub mod console;
+pub mod hypercall;
 pub mod mm;

@@ -1,5 +1,81 @@
-//! Domains: the boot bundle, guest images, the PV memory layout and the builder.
+//! Domains: the boot bundle, guest images, the PV memory layout, the builder, and the
+//! per-domain state the rest of the hypervisor works on.
 
+pub mod builder;
+pub mod crash;
 pub mod bundle;
 pub mod elf_image;
+pub mod hypercall_page;
 pub mod layout;
+pub mod vcpu;
+
+use crate::console::guest_line::GuestLineBuffer;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hypercall_abi::debug_exit::ExitCode;
+use hypercall_abi::ops::sched_op::ShutdownReason;
+use vcpu::GuestRegisters;
+
+pub type DomainId = u16;
+
+/// Hypercall numbers below this are counted per domain (covers Xen's 0-42 and the
+/// arch range 48-55).
+pub const COUNTED_HYPERCALLS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    Running,
+    /// The guest asked to stop (`SCHEDOP_shutdown`) with this reason.
+    Shutdown(ShutdownReason),
+    /// The hypervisor stopped it after a fatal fault.
+    Crashed,
+}
+
+/// Why a domain stopped being runnable, for the exit code and the report line.
+impl DomainState {
+    pub fn is_running(self) -> bool {
+        self == DomainState::Running
+    }
+}
+
+pub struct Domain {
+    pub id: DomainId,
+    pub name: String,
+    /// dom0: may use privileged operations (SIF_PRIVILEGED | SIF_INITDOMAIN).
+    pub privileged: bool,
+    pub state: DomainState,
+    /// Guest-physical to machine frame numbers; its length is the domain's memory size.
+    pub p2m: Vec<u64>,
+    /// Machine address of the L4 the vCPU runs on (its CR3).
+    pub l4_maddr: u64,
+    pub shared_info_mfn: u64,
+    /// The single vCPU's registers while it is not running.
+    pub vcpu: GuestRegisters,
+    pub hypercall_counts: [u64; COUNTED_HYPERCALLS],
+    pub console: GuestLineBuffer,
+}
+
+impl Domain {
+    pub fn nr_pages(&self) -> u64 {
+        self.p2m.len() as u64
+    }
+
+    /// Counts a hypercall (numbers past the table are not counted: they fail anyway).
+    pub fn count_hypercall(&mut self, number: u64) {
+        if let Some(count) = self.hypercall_counts.get_mut(number as usize) {
+            *count += 1;
+        }
+    }
+}
+
+/// How QEMU should exit when `state` is the state of the last domain.
+pub fn exit_code_for(state: DomainState) -> ExitCode {
+    match state {
+        DomainState::Shutdown(ShutdownReason::Poweroff) => ExitCode::Poweroff,
+        DomainState::Shutdown(ShutdownReason::Reboot) => ExitCode::Reboot,
+        DomainState::Shutdown(ShutdownReason::Crash) | DomainState::Crashed => ExitCode::DomainCrash,
+        // Suspend, watchdog, soft reset: nothing to resume into once the last domain
+        // is gone; report them as a crash so the harness notices.
+        DomainState::Shutdown(_) | DomainState::Running => ExitCode::DomainCrash,
+    }
+}

@@ -1,0 +1,86 @@
+//! What the kernel does at boot, chosen by its command line. Each command ends with a
+//! machine-readable `RESULT` line for the test harness.
+
+use crate::console::println;
+use crate::platform::{self, ShutdownReason};
+use hypercall_abi::start_info::StartInfo;
+use hypercall_abi::{nr, Errno};
+
+pub fn greet(info: &StartInfo, cmdline: &str) {
+    let (major, minor) = platform::hypervisor_version();
+    let extra = platform::hypervisor_extraversion();
+    let extra_len = extra.iter().position(|&b| b == 0).unwrap_or(extra.len());
+    let extra = core::str::from_utf8(&extra[..extra_len]).unwrap_or("");
+    println!("pv-guest-kernel: hello from a PV guest on Xen interface {major}.{minor}{extra}");
+    println!(
+        "RESULT event=greeting nr_pages={} flags={:#x} pt_base={:#x} nr_pt_frames={} cmd_line=\"{}\"",
+        info.nr_pages, info.flags, info.pt_base, info.nr_pt_frames, cmdline
+    );
+}
+
+/// Runs the command and says how to shut down afterwards.
+pub fn run(command: &str) -> ShutdownReason {
+    match command.split_ascii_whitespace().next().unwrap_or("hello") {
+        "hello" => {
+            println!("RESULT test=hello status=pass");
+        }
+        "fault" => {
+            println!("RESULT test=fault status=about-to-fault");
+            platform::execute_privileged_instruction();
+        }
+        "badptr" => bad_pointers(),
+        "hypercall-count" => hypercall_count(),
+        other => {
+            println!("unknown command '{other}'; commands: hello, fault, badptr, hypercall-count");
+            println!("RESULT test={other} status=fail reason=unknown-command");
+        }
+    }
+    ShutdownReason::Poweroff
+}
+
+/// Hands console_io addresses we do not own; every one must come back -EFAULT.
+fn bad_pointers() {
+    let wild: [u64; 3] = [
+        0x0000_7fff_dead_0000, // far past our initial mapping: not mapped
+        0x8000_0000_0000_0000, // non-canonical
+        0xffff_8300_0000_0000, // the hypervisor's reserved range (its direct map)
+    ];
+    let mut first_error = None;
+    let mut all_efault = true;
+    for address in wild {
+        let result = platform::console_write_from_address(address, 16);
+        println!("console_io(write, 16, {address:#x}) = {}", describe(result));
+        if first_error.is_none() {
+            first_error = result.err();
+        }
+        all_efault &= result == Err(Errno::EFAULT);
+    }
+    let errno = first_error.map_or(0, |e| e.to_return_value());
+    let status = if all_efault { "pass" } else { "fail" };
+    println!("RESULT test=badptr status={status} errno={errno}");
+}
+
+fn describe(result: Result<(), Errno>) -> &'static str {
+    match result {
+        Ok(()) => "0 (accepted!)",
+        Err(Errno::EFAULT) => "-14 (EFAULT)",
+        Err(_) => "another error",
+    }
+}
+
+/// Our own hypercall (arch_0): the hypervisor counts our console writes.
+fn hypercall_count() {
+    let before = match platform::hypercall_count(nr::console_io) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("RESULT test=hypercall-count status=fail errno={}", e.to_return_value());
+            return;
+        }
+    };
+    for i in 0..3 {
+        println!("console write {i}");
+    }
+    let after = platform::hypercall_count(nr::console_io).unwrap_or(0);
+    let status = if after == before + 3 { "pass" } else { "fail" };
+    println!("RESULT test=hypercall-count status={status} count={after} before={before}");
+}

@@ -1,0 +1,130 @@
+//! Entries from guests (and from faults) into the hypervisor, and the way back.
+//!
+//! Both a `syscall` (hypercall) and an exception leave the same frame at the top of the
+//! hypervisor stack: the guest's general registers, vector, error code and an `iretq`
+//! frame, laid out as [`GuestRegisters`]. Rust handlers get it as `&mut` and may change
+//! it (return value in RAX, or a whole other vCPU's state); `restore_frame` then resumes
+//! whatever the frame holds with `iretq`.
+//!
+//! Single CPU: the syscall entry parks the guest RSP in a global while it switches
+//! stacks. Per-CPU data (and `swapgs`) comes with SMP.
+
+use crate::domain::vcpu::{GuestRegisters, SYSCALL_VECTOR};
+use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+use x86_64::registers::model_specific::Msr;
+
+/// Vectors 0-31 are CPU exceptions.
+pub const EXCEPTION_VECTORS: usize = 32;
+/// Every exception stub is padded to this size, so vector n's stub is at base + n * size.
+const STUB_SIZE: u64 = 16;
+
+core::arch::global_asm!(
+    ".pushsection .text.entry, \"ax\"",
+    // One stub per exception vector: those without a CPU error code push a zero, so
+    // every frame has the same shape.
+    ".balign 16",
+    ".globl trap_stubs",
+    "trap_stubs:",
+    ".irp vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    ".balign 16",
+    ".if (\\vector != 8) && (\\vector != 10) && (\\vector != 11) && (\\vector != 12) && (\\vector != 13) && (\\vector != 14) && (\\vector != 17) && (\\vector != 21) && (\\vector != 29) && (\\vector != 30)",
+    "push 0",
+    ".endif",
+    "push \\vector",
+    "jmp trap_common",
+    ".endr",
+
+    "trap_common:",
+    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    "cld",
+    "mov rdi, rsp",
+    "call trap_from_cpu",
+    "jmp restore_frame",
+
+    // Hypercall: `syscall` left RIP in RCX and RFLAGS in R11, and SFMASK cleared IF.
+    ".globl syscall_entry",
+    "syscall_entry:",
+    "mov [rip + syscall_guest_rsp], rsp",
+    "lea rsp, [rip + hv_stack_top]",
+    "push {guest_ss}",
+    "push qword ptr [rip + syscall_guest_rsp]",
+    "push r11",
+    "push {guest_cs}",
+    "push rcx",
+    "push 0",
+    "push {syscall_vector}",
+    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    "cld",
+    "mov rdi, rsp",
+    "call hypercall_from_guest",
+    "jmp restore_frame",
+
+    ".globl restore_frame",
+    "restore_frame:",
+    "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+    "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+    "add rsp, 16", // vector and error code
+    "iretq",
+    ".popsection",
+
+    ".pushsection .bss.syscall_guest_rsp, \"aw\", @nobits",
+    ".balign 8",
+    "syscall_guest_rsp: .skip 8",
+    ".popsection",
+    guest_ss = const FLAT_RING3_SS64 as u64,
+    guest_cs = const FLAT_RING3_CS64 as u64,
+    syscall_vector = const SYSCALL_VECTOR,
+);
+
+extern "C" {
+    static trap_stubs: u8;
+    fn syscall_entry();
+    fn restore_frame();
+}
+
+pub fn trap_stub_address(vector: usize) -> u64 {
+    core::ptr::addr_of!(trap_stubs) as u64 + vector as u64 * STUB_SIZE
+}
+
+const MSR_STAR: u32 = 0xC000_0081;
+const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_SFMASK: u32 = 0xC000_0084;
+/// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC. The hypervisor runs with
+/// interrupts off and a clean direction flag whatever the guest had.
+const SYSCALL_RFLAGS_MASK: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (3 << 12) | (1 << 14) | (1 << 18);
+
+/// Points `syscall` at [`syscall_entry`] (EFER.SCE was set at boot).
+pub fn init_syscall() {
+    let star = ((super::gdt::SYSRET_BASE as u64) << 48) | ((super::gdt::HYPERVISOR_CS as u64) << 32);
+    // SAFETY: these MSRs only define where `syscall` enters and with which selectors
+    // and flags; the selectors exist in the GDT loaded by `gdt::init`.
+    unsafe {
+        Msr::new(MSR_STAR).write(star);
+        Msr::new(MSR_LSTAR).write(syscall_entry as *const () as u64);
+        Msr::new(MSR_SFMASK).write(SYSCALL_RFLAGS_MASK);
+    }
+}
+
+/// Resumes a guest from `frame`, which must hold a ring-3 state, on the current CR3.
+///
+/// # Safety
+/// The current CR3 must be the guest's address space (with the hypervisor's slots), and
+/// nothing on the hypervisor stack may be needed any more: the stack is reset.
+pub unsafe fn enter_guest(frame: &GuestRegisters) -> ! {
+    let top = super::boot::hypervisor_stack_top();
+    let slot = (top - core::mem::size_of::<GuestRegisters>() as u64) as *mut GuestRegisters;
+    // SAFETY: `slot` is the frame area at the top of the hypervisor stack, which the
+    // caller guarantees is no longer in use; we copy first and switch RSP to it after.
+    unsafe {
+        slot.write(*frame);
+        core::arch::asm!(
+            "mov rsp, {slot}",
+            "jmp {restore}",
+            slot = in(reg) slot,
+            restore = sym restore_frame,
+            options(noreturn),
+        );
+    }
+}

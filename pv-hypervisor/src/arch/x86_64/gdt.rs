@@ -1,0 +1,92 @@
+//! The GDT and TSS.
+//!
+//! Xen's PV ABI fixes the flat selectors a guest uses (arch-x86/xen-x86_64.h:
+//! FLAT_RING3_CS64 0xe033, FLAT_RING3_DS32/SS 0xe02b, FLAT_RING3_CS32 0xe023), and they
+//! live in the hypervisor's part of the GDT, from entry 14 * 512 = 0x1c00 up. Our own
+//! ring-0 selectors sit in the same reserved area. The layout also satisfies
+//! `syscall`/`sysret`: STAR's user base 0xe020 gives SS 0xe02b and CS 0xe033, its kernel
+//! base 0xe008 gives CS 0xe008 and SS 0xe010.
+
+use hypercall_abi::arch_x86_64::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::{lgdt, load_tss};
+use x86_64::structures::gdt::SegmentSelector;
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::{PrivilegeLevel, VirtAddr};
+
+pub const HYPERVISOR_CS: u16 = 0xe008;
+pub const HYPERVISOR_DS: u16 = 0xe010;
+const TSS_SELECTOR: u16 = 0xe040;
+/// STAR[63:48]: sysret derives the guest's SS (+8) and 64-bit CS (+16) from it.
+pub const SYSRET_BASE: u16 = 0xe020;
+
+const _: () = assert!(FLAT_RING3_CS64 as u16 == SYSRET_BASE + 16 + 3);
+const _: () = assert!(FLAT_RING3_SS64 as u16 == SYSRET_BASE + 8 + 3);
+const _: () = assert!(FLAT_RING3_CS32 as u16 == SYSRET_BASE + 3);
+
+const ENTRIES: usize = (TSS_SELECTOR as usize >> 3) + 2;
+
+const CODE64_RING0: u64 = 0x00AF_9A00_0000_FFFF;
+const DATA_RING0: u64 = 0x00CF_9200_0000_FFFF;
+const CODE32_RING3: u64 = 0x00CF_FA00_0000_FFFF;
+const DATA_RING3: u64 = 0x00CF_F200_0000_FFFF;
+const CODE64_RING3: u64 = 0x00AF_FA00_0000_FFFF;
+
+/// Stack sizes for the IST entries: a double fault or an NMI gets a known-good stack.
+const IST_STACK_SIZE: usize = 16 * 1024;
+pub const IST_DOUBLE_FAULT: u16 = 1;
+pub const IST_NMI: u16 = 2;
+
+#[repr(C, align(16))]
+struct Stack([u8; IST_STACK_SIZE]);
+
+static mut GDT: [u64; ENTRIES] = [0; ENTRIES];
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+static mut NMI_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+
+fn tss_descriptor(base: u64) -> (u64, u64) {
+    let limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
+    let low = (limit & 0xFFFF)
+        | ((base & 0xFF_FFFF) << 16)
+        | (0x89 << 40) // present, 64-bit TSS (available)
+        | (((limit >> 16) & 0xF) << 48)
+        | (((base >> 24) & 0xFF) << 56);
+    (low, base >> 32)
+}
+
+/// Builds and loads the GDT and TSS. `kernel_stack_top` is where the CPU switches to on
+/// an interrupt or exception from ring 3 (TSS.RSP0).
+pub fn init(kernel_stack_top: u64) {
+    // SAFETY: runs once on the boot CPU before anything else uses these statics, with
+    // interrupts off; afterwards the CPU is their only reader.
+    unsafe {
+        let tss = &mut *core::ptr::addr_of_mut!(TSS);
+        tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
+        let df = core::ptr::addr_of!(DOUBLE_FAULT_STACK) as u64 + IST_STACK_SIZE as u64;
+        let nmi = core::ptr::addr_of!(NMI_STACK) as u64 + IST_STACK_SIZE as u64;
+        tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(df);
+        tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(nmi);
+
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
+        gdt[(HYPERVISOR_CS >> 3) as usize] = CODE64_RING0;
+        gdt[(HYPERVISOR_DS >> 3) as usize] = DATA_RING0;
+        gdt[(FLAT_RING3_CS32 as usize) >> 3] = CODE32_RING3;
+        gdt[(FLAT_RING3_SS64 as usize) >> 3] = DATA_RING3;
+        gdt[(FLAT_RING3_CS64 as usize) >> 3] = CODE64_RING3;
+        let (low, high) = tss_descriptor(core::ptr::addr_of!(TSS) as u64);
+        gdt[(TSS_SELECTOR >> 3) as usize] = low;
+        gdt[(TSS_SELECTOR >> 3) as usize + 1] = high;
+
+        lgdt(&DescriptorTablePointer {
+            limit: (ENTRIES * 8 - 1) as u16,
+            base: VirtAddr::new(gdt.as_ptr() as u64),
+        });
+        CS::set_reg(SegmentSelector::new(HYPERVISOR_CS >> 3, PrivilegeLevel::Ring0));
+        SS::set_reg(SegmentSelector::new(HYPERVISOR_DS >> 3, PrivilegeLevel::Ring0));
+        DS::set_reg(SegmentSelector(0));
+        ES::set_reg(SegmentSelector(0));
+        load_tss(SegmentSelector::new(TSS_SELECTOR >> 3, PrivilegeLevel::Ring0));
+    }
+}

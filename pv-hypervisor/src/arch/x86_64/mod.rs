@@ -1,0 +1,35 @@
+//! x86_64: boot (PVH), descriptor tables, trap and syscall entry, serial, QEMU exit.
+
+pub mod boot;
+pub mod cpu;
+pub mod entry;
+pub mod gdt;
+pub mod idt;
+pub mod machine_memory;
+pub mod pvh;
+pub mod serial;
+pub mod start;
+
+/// Where all of physical memory (below 4 GiB) is mapped in every address space.
+/// L4 slot 262: inside the range Xen reserves for the hypervisor
+/// (0xFFFF800000000000-0xFFFF880000000000, arch-x86/xen-x86_64.h).
+pub const DIRECTMAP_BASE: u64 = 0xFFFF_8300_0000_0000;
+/// How much of physical memory the boot page tables map (2 MiB pages, 4 PDs).
+pub const DIRECTMAP_SIZE: u64 = 4 << 30;
+
+/// The direct-map virtual address of a physical address below [`DIRECTMAP_SIZE`].
+pub const fn phys_to_virt(paddr: u64) -> u64 {
+    DIRECTMAP_BASE + paddr
+}
+
+static BOOT_L4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Remembers the boot L4 (the hypervisor's own address space).
+pub fn set_boot_l4_phys(l4: u64) {
+    BOOT_L4.store(l4, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The hypervisor's own L4: maps the hypervisor and nothing of any guest.
+pub fn boot_l4_phys() -> u64 {
+    BOOT_L4.load(core::sync::atomic::Ordering::Relaxed)
+}

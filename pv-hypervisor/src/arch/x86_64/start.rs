@@ -1,0 +1,247 @@
+//! From the PVH entry to the first guest instruction, and the handlers every later
+//! entry from a guest lands in.
+
+use super::machine_memory::DirectMap;
+use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pvh, serial};
+use crate::boot_options::BootOptions;
+use crate::domain::builder::{build_domain, DomainSpec};
+use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
+use crate::domain::crash::write_crash_report;
+use crate::domain::vcpu::{GuestRegisters, SYSCALL_VECTOR};
+use crate::domain::{exit_code_for, Domain, DomainState};
+use crate::hypercall::HypercallContext;
+use crate::mm::frame_alloc::FrameAllocator;
+use crate::{console, hv_println, hv_result};
+use core::fmt::Write;
+use hypercall_abi::debug_exit::ExitCode;
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+const HEAP_FRAMES: u64 = 1024; // 4 MiB
+
+/// One bit per frame of the direct-mapped 4 GiB.
+static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_SIZE / 4096 / 64) as usize] = [0; (super::DIRECTMAP_SIZE / 4096 / 64) as usize];
+
+/// The hypervisor's state after boot. Single CPU, so a spin lock is never contended.
+struct Hypervisor {
+    frames: FrameAllocator<'static>,
+    memory: DirectMap,
+    /// The running domain. Only dom0 exists until domain creation lands.
+    current: Option<Domain>,
+}
+
+static HV: Mutex<Option<Hypervisor>> = Mutex::new(None);
+
+extern "C" {
+    static __image_phys_start: u8;
+    static __image_phys_end: u8;
+}
+
+fn console_output(args: core::fmt::Arguments<'_>) {
+    serial::write_fmt(args);
+}
+
+/// Refuses boot input: one line naming what and why, a RESULT line, and the exit code.
+fn boot_error(file: &str, reason: &dyn core::fmt::Display) -> ! {
+    let mut text = alloc::string::String::new();
+    let _ = write!(text, "{reason}");
+    let text = text.replace('"', "'");
+    hv_println!("error: {file}: {text}");
+    hv_result!("event=boot_error file={file} reason=\"{text}\"");
+    exit(ExitCode::HypervisorError)
+}
+
+fn exit(code: ExitCode) -> ! {
+    hv_result!("event=exit code={}", code.name());
+    cpu::exit_qemu(code)
+}
+
+#[no_mangle]
+extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
+    super::set_boot_l4_phys(cpu::cr3());
+    serial::init();
+    console::set_output(console_output);
+    let _ = log::set_logger(&console::LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+    gdt::init(boot::hypervisor_stack_top());
+    idt::init();
+    entry::init_syscall();
+
+    // SAFETY: EBX from QEMU, passed through unchanged by the boot code.
+    let pvh = match unsafe { pvh::read(start_info_paddr as u64) } {
+        Ok(info) => info,
+        Err(reason) => boot_error("pvh-start-info", &reason),
+    };
+    let options = match BootOptions::parse(pvh.cmdline) {
+        Ok(o) => o,
+        Err(e) => boot_error("hypervisor-cmdline", &e),
+    };
+    log::set_max_level(options.log_level);
+    hv_println!("pv-hypervisor {} starting; command line '{}'", env!("CARGO_PKG_VERSION"), pvh.cmdline);
+
+    // SAFETY: boot is single-threaded and this is the only reference ever made.
+    let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
+    let mut frames = FrameAllocator::new(bitmap);
+    let mut ram_end = 0;
+    for entry in pvh.memmap.iter().filter(|e| e.kind == pvh::MEMMAP_TYPE_RAM) {
+        let end = entry.addr.saturating_add(entry.size);
+        ram_end = ram_end.max(end);
+        frames.add_free(entry.addr.div_ceil(4096)..end / 4096);
+        if end > super::DIRECTMAP_SIZE {
+            log::warn!("RAM above 4 GiB ({:#x}-{:#x}) is not used", entry.addr.max(super::DIRECTMAP_SIZE), end);
+        }
+    }
+    // The first MiB holds firmware data and the PVH structures; then our image and the
+    // boot modules.
+    frames.reserve(0..256);
+    let image = (core::ptr::addr_of!(__image_phys_start) as u64)..(core::ptr::addr_of!(__image_phys_end) as u64);
+    frames.reserve(image.start / 4096..image.end.div_ceil(4096));
+    for module in pvh.modules {
+        frames.reserve(module.paddr / 4096..(module.paddr + module.size).div_ceil(4096));
+    }
+    let Some(heap) = frames.alloc_contiguous(HEAP_FRAMES) else {
+        boot_error("hypervisor-heap", &"no room for the hypervisor heap");
+    };
+    // SAFETY: the frames were just taken from the allocator, so nothing else uses them.
+    unsafe { HEAP.lock().init(phys_to_virt(heap * 4096) as *mut u8, (HEAP_FRAMES * 4096) as usize) };
+    log::info!("memory: {} MiB free for domains, RAM ends at {:#x}", frames.free_frames() / 256, ram_end);
+
+    let Some(module) = pvh.modules.first() else {
+        boot_error("bundle", &"no boot module: pass the bundle with -initrd");
+    };
+    // SAFETY: the module stays reserved above; QEMU put it in RAM below 4 GiB.
+    let bundle_bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(module.paddr) as *const u8, module.size as usize) };
+    let bundle = match Bundle::parse(bundle_bytes) {
+        Ok(b) => b,
+        Err(e) => boot_error("bundle", &e),
+    };
+    let Some(kernel) = bundle.file(DOM0_KERNEL) else {
+        boot_error(DOM0_KERNEL, &"missing from the boot bundle");
+    };
+    let cmdline = bundle.file(DOM0_CMDLINE).unwrap_or(b"");
+    let cmdline = cmdline.strip_suffix(b"\n").unwrap_or(cmdline);
+
+    let mut memory = DirectMap::new(ram_end);
+    // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
+    let hypervisor_l4 = unsafe { &*(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
+    let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
+    let started = cpu::rdtsc();
+    let frames_cell = core::cell::RefCell::new(frames);
+    let dom0 = match build_domain(
+        &spec,
+        &mut memory,
+        &mut || frames_cell.borrow_mut().alloc(),
+        &mut |mfn| {
+            let _ = frames_cell.borrow_mut().free(mfn);
+        },
+        hypervisor_l4,
+    ) {
+        Ok(d) => d,
+        Err(e) => boot_error(DOM0_KERNEL, &e),
+    };
+    log::info!(
+        "dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles",
+        dom0.nr_pages(),
+        dom0.vcpu.rip,
+        dom0.l4_maddr,
+        cpu::rdtsc() - started
+    );
+    let regs = dom0.vcpu;
+    let l4 = dom0.l4_maddr;
+    *HV.lock() = Some(Hypervisor { frames: frames_cell.into_inner(), memory, current: Some(dom0) });
+    hv_println!("starting dom0");
+    // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
+    // boot's stack frames are not needed any more.
+    unsafe {
+        cpu::load_cr3(l4);
+        entry::enter_guest(&regs)
+    }
+}
+
+/// Every hypercall lands here, with the guest's registers at the top of the stack.
+#[no_mangle]
+extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
+    let mut guard = HV.lock();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let number = frame.rax;
+    domain.count_hypercall(number);
+    let mut ctx = HypercallContext { domain, memory: &mut hv.memory };
+    frame.rax = hypercall_abi::dispatch(&mut ctx, number, frame.hypercall_args()) as u64;
+    if !domain_still_runs(hv) {
+        drop(guard);
+        domain_stopped();
+    }
+}
+
+/// Every CPU exception lands here.
+#[no_mangle]
+extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
+    let cr2 = cpu::cr2();
+    if !frame.from_guest() || frame.vector == SYSCALL_VECTOR {
+        // A fault in the hypervisor itself is a bug: report it and stop.
+        // SAFETY: we are about to exit; nobody else can hold the console lock usefully.
+        let mut out = ConsoleWriter;
+        hv_println!("FATAL: exception in the hypervisor");
+        let _ = write_crash_report(&mut out, u16::MAX, frame, cr2);
+        exit(ExitCode::HypervisorPanic);
+    }
+    let mut guard = HV.lock();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    // No guest trap table yet: every exception a guest takes is fatal to it.
+    let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cr2);
+    domain.state = DomainState::Crashed;
+    drop(guard);
+    domain_stopped();
+}
+
+struct ConsoleWriter;
+
+impl Write for ConsoleWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        console::print(format_args!("{s}"));
+        Ok(())
+    }
+}
+
+fn domain_still_runs(hv: &Hypervisor) -> bool {
+    hv.current.as_ref().is_some_and(|d| d.state.is_running())
+}
+
+/// The current domain stopped: report it, give its memory back, and stop the machine
+/// when no domain is left.
+fn domain_stopped() -> ! {
+    let mut guard = HV.lock();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(mut domain) = hv.current.take() else { exit(ExitCode::HypervisorPanic) };
+    let domid = domain.id;
+    if !domain.console.is_empty() {
+        domain.console.flush(&mut |line| console::guest_line::print_guest_line(domid, line));
+    }
+    // Leave the dying domain's address space before freeing its page tables.
+    // SAFETY: the boot L4 maps the hypervisor exactly as every guest L4 does.
+    unsafe { cpu::load_cr3(super::boot_l4_phys()) };
+    match domain.state {
+        DomainState::Shutdown(reason) => hv_result!("event=domain_shutdown domid={domid} reason={}", reason.name()),
+        DomainState::Crashed => hv_result!("event=domain_shutdown domid={domid} reason=crash"),
+        DomainState::Running => {}
+    }
+    for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
+        if let Err(e) = hv.frames.free(mfn) {
+            log::error!("freeing domain {domid}'s frame: {e:?}");
+        }
+    }
+    let code = exit_code_for(domain.state);
+    hv_println!("domain {domid} ({}) is gone; no domain left", domain.name);
+    drop(guard);
+    exit(code)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    hv_println!("PANIC: {info}");
+    exit(ExitCode::HypervisorPanic)
+}

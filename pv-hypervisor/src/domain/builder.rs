@@ -1,0 +1,220 @@
+//! Builds a PV domain from a kernel image the way Xen's PV domain builder lays it out
+//! (see `layout`): allocates and zeroes its memory, loads the ELF segments, writes the
+//! hypercall page, the p2m list, start_info and the initial page tables, and prepares
+//! the vCPU to enter at the kernel's entry point with RSI = start_info.
+//!
+//! Pure logic over [`MachineMemory`] and a frame source, so the whole build is tested on
+//! the host.
+
+use super::elf_image::{GuestImage, ImageError};
+use super::hypercall_page::hypercall_page;
+use super::layout::{initial_page_tables, DomainLayout, LayoutError, LayoutInput};
+use super::vcpu::GuestRegisters;
+use super::{Domain, DomainId, DomainState, COUNTED_HYPERCALLS};
+use crate::mm::guest_walk::MachineMemory;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+use hypercall_abi::shared_info::SharedInfo;
+use hypercall_abi::start_info::{StartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use zerocopy::{FromZeros, IntoBytes};
+
+const PAGE: u64 = 4096;
+/// The L4 slots the hypervisor owns in every address space (256-271).
+pub const HYPERVISOR_L4_SLOTS: core::ops::Range<usize> = 256..272;
+
+pub struct DomainSpec<'a> {
+    pub id: DomainId,
+    pub name: &'a str,
+    pub kernel: &'a [u8],
+    pub cmdline: &'a [u8],
+    pub nr_pages: u64,
+    pub privileged: bool,
+}
+
+#[derive(Debug)]
+pub enum BuildError {
+    Image(ImageError),
+    Layout(LayoutError),
+    /// Not enough free machine frames for the domain's memory.
+    OutOfMemory { needed: u64 },
+    /// The image's hypercall page is not inside the initial mapping.
+    HypercallPageUnmapped(u64),
+    /// The command line does not fit start_info (1024 bytes with the NUL).
+    CommandLineTooLong(usize),
+    /// Writing the domain's memory failed: the frame source gave a frame the memory
+    /// accessor refuses (a hypervisor bug, reported rather than panicking).
+    MemoryWrite(u64),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Image(e) => write!(f, "{e}"),
+            BuildError::Layout(e) => write!(f, "{e}"),
+            BuildError::OutOfMemory { needed } => write!(f, "not enough free memory: needs {needed} pages"),
+            BuildError::HypercallPageUnmapped(va) => write!(f, "hypercall page {va:#x} is outside the initial mapping"),
+            BuildError::CommandLineTooLong(len) => write!(f, "command line of {len} bytes does not fit start_info (max 1023)"),
+            BuildError::MemoryWrite(maddr) => write!(f, "cannot write machine address {maddr:#x}"),
+        }
+    }
+}
+
+/// Writes into the domain by guest virtual address inside its initial mapping.
+struct DomainWriter<'a, M: MachineMemory> {
+    memory: &'a mut M,
+    layout: &'a DomainLayout,
+    p2m: &'a [u64],
+}
+
+impl<M: MachineMemory> DomainWriter<'_, M> {
+    fn write(&mut self, mut va: u64, mut bytes: &[u8]) -> Result<(), BuildError> {
+        while !bytes.is_empty() {
+            let pfn = self.layout.pfn_of(va).ok_or(BuildError::MemoryWrite(va))?;
+            let mfn = *self.p2m.get(pfn as usize).ok_or(BuildError::MemoryWrite(va))?;
+            let offset = va % PAGE;
+            let len = ((PAGE - offset) as usize).min(bytes.len());
+            let maddr = mfn * PAGE + offset;
+            self.memory.write_bytes(maddr, &bytes[..len]).ok_or(BuildError::MemoryWrite(maddr))?;
+            bytes = &bytes[len..];
+            va += len as u64;
+        }
+        Ok(())
+    }
+}
+
+fn zero_frame<M: MachineMemory>(memory: &mut M, mfn: u64) -> Result<(), BuildError> {
+    const ZEROS: [u8; PAGE as usize] = [0; PAGE as usize];
+    memory.write_bytes(mfn * PAGE, &ZEROS).ok_or(BuildError::MemoryWrite(mfn * PAGE))
+}
+
+/// Builds the domain. `hypervisor_l4` holds the hypervisor's L4 entries, of which the
+/// reserved slots are copied into the guest's L4. On failure, the frames taken so far are
+/// handed back through `release`.
+pub fn build_domain<M: MachineMemory>(
+    spec: &DomainSpec<'_>,
+    memory: &mut M,
+    alloc_frame: &mut dyn FnMut() -> Option<u64>,
+    release: &mut dyn FnMut(u64),
+    hypervisor_l4: &[u64; 512],
+) -> Result<Domain, BuildError> {
+    let image = GuestImage::parse(spec.kernel).map_err(BuildError::Image)?;
+    let layout = DomainLayout::compute(&LayoutInput {
+        virt_base: image.virt_base,
+        virt_kstart: image.virt_kstart,
+        virt_kend: image.virt_kend,
+        nr_pages: spec.nr_pages,
+        module_len: 0,
+    })
+    .map_err(BuildError::Layout)?;
+    if spec.cmdline.len() >= 1024 {
+        return Err(BuildError::CommandLineTooLong(spec.cmdline.len()));
+    }
+
+    let mut frames: Vec<u64> = Vec::new();
+    let result = (|| {
+        for _ in 0..spec.nr_pages + 1 {
+            let mfn = alloc_frame().ok_or(BuildError::OutOfMemory { needed: spec.nr_pages + 1 })?;
+            frames.push(mfn);
+            zero_frame(memory, mfn)?;
+        }
+        let shared_info_mfn = frames[spec.nr_pages as usize];
+        let p2m = &frames[..spec.nr_pages as usize];
+        populate(spec, memory, &image, &layout, p2m, shared_info_mfn, hypervisor_l4)
+    })();
+    match result {
+        Ok(mut domain) => {
+            frames.truncate(spec.nr_pages as usize);
+            domain.p2m = frames;
+            Ok(domain)
+        }
+        Err(e) => {
+            frames.into_iter().for_each(|mfn| release(mfn));
+            Err(e)
+        }
+    }
+}
+
+fn populate<M: MachineMemory>(
+    spec: &DomainSpec<'_>,
+    memory: &mut M,
+    image: &GuestImage<'_>,
+    layout: &DomainLayout,
+    p2m: &[u64],
+    shared_info_mfn: u64,
+    hypervisor_l4: &[u64; 512],
+) -> Result<Domain, BuildError> {
+    let mut writer = DomainWriter { memory: &mut *memory, layout, p2m };
+    for segment in image.segments() {
+        writer.write(segment.dest_vaddr, segment.file_bytes)?;
+    }
+    if let Some(va) = image.hypercall_page {
+        layout.pfn_of(va).ok_or(BuildError::HypercallPageUnmapped(va))?;
+        writer.write(va, &hypercall_page())?;
+    }
+    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|mfn| mfn.to_le_bytes()).collect();
+    writer.write(layout.p2m.start, &p2m_bytes)?;
+
+    let mut start_info = StartInfo::new_zeroed();
+    start_info.magic[..StartInfo::MAGIC.len()].copy_from_slice(StartInfo::MAGIC);
+    start_info.nr_pages = spec.nr_pages;
+    start_info.shared_info = shared_info_mfn * PAGE;
+    start_info.flags = if spec.privileged { SIF_PRIVILEGED | SIF_INITDOMAIN } else { 0 };
+    start_info.pt_base = layout.page_tables.start;
+    start_info.nr_pt_frames = layout.nr_pt_frames;
+    start_info.mfn_list = layout.p2m.start;
+    start_info.cmd_line[..spec.cmdline.len()].copy_from_slice(spec.cmdline);
+    writer.write(layout.start_info.start, start_info.as_bytes())?;
+
+    let mut pt_error = None;
+    initial_page_tables(layout, |pfn| p2m.get(pfn as usize).copied().unwrap_or(0), |w| {
+        let Some(&table_mfn) = p2m.get(w.table_pfn as usize) else {
+            pt_error = Some(BuildError::MemoryWrite(w.table_pfn));
+            return;
+        };
+        let maddr = table_mfn * PAGE + w.index as u64 * 8;
+        if memory.write_bytes(maddr, &w.value.to_le_bytes()).is_none() {
+            pt_error = Some(BuildError::MemoryWrite(maddr));
+        }
+    });
+    if let Some(e) = pt_error {
+        return Err(e);
+    }
+    let l4_pfn = layout.pfn_of(layout.page_tables.start).ok_or(BuildError::MemoryWrite(layout.page_tables.start))?;
+    let l4_maddr = p2m[l4_pfn as usize] * PAGE;
+    for slot in HYPERVISOR_L4_SLOTS {
+        let maddr = l4_maddr + slot as u64 * 8;
+        memory.write_bytes(maddr, &hypervisor_l4[slot].to_le_bytes()).ok_or(BuildError::MemoryWrite(maddr))?;
+    }
+
+    let mut shared_info = SharedInfo::new_zeroed();
+    // Events stay masked until the guest is ready for upcalls (Xen enters the same way).
+    shared_info.vcpu_info[0].evtchn_upcall_mask = 1;
+    shared_info.arch.max_pfn = spec.nr_pages;
+    memory
+        .write_bytes(shared_info_mfn * PAGE, shared_info.as_bytes())
+        .ok_or(BuildError::MemoryWrite(shared_info_mfn * PAGE))?;
+
+    let vcpu = GuestRegisters {
+        rip: image.virt_entry,
+        rsp: layout.boot_stack.end,
+        rsi: layout.start_info.start,
+        cs: FLAT_RING3_CS64 as u64,
+        ss: FLAT_RING3_SS64 as u64,
+        rflags: 0x202, // IF set; the virtual interrupt flag (upcall mask) is what masks events
+        ..Default::default()
+    };
+    Ok(Domain {
+        id: spec.id,
+        name: String::from(spec.name),
+        privileged: spec.privileged,
+        state: DomainState::Running,
+        p2m: Vec::new(),
+        l4_maddr,
+        shared_info_mfn,
+        vcpu,
+        hypercall_counts: [0; COUNTED_HYPERCALLS],
+        console: Default::default(),
+    })
+}

@@ -1,0 +1,59 @@
+//! A virtual CPU's saved register state.
+
+use core::mem::offset_of;
+
+/// The vector number the syscall entry records: not a CPU vector, it marks a frame as a
+/// hypercall.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// A guest's general registers plus the CPU's interrupt frame, exactly as the entry code
+/// in `arch::x86_64::entry` pushes them (lowest address first). While a vCPU runs in the
+/// hypervisor this sits at the top of the hypervisor stack; while it is descheduled, in
+/// its [`Vcpu`](super::Domain).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct GuestRegisters {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Exception vector, or [`SYSCALL_VECTOR`] for a hypercall.
+    pub vector: u64,
+    /// The CPU's error code (0 when the exception has none).
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// The entry assembly depends on this layout.
+const _: () = assert!(core::mem::size_of::<GuestRegisters>() == 22 * 8);
+const _: () = assert!(offset_of!(GuestRegisters, rax) == 14 * 8);
+const _: () = assert!(offset_of!(GuestRegisters, vector) == 15 * 8);
+const _: () = assert!(offset_of!(GuestRegisters, rip) == 17 * 8);
+const _: () = assert!(offset_of!(GuestRegisters, ss) == 21 * 8);
+
+impl GuestRegisters {
+    /// The six hypercall argument registers, in ABI order (RDI, RSI, RDX, R10, R8, R9).
+    pub fn hypercall_args(&self) -> [u64; 6] {
+        [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+
+    /// Whether the frame was taken while running in ring 3 (a guest), not ring 0.
+    pub fn from_guest(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}

@@ -1,0 +1,102 @@
+//! A fake guest for host tests of hypercall handlers: machine memory as a byte array
+//! with a 4-level page table mapping a few data pages.
+
+use super::HypercallContext;
+use crate::domain::vcpu::GuestRegisters;
+use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
+use crate::mm::guest_walk::MachineMemory;
+use std::vec;
+use std::vec::Vec;
+
+pub const GUEST_DATA_VA: u64 = 0x40_0000;
+const L4: u64 = 0x1000;
+const L3: u64 = 0x2000;
+const L2: u64 = 0x3000;
+const L1: u64 = 0x4000;
+const DATA: u64 = 0x10000;
+const PAGES: u64 = 4;
+const PTE: u64 = 0x67; // present, writable, user, accessed, dirty
+
+pub struct FakeMemory(pub Vec<u8>);
+
+impl MachineMemory for FakeMemory {
+    fn read_u64(&self, maddr: u64) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        self.read_bytes(maddr, &mut bytes)?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
+        let start = usize::try_from(maddr).ok()?;
+        out.copy_from_slice(self.0.get(start..start.checked_add(out.len())?)?);
+        Some(())
+    }
+
+    fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
+        let start = usize::try_from(maddr).ok()?;
+        self.0.get_mut(start..start.checked_add(data.len())?)?.copy_from_slice(data);
+        Some(())
+    }
+}
+
+pub struct TestGuest {
+    pub domain: Domain,
+    pub memory: FakeMemory,
+}
+
+impl TestGuest {
+    pub const MAPPED_BYTES: u64 = PAGES * 4096;
+
+    pub fn new() -> Self {
+        let mut memory = FakeMemory(vec![0; (DATA + PAGES * 4096) as usize]);
+        let mut set = |table: u64, index: u64, value: u64| {
+            memory.write_bytes(table + index * 8, &value.to_le_bytes()).unwrap();
+        };
+        let (l4i, l3i, l2i, l1i) = (
+            (GUEST_DATA_VA >> 39) & 511,
+            (GUEST_DATA_VA >> 30) & 511,
+            (GUEST_DATA_VA >> 21) & 511,
+            (GUEST_DATA_VA >> 12) & 511,
+        );
+        set(L4, l4i, L3 | 0x27);
+        set(L3, l3i, L2 | 0x27);
+        set(L2, l2i, L1 | 0x27);
+        for page in 0..PAGES {
+            set(L1, l1i + page, (DATA + page * 4096) | PTE);
+        }
+        let domain = Domain {
+            id: 0,
+            name: "test".into(),
+            privileged: true,
+            state: DomainState::Running,
+            p2m: vec![0; 16],
+            l4_maddr: L4,
+            shared_info_mfn: 0,
+            vcpu: GuestRegisters::default(),
+            hypercall_counts: [0; COUNTED_HYPERCALLS],
+            console: Default::default(),
+        };
+        TestGuest { domain, memory }
+    }
+
+    fn data_maddr(va: u64) -> usize {
+        (DATA + (va - GUEST_DATA_VA)) as usize
+    }
+
+    pub fn poke(&mut self, va: u64, bytes: &[u8]) {
+        let at = Self::data_maddr(va);
+        self.memory.0[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    pub fn peek(&self, va: u64, len: usize) -> Vec<u8> {
+        let at = Self::data_maddr(va);
+        self.memory.0[at..at + len].to_vec()
+    }
+
+    /// Makes a hypercall the way the runtime does: count, then dispatch.
+    pub fn call(&mut self, number: u64, args: [u64; 6]) -> i64 {
+        self.domain.count_hypercall(number);
+        let mut ctx = HypercallContext { domain: &mut self.domain, memory: &mut self.memory };
+        hypercall_abi::dispatch(&mut ctx, number, args)
+    }
+}

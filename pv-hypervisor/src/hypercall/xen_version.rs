@@ -1,0 +1,84 @@
+//! `xen_version` (version.h): which Xen interface we implement and what it offers.
+
+use super::HypercallContext;
+use crate::mm::guest_walk::MachineMemory;
+use hypercall_abi::features::{XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB};
+use hypercall_abi::ops::xen_version::{
+    XenFeatureInfo, XENVER_CAPABILITIES, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XENVER_PAGESIZE,
+    XENVER_PLATFORM_PARAMETERS, XENVER_VERSION,
+};
+use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
+use hypercall_abi::{Errno, GuestAddr};
+
+/// We report the Xen release whose public ABI we follow; the extraversion says who we are.
+pub const VERSION_MAJOR: u32 = 4;
+pub const VERSION_MINOR: u32 = 17;
+pub const EXTRAVERSION: &[u8] = b"-pvhv";
+/// The only guest type we run (version.h XENVER_capabilities format).
+pub const CAPABILITIES: &[u8] = b"xen-3.0-x86_64";
+
+pub fn xen_version<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+    match cmd {
+        XENVER_VERSION => Ok(((VERSION_MAJOR << 16) | VERSION_MINOR) as i64),
+        XENVER_EXTRAVERSION => {
+            let mut text = [0u8; 16];
+            text[..EXTRAVERSION.len()].copy_from_slice(EXTRAVERSION);
+            ctx.write_guest(arg, &text)?;
+            Ok(0)
+        }
+        XENVER_CAPABILITIES => {
+            let mut text = [0u8; 1024];
+            text[..CAPABILITIES.len()].copy_from_slice(CAPABILITIES);
+            ctx.write_guest(arg, &text)?;
+            Ok(0)
+        }
+        XENVER_PLATFORM_PARAMETERS => {
+            ctx.write_guest(arg, &HYPERVISOR_VIRT_START)?;
+            Ok(0)
+        }
+        XENVER_GET_FEATURES => {
+            let mut info: XenFeatureInfo = ctx.read_guest(arg)?;
+            info.submap = if info.submap_idx == 0 { feature_submap_0(ctx.domain.privileged) } else { 0 };
+            ctx.write_guest(arg, &info)?;
+            Ok(0)
+        }
+        XENVER_PAGESIZE => Ok(4096),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// Features we offer (features.h): page directories may live above 4 GiB (we never
+/// limit where frames come from), and dom0 operation for the initial domain.
+fn feature_submap_0(privileged: bool) -> u32 {
+    let mut map = 1 << XENFEAT_PAE_PGDIR_ABOVE_4GB;
+    if privileged {
+        map |= 1 << XENFEAT_DOM0;
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{TestGuest, GUEST_DATA_VA};
+    use hypercall_abi::nr;
+
+    #[test]
+    fn version_and_features() {
+        let mut guest = TestGuest::new();
+        assert_eq!(guest.call(nr::xen_version, [0, 0, 0, 0, 0, 0]), (4 << 16) | 17);
+        guest.poke(GUEST_DATA_VA, &[0u8; 8]);
+        assert_eq!(guest.call(nr::xen_version, [6, GUEST_DATA_VA, 0, 0, 0, 0]), 0);
+        let submap = u32::from_le_bytes(guest.peek(GUEST_DATA_VA + 4, 4).try_into().unwrap());
+        assert_eq!(submap, (1 << 4) | (1 << 11));
+        assert_eq!(guest.call(nr::xen_version, [1, GUEST_DATA_VA, 0, 0, 0, 0]), 0);
+        assert_eq!(&guest.peek(GUEST_DATA_VA, 6), b"-pvhv\0");
+    }
+
+    #[test]
+    fn outputs_to_bad_pointers_fail_cleanly() {
+        let mut guest = TestGuest::new();
+        assert_eq!(guest.call(nr::xen_version, [1, 0, 0, 0, 0, 0]), -14);
+        assert_eq!(guest.call(nr::xen_version, [6, 0xffff_8000_0000_0000, 0, 0, 0, 0]), -14);
+        assert_eq!(guest.call(nr::xen_version, [99, 0, 0, 0, 0, 0]), -38);
+    }
+}
