@@ -24,7 +24,7 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
         guest_walk::copy_from_guest(&*self.memory, self.domain.l4_maddr, addr.0, out)
     }
 
-    fn read_guest<T: FromBytes>(&self, addr: GuestAddr) -> Result<T, Errno> {
+    fn read_guest<T: FromBytes + IntoBytes>(&self, addr: GuestAddr) -> Result<T, Errno> {
         guest_walk::read_guest(&*self.memory, self.domain.l4_maddr, addr.0)
     }
 

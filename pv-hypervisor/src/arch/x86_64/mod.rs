@@ -6,6 +6,7 @@ pub mod entry;
 pub mod gdt;
 pub mod idt;
 pub mod machine_memory;
+pub mod pic;
 pub mod pvh;
 pub mod serial;
 pub mod start;

@@ -2,7 +2,7 @@
 //! entry from a guest lands in.
 
 use super::machine_memory::DirectMap;
-use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pvh, serial};
+use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, pvh, serial};
 use crate::boot_options::BootOptions;
 use crate::domain::builder::{build_domain, DomainSpec};
 use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
@@ -67,6 +67,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     log::set_max_level(log::LevelFilter::Info);
     gdt::init(boot::hypervisor_stack_top());
     idt::init();
+    pic::remap_and_mask();
     entry::init_syscall();
 
     // SAFETY: EBX from QEMU, passed through unchanged by the boot code.
