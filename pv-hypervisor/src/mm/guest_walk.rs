@@ -141,3 +141,114 @@ pub fn read_guest<T: FromBytes + IntoBytes>(mem: &impl MachineMemory, l4_maddr: 
 pub fn write_guest<T: IntoBytes + Immutable>(mem: &mut impl MachineMemory, l4_maddr: u64, va: u64, value: &T) -> Result<(), Errno> {
     copy_to_guest(mem, l4_maddr, va, value.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Sparse machine memory: 4 KiB frames created on first write.
+    #[derive(Default)]
+    struct Sparse(HashMap<u64, [u8; 4096]>);
+
+    impl Sparse {
+        fn set_entry(&mut self, table: u64, index: u64, value: u64) {
+            self.write_bytes(table + index * 8, &value.to_le_bytes()).unwrap();
+        }
+        fn ensure(&mut self, frame: u64) {
+            self.0.entry(frame).or_insert([0; 4096]);
+        }
+    }
+
+    impl MachineMemory for Sparse {
+        fn read_u64(&self, maddr: u64) -> Option<u64> {
+            let mut b = [0; 8];
+            self.read_bytes(maddr, &mut b)?;
+            Some(u64::from_le_bytes(b))
+        }
+        fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
+            let frame = self.0.get(&(maddr >> 12))?;
+            let at = (maddr & 0xfff) as usize;
+            out.copy_from_slice(frame.get(at..at + out.len())?);
+            Some(())
+        }
+        fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
+            let frame = self.0.entry(maddr >> 12).or_insert([0; 4096]);
+            let at = (maddr & 0xfff) as usize;
+            frame.get_mut(at..at + data.len())?.copy_from_slice(data);
+            Some(())
+        }
+    }
+
+    const L4: u64 = 0x1000;
+    const L3: u64 = 0x2000;
+    const L2: u64 = 0x3000;
+    const L1: u64 = 0x4000;
+    const RW_USER: u64 = PRESENT | WRITABLE | USER;
+
+    /// va 0x40_0000..0x40_2000: two user pages (the second read-only) at 0x10000/0x20000;
+    /// va 0x40_2000: a supervisor-only page; va 0x80_0000: a 2 MiB user page at
+    /// 0x20_0000; va 0x4000_0000: a 1 GiB user page at 1 GiB.
+    fn address_space() -> Sparse {
+        let mut m = Sparse::default();
+        for f in [L4, L3, L2, L1, 0x10000, 0x20000, 0x30000] {
+            m.ensure(f >> 12);
+        }
+        m.set_entry(L4, 0, L3 | RW_USER);
+        m.set_entry(L3, 0, L2 | RW_USER);
+        m.set_entry(L2, 2, L1 | RW_USER); // 0x40_0000
+        m.set_entry(L1, 0, 0x10000 | RW_USER);
+        m.set_entry(L1, 1, 0x20000 | PRESENT | USER);
+        m.set_entry(L1, 2, 0x30000 | PRESENT | WRITABLE);
+        m.set_entry(L2, 4, 0x20_0000 | RW_USER | LARGE); // 0x80_0000, 2 MiB
+        m.set_entry(L3, 1, 0x4000_0000 | RW_USER | LARGE); // 0x4000_0000, 1 GiB
+        m
+    }
+
+    #[test]
+    fn translates_4k_2m_and_1g_pages() {
+        let m = address_space();
+        assert_eq!(translate(&m, L4, 0x40_0123, Access::Read), Ok(0x10123));
+        assert_eq!(translate(&m, L4, 0x80_0000 + 0x12_3456, Access::Write), Ok(0x20_0000 + 0x12_3456));
+        assert_eq!(translate(&m, L4, 0x4000_0000 + 0x1234_5678, Access::Read), Ok(0x4000_0000 + 0x1234_5678));
+    }
+
+    #[test]
+    fn refuses_what_the_guest_could_not_touch_itself() {
+        let m = address_space();
+        let efault = Err(Errno::EFAULT);
+        assert_eq!(translate(&m, L4, 0x40_1000, Access::Write), efault, "read-only page");
+        assert_eq!(translate(&m, L4, 0x40_1000, Access::Read), Ok(0x20000));
+        assert_eq!(translate(&m, L4, 0x40_2000, Access::Read), efault, "supervisor page");
+        assert_eq!(translate(&m, L4, 0x40_3000, Access::Read), efault, "not present");
+        assert_eq!(translate(&m, L4, 0x7fff_0000_0000, Access::Read), efault, "no L3");
+        assert_eq!(translate(&m, L4, 0x8000_0000_0000, Access::Read), efault, "non-canonical");
+        assert_eq!(translate(&m, L4, HYPERVISOR_VIRT_START + 0x40_0000, Access::Read), efault, "hypervisor range");
+        assert_eq!(translate(&m, 0x9999_0000, 0x40_0000, Access::Read), efault, "L4 outside memory");
+    }
+
+    #[test]
+    fn copies_across_pages_and_fail_before_writing() {
+        let mut m = address_space();
+        m.write_bytes(0x10ffc, b"abcd").unwrap();
+        m.write_bytes(0x20000, b"efgh").unwrap();
+        let mut out = [0u8; 8];
+        copy_from_guest(&m, L4, 0x40_0ffc, &mut out).unwrap();
+        assert_eq!(&out, b"abcdefgh");
+        // Writing across into the read-only page fails and writes nothing.
+        assert_eq!(copy_to_guest(&mut m, L4, 0x40_0ffc, b"XXXXXXXX"), Err(Errno::EFAULT));
+        assert_eq!(m.read_u64(0x10ff8).map(|v| v.to_le_bytes()[4..].to_vec()), Some(b"abcd".to_vec()));
+        // A length that wraps the address space.
+        let mut big = [0u8; 16];
+        assert_eq!(copy_from_guest(&m, L4, u64::MAX - 4, &mut big), Err(Errno::EFAULT));
+        assert_eq!(copy_from_guest(&m, L4, 0x40_0000, &mut []), Ok(()));
+    }
+
+    #[test]
+    fn typed_reads_and_writes() {
+        let mut m = address_space();
+        write_guest(&mut m, L4, 0x40_0ff8, &0x1122_3344_5566_7788u64).unwrap();
+        assert_eq!(read_guest::<u64>(&m, L4, 0x40_0ff8), Ok(0x1122_3344_5566_7788));
+        assert_eq!(read_guest::<u64>(&m, L4, 0x40_1ffc), Err(Errno::EFAULT), "runs into the supervisor page");
+    }
+}
