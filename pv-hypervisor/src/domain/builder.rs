@@ -218,3 +218,102 @@ fn populate<M: MachineMemory>(
         console: Default::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::elf_image::tests::valid_kernel;
+    use crate::mm::guest_walk::{read_guest, translate, Access};
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Frames(HashMap<u64, std::boxed::Box<[u8; 4096]>>);
+
+    impl MachineMemory for Frames {
+        fn read_u64(&self, maddr: u64) -> Option<u64> {
+            let mut b = [0; 8];
+            self.read_bytes(maddr, &mut b)?;
+            Some(u64::from_le_bytes(b))
+        }
+        fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
+            let at = (maddr & 0xfff) as usize;
+            out.copy_from_slice(self.0.get(&(maddr >> 12))?.get(at..at + out.len())?);
+            Some(())
+        }
+        fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
+            let at = (maddr & 0xfff) as usize;
+            self.0.get_mut(&(maddr >> 12))?.get_mut(at..at + data.len())?.copy_from_slice(data);
+            Some(())
+        }
+    }
+
+    fn build(nr_pages: u64, free_frames: u64) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
+        let kernel = valid_kernel();
+        let spec = DomainSpec { id: 0, name: "d0", kernel: &kernel, cmdline: b"hello", nr_pages, privileged: true };
+        let mut memory = Frames::default();
+        // Machine frames handed out in a scrambled order, starting at 0x1000.
+        let mut pool: Vec<u64> = (0..free_frames).map(|i| 0x1000 + (i * 7919) % free_frames).collect();
+        pool.reverse();
+        for &f in &pool {
+            memory.0.insert(f, std::boxed::Box::new([0xaa; 4096]));
+        }
+        let mut released = Vec::new();
+        let mut hv_l4 = [0u64; 512];
+        hv_l4[262] = 0xdead_0003;
+        let result = build_domain(&spec, &mut memory, &mut || pool.pop(), &mut |mfn| released.push(mfn), &hv_l4);
+        (result, memory, released)
+    }
+
+    #[test]
+    fn builds_a_bootable_domain() {
+        let (domain, memory, _) = build(2048, 4096);
+        let domain = domain.unwrap();
+        let l4 = domain.l4_maddr;
+        assert_eq!(memory.read_u64(l4 + 262 * 8), Some(0xdead_0003), "hypervisor slot copied");
+        assert_eq!(memory.read_u64(l4 + 256 * 8), Some(0));
+        // Entry state: RSI -> start_info, whose fields describe the layout.
+        let regs = domain.vcpu;
+        assert_eq!((regs.rip, regs.cs, regs.ss), (0x100000, 0xe033, 0xe02b));
+        let info: StartInfo = read_guest(&memory, l4, regs.rsi).unwrap();
+        assert_eq!(info.magic_bytes(), StartInfo::MAGIC);
+        assert_eq!(info.nr_pages, 2048);
+        assert_eq!(info.flags, SIF_PRIVILEGED | SIF_INITDOMAIN);
+        assert_eq!(info.cmd_line_bytes(), b"hello");
+        assert_eq!(info.shared_info, domain.shared_info_mfn * 4096);
+        // The p2m list in the guest agrees with the domain's.
+        for pfn in [0u64, 1, 255, 2047] {
+            let mfn: u64 = read_guest(&memory, l4, info.mfn_list + pfn * 8).unwrap();
+            assert_eq!(mfn, domain.p2m[pfn as usize]);
+        }
+        // The kernel is loaded, its bss and the rest of memory are zeroed, and the
+        // hypercall page holds stubs.
+        assert_eq!(read_guest::<u8>(&memory, l4, 0x100000), Ok(0x90));
+        assert_eq!(read_guest::<u8>(&memory, l4, 0x103fff), Ok(0));
+        assert_eq!(read_guest::<[u8; 4]>(&memory, l4, 0x101000 + 18 * 32), Ok([0x51, 0x41, 0x53, 0xb8]));
+        // Page tables are mapped but read-only; the boot stack is writable.
+        assert!(translate(&memory, l4, info.pt_base, Access::Read).is_ok());
+        assert!(translate(&memory, l4, info.pt_base, Access::Write).is_err());
+        assert!(translate(&memory, l4, regs.rsp - 8, Access::Write).is_ok());
+        assert_eq!(domain.p2m.len(), 2048);
+    }
+
+    #[test]
+    fn failures_give_every_frame_back() {
+        let (result, _, released) = build(2048, 1000);
+        assert!(matches!(result, Err(BuildError::OutOfMemory { .. })));
+        assert_eq!(released.len(), 1000);
+        let (result, _, released) = build(512, 4096);
+        assert!(matches!(result, Err(BuildError::Layout(_))), "4 MiB mapping in 2 MiB of memory");
+        assert!(released.is_empty());
+    }
+
+    #[test]
+    fn bad_images_are_refused_before_allocating() {
+        let mut memory = Frames::default();
+        let spec = DomainSpec { id: 0, name: "d0", kernel: b"not an elf", cmdline: b"", nr_pages: 1024, privileged: true };
+        let mut allocated = 0;
+        let result = build_domain(&spec, &mut memory, &mut || { allocated += 1; None }, &mut |_| {}, &[0; 512]);
+        assert!(matches!(result, Err(BuildError::Image(_))));
+        assert_eq!(allocated, 0);
+    }
+}
