@@ -1,0 +1,105 @@
+//! Finding QEMU, choosing the accelerator, and the command lines that boot our hypervisor
+//! and real Xen.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+pub const MIN_QEMU: (u32, u32) = (8, 0);
+/// Debian's Xen 4.17 hypervisor image (package xen-hypervisor-4.17-amd64).
+pub const XEN_IMAGE_GZ: &str = "/boot/xen-4.17-amd64.gz";
+/// What Xen 4.17 prints when dom0 powers off; Xen does not end QEMU by itself.
+pub const XEN_DOM0_HALTED: &str = "Hardware Dom0 halted";
+/// What Xen prints when dom0 shuts down any other way (crash, reboot).
+pub const XEN_DOM0_SHUTDOWN: &str = "Hardware Dom0 shutdown";
+
+/// Parses "QEMU emulator version 10.0.2 (...)".
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let rest = &text[text.find("version ")? + "version ".len()..];
+    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Checks QEMU is installed and recent enough; the error says how to get it.
+pub fn check_qemu() -> Result<(u32, u32), String> {
+    let install = "install qemu-system-x86 >= 8.0 (on Debian 12: `apt-get install -t bookworm-backports qemu-system-x86`; Debian 12's own 7.2 mis-reports #GP error codes)";
+    let out = Command::new(QEMU).arg("--version").output().map_err(|_| format!("{QEMU} not found: {install}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = parse_version(&text).ok_or_else(|| format!("cannot read the version of {QEMU} from {text:?}"))?;
+    if version < MIN_QEMU {
+        return Err(format!("{QEMU} {}.{} is too old: {install}", version.0, version.1));
+    }
+    Ok(version)
+}
+
+/// KVM only where 64-bit PV guests can run on it: /dev/kvm usable and the CPU shows
+/// vmx or svm. These machines expose a software /dev/kvm without them.
+pub fn kvm_usable() -> bool {
+    let device_ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let cpu_ok = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")))
+        .unwrap_or(false);
+    device_ok && cpu_ok
+}
+
+pub fn accelerator_args() -> Vec<String> {
+    if kvm_usable() {
+        ["-accel", "kvm", "-cpu", "host"].map(String::from).to_vec()
+    } else {
+        ["-accel", "tcg", "-cpu", "max"].map(String::from).to_vec()
+    }
+}
+
+fn base_command() -> Command {
+    let mut cmd = Command::new(QEMU);
+    cmd.args(["-machine", "pc", "-m", "512M", "-smp", "1", "-display", "none", "-no-reboot", "-monitor", "none", "-net", "none"]);
+    cmd.args(accelerator_args());
+    cmd
+}
+
+/// Boots our hypervisor with `bundle` as its PVH module; serial on stdout.
+pub fn hypervisor_command(hypervisor: &Path, bundle: &Path, hv_cmdline: &str) -> Command {
+    let mut cmd = base_command();
+    cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    cmd.arg("-kernel").arg(hypervisor).arg("-initrd").arg(bundle).arg("-append").arg(hv_cmdline);
+    cmd
+}
+
+/// Boots real Xen with `guest` as dom0 (multiboot module; Xen strips the first word of
+/// the module command line, the file name, and gives dom0 the rest).
+pub fn xen_command(xen: &Path, guest: &Path, guest_cmdline: &str) -> Command {
+    let mut cmd = base_command();
+    cmd.args(["-serial", "stdio"]);
+    cmd.arg("-kernel").arg(xen);
+    cmd.args(["-append", "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=all guest_loglvl=all noreboot"]);
+    cmd.arg("-initrd").arg(format!("{} {}", guest.display(), guest_cmdline));
+    cmd
+}
+
+/// The gunzipped Xen image, cached in `dir`; the error names the package to install.
+pub fn xen_image(dir: &Path) -> Result<PathBuf, String> {
+    let out = dir.join("xen-4.17");
+    if out.exists() {
+        return Ok(out);
+    }
+    if !Path::new(XEN_IMAGE_GZ).exists() {
+        return Err(format!("{XEN_IMAGE_GZ} not found: install the Debian package xen-hypervisor-4.17-amd64"));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let unpacked = Command::new("gzip").args(["-dc", XEN_IMAGE_GZ]).output().map_err(|e| format!("gzip: {e}"))?;
+    if !unpacked.status.success() {
+        return Err(format!("gzip -dc {XEN_IMAGE_GZ} failed"));
+    }
+    std::fs::write(&out, unpacked.stdout).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_qemu_versions() {
+        assert_eq!(super::parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)"), Some((10, 0)));
+        assert_eq!(super::parse_version("QEMU emulator version 7.2.15"), Some((7, 2)));
+        assert_eq!(super::parse_version("nonsense"), None);
+    }
+}

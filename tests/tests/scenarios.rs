@@ -1,0 +1,153 @@
+//! QEMU scenarios. Each boots the artifacts `cargo xtask build` put in `PV_ARTIFACTS`
+//! (pv-hypervisor, pv-guest-kernel) and checks RESULT lines and the exit status.
+
+use hypercall_abi::debug_exit::ExitCode;
+use pv_tests::bundle::{dom0_bundle, header_offsets};
+use pv_tests::results::{find, ResultLine};
+use pv_tests::scenario::{run, Options, Outcome};
+use pv_tests::{qemu, results};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const OUR_TIMEOUT: Duration = Duration::from_secs(90);
+const XEN_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn artifacts() -> PathBuf {
+    PathBuf::from(std::env::var("PV_ARTIFACTS").expect("PV_ARTIFACTS is not set: run the scenarios with `cargo xtask test`"))
+}
+
+fn guest_image() -> Vec<u8> {
+    std::fs::read(artifacts().join("pv-guest-kernel")).expect("guest kernel missing from PV_ARTIFACTS")
+}
+
+/// Boots our hypervisor with `bundle`.
+fn boot(name: &str, bundle: &[u8]) -> Outcome {
+    qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let dir = artifacts().join("scenarios");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle_path = dir.join(format!("{name}.cpio"));
+    std::fs::write(&bundle_path, bundle).unwrap();
+    let cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, "loglvl=info");
+    let options = Options { timeout: OUR_TIMEOUT, stop_on: vec![], mark: None, log_path: Some(dir.join(format!("{name}.log"))) };
+    let outcome = run(cmd, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!outcome.timed_out, "{name}: timed out after {OUR_TIMEOUT:?}; log tail:\n{}", outcome.tail(30));
+    outcome
+}
+
+fn expect<'a>(outcome: &'a Outcome, wanted: &[(&str, &str)]) -> &'a ResultLine {
+    find(&outcome.results, wanted).unwrap_or_else(|| panic!("no RESULT line with {wanted:?}; log tail:\n{}", outcome.tail(30)))
+}
+
+fn expect_exit(outcome: &Outcome, code: ExitCode) {
+    assert_eq!(outcome.exit_code(), Some(code), "QEMU status {:?}; log tail:\n{}", outcome.status, outcome.tail(30));
+}
+
+fn number(value: &str) -> u64 {
+    match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => value.parse(),
+    }
+    .unwrap_or_else(|_| panic!("not a number: {value}"))
+}
+
+/// The greeting must describe a real dom0, on either hypervisor.
+fn check_greeting(outcome: &Outcome, cmdline: &str) -> ResultLine {
+    let g = expect(outcome, &[("event", "greeting")]).clone();
+    assert!(number(&g["nr_pages"]) > 0);
+    assert_eq!(number(&g["flags"]) & 0x3, 0x3, "SIF_PRIVILEGED | SIF_INITDOMAIN");
+    assert_ne!(number(&g["pt_base"]), 0);
+    assert!(number(&g["nr_pt_frames"]) > 0);
+    assert_eq!(g["cmd_line"], cmdline);
+    g
+}
+
+#[test]
+fn hello_on_pv_hypervisor() {
+    let outcome = boot("hello", &dom0_bundle(&guest_image(), "hello"));
+    check_greeting(&outcome, "hello");
+    expect(&outcome, &[("test", "hello"), ("status", "pass")]);
+    expect(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "poweroff")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
+#[test]
+fn hello_on_real_xen() {
+    if std::env::var("PV_SKIP_REAL_XEN").as_deref() == Ok("1") {
+        eprintln!("PV_SKIP_REAL_XEN=1: real-Xen scenario skipped");
+        return;
+    }
+    qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
+    let xen = qemu::xen_image(&artifacts()).unwrap_or_else(|e| panic!("{e}"));
+    let options = Options {
+        timeout: XEN_TIMEOUT,
+        stop_on: vec![qemu::XEN_DOM0_HALTED, qemu::XEN_DOM0_SHUTDOWN],
+        mark: None,
+        log_path: Some(artifacts().join("scenarios/hello-real-xen.log")),
+    };
+    let outcome = run(qemu::xen_command(&xen, &artifacts().join("pv-guest-kernel"), "hello"), &options).unwrap();
+    assert!(!outcome.timed_out, "Xen timed out; log tail:\n{}", outcome.tail(40));
+    let on_xen = check_greeting(&outcome, "hello");
+    expect(&outcome, &[("test", "hello"), ("status", "pass")]);
+    assert_eq!(outcome.stopped_on.as_deref(), Some(qemu::XEN_DOM0_HALTED), "dom0 did not power off cleanly");
+    // The same layout as our builder (Xen 4.17 with dom0_mem=64M = our default).
+    let ours = boot("hello-for-xen-comparison", &dom0_bundle(&guest_image(), "hello"));
+    let ours = check_greeting(&ours, "hello");
+    for key in ["nr_pages", "pt_base", "nr_pt_frames"] {
+        assert_eq!(on_xen[key], ours[key], "{key} differs between Xen and pv-hypervisor");
+    }
+}
+
+#[test]
+fn fault_crashes_only_the_domain() {
+    let outcome = boot("fault", &dom0_bundle(&guest_image(), "fault"));
+    expect(&outcome, &[("test", "fault"), ("status", "about-to-fault")]);
+    let crash = expect(&outcome, &[("event", "domain_crash"), ("domid", "0"), ("vector", "13")]);
+    assert!(crash.contains_key("rip") && crash.contains_key("rsp") && crash.contains_key("cr2"));
+    assert!(outcome.log.contains("domain 0 crashed: #GP"), "human-readable dump missing");
+    for register in ["rip=", "rsp=", "cr2=", "rax="] {
+        assert!(outcome.log.lines().any(|l| l.starts_with("(hv)   ") && l.contains(register)), "dump lacks {register}");
+    }
+    // The hypervisor survived the fault and reported the domain's end itself.
+    expect(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "crash")]);
+    expect_exit(&outcome, ExitCode::DomainCrash);
+}
+
+#[test]
+fn badptr_returns_efault() {
+    let outcome = boot("badptr", &dom0_bundle(&guest_image(), "badptr"));
+    expect(&outcome, &[("test", "badptr"), ("status", "pass"), ("errno", "-14")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
+#[test]
+fn hypercall_count_counts_console_writes() {
+    let outcome = boot("hypercall-count", &dom0_bundle(&guest_image(), "hypercall-count"));
+    let r = expect(&outcome, &[("test", "hypercall-count"), ("status", "pass")]);
+    assert!(number(&r["count"]) >= 3);
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
+#[test]
+fn corrupted_bundle_is_refused() {
+    let good = dom0_bundle(&guest_image(), "hello");
+    let offsets = header_offsets(&good);
+    let mut bad_magic = good.clone();
+    bad_magic[offsets[2]] = b'X'; // the command line's header
+    let truncated = good[..offsets[1] + 110 + 4096].to_vec(); // mid-way through the kernel
+    for (name, bundle) in [("corrupt-magic", bad_magic), ("truncated", truncated)] {
+        let outcome = boot(name, &bundle);
+        let error = expect(&outcome, &[("event", "boot_error"), ("file", "bundle")]);
+        assert!(!error["reason"].is_empty());
+        assert!(outcome.log.contains("(hv) error: bundle: "), "{name}: no one-line error");
+        expect_exit(&outcome, ExitCode::HypervisorError);
+    }
+}
+
+#[test]
+fn non_elf_dom0_is_refused() {
+    let outcome = boot("non-elf", &dom0_bundle(b"#!/bin/sh\necho this is not a kernel\n", "hello"));
+    let error = expect(&outcome, &[("event", "boot_error"), ("file", "dom0/kernel")]);
+    assert!(error["reason"].contains("ELF"), "reason: {}", error["reason"]);
+    expect_exit(&outcome, ExitCode::HypervisorError);
+    assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("greeting")));
+}

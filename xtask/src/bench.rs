@@ -1,0 +1,89 @@
+//! `cargo xtask bench`: measurements, printed as a table and written as JSON.
+
+use crate::{artifacts_dir, build};
+use pv_tests::bundle::dom0_bundle;
+use pv_tests::qemu;
+use pv_tests::scenario::{run, Options};
+use std::time::Duration;
+use xshell::{cmd, Shell};
+
+const RUNS: usize = 5;
+const GREETING: &str = "event=greeting";
+
+pub fn bench(sh: &Shell, which: &str) -> Result<(), String> {
+    match which {
+        "boot" => boot(sh),
+        "rings" => rings(sh),
+        "all" => {
+            boot(sh)?;
+            rings(sh)
+        }
+        other => Err(format!("unknown benchmark '{other}' (boot, rings, all)")),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Seconds from QEMU start to the guest's greeting line, on our hypervisor and on real
+/// Xen, same QEMU and accelerator.
+fn boot(sh: &Shell) -> Result<(), String> {
+    let built = build(sh, "hello")?;
+    qemu::check_qemu()?;
+    let xen = qemu::xen_image(&artifacts_dir())?;
+    let bundle = artifacts_dir().join("bench-hello.cpio");
+    let guest = std::fs::read(&built.guest).map_err(|e| e.to_string())?;
+    std::fs::write(&bundle, dom0_bundle(&guest, "hello")).map_err(|e| e.to_string())?;
+    let accel = qemu::accelerator_args().join(" ");
+    let mut rows = Vec::new();
+    for (name, timeout) in [("pv-hypervisor", 90), ("xen-4.17", 240)] {
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let command = if name == "xen-4.17" {
+                qemu::xen_command(&xen, &built.guest, "hello")
+            } else {
+                qemu::hypervisor_command(&built.hypervisor, &bundle, "loglvl=info")
+            };
+            let options = Options { timeout: Duration::from_secs(timeout), stop_on: vec![GREETING], mark: Some(GREETING), log_path: None };
+            let outcome = run(command, &options)?;
+            let t = outcome.mark_after.ok_or_else(|| format!("{name}: no greeting; log tail:\n{}", outcome.tail(20)))?;
+            times.push(t.as_secs_f64());
+        }
+        rows.push((name, times));
+    }
+    println!("boot to greeting, {RUNS} runs each, QEMU {accel}");
+    println!("{:<15} {:>9} {:>9} {:>9}", "hypervisor", "median s", "min s", "max s");
+    let mut json = String::from("{\n  \"accelerator\": \"");
+    json.push_str(&accel);
+    json.push_str("\",\n  \"runs\": {\n");
+    for (i, (name, times)) in rows.iter().enumerate() {
+        let min = times.iter().cloned().fold(f64::MAX, f64::min);
+        let max = times.iter().cloned().fold(0.0, f64::max);
+        let med = median(times.clone());
+        println!("{name:<15} {med:>9.3} {min:>9.3} {max:>9.3}");
+        let list: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
+        json.push_str(&format!(
+            "    \"{name}\": {{\"median_s\": {med:.4}, \"min_s\": {min:.4}, \"max_s\": {max:.4}, \"samples_s\": [{}]}}{}\n",
+            list.join(", "),
+            if i + 1 < rows.len() { "," } else { "" }
+        ));
+    }
+    json.push_str("  }\n}\n");
+    let ratio = median(rows[1].1.clone()) / median(rows[0].1.clone());
+    println!("real Xen / pv-hypervisor: {ratio:.1}x");
+    let out = crate::workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("boot.json"), json).map_err(|e| e.to_string())?;
+    println!("written: target/bench/boot.json");
+    Ok(())
+}
+
+fn rings(sh: &Shell) -> Result<(), String> {
+    if !crate::workspace_root().join("ring-buffers/benches/rings.rs").exists() {
+        return Err("the ring-buffer benchmark (ring-buffers/benches/rings.rs) does not exist yet".into());
+    }
+    let json = crate::workspace_root().join("target/bench/rings.json");
+    cmd!(sh, "cargo bench -p ring-buffers --bench rings -- --json {json}").run().map_err(|e| e.to_string())
+}
