@@ -224,28 +224,7 @@ mod tests {
     use super::*;
     use crate::domain::elf_image::tests::valid_kernel;
     use crate::mm::guest_walk::{read_guest, translate, Access};
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    struct Frames(HashMap<u64, std::boxed::Box<[u8; 4096]>>);
-
-    impl MachineMemory for Frames {
-        fn read_u64(&self, maddr: u64) -> Option<u64> {
-            let mut b = [0; 8];
-            self.read_bytes(maddr, &mut b)?;
-            Some(u64::from_le_bytes(b))
-        }
-        fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
-            let at = (maddr & 0xfff) as usize;
-            out.copy_from_slice(self.0.get(&(maddr >> 12))?.get(at..at + out.len())?);
-            Some(())
-        }
-        fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
-            let at = (maddr & 0xfff) as usize;
-            self.0.get_mut(&(maddr >> 12))?.get_mut(at..at + data.len())?.copy_from_slice(data);
-            Some(())
-        }
-    }
+    use crate::mm::test_memory::SparseMemory as Frames;
 
     fn build(nr_pages: u64, free_frames: u64) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
         let kernel = valid_kernel();
@@ -255,7 +234,7 @@ mod tests {
         let mut pool: Vec<u64> = (0..free_frames).map(|i| 0x1000 + (i * 7919) % free_frames).collect();
         pool.reverse();
         for &f in &pool {
-            memory.0.insert(f, std::boxed::Box::new([0xaa; 4096]));
+            memory.add_frame(f, 0xaa);
         }
         let mut released = Vec::new();
         let mut hv_l4 = [0u64; 512];

@@ -11,18 +11,13 @@ use object::elf::{FileHeader64, EM_X86_64, ET_EXEC, PT_LOAD, PT_NOTE};
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian;
 
-const NOTE_ENTRY: u32 = 1;
-const NOTE_HYPERCALL_PAGE: u32 = 2;
-const NOTE_VIRT_BASE: u32 = 3;
-const NOTE_PADDR_OFFSET: u32 = 4;
-const NOTE_XEN_VERSION: u32 = 5;
-const NOTE_GUEST_OS: u32 = 6;
-const NOTE_LOADER: u32 = 8;
-const NOTE_FEATURES: u32 = 10;
-const NOTE_SUPPORTED_FEATURES: u32 = 17;
-
-pub const HYPERVISOR_VIRT_START: u64 = 0xffff_8000_0000_0000;
-pub const HYPERVISOR_VIRT_END: u64 = 0xffff_8800_0000_0000;
+use hypercall_abi::elfnote::{
+    XEN_ELFNOTE_ENTRY as NOTE_ENTRY, XEN_ELFNOTE_FEATURES as NOTE_FEATURES, XEN_ELFNOTE_GUEST_OS as NOTE_GUEST_OS,
+    XEN_ELFNOTE_HYPERCALL_PAGE as NOTE_HYPERCALL_PAGE, XEN_ELFNOTE_LOADER as NOTE_LOADER,
+    XEN_ELFNOTE_PADDR_OFFSET as NOTE_PADDR_OFFSET, XEN_ELFNOTE_SUPPORTED_FEATURES as NOTE_SUPPORTED_FEATURES,
+    XEN_ELFNOTE_VIRT_BASE as NOTE_VIRT_BASE, XEN_ELFNOTE_XEN_VERSION as NOTE_XEN_VERSION, OWNER,
+};
+use hypercall_abi::features::feature_from_name;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageError {
@@ -100,20 +95,6 @@ pub struct GuestImage<'a> {
     pub hypercall_page: Option<u64>,
 }
 
-/// XENFEAT bit numbers of the names the FEATURES note may use (features.h).
-fn feature_bit(name: &str) -> Option<u32> {
-    Some(match name {
-        "writable_page_tables" => 0,
-        "writable_descriptor_tables" => 1,
-        "auto_translated_physmap" => 2,
-        "supervisor_mode_kernel" => 3,
-        "pae_pgdir_above_4gb" => 4,
-        "hvm_callback_vector" => 8,
-        "dom0" => 11,
-        _ => return None,
-    })
-}
-
 fn note_number(desc: &[u8]) -> Option<u64> {
     match desc.len() {
         4 => Some(u32::from_le_bytes(desc.try_into().ok()?) as u64),
@@ -125,11 +106,6 @@ fn note_number(desc: &[u8]) -> Option<u64> {
 fn note_string(desc: &[u8]) -> Option<&str> {
     let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
     core::str::from_utf8(&desc[..end]).ok()
-}
-
-fn canonical(va: u64) -> bool {
-    let top = (va as i64) >> 47;
-    top == 0 || top == -1
 }
 
 type Header = FileHeader64<LittleEndian>;
@@ -179,7 +155,7 @@ impl<'a> GuestImage<'a> {
                         continue;
                     };
                     while let Some(note) = iter.next().map_err(|_| ImageError::Malformed("bad note"))? {
-                        if note.name() != b"Xen" {
+                        if note.name() != OWNER {
                             continue;
                         }
                         found_notes = true;
@@ -218,7 +194,7 @@ impl<'a> GuestImage<'a> {
                 Some(name) => (true, name),
                 None => (false, feature),
             };
-            if let Some(bit) = feature_bit(name) {
+            if let Some(bit) = feature_from_name(name) {
                 notes.supported_features |= 1 << bit;
                 if required {
                     notes.required_features |= 1 << bit;
@@ -233,7 +209,7 @@ impl<'a> GuestImage<'a> {
         if virt_kend <= virt_kstart {
             return Err(ImageError::AddressOverflow);
         }
-        if !canonical(virt_kstart) || !canonical(virt_kend - 1) || (virt_kstart < HYPERVISOR_VIRT_END && virt_kend > HYPERVISOR_VIRT_START) {
+        if !crate::mm::is_guest_range(virt_kstart, virt_kend) {
             return Err(ImageError::OverlapsHypervisor { start: virt_kstart, end: virt_kend });
         }
         let virt_entry = notes.entry.unwrap_or(header.e_entry(endian));

@@ -12,8 +12,6 @@ const PAGE: u64 = 4096;
 const FOUR_MIB: u64 = 4 << 20;
 const MIN_SLACK: u64 = 512 << 10;
 
-pub const HYPERVISOR_VIRT_START: u64 = 0xffff_8000_0000_0000;
-pub const HYPERVISOR_VIRT_END: u64 = 0xffff_8800_0000_0000;
 
 /// Present | writable | user | accessed | dirty: an ordinary guest page.
 pub const PTE_DATA: u64 = 0x67;
@@ -121,11 +119,7 @@ impl DomainLayout {
         };
         let page_tables = pt_start..pt_start + nr_pt_frames * PAGE;
 
-        let canonical = |va: u64| {
-            let top = (va as i64) >> 47;
-            top == 0 || top == -1
-        };
-        if !canonical(v_start) || !canonical(v_end - 1) || (v_start < HYPERVISOR_VIRT_END && v_end > HYPERVISOR_VIRT_START) {
+        if !crate::mm::is_guest_range(v_start, v_end) {
             return Err(LayoutError::OverlapsHypervisor { start: v_start, end: v_end });
         }
         let needed = (v_end - v_start) / PAGE;
@@ -190,8 +184,9 @@ pub fn initial_page_tables(layout: &DomainLayout, mfn_of_pfn: impl Fn(u64) -> u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::guest_walk::{translate, Access, MachineMemory};
-    use std::collections::HashMap;
+    use crate::mm::guest_walk::{translate, Access};
+    use crate::mm::test_memory::SparseMemory;
+    use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
 
     fn small_kernel(nr_pages: u64) -> LayoutInput {
         LayoutInput { virt_base: 0, virt_kstart: 0x100000, virt_kend: 0x115110, nr_pages, module_len: 0 }
@@ -242,30 +237,18 @@ mod tests {
         );
     }
 
-    struct Frames(HashMap<u64, [u64; 512]>);
-
-    impl MachineMemory for Frames {
-        fn read_u64(&self, maddr: u64) -> Option<u64> {
-            Some(self.0.get(&(maddr >> 12))?[((maddr & 0xfff) / 8) as usize])
-        }
-        fn read_bytes(&self, _: u64, _: &mut [u8]) -> Option<()> {
-            None
-        }
-        fn write_bytes(&mut self, _: u64, _: &[u8]) -> Option<()> {
-            None
-        }
-    }
-
     #[test]
     fn initial_tables_map_every_page_and_protect_themselves() {
         let l = DomainLayout::compute(&small_kernel(16384)).unwrap();
         // Scatter guest frames to machine frames to catch pfn/mfn mix-ups.
         let mfn = |pfn: u64| 0x5000 + pfn * 3;
-        let mut mem = Frames(HashMap::new());
+        let mut mem = SparseMemory::default();
         let mut tables_written = std::collections::HashSet::new();
         initial_page_tables(&l, mfn, |w| {
-            tables_written.insert(w.table_pfn);
-            mem.0.entry(mfn(w.table_pfn)).or_insert([0; 512])[w.index as usize] = w.value;
+            if tables_written.insert(w.table_pfn) {
+                mem.add_frame(mfn(w.table_pfn), 0);
+            }
+            mem.set_entry(mfn(w.table_pfn) << 12, w.index as u64, w.value);
         });
         assert_eq!(tables_written.len() as u64, l.nr_pt_frames);
         let l4 = mfn(l.pfn_of(l.page_tables.start).unwrap()) << 12;

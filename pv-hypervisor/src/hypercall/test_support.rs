@@ -5,6 +5,7 @@ use super::HypercallContext;
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
 use crate::mm::guest_walk::MachineMemory;
+pub use crate::mm::test_memory::SparseMemory as FakeMemory;
 use std::vec;
 use std::vec::Vec;
 
@@ -17,28 +18,6 @@ const DATA: u64 = 0x10000;
 const PAGES: u64 = 4;
 const PTE: u64 = 0x67; // present, writable, user, accessed, dirty
 
-pub struct FakeMemory(pub Vec<u8>);
-
-impl MachineMemory for FakeMemory {
-    fn read_u64(&self, maddr: u64) -> Option<u64> {
-        let mut bytes = [0u8; 8];
-        self.read_bytes(maddr, &mut bytes)?;
-        Some(u64::from_le_bytes(bytes))
-    }
-
-    fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
-        let start = usize::try_from(maddr).ok()?;
-        out.copy_from_slice(self.0.get(start..start.checked_add(out.len())?)?);
-        Some(())
-    }
-
-    fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
-        let start = usize::try_from(maddr).ok()?;
-        self.0.get_mut(start..start.checked_add(data.len())?)?.copy_from_slice(data);
-        Some(())
-    }
-}
-
 pub struct TestGuest {
     pub domain: Domain,
     pub memory: FakeMemory,
@@ -48,10 +27,11 @@ impl TestGuest {
     pub const MAPPED_BYTES: u64 = PAGES * 4096;
 
     pub fn new() -> Self {
-        let mut memory = FakeMemory(vec![0; (DATA + PAGES * 4096) as usize]);
-        let mut set = |table: u64, index: u64, value: u64| {
-            memory.write_bytes(table + index * 8, &value.to_le_bytes()).unwrap();
-        };
+        let mut memory = FakeMemory::default();
+        for frame in [L4, L3, L2, L1].into_iter().chain((0..PAGES).map(|p| DATA + p * 4096)) {
+            memory.add_frame(frame >> 12, 0);
+        }
+        let mut set = |table: u64, index: u64, value: u64| memory.set_entry(table, index, value);
         let (l4i, l3i, l2i, l1i) = (
             (GUEST_DATA_VA >> 39) & 511,
             (GUEST_DATA_VA >> 30) & 511,
@@ -79,18 +59,20 @@ impl TestGuest {
         TestGuest { domain, memory }
     }
 
-    fn data_maddr(va: u64) -> usize {
-        (DATA + (va - GUEST_DATA_VA)) as usize
+    fn data_maddr(va: u64) -> u64 {
+        DATA + (va - GUEST_DATA_VA)
     }
 
+    /// Writes guest data (within one page).
     pub fn poke(&mut self, va: u64, bytes: &[u8]) {
-        let at = Self::data_maddr(va);
-        self.memory.0[at..at + bytes.len()].copy_from_slice(bytes);
+        self.memory.write_bytes(Self::data_maddr(va), bytes).expect("inside the data pages");
     }
 
+    /// Reads guest data (within one page).
     pub fn peek(&self, va: u64, len: usize) -> Vec<u8> {
-        let at = Self::data_maddr(va);
-        self.memory.0[at..at + len].to_vec()
+        let mut out = vec![0; len];
+        self.memory.read_bytes(Self::data_maddr(va), &mut out).expect("inside the data pages");
+        out
     }
 
     /// Makes a hypercall the way the runtime does: count, then dispatch.

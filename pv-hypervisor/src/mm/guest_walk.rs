@@ -31,17 +31,10 @@ const LARGE: u64 = 1 << 7;
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 const PAGE: u64 = 4096;
 
-pub const HYPERVISOR_VIRT_START: u64 = 0xffff_8000_0000_0000;
-pub const HYPERVISOR_VIRT_END: u64 = 0xffff_8800_0000_0000;
-
-fn is_canonical(va: u64) -> bool {
-    let top = (va as i64) >> 47;
-    top == 0 || top == -1
-}
 
 /// The machine address `va` maps to in the address space rooted at `l4_maddr`.
 pub fn translate(mem: &impl MachineMemory, l4_maddr: u64, va: u64, access: Access) -> Result<u64, Errno> {
-    if !is_canonical(va) || (HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END).contains(&va) {
+    if !super::is_guest_range(va, va.saturating_add(1)) {
         return Err(Errno::EFAULT);
     }
     let mut table = l4_maddr & ADDRESS_MASK;
@@ -145,40 +138,8 @@ pub fn write_guest<T: IntoBytes + Immutable>(mem: &mut impl MachineMemory, l4_ma
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    /// Sparse machine memory: 4 KiB frames created on first write.
-    #[derive(Default)]
-    struct Sparse(HashMap<u64, [u8; 4096]>);
-
-    impl Sparse {
-        fn set_entry(&mut self, table: u64, index: u64, value: u64) {
-            self.write_bytes(table + index * 8, &value.to_le_bytes()).unwrap();
-        }
-        fn ensure(&mut self, frame: u64) {
-            self.0.entry(frame).or_insert([0; 4096]);
-        }
-    }
-
-    impl MachineMemory for Sparse {
-        fn read_u64(&self, maddr: u64) -> Option<u64> {
-            let mut b = [0; 8];
-            self.read_bytes(maddr, &mut b)?;
-            Some(u64::from_le_bytes(b))
-        }
-        fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
-            let frame = self.0.get(&(maddr >> 12))?;
-            let at = (maddr & 0xfff) as usize;
-            out.copy_from_slice(frame.get(at..at + out.len())?);
-            Some(())
-        }
-        fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
-            let frame = self.0.entry(maddr >> 12).or_insert([0; 4096]);
-            let at = (maddr & 0xfff) as usize;
-            frame.get_mut(at..at + data.len())?.copy_from_slice(data);
-            Some(())
-        }
-    }
+    use crate::mm::test_memory::SparseMemory as Sparse;
+    use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
 
     const L4: u64 = 0x1000;
     const L3: u64 = 0x2000;
@@ -192,7 +153,7 @@ mod tests {
     fn address_space() -> Sparse {
         let mut m = Sparse::default();
         for f in [L4, L3, L2, L1, 0x10000, 0x20000, 0x30000] {
-            m.ensure(f >> 12);
+            m.add_frame(f >> 12, 0);
         }
         m.set_entry(L4, 0, L3 | RW_USER);
         m.set_entry(L3, 0, L2 | RW_USER);

@@ -20,6 +20,11 @@ const STUB_SIZE: u64 = 16;
 
 core::arch::global_asm!(
     ".pushsection .text.entry, \"ax\"",
+    // The general registers, pushed so they end up in GuestRegisters order (r15 lowest).
+    ".macro push_guest_registers",
+    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    ".endm",
     // One stub per exception vector: those without a CPU error code push a zero, so
     // every frame has the same shape.
     ".balign 16",
@@ -35,8 +40,7 @@ core::arch::global_asm!(
     ".endr",
 
     "trap_common:",
-    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
-    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    "push_guest_registers",
     "cld",
     "mov rdi, rsp",
     "call trap_from_cpu",
@@ -54,8 +58,7 @@ core::arch::global_asm!(
     "push rcx",
     "push 0",
     "push {syscall_vector}",
-    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
-    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    "push_guest_registers",
     "cld",
     "mov rdi, rsp",
     "call hypercall_from_guest",
