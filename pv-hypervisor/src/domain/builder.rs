@@ -130,7 +130,7 @@ pub fn build_domain<M: MachineMemory>(
             Ok(domain)
         }
         Err(e) => {
-            frames.into_iter().for_each(|mfn| release(mfn));
+            frames.into_iter().for_each(release);
             Err(e)
         }
     }
