@@ -177,15 +177,24 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
     }
 }
 
+const VECTOR_NMI: u64 = 2;
+const VECTOR_MACHINE_CHECK: u64 = 18;
+
 /// Every CPU exception lands here.
 #[no_mangle]
 extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
     let cr2 = cpu::cr2();
-    if !frame.from_guest() || frame.vector == SYSCALL_VECTOR {
+    // NMIs are the platform's, not the guest's, whatever was running: note and resume.
+    if frame.vector == VECTOR_NMI {
+        log::warn!("NMI at rip {:#x}", frame.rip);
+        return;
+    }
+    // A machine check is a hardware failure, not something a guest did.
+    if !frame.from_guest() || frame.vector == SYSCALL_VECTOR || frame.vector == VECTOR_MACHINE_CHECK {
         // A fault in the hypervisor itself is a bug: report it and stop.
         // SAFETY: we are about to exit; nobody else can hold the console lock usefully.
         let mut out = ConsoleWriter;
-        hv_println!("FATAL: exception in the hypervisor");
+        hv_println!("FATAL: exception in the hypervisor (or a machine check)");
         let _ = write_crash_report(&mut out, u16::MAX, frame, cr2);
         exit(ExitCode::HypervisorPanic);
     }
