@@ -1,150 +1,173 @@
-//! Byte rings: the console ring (io/console.h) and the xenstore ring (io/xs_wire.h).
+//! Byte-stream rings: one direction of the console ring (io/console.h) or of the
+//! xenstore ring (io/xs_wire.h).
 //!
 //! Each direction is a power-of-two byte array with a free-running producer and consumer
-//! index. The writer owns the producer index and the data bytes; the reader owns the
-//! consumer index. Console page: `in[1024]` @0, `out[2048]` @1024, then `in_cons`,
-//! `in_prod`, `out_cons`, `out_prod` @3072.. (u32 each). Xenstore page: `req[1024]` @0,
-//! `rsp[1024]` @1024, then `req_cons`, `req_prod`, `rsp_cons`, `rsp_prod` @2048...
+//! index (u32, masked to find the byte, as io/console.h and io/xs_wire.h define). The
+//! writer owns the producer index and the free bytes; the reader owns the consumer
+//! index. Each side keeps its own index privately and only publishes it, so the peer
+//! scribbling on it changes nothing for us; the peer's index is read once per call and
+//! checked to be within one ring of ours. There is no event index: a side that moved
+//! its index notifies the other (the caller does, when a call returns a non-zero count).
 
-use crate::index::distance;
+use crate::index::{check_producer, distance};
 use crate::shared::{Ordering, SharedWords};
 use crate::RingError;
 
-/// One direction of a byte ring inside a shared page.
-#[derive(Clone, Copy)]
+/// Where one direction lives in its shared page (byte offsets).
+#[derive(Clone, Copy, Debug)]
 pub struct ByteRingLayout {
     pub data: usize,
+    /// A power of two.
     pub size: u32,
     pub cons: usize,
     pub prod: usize,
 }
 
-/// Guest-to-backend console output and backend-to-guest input (io/console.h).
-pub const CONSOLE_OUT: ByteRingLayout = ByteRingLayout { data: 1024, size: 2048, cons: 3080, prod: 3084 };
-pub const CONSOLE_IN: ByteRingLayout = ByteRingLayout { data: 0, size: 1024, cons: 3072, prod: 3076 };
-/// Xenstore requests (client to server) and responses (io/xs_wire.h).
-pub const XENSTORE_REQ: ByteRingLayout = ByteRingLayout { data: 0, size: 1024, cons: 2048, prod: 2052 };
-pub const XENSTORE_RSP: ByteRingLayout = ByteRingLayout { data: 1024, size: 1024, cons: 2056, prod: 2060 };
+impl ByteRingLayout {
+    /// Checks the layout (a programming error if wrong) and that `mem` holds it.
+    fn check(&self, mem: &SharedWords<'_>) -> Result<(), RingError> {
+        assert!(
+            self.size.is_power_of_two() && self.size >= 4,
+            "ring size must be a power of two >= 4"
+        );
+        assert!(
+            self.data % 4 == 0 && self.cons % 4 == 0 && self.prod % 4 == 0,
+            "fields must be word-aligned"
+        );
+        let needed = (self.data + self.size as usize)
+            .max(self.cons + 4)
+            .max(self.prod + 4);
+        if mem.len_bytes() < needed {
+            return Err(RingError::AreaTooSmall {
+                bytes: mem.len_bytes(),
+                needed,
+            });
+        }
+        Ok(())
+    }
 
-/// The side that writes bytes.
+    /// The (up to two) contiguous pieces of the data array holding `len` bytes from
+    /// free-running index `index`, as (byte offset, length) pairs.
+    fn pieces(&self, index: u32, len: usize) -> [(usize, usize); 2] {
+        let start = (index & (self.size - 1)) as usize;
+        let first = len.min(self.size as usize - start);
+        [(self.data + start, first), (self.data, len - first)]
+    }
+}
+
+/// The side that writes bytes (owns `prod`).
 pub struct ByteWriter<'a> {
     mem: SharedWords<'a>,
     layout: ByteRingLayout,
+    prod: u32,
 }
 
-/// The side that reads bytes.
+/// The side that reads bytes (owns `cons`).
 pub struct ByteReader<'a> {
     mem: SharedWords<'a>,
     layout: ByteRingLayout,
-}
-
-fn check(published: u32, consumed: u32, size: u32) -> Result<u32, RingError> {
-    let used = distance(published, consumed);
-    if used > size {
-        return Err(RingError::PeerOverrun { published, consumed });
-    }
-    Ok(used)
+    cons: u32,
 }
 
 impl<'a> ByteWriter<'a> {
-    pub fn new(mem: SharedWords<'a>, layout: ByteRingLayout) -> Self {
-        assert!(layout.size.is_power_of_two() && layout.prod + 4 <= mem.len_bytes());
-        ByteWriter { mem, layout }
+    /// Attaches, resuming from the producer index in the page (a page set up by the
+    /// domain builder or by an earlier run of this side). If the peer had corrupted it,
+    /// the first `write` finds the consumer out of range and says so.
+    pub fn attach(mem: SharedWords<'a>, layout: ByteRingLayout) -> Result<Self, RingError> {
+        layout.check(&mem)?;
+        let prod = mem.word(layout.prod).load(Ordering::Relaxed);
+        Ok(ByteWriter { mem, layout, prod })
     }
 
-    /// Writes as much of `data` as fits; returns how much. The consumer index is the
-    /// reader's: read once and checked.
+    /// Writes as much of `data` as fits and publishes it; returns how much.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, RingError> {
         let l = self.layout;
-        // We are the only writer of prod, so our own last store is current.
-        let prod = self.mem.word(l.prod).load(Ordering::Relaxed);
-        // Acquire: the reader finished with the bytes before it advanced cons.
+        // Acquire: the reader finished reading the bytes it released before advancing
+        // `cons`, so our writes into them below cannot overtake its reads.
         let cons = self.mem.word(l.cons).load(Ordering::Acquire);
-        let used = check(prod, cons, l.size).map_err(|_| RingError::PeerOverrun { published: prod, consumed: cons })?;
-        let n = data.len().min((l.size - used) as usize);
-        for (i, &b) in data[..n].iter().enumerate() {
-            let at = prod.wrapping_add(i as u32) & (l.size - 1);
-            self.mem.write_byte(l.data + at as usize, b);
+        let used = distance(self.prod, cons);
+        if used > l.size {
+            return Err(RingError::ConsumerOutOfRange {
+                producer: self.prod,
+                consumer: cons,
+            });
         }
-        // Release: the bytes are visible before the index that announces them.
-        self.mem.word(l.prod).store(prod.wrapping_add(n as u32), Ordering::Release);
+        let n = data.len().min((l.size - used) as usize);
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut done = 0;
+        for (offset, len) in l.pieces(self.prod, n) {
+            self.mem.write_bytes(offset, &data[done..done + len]);
+            done += len;
+        }
+        self.prod = self.prod.wrapping_add(n as u32);
+        // Release: the bytes are visible no later than the index that announces them.
+        self.mem.word(l.prod).store(self.prod, Ordering::Release);
         Ok(n)
     }
 }
 
 impl<'a> ByteReader<'a> {
-    pub fn new(mem: SharedWords<'a>, layout: ByteRingLayout) -> Self {
-        assert!(layout.size.is_power_of_two() && layout.prod + 4 <= mem.len_bytes());
-        ByteReader { mem, layout }
+    /// Attaches, resuming from the consumer index in the page (see `ByteWriter`).
+    pub fn attach(mem: SharedWords<'a>, layout: ByteRingLayout) -> Result<Self, RingError> {
+        layout.check(&mem)?;
+        let cons = mem.word(layout.cons).load(Ordering::Relaxed);
+        Ok(ByteReader { mem, layout, cons })
     }
 
-    /// Reads up to `out.len()` bytes; returns how many.
+    /// Reads up to `out.len()` bytes, copied out of the page; returns how many. A writer
+    /// claiming more bytes than the ring holds is an error.
     pub fn read(&mut self, out: &mut [u8]) -> Result<usize, RingError> {
         let l = self.layout;
-        let cons = self.mem.word(l.cons).load(Ordering::Relaxed);
-        // Acquire: the writer's bytes are visible once we see its index.
+        // Acquire: the writer's bytes are visible once we see the index covering them.
         let prod = self.mem.word(l.prod).load(Ordering::Acquire);
-        let available = check(prod, cons, l.size)?;
+        let available = check_producer(prod, self.cons, l.size)?;
         let n = out.len().min(available as usize);
-        for (i, slot) in out[..n].iter_mut().enumerate() {
-            let at = cons.wrapping_add(i as u32) & (l.size - 1);
-            *slot = self.mem.read_byte(l.data + at as usize);
+        if n == 0 {
+            return Ok(0);
         }
-        // Release: we are done with the bytes before the writer may reuse them.
-        self.mem.word(l.cons).store(cons.wrapping_add(n as u32), Ordering::Release);
+        let mut done = 0;
+        for (offset, len) in l.pieces(self.cons, n) {
+            self.mem.read_bytes(offset, &mut out[done..done + len]);
+            done += len;
+        }
+        self.cons = self.cons.wrapping_add(n as u32);
+        // Release: our reads of the bytes are done before the writer may reuse them.
+        self.mem.word(l.cons).store(self.cons, Ordering::Release);
         Ok(n)
     }
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::shared::Page;
+/// Both directions of a page, as one side sees them: it writes one, reads the other.
+pub struct ByteDuplex<'a> {
+    pub tx: ByteWriter<'a>,
+    pub rx: ByteReader<'a>,
+}
 
-    #[test]
-    fn console_round_trip_fills_and_drains() {
-        let page = Page::new();
-        let mut w = ByteWriter::new(page.words(), CONSOLE_OUT);
-        let mut r = ByteReader::new(page.words(), CONSOLE_OUT);
-        let mut out = [0u8; 4096];
-        assert_eq!(r.read(&mut out), Ok(0), "empty");
-        let data: std::vec::Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-        assert_eq!(w.write(&data), Ok(2048), "full at the ring size");
-        assert_eq!(w.write(b"x"), Ok(0));
-        assert_eq!(r.read(&mut out[..100]), Ok(100));
-        assert_eq!(&out[..100], &data[..100]);
-        assert_eq!(w.write(&data[2048..]), Ok(100));
-        assert_eq!(r.read(&mut out), Ok(2048));
-        assert_eq!(&out[..1948], &data[100..2048]);
-        assert_eq!(&out[1948..2048], &data[2048..2148]);
-        // The input direction lives in its own bytes.
-        assert_eq!(page.words().read_byte(0), 0);
+impl<'a> ByteDuplex<'a> {
+    pub fn attach(
+        mem: SharedWords<'a>,
+        tx: ByteRingLayout,
+        rx: ByteRingLayout,
+    ) -> Result<Self, RingError> {
+        Ok(ByteDuplex {
+            tx: ByteWriter::attach(mem, tx)?,
+            rx: ByteReader::attach(mem, rx)?,
+        })
     }
 
-    #[test]
-    fn wraps_near_u32_max() {
-        let page = Page::new();
-        for at in [XENSTORE_REQ.cons, XENSTORE_REQ.prod] {
-            page.words().word(at).store(u32::MAX - 10, Ordering::Relaxed);
-        }
-        let mut w = ByteWriter::new(page.words(), XENSTORE_REQ);
-        let mut r = ByteReader::new(page.words(), XENSTORE_REQ);
-        let mut out = [0u8; 64];
-        for round in 0..100u8 {
-            assert_eq!(w.write(&[round; 37]), Ok(37));
-            assert_eq!(r.read(&mut out), Ok(37));
-            assert!(out[..37].iter().all(|&b| b == round));
-        }
+    /// Writes what fits of `data`; notify the peer if the count is non-zero.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, RingError> {
+        self.tx.write(data)
     }
 
-    #[test]
-    fn garbage_indexes_are_errors() {
-        let page = Page::new();
-        page.words().word(CONSOLE_IN.prod).store(5000, Ordering::Relaxed);
-        let mut r = ByteReader::new(page.words(), CONSOLE_IN);
-        assert!(r.read(&mut [0; 16]).is_err());
-        page.words().word(CONSOLE_OUT.cons).store(7, Ordering::Relaxed); // cons ahead of prod
-        let mut w = ByteWriter::new(page.words(), CONSOLE_OUT);
-        assert!(w.write(b"hi").is_err());
+    /// Reads what is there; notify the peer if the count is non-zero (it may be waiting
+    /// for space).
+    pub fn read(&mut self, out: &mut [u8]) -> Result<usize, RingError> {
+        self.rx.read(out)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;

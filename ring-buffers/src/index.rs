@@ -2,6 +2,8 @@
 //! at 2^32, and a slot is `index & (size - 1)`. Distances are wrapping differences, which
 //! stay correct across the wrap as long as no distance exceeds 2^31.
 
+use crate::RingError;
+
 /// Entries between `consumer` and `producer` (`producer - consumer`, wrapping).
 #[inline]
 pub fn distance(producer: u32, consumer: u32) -> u32 {
@@ -14,6 +16,23 @@ pub fn distance(producer: u32, consumer: u32) -> u32 {
 #[inline]
 pub fn needs_notify(old: u32, new: u32, event: u32) -> bool {
     new.wrapping_sub(event) < new.wrapping_sub(old)
+}
+
+/// Checks a producer index the peer published: at most `limit` entries may lie between
+/// our consumer index and it. Returns how many do. A "negative" distance (the producer
+/// behind us) wraps to a huge one and is rejected too, so a hostile value can never
+/// turn into a long or endless consume loop.
+#[inline]
+pub fn check_producer(producer: u32, consumer: u32, limit: u32) -> Result<u32, RingError> {
+    let unconsumed = distance(producer, consumer);
+    if unconsumed > limit {
+        return Err(RingError::ProducerOverrun {
+            producer,
+            consumer,
+            limit,
+        });
+    }
+    Ok(unconsumed)
 }
 
 /// The largest power of two not above `n` (0 for 0).
@@ -60,6 +79,17 @@ mod tests {
             let event = old.wrapping_add(offset);
             // The event is inside (old, new] exactly when 0 < offset <= batch.
             prop_assert_eq!(needs_notify(old, new, event), offset > 0 && offset <= batch);
+        }
+
+        #[test]
+        fn producer_check_accepts_exactly_the_possible(consumer: u32, limit in 0u32..=1 << 16, ahead: u32) {
+            let producer = consumer.wrapping_add(ahead);
+            let checked = check_producer(producer, consumer, limit);
+            if ahead <= limit {
+                prop_assert_eq!(checked, Ok(ahead));
+            } else {
+                prop_assert_eq!(checked, Err(RingError::ProducerOverrun { producer, consumer, limit }));
+            }
         }
 
         #[test]
