@@ -3,7 +3,9 @@
 //! Numbers and argument lists follow xen/include/public/xen.h and the prototypes in
 //! Xen's public headers (an `unsigned int`/`int` argument is a `u32`, `domid_t` a `u16`,
 //! a guest handle or pointer a [`GuestAddr`]). Project-specific hypercalls live in Xen's
-//! architecture-specific range 48-55 (`__HYPERVISOR_arch_0..7`) and are marked as ours.
+//! architecture-specific range 48-55 (`__HYPERVISOR_arch_0..7`), from 50 up, because
+//! x86 Xen already uses 48 (`mca`) and 49 (`paging_domctl_cont`); [`OUR_EXTENSIONS`]
+//! lists them and a compile-time check keeps them off every number Xen uses.
 //!
 //! To add or implement a hypercall, see docs/adding-a-hypercall.md.
 
@@ -30,6 +32,24 @@ impl HypercallInfo {
 
 define_hypercalls! {
     handled {
+        /// Registers the virtual IDT: an array of `ops::traps::TrapInfo` ended by an entry
+        /// with address 0; later calls change only the vectors they name; NULL clears all.
+        set_trap_table = 0 (traps: GuestAddr);
+        /// Sets the kernel stack used when the guest enters its kernel from user mode.
+        stack_switch = 3 (ss: u64, rsp: u64);
+        /// Registers event, failsafe and syscall callback addresses (legacy form).
+        set_callbacks = 4 (event_address: u64, failsafe_address: u64, syscall_address: u64);
+        /// Sets or clears the virtual CR0.TS for lazy FPU switching: while set, the
+        /// guest's next FPU/SSE instruction raises #NM.
+        fpu_taskswitch = 5 (set: u32);
+        /// Enables or disables a VM assist (`ops::vm_assist`).
+        vm_assist = 21 (cmd: u32, assist_type: u32);
+        /// Returns from a guest exception frame (`ops::traps::IretContext` on the guest
+        /// stack); never returns to its caller.
+        iret = 23 ();
+        /// Registers and unregisters callbacks (`ops::callback`: event, failsafe,
+        /// syscall, syscall32, sysenter, NMI).
+        callback_op = 30 (cmd: u32, arg: GuestAddr);
         /// Version and feature queries: `cmd` is an `ops::xen_version` XENVER_* number,
         /// `arg` points at the command's output structure (unused by XENVER_version).
         xen_version = 17 (cmd: u32, arg: GuestAddr);
@@ -39,24 +59,16 @@ define_hypercalls! {
         /// Scheduler operations: `cmd` is an `ops::sched_op` SCHEDOP_* number, `arg`
         /// points at its argument structure (e.g. `SchedShutdown`).
         sched_op = 29 (cmd: u32, arg: GuestAddr);
-        /// Ours (arch_0): how many times the calling domain has made hypercall
+        /// Ours (arch_2): how many times the calling domain has made hypercall
         /// `number` so far, this call included when it asks about itself. The worked
         /// example of docs/adding-a-hypercall.md.
-        hypercall_count = 48 (number: u32);
+        hypercall_count = 50 (number: u32);
     }
     not_implemented {
-        /// Registers the virtual IDT: a zero-terminated array of `TrapInfo`.
-        set_trap_table = 0 (traps: GuestAddr);
         /// Batch of page-table updates (`MmuUpdate` array); `done_out` gets the count done.
         mmu_update = 1 (requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
         /// Installs a new GDT made of `entries` descriptors in the frames listed.
         set_gdt = 2 (frame_list: GuestAddr, entries: u32);
-        /// Sets the kernel stack used when the guest enters its kernel from user mode.
-        stack_switch = 3 (ss: u64, rsp: u64);
-        /// Registers event, failsafe and syscall callback addresses (legacy form).
-        set_callbacks = 4 (event_address: u64, failsafe_address: u64, syscall_address: u64);
-        /// Sets or clears CR0.TS for lazy FPU switching.
-        fpu_taskswitch = 5 (set: u32);
         /// Old form of sched_op with an integer argument.
         sched_op_compat = 6 (cmd: u32, arg: u64);
         /// Platform-wide operations for dom0 (formerly dom0_op).
@@ -81,12 +93,8 @@ define_hypercalls! {
         physdev_op_compat = 19 (op: GuestAddr);
         /// Grant-table operations on `count` argument structures.
         grant_table_op = 20 (cmd: u32, args: GuestAddr, count: u32);
-        /// Enables or disables a VM assist.
-        vm_assist = 21 (cmd: u32, assist_type: u32);
         /// update_va_mapping in another domain's address space.
         update_va_mapping_otherdomain = 22 (va: u64, pte: u64, flags: u64, domid: u16);
-        /// Returns from a guest exception frame (`IretContext` on the guest stack).
-        iret = 23 ();
         /// Per-vCPU operations.
         vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestAddr);
         /// Sets the FS/GS base (SEGBASE_*).
@@ -97,8 +105,6 @@ define_hypercalls! {
         xsm_op = 27 (op: GuestAddr);
         /// Registers an NMI callback.
         nmi_op = 28 (cmd: u32, arg: GuestAddr);
-        /// Registers and unregisters callbacks (event, failsafe, syscall, NMI).
-        callback_op = 30 (cmd: u32, arg: GuestAddr);
         /// Profiling.
         xenoprof_op = 31 (op: u32, arg: GuestAddr);
         /// Event-channel operations (EVTCHNOP_*).
@@ -123,8 +129,41 @@ define_hypercalls! {
         dm_op = 41 (domid: u16, nr_buffers: u32, buffers: GuestAddr);
         /// Hypervisor file system.
         hypfs_op = 42 (cmd: u32, arg1: GuestAddr, arg2: u64, arg3: GuestAddr, arg4: u64);
+        /// x86 arch_0: machine-check log access (Linux dom0's mcelog driver calls it).
+        mca = 48 (op: GuestAddr);
+        /// x86 arch_1: continuation of a paging domctl (toolstack only).
+        paging_domctl_cont = 49 (op: GuestAddr);
     }
 }
+
+/// Every number Xen 4.17 assigns on x86 (xen.h `__HYPERVISOR_*`; 11 was never used):
+/// 0-42 and the two arch-specific ones x86 takes, 48 `mca` and 49 `paging_domctl_cont`.
+pub const XEN_NUMBERS: &[u64] = &[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 48, 49,
+];
+
+/// Our own extensions. They live in the arch-specific range (48-55) above the numbers
+/// x86 Xen already uses there, so a guest written for Xen never reaches one by accident.
+pub const OUR_EXTENSIONS: &[u64] = &[nr::hypercall_count];
+
+/// The first arch-specific number x86 Xen leaves free.
+pub const FIRST_OWN_NUMBER: u64 = 50;
+/// The last arch-specific number (`__HYPERVISOR_arch_7`).
+pub const LAST_OWN_NUMBER: u64 = 55;
+
+const _: () = {
+    let mut i = 0;
+    while i < OUR_EXTENSIONS.len() {
+        assert!(OUR_EXTENSIONS[i] >= FIRST_OWN_NUMBER && OUR_EXTENSIONS[i] <= LAST_OWN_NUMBER);
+        let mut j = 0;
+        while j < XEN_NUMBERS.len() {
+            assert!(OUR_EXTENSIONS[i] != XEN_NUMBERS[j], "an extension takes a number Xen uses");
+            j += 1;
+        }
+        i += 1;
+    }
+};
 
 #[cfg(test)]
 mod tests {
@@ -155,12 +194,13 @@ mod tests {
             assert!(h.args.len() <= 6);
             assert!(!h.doc.is_empty(), "{} has no doc", h.name);
         }
-        // Xen's numbers 0..=42 except 11 (never assigned), then ours.
-        for n in (0..=42).filter(|&n| n != 11) {
-            assert!(seen.contains(&n), "hypercall {n} missing");
+        // Every Xen number is in the table, and every other entry is one of ours.
+        for n in XEN_NUMBERS {
+            assert!(seen.contains(n), "hypercall {n} missing");
         }
-        for h in HYPERCALLS.iter().filter(|h| h.number > 42) {
-            assert!((48..=55).contains(&h.number), "{} is outside the arch range", h.name);
+        for h in HYPERCALLS.iter().filter(|h| !XEN_NUMBERS.contains(&h.number)) {
+            assert!(OUR_EXTENSIONS.contains(&h.number), "{} ({}) is neither Xen's nor listed as ours", h.name, h.number);
+            assert!((FIRST_OWN_NUMBER..=LAST_OWN_NUMBER).contains(&h.number), "{} is outside 50-55", h.name);
         }
     }
 
@@ -185,6 +225,34 @@ mod tests {
             self.calls.push(("hypercall_count", [number as u64, 0, 0]));
             Ok(7)
         }
+        fn set_trap_table(&mut self, traps: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("set_trap_table", [traps.0, 0, 0]));
+            Ok(0)
+        }
+        fn stack_switch(&mut self, ss: u64, rsp: u64) -> Result<i64, Errno> {
+            self.calls.push(("stack_switch", [ss, rsp, 0]));
+            Ok(0)
+        }
+        fn set_callbacks(&mut self, event: u64, failsafe: u64, syscall: u64) -> Result<i64, Errno> {
+            self.calls.push(("set_callbacks", [event, failsafe, syscall]));
+            Ok(0)
+        }
+        fn fpu_taskswitch(&mut self, set: u32) -> Result<i64, Errno> {
+            self.calls.push(("fpu_taskswitch", [set as u64, 0, 0]));
+            Ok(0)
+        }
+        fn vm_assist(&mut self, cmd: u32, assist_type: u32) -> Result<i64, Errno> {
+            self.calls.push(("vm_assist", [cmd as u64, assist_type as u64, 0]));
+            Ok(0)
+        }
+        fn iret(&mut self) -> Result<i64, Errno> {
+            self.calls.push(("iret", [0; 3]));
+            Ok(0)
+        }
+        fn callback_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("callback_op", [cmd as u64, arg.0, 0]));
+            Ok(0)
+        }
     }
 
     #[test]
@@ -201,7 +269,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::set_trap_table, nr::mmu_update, 11, 49, 55, 1000, u64::MAX] {
+        for n in [nr::mmu_update, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

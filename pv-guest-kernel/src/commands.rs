@@ -18,8 +18,11 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
     );
 }
 
+/// Every command `run` knows, for the help line.
+pub const COMMANDS: &str = "hello, fault, badptr, hypercall-count, traps, privops";
+
 /// Runs the command and says how to shut down afterwards.
-pub fn run(command: &str) -> ShutdownReason {
+pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
     match command.split_ascii_whitespace().next().unwrap_or("hello") {
         "hello" => {
             println!("RESULT test=hello status=pass");
@@ -30,8 +33,10 @@ pub fn run(command: &str) -> ShutdownReason {
         }
         "badptr" => bad_pointers(),
         "hypercall-count" => hypercall_count(),
+        "traps" => crate::checks::traps::run(info),
+        "privops" => crate::checks::privops::run(info),
         other => {
-            println!("unknown command '{other}'; commands: hello, fault, badptr, hypercall-count");
+            println!("unknown command '{other}'; commands: {COMMANDS}");
             println!("RESULT test={other} status=fail reason=unknown-command");
         }
     }

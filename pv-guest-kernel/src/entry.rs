@@ -77,7 +77,7 @@ extern "C" fn guest_main(start_info: *const StartInfo) -> ! {
     let info = unsafe { &*start_info };
     let cmdline = core::str::from_utf8(info.cmd_line_bytes()).unwrap_or("");
     commands::greet(info, cmdline);
-    let reason = commands::run(cmdline.trim());
+    let reason = commands::run(info, cmdline.trim());
     platform::shutdown(reason)
 }
 

@@ -6,6 +6,8 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+mod checks;
+#[cfg(target_os = "none")]
 mod commands;
 #[cfg(target_os = "none")]
 mod console;
@@ -13,6 +15,8 @@ mod console;
 mod entry;
 #[cfg(target_os = "none")]
 mod platform;
+#[cfg(target_os = "none")]
+mod traps;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

@@ -6,6 +6,8 @@ use hypercall_abi::guest::calls;
 use hypercall_abi::ops::console_io::CONSOLEIO_WRITE;
 use hypercall_abi::ops::sched_op::{SchedShutdown, SCHEDOP_SHUTDOWN};
 use hypercall_abi::ops::xen_version::{XENVER_EXTRAVERSION, XENVER_VERSION};
+use hypercall_abi::ops::traps::TrapInfo;
+use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::{Errno, GuestAddr};
 
 pub use hypercall_abi::ops::sched_op::ShutdownReason;
@@ -49,6 +51,69 @@ pub fn hypercall_count(number: u64) -> Result<u64, Errno> {
     // SAFETY: hypercall_count takes no pointer.
     let ret = unsafe { calls::hypercall_count(number as u32) };
     Errno::check(ret).map(|n| n as u64)
+}
+
+/// Registers the kernel's trap table (an array ended by an entry with address 0).
+pub fn set_trap_table(table: &[TrapInfo]) -> i64 {
+    if table.last().is_none_or(|t| t.address != 0) {
+        return Errno::EINVAL.to_return_value();
+    }
+    // SAFETY: the array is readable and terminated, as just checked.
+    unsafe { calls::set_trap_table(GuestAddr::from_ptr(table.as_ptr())) }
+}
+
+/// Sets (true) or clears the virtual CR0.TS: while set, the next FPU/SSE instruction
+/// raises #NM.
+pub fn fpu_taskswitch(set: bool) -> i64 {
+    // SAFETY: takes no pointer; only changes when #NM is raised.
+    unsafe { calls::fpu_taskswitch(u32::from(set)) }
+}
+
+/// CR2, the address of the last page fault. A PV kernel runs in ring 3, so this is a
+/// privileged instruction the hypervisor emulates (Xen does; so do we).
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no side effect; in ring 3 it traps to the hypervisor,
+    // which emulates it.
+    unsafe { core::arch::asm!("mov {}, cr2", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+/// `cpuid` through Xen's forced-emulation prefix (ud2; "xen"; cpuid): the hypervisor
+/// answers with the guest's CPUID policy, hypervisor leaves included.
+pub fn xen_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    // SAFETY: the hypervisor emulates the prefixed cpuid (and would reflect #UD to our
+    // trap table if not); rbx is saved around it since the compiler owns it.
+    unsafe {
+        core::arch::asm!(
+            "mov {saved:r}, rbx",
+            ".byte 0x0f, 0x0b, 0x78, 0x65, 0x6e",
+            "cpuid",
+            "xchg {saved:r}, rbx",
+            saved = out(reg) b,
+            inout("eax") leaf => a,
+            inout("ecx") subleaf => c,
+            out("edx") d,
+            options(nomem, nostack),
+        );
+    }
+    [a, b, c, d]
+}
+
+/// Where the kernel image's virtual addresses start (its VIRT_BASE note says 0).
+pub fn virt_base() -> u64 {
+    0
+}
+
+/// The machine frame behind guest frame `pfn`, from the p2m list the loader built.
+pub fn pfn_to_mfn(info: &StartInfo, pfn: u64) -> Option<u64> {
+    if pfn >= info.nr_pages {
+        return None;
+    }
+    // SAFETY: the loader maps the p2m list (nr_pages entries) at mfn_list, read-write,
+    // and nothing else writes it while we read.
+    Some(unsafe { (info.mfn_list as *const u64).add(pfn as usize).read_volatile() })
 }
 
 /// Stops this domain. Does not return; if the hypervisor refuses, we wait forever.

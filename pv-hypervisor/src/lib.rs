@@ -15,3 +15,4 @@ pub mod boot_options;
 pub mod console;
 pub mod hypercall;
 pub mod mm;
+pub mod trap;

@@ -3,6 +3,7 @@
 //! `xtask` uses the same pieces for `run`, `test` and `bench`.
 
 pub mod bundle;
+pub mod conformance;
 pub mod qemu;
 pub mod results;
 pub mod scenario;

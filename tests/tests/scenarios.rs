@@ -5,7 +5,7 @@ use hypercall_abi::debug_exit::ExitCode;
 use pv_tests::bundle::{dom0_bundle, header_offsets};
 use pv_tests::results::{find, ResultLine};
 use pv_tests::scenario::{run, Options, Outcome};
-use pv_tests::{qemu, results};
+use pv_tests::{conformance, qemu, results};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,22 +70,38 @@ fn hello_on_pv_hypervisor() {
     expect_exit(&outcome, ExitCode::Poweroff);
 }
 
-#[test]
-fn hello_on_real_xen() {
-    if std::env::var("PV_SKIP_REAL_XEN").as_deref() == Ok("1") {
-        eprintln!("PV_SKIP_REAL_XEN=1: real-Xen scenario skipped");
-        return;
+/// Whether real-Xen scenarios should run. Skipping is only allowed outside CI, and says
+/// so on a line of its own.
+fn real_xen_wanted(name: &str) -> bool {
+    if std::env::var("PV_SKIP_REAL_XEN").as_deref() != Ok("1") {
+        return true;
     }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{name}: PV_SKIP_REAL_XEN=1 is not allowed under CI");
+    eprintln!("SKIPPED {name}: PV_SKIP_REAL_XEN=1");
+    false
+}
+
+/// Boots real Xen 4.17 with our guest as dom0 running `cmdline`.
+fn boot_xen(name: &str, cmdline: &str) -> Outcome {
     qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
     let xen = qemu::xen_image(&artifacts()).unwrap_or_else(|e| panic!("{e}"));
     let options = Options {
         timeout: XEN_TIMEOUT,
         stop_on: vec![qemu::XEN_DOM0_HALTED, qemu::XEN_DOM0_SHUTDOWN],
         mark: None,
-        log_path: Some(artifacts().join("scenarios/hello-real-xen.log")),
+        log_path: Some(artifacts().join(format!("scenarios/{name}-real-xen.log"))),
     };
-    let outcome = run(qemu::xen_command(&xen, &artifacts().join("pv-guest-kernel"), "hello"), &options).unwrap();
-    assert!(!outcome.timed_out, "Xen timed out; log tail:\n{}", outcome.tail(40));
+    let outcome = run(qemu::xen_command(&xen, &artifacts().join("pv-guest-kernel"), cmdline), &options).unwrap();
+    assert!(!outcome.timed_out, "{name}: Xen timed out; log tail:\n{}", outcome.tail(40));
+    outcome
+}
+
+#[test]
+fn hello_on_real_xen() {
+    if !real_xen_wanted("hello_on_real_xen") {
+        return;
+    }
+    let outcome = boot_xen("hello", "hello");
     let on_xen = check_greeting(&outcome, "hello");
     expect(&outcome, &[("test", "hello"), ("status", "pass")]);
     assert_eq!(outcome.stopped_on.as_deref(), Some(qemu::XEN_DOM0_HALTED), "dom0 did not power off cleanly");
@@ -150,4 +166,31 @@ fn non_elf_dom0_is_refused() {
     assert!(error["reason"].contains("ELF"), "reason: {}", error["reason"]);
     expect_exit(&outcome, ExitCode::HypervisorError);
     assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("greeting")));
+}
+
+/// The differential conformance test: `command` on both hypervisors, every guest
+/// RESULT line compared field by field (tests/src/conformance.rs). Our run must pass
+/// its own expectations too.
+fn conforms_to_xen(command: &str) {
+    let ours = boot(command, &dom0_bundle(&guest_image(), command));
+    expect(&ours, &[("test", command), ("status", "pass")]);
+    expect_exit(&ours, ExitCode::Poweroff);
+    if !real_xen_wanted(command) {
+        return;
+    }
+    let xen = boot_xen(command, command);
+    let comparison = conformance::compare(&ours.log, &xen.log);
+    eprintln!("{command}: {}", comparison.report());
+    assert!(comparison.matching.len() >= 10, "{command}: too few checks ran");
+    assert!(comparison.differences.is_empty(), "{command} differs from Xen 4.17:\n{}", comparison.report());
+}
+
+#[test]
+fn traps_conform_to_xen() {
+    conforms_to_xen("traps");
+}
+
+#[test]
+fn privops_conform_to_xen() {
+    conforms_to_xen("privops");
 }

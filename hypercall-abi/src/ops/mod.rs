@@ -6,3 +6,9 @@ pub mod console_io;
 pub mod sched_op;
 /// xen_version commands and their output structures (version.h).
 pub mod xen_version;
+/// callback_op commands, callback types and structures (callback.h).
+pub mod callback;
+/// set_trap_table entries and the iret frame (arch-x86/xen.h, xen-x86_64.h).
+pub mod traps;
+/// vm_assist commands and types (xen.h).
+pub mod vm_assist;

@@ -214,7 +214,9 @@ fn populate<M: MachineMemory>(
         l4_maddr,
         shared_info_mfn,
         vcpu,
+        traps: Default::default(),
         hypercall_counts: [0; COUNTED_HYPERCALLS],
+        crash_reason: None,
         console: Default::default(),
     })
 }

@@ -6,6 +6,7 @@ use core::fmt::{self, Write};
 
 pub fn exception_name(vector: u64) -> &'static str {
     match vector {
+        0x100 => "hypercall",
         0 => "#DE divide error",
         1 => "#DB debug",
         2 => "NMI",
@@ -31,7 +32,9 @@ pub fn exception_name(vector: u64) -> &'static str {
 }
 
 /// Writes the human-readable dump, one `(hv)`-prefixed line each, then the RESULT line.
-pub fn write_crash_report(out: &mut dyn Write, domid: u16, regs: &GuestRegisters, cr2: u64) -> fmt::Result {
+/// `reason` says why the hypervisor gave up on the domain when that is not simply the
+/// exception in `regs` (e.g. a bounce it could not deliver, or a bad return frame).
+pub fn write_crash_report(out: &mut dyn Write, domid: u16, regs: &GuestRegisters, cr2: u64, reason: Option<&str>) -> fmt::Result {
     writeln!(
         out,
         "(hv) domain {domid} crashed: {} (vector {}), error code {:#x}, in ring {}",
@@ -40,6 +43,9 @@ pub fn write_crash_report(out: &mut dyn Write, domid: u16, regs: &GuestRegisters
         regs.error_code,
         regs.cs & 3
     )?;
+    if let Some(reason) = reason {
+        writeln!(out, "(hv)   reason: {reason}")?;
+    }
     writeln!(out, "(hv)   rip={:#018x} rsp={:#018x} rflags={:#010x} cr2={:#018x}", regs.rip, regs.rsp, regs.rflags, cr2)?;
     writeln!(out, "(hv)   cs={:#06x} ss={:#06x}", regs.cs, regs.ss)?;
     writeln!(out, "(hv)   rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", regs.rax, regs.rbx, regs.rcx, regs.rdx)?;
@@ -48,8 +54,13 @@ pub fn write_crash_report(out: &mut dyn Write, domid: u16, regs: &GuestRegisters
     writeln!(out, "(hv)   r13={:#018x} r14={:#018x} r15={:#018x}", regs.r13, regs.r14, regs.r15)?;
     writeln!(
         out,
-        "(hv) RESULT event=domain_crash domid={domid} vector={} error_code={:#x} rip={:#x} rsp={:#x} cr2={:#x}",
-        regs.vector, regs.error_code, regs.rip, regs.rsp, cr2
+        "(hv) RESULT event=domain_crash domid={domid} vector={} error_code={:#x} rip={:#x} rsp={:#x} cr2={:#x} reason=\"{}\"",
+        regs.vector,
+        regs.error_code,
+        regs.rip,
+        regs.rsp,
+        cr2,
+        reason.unwrap_or(exception_name(regs.vector))
     )
 }
 
@@ -62,7 +73,8 @@ mod tests {
     fn dump_names_domain_vector_and_registers() {
         let regs = GuestRegisters { vector: 13, rip: 0x10_2345, rsp: 0x40_0000, cs: 0xe033, ..Default::default() };
         let mut out = String::new();
-        write_crash_report(&mut out, 0, &regs, 0xdead).unwrap();
+        write_crash_report(&mut out, 0, &regs, 0xdead, Some("no handler")).unwrap();
+        assert!(out.contains("reason: no handler"));
         assert!(out.contains("domain 0 crashed: #GP general protection (vector 13)"));
         assert!(out.contains("in ring 3"));
         assert!(out.contains("rip=0x0000000000102345"));

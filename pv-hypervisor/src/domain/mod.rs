@@ -14,6 +14,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::debug_exit::ExitCode;
 use hypercall_abi::ops::sched_op::ShutdownReason;
+use crate::trap::state::{GuestMode, TrapState};
 use vcpu::GuestRegisters;
 
 pub type DomainId = u16;
@@ -51,11 +52,34 @@ pub struct Domain {
     pub shared_info_mfn: u64,
     /// The single vCPU's registers while it is not running.
     pub vcpu: GuestRegisters,
+    /// The single vCPU's trap table, callbacks and virtual CPU state.
+    pub traps: TrapState,
     pub hypercall_counts: [u64; COUNTED_HYPERCALLS],
+    /// Why the hypervisor crashed the domain, when it did (for the register dump).
+    pub crash_reason: Option<&'static str>,
     pub console: GuestLineBuffer,
 }
 
 impl Domain {
+    /// The L4 the CPU must run on: the kernel's, or in guest user mode the user one.
+    pub fn active_l4(&self) -> u64 {
+        match self.traps.mode {
+            GuestMode::User if self.traps.user_l4 != 0 => self.traps.user_l4,
+            _ => self.l4_maddr,
+        }
+    }
+
+    /// Machine address of vCPU 0's `vcpu_info` (the start of shared_info).
+    pub fn vcpu_info_maddr(&self) -> u64 {
+        self.shared_info_mfn * hypercall_abi::arch_x86_64::PAGE_SIZE
+    }
+
+    /// Stops the domain for good: the entry path dumps its registers and tears it down.
+    pub fn crash(&mut self, reason: &'static str) {
+        self.state = DomainState::Crashed;
+        self.crash_reason.get_or_insert(reason);
+    }
+
     pub fn nr_pages(&self) -> u64 {
         self.p2m.len() as u64
     }

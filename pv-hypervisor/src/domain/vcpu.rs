@@ -5,6 +5,8 @@ use core::mem::offset_of;
 /// The vector number the syscall entry records: not a CPU vector, it marks a frame as a
 /// hypercall.
 pub const SYSCALL_VECTOR: u64 = 0x100;
+/// The vector the compatibility-mode `syscall` entry records.
+pub const SYSCALL32_VECTOR: u64 = 0x101;
 
 /// A guest's general registers plus the CPU's interrupt frame, exactly as the entry code
 /// in `arch::x86_64::entry` pushes them (lowest address first). While a vCPU runs in the

@@ -5,21 +5,33 @@
 
 mod console_io;
 mod hypercall_count;
+mod iret;
 mod sched_op;
-mod xen_version;
+mod traps;
+pub mod xen_version;
 
+pub use iret::{IRET_NO_USER_TABLE, IRET_UNREADABLE};
+
+use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
 use crate::mm::guest_walk::{self, MachineMemory};
 use hypercall_abi::{Errno, GuestAddr, HypercallHandler};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-/// Everything a handler may touch: the calling domain and guest memory.
+/// Everything a handler may touch: the calling domain, guest memory, and the calling
+/// vCPU's saved registers (which `iret` replaces; the result goes into RAX after).
 pub struct HypercallContext<'a, M: MachineMemory> {
     pub domain: &'a mut Domain,
     pub memory: &'a mut M,
+    pub regs: &'a mut GuestRegisters,
 }
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
+    /// Gives up on the calling domain: it never resumes.
+    fn crash(&mut self, reason: &'static str) {
+        self.domain.crash(reason);
+    }
+
     fn copy_from_guest(&self, addr: GuestAddr, out: &mut [u8]) -> Result<(), Errno> {
         guest_walk::copy_from_guest(&*self.memory, self.domain.l4_maddr, addr.0, out)
     }
@@ -44,6 +56,34 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn sched_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
         sched_op::sched_op(self, cmd, arg)
+    }
+
+    fn set_trap_table(&mut self, traps: GuestAddr) -> Result<i64, Errno> {
+        traps::set_trap_table(self, traps)
+    }
+
+    fn stack_switch(&mut self, ss: u64, rsp: u64) -> Result<i64, Errno> {
+        traps::stack_switch(self, ss, rsp)
+    }
+
+    fn set_callbacks(&mut self, event_address: u64, failsafe_address: u64, syscall_address: u64) -> Result<i64, Errno> {
+        traps::set_callbacks(self, event_address, failsafe_address, syscall_address)
+    }
+
+    fn fpu_taskswitch(&mut self, set: u32) -> Result<i64, Errno> {
+        traps::fpu_taskswitch(self, set)
+    }
+
+    fn vm_assist(&mut self, cmd: u32, assist_type: u32) -> Result<i64, Errno> {
+        traps::vm_assist(self, cmd, assist_type)
+    }
+
+    fn iret(&mut self) -> Result<i64, Errno> {
+        iret::iret(self)
+    }
+
+    fn callback_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+        traps::callback_op(self, cmd, arg)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

@@ -15,12 +15,15 @@ const L3: u64 = 0x2000;
 const L2: u64 = 0x3000;
 const L1: u64 = 0x4000;
 const DATA: u64 = 0x10000;
+pub const SHARED_INFO: u64 = 0x8000;
 const PAGES: u64 = 4;
 const PTE: u64 = 0x67; // present, writable, user, accessed, dirty
 
 pub struct TestGuest {
     pub domain: Domain,
     pub memory: FakeMemory,
+    /// The registers of the vCPU making the calls (what the entry code saved).
+    pub regs: GuestRegisters,
 }
 
 impl TestGuest {
@@ -28,7 +31,7 @@ impl TestGuest {
 
     pub fn new() -> Self {
         let mut memory = FakeMemory::default();
-        for frame in [L4, L3, L2, L1].into_iter().chain((0..PAGES).map(|p| DATA + p * 4096)) {
+        for frame in [L4, L3, L2, L1, SHARED_INFO].into_iter().chain((0..PAGES).map(|p| DATA + p * 4096)) {
             memory.add_frame(frame >> 12, 0);
         }
         let mut set = |table: u64, index: u64, value: u64| memory.set_entry(table, index, value);
@@ -51,12 +54,15 @@ impl TestGuest {
             state: DomainState::Running,
             p2m: vec![0; 16],
             l4_maddr: L4,
-            shared_info_mfn: 0,
+            shared_info_mfn: SHARED_INFO >> 12,
             vcpu: GuestRegisters::default(),
+            traps: Default::default(),
             hypercall_counts: [0; COUNTED_HYPERCALLS],
+        crash_reason: None,
             console: Default::default(),
         };
-        TestGuest { domain, memory }
+        let regs = GuestRegisters { rip: 0x10_0000, cs: 0xe033, rflags: 0x202, rsp: GUEST_DATA_VA + Self::MAPPED_BYTES, ss: 0xe02b, ..Default::default() };
+        TestGuest { domain, memory, regs }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -78,7 +84,7 @@ impl TestGuest {
     /// Makes a hypercall the way the runtime does: count, then dispatch.
     pub fn call(&mut self, number: u64, args: [u64; 6]) -> i64 {
         self.domain.count_hypercall(number);
-        let mut ctx = HypercallContext { domain: &mut self.domain, memory: &mut self.memory };
+        let mut ctx = HypercallContext { domain: &mut self.domain, memory: &mut self.memory, regs: &mut self.regs };
         hypercall_abi::dispatch(&mut ctx, number, args)
     }
 }

@@ -2,7 +2,7 @@
 
 use hypercall_abi::debug_exit::{ExitCode, ISA_DEBUG_EXIT_PORT};
 use x86_64::instructions::port::Port;
-use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr2, Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 use x86_64::PhysAddr;
 
@@ -27,6 +27,17 @@ pub unsafe fn load_cr3(l4_phys: u64) {
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
 }
 
+/// Sets or clears CR0.TS: set, the next FPU/SSE instruction raises #NM. The hypervisor
+/// itself never uses the FPU (soft-float target), so TS only ever stands for the guest's
+/// virtual TS.
+pub fn set_task_switched(set: bool) {
+    let cr0 = Cr0::read();
+    if cr0.contains(Cr0Flags::TASK_SWITCHED) != set {
+        // SAFETY: TS only makes FPU/SSE instructions fault; the hypervisor executes none.
+        unsafe { Cr0::write(if set { cr0 | Cr0Flags::TASK_SWITCHED } else { cr0 - Cr0Flags::TASK_SWITCHED }) };
+    }
+}
+
 /// Cycle counter, for timing.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear, so it is allowed.
@@ -47,5 +58,119 @@ pub fn halt_forever() -> ! {
     loop {
         x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();
+    }
+}
+
+/// One CPUID query.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    // SAFETY: CPUID exists on every x86_64 CPU and only reads identification data.
+    // (Newer compilers treat the intrinsic as safe; rust-version 1.85 does not.)
+    #[allow(unused_unsafe)]
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// The hardening the CPU offers, switched on at boot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Protections {
+    pub nx: bool,
+    pub smep: bool,
+    pub smap: bool,
+    pub umip: bool,
+}
+
+const EFER: u32 = 0xC000_0080;
+const EFER_NXE: u64 = 1 << 11;
+const CR0_NE: u64 = 1 << 5;
+const CR0_AM: u64 = 1 << 18;
+const CR4_MCE: u64 = 1 << 6;
+const CR4_UMIP: u64 = 1 << 11;
+const CR4_SMEP: u64 = 1 << 20;
+const CR4_SMAP: u64 = 1 << 21;
+
+/// Read by the entry stubs: with SMAP on they `clac`, because a guest can enter with
+/// RFLAGS.AC set (popf in ring 3 may set it) and AC in ring 0 switches SMAP off.
+#[no_mangle]
+static SMAP_ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns on what guards the hypervisor from guests and from itself: NX (so guest
+/// page-fault error codes report instruction fetches, and guest PTEs may use it), SMEP
+/// (ring 0 never runs guest pages), SMAP (ring 0 never touches guest mappings: guest
+/// memory is only reached through the direct map, so no stac/clac window is needed),
+/// UMIP (sgdt/sidt/sldt/str/smsw in ring 3 fault instead of showing hypervisor
+/// addresses), machine-check reporting, native FPU error reporting (CR0.NE), and
+/// alignment checking for ring 3 (CR0.AM: a guest that sets RFLAGS.AC gets #AC, as on
+/// Xen, whose CR0 a PV guest reads as 0x80050033).
+pub fn enable_protections() -> Protections {
+    let ext = cpuid(0x8000_0001, 0);
+    let leaf7 = if cpuid(0, 0)[0] >= 7 { cpuid(7, 0) } else { [0; 4] };
+    let found = Protections {
+        nx: ext[3] & (1 << 20) != 0,
+        smep: leaf7[1] & (1 << 7) != 0,
+        smap: leaf7[1] & (1 << 20) != 0,
+        umip: leaf7[2] & (1 << 2) != 0,
+    };
+    // SAFETY: each bit is set only where CPUID says the CPU has the feature. NX, SMEP and
+    // SMAP restrict what ring 0 may do with user and NX pages, which the hypervisor
+    // never relies on (it runs from supervisor pages and reaches guest memory through
+    // the direct map); UMIP only affects ring 3; MCE and NE change how errors are
+    // reported, to handlers that exist.
+    unsafe {
+        let mut efer = x86_64::registers::model_specific::Msr::new(EFER);
+        if found.nx {
+            efer.write(efer.read() | EFER_NXE);
+        }
+        let mut cr4: u64;
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+        cr4 |= CR4_MCE;
+        if found.smep {
+            cr4 |= CR4_SMEP;
+        }
+        if found.smap {
+            cr4 |= CR4_SMAP;
+        }
+        if found.umip {
+            cr4 |= CR4_UMIP;
+        }
+        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nomem, nostack));
+        let mut cr0: u64;
+        core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
+        core::arch::asm!("mov cr0, {}", in(reg) cr0 | CR0_NE | CR0_AM, options(nomem, nostack));
+        SMAP_ENABLED.store(found.smap, core::sync::atomic::Ordering::Relaxed);
+    }
+    found
+}
+
+/// CR0, CR4 and EFER as a PV guest may see them (trap::emulate's host view): CR0
+/// without TS, CR4 limited to the bits Xen shows (PAE, MCE, OSFXSR, OSXMMEXCPT), EFER
+/// to SCE, LME, LMA and NXE.
+pub fn guest_visible_control_registers() -> (u64, u64, u64) {
+    let cr0: u64;
+    let cr4: u64;
+    // SAFETY: reading control registers has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+    }
+    // SAFETY: reading EFER has no side effects.
+    let efer = unsafe { x86_64::registers::model_specific::Msr::new(EFER).read() };
+    let cr4_shown = (1 << 5) | CR4_MCE | (1 << 9) | (1 << 10);
+    let efer_shown = 1 | (1 << 8) | (1 << 10) | EFER_NXE;
+    (cr0 & !(1 << 3), cr4 & cr4_shown, efer & efer_shown)
+}
+
+const MSR_FS_BASE: u32 = 0xC000_0100;
+const MSR_GS_BASE: u32 = 0xC000_0101;
+const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+
+/// Loads the guest's segment bases: `gs` is the active GS base, `shadow_gs` the one
+/// `swapgs` would switch to.
+pub fn load_segment_bases(fs: u64, gs: u64, shadow_gs: u64) {
+    // SAFETY: the values are canonical (checked by trap::emulate); the hypervisor never
+    // uses FS or GS itself, so only the guest sees them.
+    unsafe {
+        x86_64::registers::model_specific::Msr::new(MSR_FS_BASE).write(fs);
+        x86_64::registers::model_specific::Msr::new(MSR_GS_BASE).write(gs);
+        x86_64::registers::model_specific::Msr::new(MSR_KERNEL_GS_BASE).write(shadow_gs);
     }
 }

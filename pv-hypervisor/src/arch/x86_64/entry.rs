@@ -9,8 +9,8 @@
 //! Single CPU: the syscall entry parks the guest RSP in a global while it switches
 //! stacks. Per-CPU data (and `swapgs`) comes with SMP.
 
-use crate::domain::vcpu::{GuestRegisters, SYSCALL_VECTOR};
-use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+use crate::domain::vcpu::{GuestRegisters, SYSCALL32_VECTOR, SYSCALL_VECTOR};
+use hypercall_abi::arch_x86_64::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
 use x86_64::registers::model_specific::Msr;
 
 /// Vectors 0-31 are CPU exceptions.
@@ -24,6 +24,15 @@ core::arch::global_asm!(
     ".macro push_guest_registers",
     "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
     "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    ".endm",
+    // AC set in ring 0 would switch SMAP off; `syscall` clears it through SFMASK, but an
+    // exception or interrupt from ring 3 keeps the guest's AC. clac exists only where
+    // SMAP does, so it is skipped on CPUs without it.
+    ".macro clac_if_smap",
+    "cmp byte ptr [rip + SMAP_ENABLED], 0",
+    "je 7f",
+    "clac",
+    "7:",
     ".endm",
     // One stub per exception vector: those without a CPU error code push a zero, so
     // every frame has the same shape.
@@ -39,9 +48,19 @@ core::arch::global_asm!(
     "jmp trap_common",
     ".endr",
 
+    // `int 0x80` through its DPL 3 gate (the one soft interrupt Xen lets guests reach
+    // directly): no error code.
+    ".balign 16",
+    ".globl int80_stub",
+    "int80_stub:",
+    "push 0",
+    "push {int80_vector}",
+    "jmp trap_common",
+
     "trap_common:",
     "push_guest_registers",
     "cld",
+    "clac_if_smap",
     "mov rdi, rsp",
     "call trap_from_cpu",
     "jmp restore_frame",
@@ -60,8 +79,29 @@ core::arch::global_asm!(
     "push {syscall_vector}",
     "push_guest_registers",
     "cld",
+    "clac_if_smap",
     "mov rdi, rsp",
     "call hypercall_from_guest",
+    "jmp restore_frame",
+
+    // `syscall` from 32-bit compatibility mode (CSTAR). Same register contract as the
+    // 64-bit entry; the frame records the 32-bit code selector it came from.
+    ".globl syscall32_entry",
+    "syscall32_entry:",
+    "mov [rip + syscall_guest_rsp], rsp",
+    "lea rsp, [rip + hv_stack_top]",
+    "push {guest_ss}",
+    "push qword ptr [rip + syscall_guest_rsp]",
+    "push r11",
+    "push {guest_cs32}",
+    "push rcx",
+    "push 0",
+    "push {syscall32_vector}",
+    "push_guest_registers",
+    "cld",
+    "clac_if_smap",
+    "mov rdi, rsp",
+    "call syscall32_from_guest",
     "jmp restore_frame",
 
     ".globl restore_frame",
@@ -78,12 +118,20 @@ core::arch::global_asm!(
     ".popsection",
     guest_ss = const FLAT_RING3_SS64 as u64,
     guest_cs = const FLAT_RING3_CS64 as u64,
+    guest_cs32 = const FLAT_RING3_CS32 as u64,
     syscall_vector = const SYSCALL_VECTOR,
+    syscall32_vector = const SYSCALL32_VECTOR,
+    int80_vector = const INT80_VECTOR,
 );
+
+/// The soft-interrupt vector guests may raise directly (`int 0x80`).
+pub const INT80_VECTOR: u64 = 0x80;
 
 extern "C" {
     static trap_stubs: u8;
+    static int80_stub: u8;
     fn syscall_entry();
+    fn syscall32_entry();
     fn restore_frame();
 }
 
@@ -91,22 +139,53 @@ pub fn trap_stub_address(vector: usize) -> u64 {
     core::ptr::addr_of!(trap_stubs) as u64 + vector as u64 * STUB_SIZE
 }
 
+pub fn int80_stub_address() -> u64 {
+    core::ptr::addr_of!(int80_stub) as u64
+}
+
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
 const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_CSTAR: u32 = 0xC000_0083;
 const MSR_SFMASK: u32 = 0xC000_0084;
 /// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC. The hypervisor runs with
 /// interrupts off and a clean direction flag whatever the guest had.
 const SYSCALL_RFLAGS_MASK: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (3 << 12) | (1 << 14) | (1 << 18);
 
-/// Points `syscall` at [`syscall_entry`] (EFER.SCE was set at boot).
+/// Sets every MSR through which an instruction a guest may execute enters ring 0:
+/// `syscall` from 64-bit mode (LSTAR) and from compatibility mode (CSTAR) go to our
+/// entries, with SFMASK clearing IF/TF/DF/AC/NT/IOPL; `sysenter` gets SYSENTER_CS = 0,
+/// which makes it fault (#GP, or #UD on AMD in long mode) in the guest instead of
+/// entering ring 0 (EFER.SCE was set at boot).
 pub fn init_syscall() {
     let star = ((super::gdt::SYSRET_BASE as u64) << 48) | ((super::gdt::HYPERVISOR_CS as u64) << 32);
-    // SAFETY: these MSRs only define where `syscall` enters and with which selectors
-    // and flags; the selectors exist in the GDT loaded by `gdt::init`.
+    // SAFETY: these MSRs only define where `syscall`/`sysenter` enter and with which
+    // selectors and flags; the selectors exist in the GDT loaded by `gdt::init`, and
+    // both entry points are ours.
     unsafe {
         Msr::new(MSR_STAR).write(star);
         Msr::new(MSR_LSTAR).write(syscall_entry as *const () as u64);
+        Msr::new(MSR_CSTAR).write(syscall32_entry as *const () as u64);
         Msr::new(MSR_SFMASK).write(SYSCALL_RFLAGS_MASK);
+        Msr::new(MSR_SYSENTER_CS).write(0);
+        Msr::new(MSR_SYSENTER_ESP).write(0);
+        Msr::new(MSR_SYSENTER_EIP).write(0);
+    }
+}
+
+/// What the entry MSRs hold now, for the boot log and the boundary scenario.
+pub fn entry_msrs() -> [(&'static str, u64); 5] {
+    // SAFETY: reading these architectural MSRs has no side effects.
+    unsafe {
+        [
+            ("LSTAR", Msr::new(MSR_LSTAR).read()),
+            ("CSTAR", Msr::new(MSR_CSTAR).read()),
+            ("SFMASK", Msr::new(MSR_SFMASK).read()),
+            ("SYSENTER_CS", Msr::new(MSR_SYSENTER_CS).read()),
+            ("SYSENTER_EIP", Msr::new(MSR_SYSENTER_EIP).read()),
+        ]
     }
 }
 

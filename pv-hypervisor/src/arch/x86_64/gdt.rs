@@ -37,6 +37,8 @@ const CODE64_RING3: u64 = 0x00AF_FA00_0000_FFFF;
 const IST_STACK_SIZE: usize = 16 * 1024;
 pub const IST_DOUBLE_FAULT: u16 = 1;
 pub const IST_NMI: u16 = 2;
+pub const IST_MACHINE_CHECK: u16 = 3;
+pub const IST_DEBUG: u16 = 4;
 
 #[repr(C, align(16))]
 struct Stack([u8; IST_STACK_SIZE]);
@@ -45,6 +47,8 @@ static mut GDT: [u64; ENTRIES] = [0; ENTRIES];
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
 static mut NMI_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+static mut MACHINE_CHECK_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+static mut DEBUG_STACK: Stack = Stack([0; IST_STACK_SIZE]);
 
 fn tss_descriptor(base: u64) -> (u64, u64) {
     let limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
@@ -68,6 +72,10 @@ pub fn init(kernel_stack_top: u64) {
         let nmi = core::ptr::addr_of!(NMI_STACK) as u64 + IST_STACK_SIZE as u64;
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(df);
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(nmi);
+        let mc = core::ptr::addr_of!(MACHINE_CHECK_STACK) as u64 + IST_STACK_SIZE as u64;
+        let db = core::ptr::addr_of!(DEBUG_STACK) as u64 + IST_STACK_SIZE as u64;
+        tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = VirtAddr::new(mc);
+        tss.interrupt_stack_table[(IST_DEBUG - 1) as usize] = VirtAddr::new(db);
 
         let gdt = &mut *core::ptr::addr_of_mut!(GDT);
         gdt[(HYPERVISOR_CS >> 3) as usize] = CODE64_RING0;

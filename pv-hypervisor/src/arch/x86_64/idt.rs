@@ -1,11 +1,15 @@
-//! The IDT: exception vectors 0-31 go to the stubs in [`super::entry`].
+//! The IDT: exception vectors 0-31 go to the stubs in [`super::entry`], and 0x80 to its
+//! own stub.
 //!
-//! Every gate has DPL 0, so a guest's `int n` raises #GP with error code
-//! `(n << 3) | 2`, which the trap handler reports (and, once guests have trap tables,
-//! will bounce to the guest).
+//! Gate DPLs decide which `int n` a guest (ring 3) reaches directly. As in Xen: #BP (3)
+//! and #OF (4) so `int3`/`into` work, and 0x80 for the fast system-call path; every
+//! other gate has DPL 0, so a guest's `int n` raises #GP with error code
+//! `(n << 3) | 2`, which `trap::deliver` turns into vector n or a #GP for the guest.
+//! Hardware-only events get IST stacks: NMI, #DF, #MC, and #DB (a guest can make #DB hit
+//! on any instruction, including the first of an entry).
 
-use super::entry::{trap_stub_address, EXCEPTION_VECTORS};
-use super::gdt::{HYPERVISOR_CS, IST_DOUBLE_FAULT, IST_NMI};
+use super::entry::{int80_stub_address, trap_stub_address, EXCEPTION_VECTORS, INT80_VECTOR};
+use super::gdt::{HYPERVISOR_CS, IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
@@ -35,13 +39,14 @@ impl Gate {
         reserved: 0,
     };
 
-    /// A present 64-bit interrupt gate (IF cleared on entry), DPL 0.
-    fn interrupt(handler: u64, ist: u16) -> Gate {
+    /// A present 64-bit interrupt gate (IF cleared on entry) that ring `dpl` may raise
+    /// with `int n`.
+    fn interrupt(handler: u64, ist: u16, dpl: u8) -> Gate {
         Gate {
             offset_low: handler as u16,
             selector: HYPERVISOR_CS,
             ist: ist as u8,
-            type_attributes: 0x8E,
+            type_attributes: 0x8E | ((dpl & 3) << 5),
             offset_mid: (handler >> 16) as u16,
             offset_high: (handler >> 32) as u32,
             reserved: 0,
@@ -57,12 +62,16 @@ pub fn init() {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
         for vector in 0..EXCEPTION_VECTORS {
             let ist = match vector {
+                1 => IST_DEBUG,
                 2 => IST_NMI,
                 8 => IST_DOUBLE_FAULT,
+                18 => IST_MACHINE_CHECK,
                 _ => 0,
             };
-            idt[vector] = Gate::interrupt(trap_stub_address(vector), ist);
+            let dpl = if vector == 3 || vector == 4 { 3 } else { 0 };
+            idt[vector] = Gate::interrupt(trap_stub_address(vector), ist, dpl);
         }
+        idt[INT80_VECTOR as usize] = Gate::interrupt(int80_stub_address(), 0, 3);
         lidt(&DescriptorTablePointer {
             limit: (core::mem::size_of_val(idt) - 1) as u16,
             base: VirtAddr::new(idt.as_ptr() as u64),

@@ -7,9 +7,17 @@ use crate::boot_options::BootOptions;
 use crate::domain::builder::{build_domain, DomainSpec};
 use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::write_crash_report;
-use crate::domain::vcpu::{GuestRegisters, SYSCALL_VECTOR};
+use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::hypercall::HypercallContext;
+use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
+use crate::mm::guest_walk::copy_from_guest;
+use crate::trap::bounce::BounceTarget;
+use crate::trap::cpuid::CpuidPolicy;
+use crate::trap::emulate::{Emulation, EmulationContext, HostView};
+use crate::trap::deliver::{self, GuestException};
+use crate::trap::frame_check::{check_return_frame, BadFrame};
+use crate::trap::state::GuestMode;
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::{console, hv_println, hv_result};
 use core::fmt::Write;
@@ -28,6 +36,7 @@ static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_SIZE / 4096 / 64) as usize] = [
 struct Hypervisor {
     frames: FrameAllocator<'static>,
     memory: DirectMap,
+    cpuid: CpuidPolicy,
     /// The running domain. Only dom0 exists until domain creation lands.
     current: Option<Domain>,
 }
@@ -69,6 +78,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     idt::init();
     pic::remap_and_mask();
     entry::init_syscall();
+    let protections = cpu::enable_protections();
 
     // SAFETY: EBX from QEMU, passed through unchanged by the boot code.
     let pvh = match unsafe { pvh::read(start_info_paddr as u64) } {
@@ -81,6 +91,14 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     };
     log::set_max_level(options.log_level);
     hv_println!("pv-hypervisor {} starting; command line '{}'", env!("CARGO_PKG_VERSION"), pvh.cmdline);
+    log::info!(
+        "protections: nx={} smep={} smap={} umip={}; entry MSRs {:x?}",
+        protections.nx,
+        protections.smep,
+        protections.smap,
+        protections.umip,
+        entry::entry_msrs()
+    );
 
     // SAFETY: boot is single-threaded and this is the only reference ever made.
     let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
@@ -151,7 +169,10 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     );
     let regs = dom0.vcpu;
     let l4 = dom0.l4_maddr;
-    *HV.lock() = Some(Hypervisor { frames: frames_cell.into_inner(), memory, current: Some(dom0) });
+    let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
+    let address_bits = 64 - ram_end.saturating_sub(1).leading_zeros();
+    let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
+    *HV.lock() = Some(Hypervisor { frames: frames_cell.into_inner(), memory, cpuid, current: Some(dom0) });
     hv_println!("starting dom0");
     // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
     // boot's stack frames are not needed any more.
@@ -169,16 +190,43 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let number = frame.rax;
     domain.count_hypercall(number);
-    let mut ctx = HypercallContext { domain, memory: &mut hv.memory };
-    frame.rax = hypercall_abi::dispatch(&mut ctx, number, frame.hypercall_args()) as u64;
-    if !domain_still_runs(hv) {
-        drop(guard);
-        domain_stopped();
+    let args = frame.hypercall_args();
+    let mut ctx = HypercallContext { domain, memory: &mut hv.memory, regs: frame };
+    let result = hypercall_abi::dispatch(&mut ctx, number, args);
+    frame.rax = result as u64;
+    resume_guest(guard, frame);
+}
+
+/// `syscall` from 32-bit compatibility mode. A 64-bit PV guest has no compat-mode
+/// hypercalls; its syscall32 callback gets it if it registered one, else #UD (the
+/// instruction as the guest would see it without that callback).
+#[no_mangle]
+extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) {
+    let mut guard = HV.lock();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    // Before the syscall the guest was at rcx - 2 (the instruction is 2 bytes).
+    let delivered = match domain.traps.callbacks.syscall32 {
+        Some(callback) => {
+            let target = BounceTarget { handler: callback.address, mask_events: callback.mask_events, error_code: None };
+            deliver::bounce_to(domain, &mut hv.memory, frame, target)
+        }
+        None => {
+            frame.rip = frame.rip.wrapping_sub(2);
+            deliver::bounce_vector(domain, &mut hv.memory, frame, VECTOR_INVALID_OPCODE, None)
+        }
+    };
+    if let Err(why) = delivered {
+        domain.crash(why.describe());
     }
+    resume_guest(guard, frame);
 }
 
 const VECTOR_NMI: u64 = 2;
+const VECTOR_DOUBLE_FAULT: u64 = 8;
 const VECTOR_MACHINE_CHECK: u64 = 18;
+const VECTOR_DEVICE_NOT_AVAILABLE: u64 = 7;
+const VECTOR_INVALID_OPCODE: u8 = 6;
 
 /// Every CPU exception lands here.
 #[no_mangle]
@@ -189,23 +237,133 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
         log::warn!("NMI at rip {:#x}", frame.rip);
         return;
     }
-    // A machine check is a hardware failure, not something a guest did.
-    if !frame.from_guest() || frame.vector == SYSCALL_VECTOR || frame.vector == VECTOR_MACHINE_CHECK {
+    // A machine check is a hardware failure, not something a guest did; a double fault
+    // means the hypervisor could not take an exception.
+    if !frame.from_guest() || matches!(frame.vector, VECTOR_MACHINE_CHECK | VECTOR_DOUBLE_FAULT) {
         // A fault in the hypervisor itself is a bug: report it and stop.
-        // SAFETY: we are about to exit; nobody else can hold the console lock usefully.
-        let mut out = ConsoleWriter;
         hv_println!("FATAL: exception in the hypervisor (or a machine check)");
-        let _ = write_crash_report(&mut out, u16::MAX, frame, cr2);
+        let _ = write_crash_report(&mut ConsoleWriter, u16::MAX, frame, cr2, None);
         exit(ExitCode::HypervisorPanic);
     }
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    // No guest trap table yet: every exception a guest takes is fatal to it.
-    let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cr2);
-    domain.state = DomainState::Crashed;
-    drop(guard);
-    domain_stopped();
+    let delivered = if frame.vector == entry::INT80_VECTOR {
+        deliver::int80(domain, &mut hv.memory, frame)
+    } else {
+        if frame.vector == VECTOR_DEVICE_NOT_AVAILABLE {
+            // Real CR0.TS is only ever set on the guest's behalf: the #NM is its, and
+            // taking it clears its virtual TS, as Xen does.
+            domain.traps.fpu_ts = false;
+        }
+        let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2 };
+        match emulate_instead(domain, &hv.memory, &hv.cpuid, frame) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(unreadable_at)) => {
+                let fetch_fault = GuestException { vector: deliver::VECTOR_PAGE_FAULT, error_code: 0, cr2: unreadable_at };
+                deliver::deliver_exception(domain, &mut hv.memory, frame, fetch_fault)
+            }
+            None => deliver::deliver_exception(domain, &mut hv.memory, frame, exception),
+        }
+    };
+    if let Err(why) = delivered {
+        domain.crash(why.describe());
+    }
+    resume_guest(guard, frame);
+}
+
+/// Bytes the guest has at its rip: up to 20 (an instruction behind the forced-emulation
+/// prefix), fewer where the mapping ends. Returns the bytes read and, if the read
+/// stopped early, the first address that could not be read.
+fn fetch_instruction(memory: &DirectMap, l4: u64, rip: u64) -> ([u8; 20], usize, Option<u64>) {
+    let mut bytes = [0u8; 20];
+    let mut len = 0;
+    while len < bytes.len() {
+        let at = rip.wrapping_add(len as u64);
+        let room = ((4096 - at % 4096) as usize).min(bytes.len() - len);
+        if copy_from_guest(memory, l4, at, &mut bytes[len..len + room]).is_err() {
+            return (bytes, len, Some(at));
+        }
+        len += room;
+    }
+    (bytes, len, None)
+}
+
+/// #GP(0) and #UD may be instructions the hypervisor emulates (trap::emulate). `None`:
+/// not emulated, deliver the exception. `Some(Err(address))`: the instruction could not
+/// be read in full, so the guest gets a page fault at `address`.
+fn emulate_instead(domain: &mut Domain, memory: &DirectMap, cpuid: &CpuidPolicy, frame: &mut GuestRegisters) -> Option<Result<(), u64>> {
+    let general_protection = frame.vector == deliver::VECTOR_GENERAL_PROTECTION as u64 && frame.error_code == 0;
+    if !general_protection && frame.vector != VECTOR_INVALID_OPCODE as u64 {
+        return None;
+    }
+    let (bytes, len, unreadable) = fetch_instruction(memory, domain.active_l4(), frame.rip);
+    let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
+    let kernel_l4 = domain.l4_maddr;
+    let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host: HostView { cr0, cr4, efer }, cpuid };
+    let outcome = if general_protection { ctx.privileged(&bytes[..len]) } else { ctx.invalid_opcode(&bytes[..len]) };
+    match outcome {
+        Emulation::Done => Some(Ok(())),
+        Emulation::Unreadable if !general_protection => unreadable.map(Err),
+        Emulation::Unreadable | Emulation::GeneralProtection | Emulation::InvalidOpcode => None,
+    }
+}
+
+/// A frame `iretq` would fault on. Xen lets the `iretq` fault and hands the guest the
+/// #GP at the target state; we check first and do the same without faulting in ring 0.
+/// A frame that is still bad after that (no #GP handler, or it returns to garbage again
+/// on the next exit) crashes the domain.
+fn reflect_bad_frame(domain: &mut Domain, memory: &mut DirectMap, frame: &mut GuestRegisters, bad: BadFrame) {
+    let error_code = match bad {
+        BadFrame::NonCanonicalRip | BadFrame::RipBeyond32Bits | BadFrame::Rflags => 0,
+        BadFrame::CodeSelector => frame.cs & 0xfff8,
+        BadFrame::StackSelector => frame.ss & 0xfff8,
+        BadFrame::NonCanonicalRsp => {
+            domain.crash(bad.describe());
+            return;
+        }
+    };
+    let gp = GuestException { vector: deliver::VECTOR_GENERAL_PROTECTION, error_code, cr2: 0 };
+    let delivered = deliver::deliver_exception(domain, memory, frame, gp);
+    if delivered.is_err() || check_return_frame(frame).is_err() {
+        domain.crash(bad.describe());
+    }
+}
+
+/// The one way back to a running guest after a hypercall or an exception: stop the
+/// domain if a handler crashed or shut it down, check the frame `iretq` will load, and
+/// load the page table and CR0.TS the vCPU runs with.
+fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) {
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    if domain.state.is_running() {
+        if let Err(bad) = check_return_frame(frame) {
+            reflect_bad_frame(domain, &mut hv.memory, frame, bad);
+        }
+    }
+    if domain.state == DomainState::Crashed {
+        let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
+    }
+    if !domain.state.is_running() {
+        drop(guard);
+        domain_stopped();
+    }
+    let l4 = domain.active_l4();
+    if cpu::cr3() != l4 {
+        // SAFETY: every guest L4 carries the hypervisor's slots (the builder copies them;
+        // user tables pass the same check when registered).
+        unsafe { cpu::load_cr3(l4) };
+    }
+    cpu::set_task_switched(domain.traps.fpu_ts);
+    if domain.traps.segment_bases_dirty {
+        let t = &mut domain.traps;
+        let (gs, shadow) = match t.mode {
+            GuestMode::Kernel => (t.gs_base_kernel, t.gs_base_user),
+            GuestMode::User => (t.gs_base_user, t.gs_base_kernel),
+        };
+        cpu::load_segment_bases(t.fs_base, gs, shadow);
+        t.segment_bases_dirty = false;
+    }
 }
 
 struct ConsoleWriter;
@@ -215,10 +373,6 @@ impl Write for ConsoleWriter {
         console::print(format_args!("{s}"));
         Ok(())
     }
-}
-
-fn domain_still_runs(hv: &Hypervisor) -> bool {
-    hv.current.as_ref().is_some_and(|d| d.state.is_running())
 }
 
 /// The current domain stopped: report it, give its memory back, and stop the machine

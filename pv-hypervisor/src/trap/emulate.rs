@@ -1,0 +1,252 @@
+//! Emulating the privileged instructions a PV kernel may execute, after the #GP (or,
+//! with the forced-emulation prefix, the #UD) they raise in ring 3. Xen's rules
+//! (semantics of xen/arch/x86/pv/emul-priv-op.c and emul-inv-op.c): a fixed set is
+//! emulated from guest kernel mode, everything else is reflected as #GP(0).
+
+use super::cpuid::CpuidPolicy;
+use super::decode::{decode, Decoded, Gpr, Instruction, PortOperand, OperandSize};
+use super::state::{GuestMode, TrapState};
+use crate::domain::vcpu::GuestRegisters;
+use crate::mm::is_canonical;
+
+pub const MSR_APIC_BASE: u32 = 0x1b;
+pub const MSR_EFER: u32 = 0xC000_0080;
+/// What vCPU 0 reads from APIC_BASE: the architectural base 0xfee00000, xAPIC enabled
+/// (bit 11), bootstrap processor (bit 8). Xen 4.17 shows a PV dom0 the same.
+const APIC_BASE_VCPU0: u64 = 0xfee0_0900;
+pub const MSR_FS_BASE: u32 = 0xC000_0100;
+pub const MSR_GS_BASE: u32 = 0xC000_0101;
+pub const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
+
+const CR0_TS: u64 = 1 << 3;
+
+/// The real CPU state an emulated read may show the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostView {
+    /// Real CR0 without TS (TS is the guest's own).
+    pub cr0: u64,
+    /// CR4 as a PV guest sees it.
+    pub cr4: u64,
+    /// EFER as a PV guest sees it.
+    pub efer: u64,
+}
+
+/// The result of one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emulation {
+    /// Done: registers updated, rip past the instruction.
+    Done,
+    /// Not emulated: the guest gets #GP(0) at the instruction.
+    GeneralProtection,
+    /// The forced-emulation prefix was not there: the guest gets its #UD.
+    InvalidOpcode,
+    /// The instruction bytes could not be read or decoded in full: #PF or #GP is the
+    /// caller's to decide (it knows which fetch failed).
+    Unreadable,
+}
+
+fn gpr(regs: &mut GuestRegisters, which: Gpr) -> &mut u64 {
+    match which {
+        Gpr::Rax => &mut regs.rax,
+        Gpr::Rcx => &mut regs.rcx,
+        Gpr::Rdx => &mut regs.rdx,
+        Gpr::Rbx => &mut regs.rbx,
+        Gpr::Rsp => &mut regs.rsp,
+        Gpr::Rbp => &mut regs.rbp,
+        Gpr::Rsi => &mut regs.rsi,
+        Gpr::Rdi => &mut regs.rdi,
+        Gpr::R8 => &mut regs.r8,
+        Gpr::R9 => &mut regs.r9,
+        Gpr::R10 => &mut regs.r10,
+        Gpr::R11 => &mut regs.r11,
+        Gpr::R12 => &mut regs.r12,
+        Gpr::R13 => &mut regs.r13,
+        Gpr::R14 => &mut regs.r14,
+        Gpr::R15 => &mut regs.r15,
+    }
+}
+
+/// Everything emulation may read or change.
+pub struct EmulationContext<'a> {
+    pub regs: &'a mut GuestRegisters,
+    pub traps: &'a mut TrapState,
+    /// Machine address of the kernel's L4, which CR3 reads show.
+    pub kernel_l4: u64,
+    pub host: HostView,
+    pub cpuid: &'a CpuidPolicy,
+}
+
+impl EmulationContext<'_> {
+    /// Whether the guest's virtual IOPL lets it run cli/sti/in/out here: its kernel
+    /// counts as ring 1 (ring 0 with vm_assist architectural_iopl), its user mode as 3.
+    fn iopl_allows(&self) -> bool {
+        let ring = match self.traps.mode {
+            GuestMode::User => 3,
+            GuestMode::Kernel if self.traps.architectural_iopl() => 0,
+            GuestMode::Kernel => 1,
+        };
+        self.traps.iopl >= ring
+    }
+
+    fn finish(&mut self, decoded: &Decoded) -> Emulation {
+        self.regs.rip = self.regs.rip.wrapping_add(decoded.length as u64);
+        Emulation::Done
+    }
+
+    /// After a #GP with error code 0: `bytes` are what could be read at rip.
+    pub fn privileged(&mut self, bytes: &[u8]) -> Emulation {
+        let Ok(decoded) = decode(bytes) else { return Emulation::Unreadable };
+        if decoded.forced {
+            // The prefix starts with ud2: it raises #UD, never #GP.
+            return Emulation::GeneralProtection;
+        }
+        let kernel = self.traps.mode == GuestMode::Kernel;
+        let outcome = match decoded.instruction {
+            Instruction::MovFromCr { cr, gpr: reg } if kernel => self.read_cr(cr).map(|v| *gpr(self.regs, reg) = v),
+            Instruction::MovToCr { cr, gpr: reg } if kernel => {
+                let value = *gpr(self.regs, reg);
+                self.write_cr(cr, value)
+            }
+            Instruction::Clts if kernel => {
+                self.traps.fpu_ts = false;
+                Some(())
+            }
+            Instruction::Rdmsr if kernel => self.read_msr(self.regs.rcx as u32).map(|v| {
+                self.regs.rax = v & 0xffff_ffff;
+                self.regs.rdx = v >> 32;
+            }),
+            Instruction::Wrmsr if kernel => {
+                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                self.write_msr(self.regs.rcx as u32, value)
+            }
+            Instruction::Cpuid => {
+                self.cpuid_into_registers();
+                Some(())
+            }
+            // Only with enough virtual IOPL, and then they do nothing: the event mask,
+            // not IF, is a PV kernel's interrupt flag.
+            Instruction::Cli | Instruction::Sti => self.iopl_allows().then_some(()),
+            Instruction::In { size, port } if self.iopl_allows() => {
+                self.port_read(size, port);
+                Some(())
+            }
+            Instruction::Out { .. } if self.iopl_allows() => Some(()),
+            // Xen lets a guest ask for a cache flush; it has nothing to flush here.
+            Instruction::Wbinvd if kernel => Some(()),
+            Instruction::MovFromDr { dr, gpr: reg } if kernel => {
+                self.read_dr(dr).map(|v| *gpr(self.regs, reg) = v)
+            }
+            _ => None,
+        };
+        match outcome {
+            Some(()) => self.finish(&decoded),
+            None => Emulation::GeneralProtection,
+        }
+    }
+
+    /// After a #UD: only `cpuid` behind the forced-emulation prefix is emulated.
+    pub fn invalid_opcode(&mut self, bytes: &[u8]) -> Emulation {
+        match decode(bytes) {
+            Ok(decoded) if decoded.forced && decoded.instruction == Instruction::Cpuid => {
+                self.cpuid_into_registers();
+                self.finish(&decoded)
+            }
+            Err(super::decode::DecodeError::Truncated) if bytes.len() < super::decode::XEN_EMULATE_PREFIX.len() => {
+                Emulation::Unreadable
+            }
+            _ => Emulation::InvalidOpcode,
+        }
+    }
+
+    fn cpuid_into_registers(&mut self) {
+        let [a, b, c, d] = self.cpuid.leaf(self.regs.rax as u32, self.regs.rcx as u32);
+        self.regs.rax = a as u64;
+        self.regs.rbx = b as u64;
+        self.regs.rcx = c as u64;
+        self.regs.rdx = d as u64;
+    }
+
+    fn read_cr(&self, cr: u8) -> Option<u64> {
+        match cr {
+            0 => Some((self.host.cr0 & !CR0_TS) | if self.traps.fpu_ts { CR0_TS } else { 0 }),
+            2 => Some(self.traps.cr2),
+            3 => Some(self.kernel_l4),
+            4 => Some(self.host.cr4),
+            _ => None,
+        }
+    }
+
+    fn write_cr(&mut self, cr: u8, value: u64) -> Option<()> {
+        match cr {
+            // Only TS is the guest's to change.
+            0 if value & !CR0_TS == self.host.cr0 & !CR0_TS => {
+                self.traps.fpu_ts = value & CR0_TS != 0;
+                Some(())
+            }
+            2 => {
+                self.traps.cr2 = value;
+                Some(())
+            }
+            // A new base pointer needs the page-type checks of MMUEXT_NEW_BASEPTR;
+            // until those exist, only reloading the current L4 (a TLB flush) passes.
+            3 if value & !0xfff == self.kernel_l4 => Some(()),
+            _ => None,
+        }
+    }
+
+    fn read_msr(&self, msr: u32) -> Option<u64> {
+        let t = &*self.traps;
+        match msr {
+            MSR_FS_BASE => Some(t.fs_base),
+            MSR_GS_BASE => Some(t.gs_base_kernel),
+            MSR_SHADOW_GS_BASE => Some(t.gs_base_user),
+            MSR_EFER => Some(self.host.efer),
+            MSR_APIC_BASE => Some(APIC_BASE_VCPU0),
+            _ => None,
+        }
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64) -> Option<()> {
+        // Writing back what EFER reads changes nothing and is accepted, as on Xen.
+        if msr == MSR_EFER {
+            return (value == self.host.efer).then_some(());
+        }
+        let slot = match msr {
+            MSR_FS_BASE => &mut self.traps.fs_base,
+            MSR_GS_BASE => &mut self.traps.gs_base_kernel,
+            MSR_SHADOW_GS_BASE => &mut self.traps.gs_base_user,
+            _ => return None,
+        };
+        if !is_canonical(value) {
+            return None;
+        }
+        *slot = value;
+        self.traps.segment_bases_dirty = true;
+        Some(())
+    }
+
+    fn read_dr(&self, dr: u8) -> Option<u64> {
+        match dr {
+            0..=3 | 6 | 7 => self.traps.debugreg.get(dr as usize).copied(),
+            4 => self.traps.debugreg.get(6).copied(),
+            5 => self.traps.debugreg.get(7).copied(),
+            _ => None,
+        }
+    }
+
+    /// No device ports are passed through yet: reads float high, as on an empty bus.
+    fn port_read(&mut self, size: OperandSize, _port: PortOperand) {
+        let ones = match size {
+            OperandSize::Byte => 0xff,
+            OperandSize::Word => 0xffff,
+            OperandSize::Dword => 0xffff_ffff,
+        };
+        self.regs.rax = match size {
+            OperandSize::Dword => ones,
+            _ => (self.regs.rax & !ones) | ones,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+use crate::trap::cpuid::CpuidPolicy;
+
+const HOST: HostView = HostView { cr0: 0x8005_0033, cr4: 0x6e0, efer: 0xd01 };
+
+struct Fixture {
+    regs: GuestRegisters,
+    traps: TrapState,
+    cpuid: CpuidPolicy,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let regs = GuestRegisters { rip: 0x10_0000, rax: 0x1111, rcx: 0x2222, rdx: 0x3333, ..Default::default() };
+        Fixture { regs, traps: TrapState::default(), cpuid: CpuidPolicy::from_host(|_, _| [0; 4], 0x4_0011, 36) }
+    }
+
+    fn ctx(&mut self) -> EmulationContext<'_> {
+        EmulationContext { regs: &mut self.regs, traps: &mut self.traps, kernel_l4: 0x13_7000, host: HOST, cpuid: &self.cpuid }
+    }
+}
+
+#[test]
+fn control_register_reads_show_the_guests_view() {
+    let mut f = Fixture::new();
+    f.traps.cr2 = 0xdead_0000;
+    f.traps.fpu_ts = true;
+    // mov rax, cr2 ; mov rbx, cr0 ; mov r9, cr3 ; mov rdx, cr4
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xd0]), Emulation::Done);
+    assert_eq!(f.regs.rax, 0xdead_0000);
+    assert_eq!(f.regs.rip, 0x10_0003);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xc3]), Emulation::Done);
+    assert_eq!(f.regs.rbx, 0x8005_003b, "TS is the guest's");
+    assert_eq!(f.ctx().privileged(&[0x41, 0x0f, 0x20, 0xd9]), Emulation::Done);
+    assert_eq!(f.regs.r9, 0x13_7000);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xe2]), Emulation::Done);
+    assert_eq!(f.regs.rdx, 0x6e0);
+    // cr8 does not exist for a PV guest.
+    assert_eq!(f.ctx().privileged(&[0x44, 0x0f, 0x20, 0xc0]), Emulation::GeneralProtection);
+}
+
+#[test]
+fn control_register_writes_only_change_what_is_the_guests() {
+    let mut f = Fixture::new();
+    f.regs.rax = 0x8005_003b; // CR0 with TS
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xc0]), Emulation::Done);
+    assert!(f.traps.fpu_ts);
+    f.regs.rax = 0x8005_0033 & !(1 << 16); // clears WP: refused
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xc0]), Emulation::GeneralProtection);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x06]), Emulation::Done, "clts");
+    assert!(!f.traps.fpu_ts);
+    f.regs.rax = 0x13_7000;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xd8]), Emulation::Done, "reloading the same cr3");
+    f.regs.rax = 0x20_0000;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xd8]), Emulation::GeneralProtection);
+}
+
+#[test]
+fn msrs_in_the_allowed_set_only() {
+    let mut f = Fixture::new();
+    let wrmsr = [0x0f, 0x30];
+    let rdmsr = [0x0f, 0x32];
+    f.regs.rcx = MSR_FS_BASE as u64;
+    f.regs.rdx = 0xffff_ffff;
+    f.regs.rax = 0x8000_1000;
+    assert_eq!(f.ctx().privileged(&wrmsr), Emulation::Done);
+    assert_eq!(f.traps.fs_base, 0xffff_ffff_8000_1000);
+    assert!(f.traps.segment_bases_dirty);
+    f.regs.rax = 0;
+    f.regs.rdx = 0;
+    assert_eq!(f.ctx().privileged(&rdmsr), Emulation::Done);
+    assert_eq!((f.regs.rdx, f.regs.rax), (0xffff_ffff, 0x8000_1000));
+    f.regs.rcx = MSR_SHADOW_GS_BASE as u64;
+    f.regs.rdx = 0x8000;
+    assert_eq!(f.ctx().privileged(&wrmsr), Emulation::GeneralProtection, "non-canonical");
+    f.regs.rcx = MSR_EFER as u64;
+    assert_eq!(f.ctx().privileged(&rdmsr), Emulation::Done);
+    assert_eq!((f.regs.rdx, f.regs.rax), (0, 0xd01));
+    assert_eq!(f.ctx().privileged(&wrmsr), Emulation::Done, "the same EFER back");
+    f.regs.rax ^= 0x800;
+    assert_eq!(f.ctx().privileged(&wrmsr), Emulation::GeneralProtection, "EFER is read-only");
+    f.regs.rcx = MSR_APIC_BASE as u64;
+    assert_eq!(f.ctx().privileged(&rdmsr), Emulation::Done);
+    assert_eq!(f.regs.rax, 0xfee0_0900);
+    for msr in [0x10, 0xc000_0082, 0x4000_0000] {
+        f.regs.rcx = msr;
+        assert_eq!(f.ctx().privileged(&rdmsr), Emulation::GeneralProtection, "msr {msr:#x}");
+    }
+}
+
+#[test]
+fn io_and_interrupt_flag_follow_the_virtual_iopl() {
+    let mut f = Fixture::new();
+    for insn in [&[0xfa][..], &[0xfb], &[0xe4, 0x80], &[0xee]] {
+        assert_eq!(f.ctx().privileged(insn), Emulation::GeneralProtection, "{insn:x?} with IOPL 0");
+    }
+    f.traps.iopl = 1;
+    assert_eq!(f.ctx().privileged(&[0xfa]), Emulation::Done);
+    f.regs.rax = 0x1234_5600;
+    assert_eq!(f.ctx().privileged(&[0xe4, 0x80]), Emulation::Done);
+    assert_eq!(f.regs.rax, 0x1234_56ff, "an empty port reads all ones");
+    f.traps.mode = GuestMode::User;
+    assert_eq!(f.ctx().privileged(&[0xfa]), Emulation::GeneralProtection, "user mode needs IOPL 3");
+}
+
+#[test]
+fn everything_else_is_a_general_protection_fault() {
+    let mut f = Fixture::new();
+    let rip = f.regs.rip;
+    for insn in [&[0xf4][..], &[0x0f, 0x01, 0x10], &[0x0f, 0x00, 0xd8], &[0x0f, 0x01, 0x38], &[0x90]] {
+        assert_eq!(f.ctx().privileged(insn), Emulation::GeneralProtection, "{insn:x?}");
+    }
+    f.traps.mode = GuestMode::User;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xd0]), Emulation::GeneralProtection, "cr reads from user mode");
+    assert_eq!(f.regs.rip, rip, "nothing moved");
+    assert_eq!(f.ctx().privileged(&[0x0f]), Emulation::Unreadable);
+}
+
+#[test]
+fn forced_cpuid_and_plain_ud2() {
+    let mut f = Fixture::new();
+    f.regs.rax = 0x4000_0000;
+    let forced = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2, 0x90];
+    assert_eq!(f.ctx().invalid_opcode(&forced), Emulation::Done);
+    assert_eq!((f.regs.rax, f.regs.rbx), (0x4000_0005, 0x566e_6558));
+    assert_eq!(f.regs.rip, 0x10_0007);
+    assert_eq!(f.ctx().invalid_opcode(&[0x0f, 0x0b, 0x90]), Emulation::InvalidOpcode);
+    assert_eq!(f.ctx().invalid_opcode(&[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0x30]), Emulation::InvalidOpcode, "only cpuid");
+    assert_eq!(f.ctx().invalid_opcode(&[0x0f, 0x0b, 0x78]), Emulation::Unreadable);
+}

@@ -1,0 +1,16 @@
+//! Trap and CPU virtualisation, as policy: what a guest registered (`state`), the frame
+//! an exception bounce builds (`bounce`), delivering events (`deliver`), the `iret`
+//! hypercall (`iret`), the check on every frame returned to a guest (`frame_check`),
+//! decoding and emulating the privileged instructions a guest kernel executes (`decode`,
+//! `emulate`), and what `cpuid` tells a PV guest (`cpuid`).
+//! No unsafe code: `arch` hands it registers and guest memory behind `MachineMemory`.
+#![forbid(unsafe_code)]
+
+pub mod bounce;
+pub mod cpuid;
+pub mod decode;
+pub mod deliver;
+pub mod emulate;
+pub mod frame_check;
+pub mod iret;
+pub mod state;

@@ -1,0 +1,152 @@
+//! What a vCPU has told the hypervisor about its own trap handling: the virtual IDT,
+//! the callbacks, the kernel stack, and the virtual CPU state a PV kernel owns
+//! instead of the real one (CR0.TS, CR2, debug registers, IOPL, segment bases).
+
+use hypercall_abi::ops::callback::{
+    CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_NMI, CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32,
+    CALLBACKTYPE_SYSENTER,
+};
+use hypercall_abi::ops::traps::{TrapInfo, TI_FLAG_DPL_MASK, TI_FLAG_TRAP_GATE};
+use hypercall_abi::ops::vm_assist::VMASST_TYPE_ARCHITECTURAL_IOPL;
+
+/// One entry of the virtual IDT. `address == 0` means "no handler".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapEntry {
+    pub address: u64,
+    pub cs: u16,
+    pub flags: u8,
+}
+
+impl TrapEntry {
+    pub fn is_set(&self) -> bool {
+        self.address != 0
+    }
+
+    /// The lowest ring that may raise this vector with `int n`.
+    pub fn dpl(&self) -> u8 {
+        self.flags & TI_FLAG_DPL_MASK
+    }
+
+    /// An interrupt gate masks events on entry; a trap gate leaves them as they were.
+    pub fn masks_events(&self) -> bool {
+        self.flags & TI_FLAG_TRAP_GATE == 0
+    }
+}
+
+/// A registered callback (callback.h): where to enter, and whether to mask events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callback {
+    pub address: u64,
+    pub mask_events: bool,
+}
+
+/// The callbacks of callback_op / set_callbacks. `None` is "not registered".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    pub event: Option<Callback>,
+    pub failsafe: Option<Callback>,
+    pub syscall: Option<Callback>,
+    pub syscall32: Option<Callback>,
+    pub sysenter: Option<Callback>,
+    pub nmi: Option<Callback>,
+}
+
+impl Callbacks {
+    /// The slot for a CALLBACKTYPE_* number, or `None` for a type x86_64 does not have.
+    pub fn slot(&mut self, callback_type: u16) -> Option<&mut Option<Callback>> {
+        Some(match callback_type {
+            CALLBACKTYPE_EVENT => &mut self.event,
+            CALLBACKTYPE_FAILSAFE => &mut self.failsafe,
+            CALLBACKTYPE_SYSCALL => &mut self.syscall,
+            CALLBACKTYPE_SYSCALL32 => &mut self.syscall32,
+            CALLBACKTYPE_SYSENTER => &mut self.sysenter,
+            CALLBACKTYPE_NMI => &mut self.nmi,
+            _ => return None,
+        })
+    }
+}
+
+/// Which half of the guest runs: both are ring 3, told apart by the page table loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuestMode {
+    #[default]
+    Kernel,
+    User,
+}
+
+pub const VECTORS: usize = 256;
+
+/// Per-vCPU trap state. Plain data: the rules that change it live in the sibling modules.
+#[derive(Clone, Debug)]
+pub struct TrapState {
+    pub table: [TrapEntry; VECTORS],
+    pub callbacks: Callbacks,
+    /// From stack_switch: where a bounce from guest user mode puts its frame.
+    pub kernel_ss: u16,
+    pub kernel_sp: u64,
+    pub mode: GuestMode,
+    /// Machine address of the user-mode L4 (mmuext_op NEW_USER_BASEPTR); 0 = none.
+    pub user_l4: u64,
+    /// The guest's view of CR2: the address of its last page fault.
+    pub cr2: u64,
+    /// The guest's CR0.TS (fpu_taskswitch): set, its next FPU use raises #NM.
+    pub fpu_ts: bool,
+    /// DR0-DR7 as the guest set them (DR4/DR5 unused).
+    pub debugreg: [u64; 8],
+    /// Virtual IOPL (physdev_op set_iopl), 0-3.
+    pub iopl: u8,
+    /// vm_assist bits the guest turned on (1 << VMASST_TYPE_*).
+    pub vm_assist: u64,
+    pub fs_base: u64,
+    pub gs_base_kernel: u64,
+    pub gs_base_user: u64,
+    /// The bases above changed since `arch` last loaded them into the CPU.
+    pub segment_bases_dirty: bool,
+}
+
+/// DR6 and DR7 after reset: their reserved bits read as these (Intel SDM 17.2).
+pub const DR6_DEFAULT: u64 = 0xffff_0ff0;
+pub const DR7_DEFAULT: u64 = 0x400;
+
+impl Default for TrapState {
+    fn default() -> Self {
+        TrapState {
+            table: [TrapEntry::default(); VECTORS],
+            callbacks: Callbacks::default(),
+            kernel_ss: 0,
+            kernel_sp: 0,
+            mode: GuestMode::Kernel,
+            user_l4: 0,
+            cr2: 0,
+            fpu_ts: false,
+            debugreg: [0, 0, 0, 0, 0, 0, DR6_DEFAULT, DR7_DEFAULT],
+            iopl: 0,
+            vm_assist: 0,
+            fs_base: 0,
+            gs_base_kernel: 0,
+            gs_base_user: 0,
+            segment_bases_dirty: false,
+        }
+    }
+}
+
+impl TrapState {
+    /// Applies one set_trap_table entry (the caller stops at the terminator).
+    pub fn set_trap(&mut self, info: &TrapInfo) {
+        let entry = TrapEntry { address: info.address, cs: info.cs | 3, flags: info.flags };
+        self.table[info.vector as usize] = entry;
+    }
+
+    /// set_trap_table(NULL): forget every handler.
+    pub fn clear_traps(&mut self) {
+        self.table = [TrapEntry::default(); VECTORS];
+    }
+
+    pub fn trap(&self, vector: u8) -> TrapEntry {
+        self.table[vector as usize]
+    }
+
+    pub fn architectural_iopl(&self) -> bool {
+        self.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
+    }
+}
