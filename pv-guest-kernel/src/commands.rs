@@ -19,7 +19,8 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 }
 
 /// Every command `run` knows, for the help line.
-pub const COMMANDS: &str = "hello, fault, badptr, hypercall-count, traps, privops";
+pub const COMMANDS: &str =
+    "hello, fault, badptr, hypercall-count, traps, privops, entry-attacks, entry-attack NAME";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -35,6 +36,8 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "hypercall-count" => hypercall_count(),
         "traps" => crate::checks::traps::run(info),
         "privops" => crate::checks::privops::run(info),
+        "entry-attacks" => crate::checks::entry_attacks::run(),
+        "entry-attack" => crate::checks::entry_attacks::run_fatal(command.split_ascii_whitespace().nth(1).unwrap_or("")),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");
             println!("RESULT test={other} status=fail reason=unknown-command");

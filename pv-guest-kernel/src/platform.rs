@@ -116,6 +116,15 @@ pub fn pfn_to_mfn(info: &StartInfo, pfn: u64) -> Option<u64> {
     Some(unsafe { (info.mfn_list as *const u64).add(pfn as usize).read_volatile() })
 }
 
+/// Registers (Some) a callback of `callback_type` at `address`.
+pub fn register_callback(callback_type: u16, address: u64, mask_events: bool) -> i64 {
+    use hypercall_abi::ops::callback::{CallbackRegister, CALLBACKF_MASK_EVENTS, CALLBACKOP_REGISTER};
+    let flags = if mask_events { CALLBACKF_MASK_EVENTS } else { 0 };
+    let request = CallbackRegister { callback_type, flags, _pad: 0, address };
+    // SAFETY: the request is a valid CallbackRegister for the hypervisor to read.
+    unsafe { calls::callback_op(CALLBACKOP_REGISTER, GuestAddr::from_ptr(&request)) }
+}
+
 /// Stops this domain. Does not return; if the hypervisor refuses, we wait forever.
 pub fn shutdown(reason: ShutdownReason) -> ! {
     let request = SchedShutdown { reason: reason as u32 };

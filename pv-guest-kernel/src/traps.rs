@@ -71,6 +71,42 @@ macro_rules! trap_stubs {
     (@error_code code) => { "" };
 }
 
+/// Callbacks (syscall32, sysenter) enter with the same frame as an exception without
+/// error code; they are recorded as these pseudo-vectors.
+pub const CALLBACK_SYSCALL32: u64 = 0x107;
+
+core::arch::global_asm!(
+    ".globl guest_callback_syscall32",
+    "guest_callback_syscall32:",
+    "pop rcx",
+    "pop r11",
+    "push 0",
+    "push 0x107",
+    "jmp guest_trap_common",
+    ".globl guest_callback_sysenter",
+    "guest_callback_sysenter:",
+    "pop rcx",
+    "pop r11",
+    "push 0",
+    "push 0x105",
+    "jmp guest_trap_common",
+);
+
+extern "C" {
+    fn guest_callback_syscall32();
+    fn guest_callback_sysenter();
+}
+
+/// Entry points for callback_op registrations.
+pub fn callback_entry(callback_type: u16) -> Option<u64> {
+    use hypercall_abi::ops::callback::{CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
+    match callback_type {
+        CALLBACKTYPE_SYSCALL32 => Some(guest_callback_syscall32 as *const () as u64),
+        CALLBACKTYPE_SYSENTER => Some(guest_callback_sysenter as *const () as u64),
+        _ => None,
+    }
+}
+
 trap_stubs! {
     0 plain, 1 plain, 3 plain, 4 plain, 5 plain, 6 plain, 7 plain, 8 code, 10 code, 11 code,
     12 code, 13 code, 14 code, 16 plain, 17 code, 19 plain,
@@ -186,6 +222,10 @@ extern "C" fn guest_trap_handler(frame: &mut TrapFrame) {
         platform::shutdown(platform::ShutdownReason::Crash);
     }
     frame.rip = RESUME_RIP.load(SeqCst);
+    // Probes are 64-bit kernel code: resume there even if the exception came from
+    // compatibility mode.
+    frame.cs = (frame.cs & !0xffff) | u64::from(hypercall_abi::arch_x86_64::FLAT_KERNEL_CS64 & !3);
+    frame.ss = u64::from(hypercall_abi::arch_x86_64::FLAT_KERNEL_SS64);
     // A single-step trap would repeat after every instruction from here on.
     frame.rflags &= !RFLAGS_TF;
 }

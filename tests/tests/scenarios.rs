@@ -38,6 +38,18 @@ fn expect<'a>(outcome: &'a Outcome, wanted: &[(&str, &str)]) -> &'a ResultLine {
     find(&outcome.results, wanted).unwrap_or_else(|| panic!("no RESULT line with {wanted:?}; log tail:\n{}", outcome.tail(30)))
 }
 
+/// A RESULT line the hypervisor itself printed (a guest cannot forge one: its output
+/// always carries its own `(dN)` prefix).
+fn expect_hv(outcome: &Outcome, wanted: &[(&str, &str)]) -> ResultLine {
+    let lines: Vec<ResultLine> = outcome
+        .log
+        .lines()
+        .filter(|l| conformance::source_of(l) == conformance::Source::Hypervisor)
+        .filter_map(results::parse_line)
+        .collect();
+    find(&lines, wanted).cloned().unwrap_or_else(|| panic!("no hypervisor RESULT line with {wanted:?}; log tail:\n{}", outcome.tail(30)))
+}
+
 fn expect_exit(outcome: &Outcome, code: ExitCode) {
     assert_eq!(outcome.exit_code(), Some(code), "QEMU status {:?}; log tail:\n{}", outcome.status, outcome.tail(30));
 }
@@ -124,7 +136,7 @@ fn fault_crashes_only_the_domain() {
         assert!(outcome.log.lines().any(|l| l.starts_with("(hv)   ") && l.contains(register)), "dump lacks {register}");
     }
     // The hypervisor survived the fault and reported the domain's end itself.
-    expect(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "crash")]);
+    expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "crash")]);
     expect_exit(&outcome, ExitCode::DomainCrash);
 }
 
@@ -171,7 +183,7 @@ fn non_elf_dom0_is_refused() {
 /// The differential conformance test: `command` on both hypervisors, every guest
 /// RESULT line compared field by field (tests/src/conformance.rs). Our run must pass
 /// its own expectations too.
-fn conforms_to_xen(command: &str) {
+fn conforms_to_xen(command: &str, at_least: usize) {
     let ours = boot(command, &dom0_bundle(&guest_image(), command));
     expect(&ours, &[("test", command), ("status", "pass")]);
     expect_exit(&ours, ExitCode::Poweroff);
@@ -181,16 +193,39 @@ fn conforms_to_xen(command: &str) {
     let xen = boot_xen(command, command);
     let comparison = conformance::compare(&ours.log, &xen.log);
     eprintln!("{command}: {}", comparison.report());
-    assert!(comparison.matching.len() >= 10, "{command}: too few checks ran");
+    assert!(comparison.matching.len() >= at_least, "{command}: only {} checks ran, expected {at_least}", comparison.matching.len());
     assert!(comparison.differences.is_empty(), "{command} differs from Xen 4.17:\n{}", comparison.report());
 }
 
 #[test]
 fn traps_conform_to_xen() {
-    conforms_to_xen("traps");
+    conforms_to_xen("traps", 19);
 }
 
 #[test]
 fn privops_conform_to_xen() {
-    conforms_to_xen("privops");
+    conforms_to_xen("privops", 36);
+}
+
+#[test]
+fn entry_attacks_conform_to_xen() {
+    conforms_to_xen("entry-attacks", 9);
+}
+
+/// Attacks that must end the domain, and only the domain: the hypervisor reports the
+/// crash with its reason, tears the domain down and exits with the crash code.
+#[test]
+fn fatal_entry_attacks_crash_only_the_domain() {
+    for (attack, reason) in [
+        ("iret-unreadable-frame", "iret: the iret_context on the guest stack is unreadable"),
+        ("bad-kernel-stack", "guest kernel stack not mapped writable"),
+        ("iret-to-user-without-table", "iret: return to user mode without a user page table"),
+    ] {
+        let cmdline = format!("entry-attack {attack}");
+        let outcome = boot(&format!("entry-attack-{attack}"), &dom0_bundle(&guest_image(), &cmdline));
+        expect(&outcome, &[("test", "entry-attack"), ("attack", attack), ("status", "about-to-attack")]);
+        expect_hv(&outcome, &[("event", "domain_crash"), ("domid", "0"), ("reason", reason)]);
+        expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "crash")]);
+        expect_exit(&outcome, ExitCode::DomainCrash);
+    }
 }

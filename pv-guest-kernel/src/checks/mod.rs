@@ -2,6 +2,7 @@
 //! `RESULT` line per check. They run unchanged on pv-hypervisor and on real Xen, and
 //! the harness compares the lines field by field.
 
+pub mod entry_attacks;
 pub mod privops;
 pub mod traps;
 
@@ -149,19 +150,19 @@ pub fn report(test: &str, check: &str, probed: &Probed, expect: &Expect) -> bool
     let saved_if = (trap.rflags >> 9) & 1;
     if trap.vector == 14 {
         crate::console::println!(
-            "RESULT test={test} check={check} vector={} error_code={:#x} rip={rip_text} cs_rpl={} saved_mask={saved_mask} saved_if={saved_if} cr2={:#x} status={}",
+            "RESULT test={test} check={check} vector={} error_code={:#x} rip={rip_text} cs={:#x} saved_mask={saved_mask} saved_if={saved_if} cr2={:#x} status={}",
             trap.vector,
             trap.error_code,
-            trap.cs & 3,
+            trap.cs & 0xffff,
             trap.cr2,
             if pass { "pass" } else { "fail" }
         );
     } else {
         crate::console::println!(
-            "RESULT test={test} check={check} vector={} error_code={:#x} rip={rip_text} cs_rpl={} saved_mask={saved_mask} saved_if={saved_if} status={}",
+            "RESULT test={test} check={check} vector={} error_code={:#x} rip={rip_text} cs={:#x} saved_mask={saved_mask} saved_if={saved_if} status={}",
             trap.vector,
             trap.error_code,
-            trap.cs & 3,
+            trap.cs & 0xffff,
             if pass { "pass" } else { "fail" }
         );
     }

@@ -1,0 +1,170 @@
+//! `entry-attacks`: a hostile kernel goes for the ways into ring 0 and the frames the
+//! hypervisor returns through. Each attempt must be refused with an errno, turned into
+//! an exception for the guest (as Xen does), or crash only this domain; the hypervisor
+//! always survives. `entry-attack NAME` runs one of the attacks that end the domain, for
+//! a scenario each.
+
+use super::{probe, report, Expect, RipIs, Tally};
+use crate::console::println;
+use crate::platform;
+use hypercall_abi::ops::callback::{CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
+
+const NON_CANONICAL_RIP: u64 = 0x0000_8000_0000_0000;
+const UNMAPPED: u64 = 0x0000_7fff_dead_0000;
+const IOPL3: u64 = 3 << 12;
+/// Where the loader's initial mapping of a small kernel ends (Xen's PV layout: the next
+/// 4 MiB boundary past the boot structures).
+const INITIAL_MAPPING_END: u64 = 0x40_0000;
+
+// Compatibility-mode code the probes far-return into: a `syscall` and a `sysenter`.
+core::arch::global_asm!(
+    ".pushsection .text.compat, \"ax\"",
+    ".code32",
+    ".globl compat_syscall",
+    "compat_syscall:",
+    "syscall",
+    "ud2",
+    ".globl compat_sysenter",
+    "compat_sysenter:",
+    "sysenter",
+    "ud2",
+    ".code64",
+    ".popsection",
+);
+
+extern "C" {
+    fn compat_syscall();
+    fn compat_sysenter();
+}
+
+pub fn run() {
+    let mut tally = Tally::new("entry-attacks");
+    if crate::traps::install() != 0 {
+        tally.add(false);
+        tally.finish();
+        return;
+    }
+
+    // An iret frame naming a non-canonical rip: on hardware the iretq would fault in
+    // ring 0. Xen lets it fault and hands the guest a #GP at the target state.
+    let p = probe!(
+        "mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe030\npush rdi\npush 0",
+        "jmp hypercall_page + 23 * 32",
+        NON_CANONICAL_RIP,
+        0u64
+    );
+    let expect = Expect { rip: RipIs::Address(NON_CANONICAL_RIP), ..Expect::fault(13, 0) };
+    tally.add(report("entry-attacks", "iret_noncanonical_rip", &p, &expect));
+
+    // A ring-0 code selector: the hypervisor forces RPL 3, and 0xe00b is then a ring-0
+    // segment with RPL 3, which the CPU refuses: #GP naming the selector.
+    let p = probe!(
+        "mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe008\nlea rax, [rip + 3f]\npush rax\npush 0",
+        "jmp hypercall_page + 23 * 32"
+    );
+    tally.add(report("entry-attacks", "iret_ring0_cs", &p, &Expect { rip: RipIs::Next, ..Expect::fault(13, 0xe008) }));
+
+    // IOPL 3 in the frame is dropped: back at label 3 with IOPL 0 and no exception.
+    let p = probe!(
+        "mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\nor qword ptr [rsp], rsi\npush 0xe030\nlea rax, [rip + 3f]\npush rax\npush 0",
+        "jmp hypercall_page + 23 * 32",
+        0u64,
+        IOPL3
+    );
+    let iopl_after = current_iopl();
+    let pass = report("entry-attacks", "iret_iopl3", &p, &Expect::none()) && iopl_after == 0;
+    println!("RESULT test=entry-attacks check=iret_iopl3_dropped iopl={iopl_after} status={}", if iopl_after == 0 { "pass" } else { "fail" });
+    tally.add(pass);
+
+    // A syscall from 32-bit compatibility mode enters the hypervisor through CSTAR.
+    // Without a syscall32 callback the guest gets #UD at the instruction.
+    let p = probe!("push 0xe023\npush rdi\nretfq\n", "", compat_syscall as *const () as u64, 0u64);
+    let expect = Expect { rip: RipIs::Address(compat_syscall as *const () as u64), ..Expect::fault(6, 0) };
+    tally.add(report("entry-attacks", "compat_syscall_without_callback", &p, &expect));
+
+    // With the callback it is delivered there, past the instruction.
+    if let Some(entry) = crate::traps::callback_entry(CALLBACKTYPE_SYSCALL32) {
+        let ret = platform::register_callback(CALLBACKTYPE_SYSCALL32, entry, true);
+        let p = probe!("push 0xe023\npush rdi\nretfq\n", "", compat_syscall as *const () as u64, 0u64);
+        let expect = Expect {
+            vector: Some(crate::traps::CALLBACK_SYSCALL32),
+            error_code: 0,
+            rip: RipIs::Address(compat_syscall as *const () as u64 + 2),
+            cr2: None,
+        };
+        tally.add(ret == 0 && report("entry-attacks", "compat_syscall_to_callback", &p, &expect));
+    }
+
+    // sysenter: SYSENTER_CS is 0 in the hypervisor, so it can never enter ring 0. On
+    // this CPU (QEMU's AMD model) it is #UD in 64-bit code; from compatibility code the
+    // CPU raises #GP(0) at the instruction (Xen 4.17 gives the same).
+    let p = probe!("", "sysenter");
+    tally.add(report("entry-attacks", "sysenter_64bit", &p, &Expect::fault(6, 0)));
+    let p = probe!("push 0xe023\npush rdi\nretfq\n", "", compat_sysenter as *const () as u64, 0u64);
+    let expect = Expect { rip: RipIs::Address(compat_sysenter as *const () as u64), ..Expect::fault(13, 0) };
+    tally.add(report("entry-attacks", "sysenter_compat", &p, &expect));
+    // A registered sysenter callback changes nothing where the CPU itself refuses.
+    if let Some(entry) = crate::traps::callback_entry(CALLBACKTYPE_SYSENTER) {
+        let ret = platform::register_callback(CALLBACKTYPE_SYSENTER, entry, true);
+        let p = probe!("", "sysenter");
+        tally.add(ret == 0 && report("entry-attacks", "sysenter_with_callback", &p, &Expect::fault(6, 0)));
+    }
+
+    tally.finish();
+}
+
+fn current_iopl() -> u64 {
+    let flags: u64;
+    // SAFETY: reading rflags has no side effect.
+    unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags) };
+    (flags & IOPL3) >> 12
+}
+
+/// Attacks that end the domain. Each prints what it is about to do; the hypervisor's
+/// crash report is the result.
+pub fn run_fatal(name: &str) {
+    if crate::traps::install() != 0 {
+        println!("RESULT test=entry-attack status=fail reason=no-trap-table");
+        return;
+    }
+    println!("RESULT test=entry-attack attack={name} status=about-to-attack");
+    match name {
+        // The iret hypercall with a frame running off the end of the initial mapping
+        // (which stops at the 4 MiB boundary): the stub's pushes land in mapped memory,
+        // the 72-byte frame does not.
+        "iret-unreadable-frame" => unsafe_jump_to_iret_with_stack(INITIAL_MAPPING_END - 8),
+        // An exception while the kernel stack is unmapped: the bounce cannot be written.
+        "bad-kernel-stack" => {
+            // SAFETY: deliberately breaks the stack; the ud2 that follows must end the
+            // domain, so nothing after it runs.
+            unsafe { core::arch::asm!("mov rsp, {}", "ud2", in(reg) UNMAPPED, options(noreturn)) }
+        }
+        // Returning to user mode with no user page table registered.
+        "iret-to-user-without-table" => {
+            // SAFETY: the hypervisor must end the domain at the iret; nothing returns.
+            unsafe {
+                core::arch::asm!(
+                    "mov rcx, rsp",
+                    "push 0xe02b",
+                    "push rcx",
+                    "pushfq",
+                    "push 0xe033",
+                    "lea rax, [rip + 2f]",
+                    "push rax",
+                    "push 0",
+                    "jmp hypercall_page + 23 * 32",
+                    "2:",
+                    "ud2",
+                    options(noreturn)
+                )
+            }
+        }
+        other => println!("RESULT test=entry-attack attack={other} status=fail reason=unknown-attack"),
+    }
+}
+
+fn unsafe_jump_to_iret_with_stack(stack: u64) {
+    // SAFETY: the iret hypercall reads its frame from this stack, which is unmapped: the
+    // hypervisor must end the domain, so nothing returns here.
+    unsafe { core::arch::asm!("mov rsp, {}", "jmp hypercall_page + 23 * 32", in(reg) stack, options(noreturn)) }
+}
