@@ -32,6 +32,15 @@ impl HypercallInfo {
 
 define_hypercalls! {
     handled {
+        /// Batch of page-table updates (`ops::mmu::MmuUpdate` array), each validated;
+        /// `done_out` gets the count done; `foreign_domid` must be DOMID_SELF.
+        mmu_update = 1 (requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
+        /// Writes the PTE that maps `va` in the kernel's address space (validated like
+        /// mmu_update); `flags` UVMF_* choose the TLB flush.
+        update_va_mapping = 14 (va: u64, pte: u64, flags: u64);
+        /// Extended MMU operations (`ops::mmu::MmuextOp` array): pin/unpin, new (user)
+        /// base pointer, TLB flushes.
+        mmuext_op = 26 (ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
         /// Registers the virtual IDT: an array of `ops::traps::TrapInfo` ended by an entry
         /// with address 0; later calls change only the vectors they name; NULL clears all.
         set_trap_table = 0 (traps: GuestAddr);
@@ -65,8 +74,6 @@ define_hypercalls! {
         hypercall_count = 50 (number: u32);
     }
     not_implemented {
-        /// Batch of page-table updates (`MmuUpdate` array); `done_out` gets the count done.
-        mmu_update = 1 (requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
         /// Installs a new GDT made of `entries` descriptors in the frames listed.
         set_gdt = 2 (frame_list: GuestAddr, entries: u32);
         /// Old form of sched_op with an integer argument.
@@ -83,8 +90,6 @@ define_hypercalls! {
         memory_op = 12 (cmd: u32, arg: GuestAddr);
         /// Runs a batch of hypercalls (`MulticallEntry` array).
         multicall = 13 (calls: GuestAddr, count: u32);
-        /// Writes the PTE that maps `va` in the current address space.
-        update_va_mapping = 14 (va: u64, pte: u64, flags: u64);
         /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
         set_timer_op = 15 (timeout_ns: u64);
         /// Old form of event_channel_op with a combined argument.
@@ -99,8 +104,6 @@ define_hypercalls! {
         vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestAddr);
         /// Sets the FS/GS base (SEGBASE_*).
         set_segment_base = 25 (which: u32, base: u64);
-        /// Extended MMU operations (`MmuextOp` array): pin, new base pointer, flushes.
-        mmuext_op = 26 (ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
         /// Security-module operations.
         xsm_op = 27 (op: GuestAddr);
         /// Registers an NMI callback.
@@ -253,6 +256,18 @@ mod tests {
             self.calls.push(("callback_op", [cmd as u64, arg.0, 0]));
             Ok(0)
         }
+        fn mmu_update(&mut self, requests: GuestAddr, count: u32, _done: GuestAddr, _foreign: u16) -> Result<i64, Errno> {
+            self.calls.push(("mmu_update", [requests.0, count as u64, 0]));
+            Ok(0)
+        }
+        fn update_va_mapping(&mut self, va: u64, pte: u64, flags: u64) -> Result<i64, Errno> {
+            self.calls.push(("update_va_mapping", [va, pte, flags]));
+            Ok(0)
+        }
+        fn mmuext_op(&mut self, ops: GuestAddr, count: u32, _done: GuestAddr, _foreign: u16) -> Result<i64, Errno> {
+            self.calls.push(("mmuext_op", [ops.0, count as u64, 0]));
+            Ok(0)
+        }
     }
 
     #[test]
@@ -269,7 +284,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::mmu_update, 11, 48, 49, 55, 1000, u64::MAX] {
+        for n in [nr::set_gdt, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

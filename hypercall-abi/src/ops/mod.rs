@@ -12,3 +12,5 @@ pub mod callback;
 pub mod traps;
 /// vm_assist commands and types (xen.h).
 pub mod vm_assist;
+/// mmu_update, mmuext_op and update_va_mapping (xen.h).
+pub mod mmu;

@@ -222,13 +222,13 @@ fn populate<M: MachineMemory>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::elf_image::tests::valid_kernel;
     use crate::mm::guest_walk::{read_guest, translate, Access};
     use crate::mm::test_memory::SparseMemory as Frames;
 
-    fn build(nr_pages: u64, free_frames: u64) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
+    pub(crate) fn build(nr_pages: u64, free_frames: u64) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
         let kernel = valid_kernel();
         let spec = DomainSpec { id: 0, name: "d0", kernel: &kernel, cmdline: b"hello", nr_pages, privileged: true };
         let mut memory = Frames::default();

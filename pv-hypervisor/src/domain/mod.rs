@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod crash;
+pub mod frames;
 pub mod bundle;
 pub mod elf_image;
 pub mod hypercall_page;

@@ -6,6 +6,7 @@
 mod console_io;
 mod hypercall_count;
 mod iret;
+mod mmu;
 mod sched_op;
 mod traps;
 pub mod xen_version;
@@ -14,6 +15,7 @@ pub use iret::{IRET_NO_USER_TABLE, IRET_UNREADABLE};
 
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
+use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{self, MachineMemory};
 use hypercall_abi::{Errno, GuestAddr, HypercallHandler};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -24,6 +26,13 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     pub domain: &'a mut Domain,
     pub memory: &'a mut M,
     pub regs: &'a mut GuestRegisters,
+    /// Ownership and types of every machine frame (PV MMU).
+    pub frames: &'a mut FrameTable,
+    /// The hypervisor's own L4, whose reserved slots every guest L4 gets.
+    pub hypervisor_l4: &'a [u64; 512],
+    /// Set by a handler that changed a page-table entry: the TLB must be flushed
+    /// before the guest runs again.
+    pub flush_tlb: bool,
 }
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
@@ -84,6 +93,18 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn callback_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
         traps::callback_op(self, cmd, arg)
+    }
+
+    fn mmu_update(&mut self, requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16) -> Result<i64, Errno> {
+        mmu::mmu_update(self, requests, count, done_out, foreign_domid)
+    }
+
+    fn update_va_mapping(&mut self, va: u64, pte: u64, flags: u64) -> Result<i64, Errno> {
+        mmu::update_va_mapping(self, va, pte, flags)
+    }
+
+    fn mmuext_op(&mut self, ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16) -> Result<i64, Errno> {
+        mmu::mmuext_op(self, ops, count, done_out, foreign_domid)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

@@ -4,24 +4,35 @@
 use super::HypercallContext;
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
+use crate::mm::frame_table::{FrameTable, PageType};
 use crate::mm::guest_walk::MachineMemory;
+use crate::mm::pagetable::PageTables;
 pub use crate::mm::test_memory::SparseMemory as FakeMemory;
 use std::vec;
 use std::vec::Vec;
 
 pub const GUEST_DATA_VA: u64 = 0x40_0000;
-const L4: u64 = 0x1000;
+pub const L4: u64 = 0x1000;
 const L3: u64 = 0x2000;
 const L2: u64 = 0x3000;
-const L1: u64 = 0x4000;
-const DATA: u64 = 0x10000;
+pub const L1: u64 = 0x4000;
+pub const DATA: u64 = 0x10000;
 pub const SHARED_INFO: u64 = 0x8000;
+/// Frames the test domain owns but nothing maps: material for new page tables.
+pub const SPARE_FRAMES: core::ops::Range<u64> = 0x20..0x28;
+/// What the fake hypervisor keeps in its own L4 slot 262.
+pub const HYPERVISOR_L4: [u64; 512] = {
+    let mut l4 = [0u64; 512];
+    l4[262] = 0xdead_0003;
+    l4
+};
 const PAGES: u64 = 4;
 const PTE: u64 = 0x67; // present, writable, user, accessed, dirty
 
 pub struct TestGuest {
     pub domain: Domain,
     pub memory: FakeMemory,
+    pub frames: FrameTable,
     /// The registers of the vCPU making the calls (what the entry code saved).
     pub regs: GuestRegisters,
 }
@@ -61,8 +72,22 @@ impl TestGuest {
         crash_reason: None,
             console: Default::default(),
         };
+        let mut frames = FrameTable::new(64);
+        for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {
+            frames.assign(mfn, 0).expect("free frame");
+        }
+        for mfn in SPARE_FRAMES {
+            frames.assign(mfn, 0).expect("free frame");
+            memory.add_frame(mfn, 0);
+        }
+        frames.get_ref(SHARED_INFO >> 12, 0).unwrap();
+        frames.get_type(SHARED_INFO >> 12, PageType::Writable).unwrap();
+        let mut tables = PageTables { frames: &mut frames, memory: &mut memory, domain: 0 };
+        tables.get_page_and_type(L4 >> 12, PageType::L4).expect("the test tables validate");
+        tables.get_page_and_type(L4 >> 12, PageType::L4).expect("the test tables validate");
+        frames.set_pinned(L4 >> 12, true);
         let regs = GuestRegisters { rip: 0x10_0000, cs: 0xe033, rflags: 0x202, rsp: GUEST_DATA_VA + Self::MAPPED_BYTES, ss: 0xe02b, ..Default::default() };
-        TestGuest { domain, memory, regs }
+        TestGuest { domain, memory, frames, regs }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -84,7 +109,14 @@ impl TestGuest {
     /// Makes a hypercall the way the runtime does: count, then dispatch.
     pub fn call(&mut self, number: u64, args: [u64; 6]) -> i64 {
         self.domain.count_hypercall(number);
-        let mut ctx = HypercallContext { domain: &mut self.domain, memory: &mut self.memory, regs: &mut self.regs };
+        let mut ctx = HypercallContext {
+            domain: &mut self.domain,
+            memory: &mut self.memory,
+            regs: &mut self.regs,
+            frames: &mut self.frames,
+            hypervisor_l4: &HYPERVISOR_L4,
+            flush_tlb: false,
+        };
         hypercall_abi::dispatch(&mut ctx, number, args)
     }
 }

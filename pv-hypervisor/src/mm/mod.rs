@@ -1,7 +1,9 @@
 //! Memory management: machine frames and access to guest memory.
 
 pub mod frame_alloc;
+pub mod frame_table;
 pub mod guest_walk;
+pub mod pagetable;
 #[cfg(test)]
 pub mod test_memory;
 

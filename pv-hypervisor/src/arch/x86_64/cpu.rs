@@ -38,6 +38,11 @@ pub fn set_task_switched(set: bool) {
     }
 }
 
+/// Drops every non-global TLB entry (reloads CR3).
+pub fn flush_tlb() {
+    x86_64::instructions::tlb::flush_all();
+}
+
 /// Cycle counter, for timing.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear, so it is allowed.

@@ -8,7 +8,9 @@ use crate::domain::builder::{build_domain, DomainSpec};
 use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::write_crash_report;
 use crate::domain::vcpu::GuestRegisters;
+use crate::domain::frames::{adopt_frames, release_frames};
 use crate::domain::{exit_code_for, Domain, DomainState};
+use crate::mm::frame_table::FrameTable;
 use crate::hypercall::HypercallContext;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::mm::guest_walk::copy_from_guest;
@@ -27,7 +29,8 @@ use spin::Mutex;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
-const HEAP_FRAMES: u64 = 1024; // 4 MiB
+/// 16 MiB: the frame table alone takes 12 bytes per frame of RAM (1.5 MiB per 512 MiB).
+const HEAP_FRAMES: u64 = 4096;
 
 /// One bit per frame of the direct-mapped 4 GiB.
 static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_SIZE / 4096 / 64) as usize] = [0; (super::DIRECTMAP_SIZE / 4096 / 64) as usize];
@@ -35,6 +38,10 @@ static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_SIZE / 4096 / 64) as usize] = [
 /// The hypervisor's state after boot. Single CPU, so a spin lock is never contended.
 struct Hypervisor {
     frames: FrameAllocator<'static>,
+    /// Owner, type and references of every machine frame (PV MMU).
+    frame_table: FrameTable,
+    /// The hypervisor's own L4: its reserved slots go into every guest L4.
+    hypervisor_l4: [u64; 512],
     memory: DirectMap,
     cpuid: CpuidPolicy,
     /// The running domain. Only dom0 exists until domain creation lands.
@@ -144,7 +151,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
 
     let mut memory = DirectMap::new(ram_end);
     // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
-    let hypervisor_l4 = unsafe { &*(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
+    let hypervisor_l4: [u64; 512] = unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
     let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
     let started = cpu::rdtsc();
     let frames_cell = core::cell::RefCell::new(frames);
@@ -155,7 +162,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         &mut |mfn| {
             let _ = frames_cell.borrow_mut().free(mfn);
         },
-        hypervisor_l4,
+        &hypervisor_l4,
     ) {
         Ok(d) => d,
         Err(e) => boot_error(DOM0_KERNEL, &e),
@@ -172,7 +179,18 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
     let address_bits = 64 - ram_end.saturating_sub(1).leading_zeros();
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
-    *HV.lock() = Some(Hypervisor { frames: frames_cell.into_inner(), memory, cpuid, current: Some(dom0) });
+    let mut frame_table = FrameTable::new(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
+    if let Err(e) = adopt_frames(&dom0, &mut frame_table, &mut memory, &hypervisor_l4) {
+        boot_error(DOM0_KERNEL, &format_args!("initial page tables refused: {e:?}"));
+    }
+    *HV.lock() = Some(Hypervisor {
+        frames: frames_cell.into_inner(),
+        frame_table,
+        hypervisor_l4,
+        memory,
+        cpuid,
+        current: Some(dom0),
+    });
     hv_println!("starting dom0");
     // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
     // boot's stack frames are not needed any more.
@@ -191,8 +209,18 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
     let number = frame.rax;
     domain.count_hypercall(number);
     let args = frame.hypercall_args();
-    let mut ctx = HypercallContext { domain, memory: &mut hv.memory, regs: frame };
+    let mut ctx = HypercallContext {
+        domain,
+        memory: &mut hv.memory,
+        regs: frame,
+        frames: &mut hv.frame_table,
+        hypervisor_l4: &hv.hypervisor_l4,
+        flush_tlb: false,
+    };
     let result = hypercall_abi::dispatch(&mut ctx, number, args);
+    if ctx.flush_tlb {
+        cpu::flush_tlb();
+    }
     frame.rax = result as u64;
     resume_guest(guard, frame);
 }
@@ -393,7 +421,11 @@ fn domain_stopped() -> ! {
         DomainState::Crashed => hv_result!("event=domain_shutdown domid={domid} reason=crash"),
         DomainState::Running => {}
     }
+    release_frames(&domain, &mut hv.frame_table, &mut hv.memory);
     for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
+        if let Err(e) = hv.frame_table.release(mfn) {
+            log::error!("domain {domid}'s frame {mfn:#x} is still referenced: {e:?}");
+        }
         if let Err(e) = hv.frames.free(mfn) {
             log::error!("freeing domain {domid}'s frame: {e:?}");
         }

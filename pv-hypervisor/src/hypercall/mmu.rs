@@ -1,0 +1,219 @@
+//! The PV MMU hypercalls: mmu_update, mmuext_op, update_va_mapping (xen.h). Every
+//! change goes through `mm::pagetable`'s validation; a batch stops at its first
+//! failing entry, whose errno is returned, after writing how many entries were done.
+//! Any change to a page-table entry asks `arch` for a full TLB flush on return: with
+//! one CPU that is cheap, and it means no stale translation ever outlives a type change
+//! (a guest can never keep a writable TLB entry for a frame that became a page table).
+
+use super::HypercallContext;
+use crate::mm::frame_table::PageType;
+use crate::mm::guest_walk::MachineMemory;
+use crate::mm::is_guest_range;
+use crate::mm::pagetable::{fill_hypervisor_slots, PageTables, PTE_ACCESSED, PTE_ADDRESS, PTE_DIRTY, PTE_PRESENT, PTE_PS_OR_PAT};
+use hypercall_abi::ops::mmu::*;
+use hypercall_abi::{Errno, GuestAddr};
+
+impl<M: MachineMemory> HypercallContext<'_, M> {
+    fn tables(&mut self) -> PageTables<'_, M> {
+        PageTables { frames: &mut *self.frames, memory: &mut *self.memory, domain: self.domain.id }
+    }
+
+    fn check_foreign(&self, foreign: u16) -> Result<(), Errno> {
+        if foreign == DOMID_SELF || foreign == self.domain.id {
+            Ok(())
+        } else {
+            // Mapping another domain's frames needs grant tables or a toolstack.
+            Err(Errno::EINVAL)
+        }
+    }
+
+    fn write_done(&mut self, done_out: GuestAddr, done: u32) -> Result<(), Errno> {
+        if done_out.is_null() {
+            return Ok(());
+        }
+        self.write_guest(done_out, &done)
+    }
+
+    /// Runs `count` entries of `T` through `each`, stopping at the first error.
+    fn batch<T: zerocopy::FromBytes + zerocopy::IntoBytes>(
+        &mut self,
+        items: GuestAddr,
+        count: u32,
+        done_out: GuestAddr,
+        mut each: impl FnMut(&mut Self, T) -> Result<(), Errno>,
+    ) -> Result<i64, Errno> {
+        let size = core::mem::size_of::<T>() as u64;
+        let mut done = 0;
+        let mut result = Ok(0);
+        while done < count {
+            let at = items.checked_add(u64::from(done) * size).ok_or(Errno::EFAULT);
+            let step = at.and_then(|at| self.read_guest::<T>(at)).and_then(|item| each(self, item));
+            if let Err(e) = step {
+                result = Err(e);
+                break;
+            }
+            done += 1;
+        }
+        self.write_done(done_out, done)?;
+        result
+    }
+}
+
+/// The page-table level a frame of the caller is typed as, if it is a page table.
+fn table_level<M: MachineMemory>(ctx: &HypercallContext<'_, M>, mfn: u64) -> Result<u8, Errno> {
+    if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+        return Err(Errno::EINVAL);
+    }
+    ctx.frames.page_type(mfn).level().ok_or(Errno::EINVAL)
+}
+
+fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: MmuUpdate) -> Result<(), Errno> {
+    let command = request.ptr & 3;
+    let ptr = request.ptr & !3;
+    match command {
+        MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
+            if ptr % 8 != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let table = ptr >> 12;
+            let level = table_level(ctx, table)?;
+            let index = ((ptr & 0xfff) / 8) as usize;
+            let mut value = request.val;
+            if command == MMU_PT_UPDATE_PRESERVE_AD {
+                let old = ctx.memory.read_u64(ptr).ok_or(Errno::EFAULT)?;
+                value = (value & !(PTE_ACCESSED | PTE_DIRTY)) | (old & (PTE_ACCESSED | PTE_DIRTY));
+            }
+            ctx.tables().update_entry(table, level, index, value)?;
+            ctx.flush_tlb = true;
+            Ok(())
+        }
+        // There is no machine-to-phys table yet for the guest to update.
+        MMU_MACHPHYS_UPDATE => Err(Errno::ENOSYS),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn mmu_update<M: MachineMemory>(
+    ctx: &mut HypercallContext<'_, M>,
+    requests: GuestAddr,
+    count: u32,
+    done_out: GuestAddr,
+    foreign: u16,
+) -> Result<i64, Errno> {
+    ctx.check_foreign(foreign)?;
+    ctx.batch(requests, count, done_out, normal_update)
+}
+
+fn pin<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, page_type: PageType) -> Result<(), Errno> {
+    if ctx.frames.owner(mfn) != Some(ctx.domain.id) || ctx.frames.is_pinned(mfn) {
+        return Err(Errno::EINVAL);
+    }
+    ctx.tables().get_page_and_type(mfn, page_type)?;
+    ctx.frames.set_pinned(mfn, true);
+    if page_type == PageType::L4 {
+        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4)?;
+    }
+    Ok(())
+}
+
+/// Takes a base-pointer reference on L4 `mfn` (validating it if needed) and gives up
+/// `old`'s.
+fn switch_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, old: u64) -> Result<(), Errno> {
+    if mfn != 0 {
+        if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+            return Err(Errno::EINVAL);
+        }
+        ctx.tables().get_page_and_type(mfn, PageType::L4)?;
+        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4)?;
+    }
+    if old != 0 {
+        ctx.tables().put_page_and_type(old);
+    }
+    ctx.flush_tlb = true;
+    Ok(())
+}
+
+fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -> Result<(), Errno> {
+    let mfn = op.arg1;
+    match op.cmd {
+        MMUEXT_PIN_L1_TABLE => pin(ctx, mfn, PageType::L1),
+        MMUEXT_PIN_L2_TABLE => pin(ctx, mfn, PageType::L2),
+        MMUEXT_PIN_L3_TABLE => pin(ctx, mfn, PageType::L3),
+        MMUEXT_PIN_L4_TABLE => pin(ctx, mfn, PageType::L4),
+        MMUEXT_UNPIN_TABLE => {
+            if ctx.frames.owner(mfn) != Some(ctx.domain.id) || !ctx.frames.is_pinned(mfn) {
+                return Err(Errno::EINVAL);
+            }
+            ctx.frames.set_pinned(mfn, false);
+            ctx.tables().put_page_and_type(mfn);
+            ctx.flush_tlb = true;
+            Ok(())
+        }
+        MMUEXT_NEW_BASEPTR => {
+            if mfn == 0 {
+                return Err(Errno::EINVAL);
+            }
+            let old = ctx.domain.l4_maddr / 4096;
+            switch_base(ctx, mfn, old)?;
+            ctx.domain.l4_maddr = mfn * 4096;
+            Ok(())
+        }
+        MMUEXT_NEW_USER_BASEPTR => {
+            let old = ctx.domain.traps.user_l4 / 4096;
+            switch_base(ctx, mfn, old)?;
+            ctx.domain.traps.user_l4 = mfn * 4096;
+            Ok(())
+        }
+        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_INVLPG_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_INVLPG_MULTI | MMUEXT_TLB_FLUSH_ALL
+        | MMUEXT_INVLPG_ALL => {
+            ctx.flush_tlb = true;
+            Ok(())
+        }
+        // Guest memory is write-back RAM; there is nothing a guest's cache flush must reach.
+        MMUEXT_FLUSH_CACHE => Ok(()),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+pub fn mmuext_op<M: MachineMemory>(
+    ctx: &mut HypercallContext<'_, M>,
+    ops: GuestAddr,
+    count: u32,
+    done_out: GuestAddr,
+    foreign: u16,
+) -> Result<i64, Errno> {
+    ctx.check_foreign(foreign)?;
+    ctx.batch(ops, count, done_out, extended)
+}
+
+/// The L1 table and index that map `va` in the kernel's address space.
+fn l1_slot<M: MachineMemory>(ctx: &HypercallContext<'_, M>, va: u64) -> Result<(u64, usize), Errno> {
+    if !is_guest_range(va, va.saturating_add(1)) {
+        return Err(Errno::EINVAL);
+    }
+    let mut table = ctx.domain.l4_maddr / 4096;
+    for shift in [39u32, 30, 21] {
+        let entry = ctx.memory.read_u64(table * 4096 + ((va >> shift) & 511) * 8).ok_or(Errno::EFAULT)?;
+        if entry & PTE_PRESENT == 0 || entry & PTE_PS_OR_PAT != 0 {
+            return Err(Errno::EINVAL);
+        }
+        table = (entry & PTE_ADDRESS) >> 12;
+    }
+    Ok((table, ((va >> 12) & 511) as usize))
+}
+
+pub fn update_va_mapping<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, va: u64, pte: u64, flags: u64) -> Result<i64, Errno> {
+    if flags & UVMF_FLUSHTYPE_MASK == UVMF_FLUSHTYPE_MASK {
+        return Err(Errno::EINVAL);
+    }
+    let (table, index) = l1_slot(ctx, va)?;
+    if table_level(ctx, table)? != 1 {
+        return Err(Errno::EINVAL);
+    }
+    ctx.tables().update_entry(table, 1, index, pte)?;
+    ctx.flush_tlb = true;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests;

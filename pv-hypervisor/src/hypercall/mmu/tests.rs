@@ -1,0 +1,107 @@
+use super::super::test_support::{TestGuest, DATA, GUEST_DATA_VA, L1, L4, SPARE_FRAMES};
+use crate::mm::frame_table::PageType;
+use crate::mm::guest_walk::{translate, Access, MachineMemory};
+use hypercall_abi::nr;
+use hypercall_abi::ops::mmu::*;
+use zerocopy::IntoBytes;
+
+const RW: u64 = 0x67;
+const RO: u64 = 0x65;
+const SCRATCH: u64 = GUEST_DATA_VA + 0x800;
+const DONE: u64 = GUEST_DATA_VA + 0xff0;
+
+fn mmu_update(g: &mut TestGuest, requests: &[MmuUpdate]) -> (i64, u32) {
+    let bytes: std::vec::Vec<u8> = requests.iter().flat_map(|r| r.as_bytes().to_vec()).collect();
+    g.poke(SCRATCH, &bytes);
+    let ret = g.call(nr::mmu_update, [SCRATCH, requests.len() as u64, DONE, DOMID_SELF as u64, 0, 0]);
+    (ret, u32::from_le_bytes(g.peek(DONE, 4).try_into().unwrap()))
+}
+
+fn mmuext(g: &mut TestGuest, cmd: u32, arg1: u64) -> i64 {
+    g.poke(SCRATCH, MmuextOp { cmd, _pad: 0, arg1, arg2: 0 }.as_bytes());
+    g.call(nr::mmuext_op, [SCRATCH, 1, 0, DOMID_SELF as u64, 0, 0])
+}
+
+/// The L1 entry's machine address that maps GUEST_DATA_VA + page * 4096.
+fn pte(page: u64) -> u64 {
+    L1 + ((GUEST_DATA_VA >> 12) & 511) * 8 + page * 8
+}
+
+#[test]
+fn mmu_update_maps_unmaps_and_counts() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    // Map a spare frame read-only at the 5th page, then writable, then unmap it.
+    let (ret, done) = mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RO }]);
+    assert_eq!((ret, done), (0, 1));
+    assert_eq!(translate(&g.memory, L4, GUEST_DATA_VA + 0x4000, Access::Read), Ok(spare << 12));
+    assert_eq!(g.frames.ref_count(spare), 1);
+    let (ret, _) = mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RW }]);
+    assert_eq!(ret, 0);
+    assert_eq!(g.frames.page_type(spare), PageType::Writable);
+    let (ret, _) = mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: 0 }]);
+    assert_eq!(ret, 0);
+    assert_eq!((g.frames.ref_count(spare), g.frames.type_count(spare)), (0, 0));
+}
+
+#[test]
+fn a_batch_stops_at_its_first_bad_entry() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    let requests = [
+        MmuUpdate { ptr: pte(4), val: (spare << 12) | RO },
+        MmuUpdate { ptr: pte(5), val: (L1 >> 12 << 12) | RW }, // the L1 itself, writable
+        MmuUpdate { ptr: pte(6), val: ((spare + 1) << 12) | RO },
+    ];
+    assert_eq!(mmu_update(&mut g, &requests), (-16, 1), "EBUSY after one done");
+    assert_eq!(g.frames.ref_count(spare + 1), 0, "the third never ran");
+    // Not a page table at all, another domain's frame, a misaligned pointer, a bad command.
+    assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: DATA, val: 0 }]).0, -22);
+    assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (50 << 12) | RO }]).0, -22);
+    assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4) + 4, val: 0 }]).0, -22);
+    assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4) | 3, val: 0 }]).0, -22);
+    assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4) | 1, val: 0 }]).0, -38, "no M2P yet");
+    // The hypervisor's slots.
+    assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: L4 + 262 * 8, val: 0 }]).0, -22);
+    assert_eq!(g.memory.read_u64(L4 + 262 * 8), Some(0), "unchanged");
+    assert_eq!(g.call(nr::mmu_update, [SCRATCH, 1, DONE, 5, 0, 0]), -22, "foreign domain");
+}
+
+#[test]
+fn update_va_mapping_walks_the_kernel_tables() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start + 2;
+    assert_eq!(g.call(nr::update_va_mapping, [GUEST_DATA_VA + 0x5000, (spare << 12) | RW, UVMF_INVLPG, 0, 0, 0]), 0);
+    assert_eq!(translate(&g.memory, L4, GUEST_DATA_VA + 0x5000, Access::Write), Ok(spare << 12));
+    assert_eq!(g.call(nr::update_va_mapping, [0x7fff_0000_0000, 0, 0, 0, 0, 0]), -22, "no L1 there");
+    assert_eq!(g.call(nr::update_va_mapping, [0xffff_8300_0000_0000, 0, 0, 0, 0, 0]), -22, "hypervisor range");
+    assert_eq!(g.call(nr::update_va_mapping, [GUEST_DATA_VA, 0, 3, 0, 0, 0]), -22, "bad flush type");
+}
+
+#[test]
+fn pin_and_base_pointers() {
+    let mut g = TestGuest::new();
+    let (l4, l1) = (SPARE_FRAMES.start, SPARE_FRAMES.start + 1);
+    // A new L4 whose slot 0 reuses the kernel's L3; it must be unmapped to be a table.
+    g.memory.set_entry(l4 << 12, 0, g.memory.read_u64(L4).unwrap());
+    assert_eq!(mmuext(&mut g, MMUEXT_PIN_L4_TABLE, l4), 0);
+    assert_eq!(g.frames.page_type(l4), PageType::L4);
+    assert_eq!(g.memory.read_u64((l4 << 12) + 262 * 8), Some(0xdead_0003), "hypervisor slots filled");
+    assert_eq!(mmuext(&mut g, MMUEXT_PIN_L4_TABLE, l4), -22, "already pinned");
+    assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, l4), -22, "pinned as another type");
+    assert_eq!(mmuext(&mut g, MMUEXT_NEW_USER_BASEPTR, l4), 0);
+    assert_eq!(g.domain.traps.user_l4, l4 << 12);
+    // A mapped-writable frame cannot be pinned; an empty L1 can, and then it cannot be
+    // mapped writable.
+    assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, DATA >> 12), -16);
+    assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, l1), 0);
+    assert_eq!(g.call(nr::update_va_mapping, [GUEST_DATA_VA + 0x5000, (l1 << 12) | RW, 0, 0, 0, 0]), -16);
+    assert_eq!(mmuext(&mut g, MMUEXT_UNPIN_TABLE, l1), 0);
+    assert_eq!(mmuext(&mut g, MMUEXT_UNPIN_TABLE, l1), -22, "not pinned");
+    assert_eq!(mmuext(&mut g, MMUEXT_NEW_BASEPTR, 0), -22);
+    assert_eq!(mmuext(&mut g, 99, 0), -38);
+    // Dropping the user base pointer and the pin leaves nothing held.
+    assert_eq!(mmuext(&mut g, MMUEXT_NEW_USER_BASEPTR, 0), 0);
+    assert_eq!(mmuext(&mut g, MMUEXT_UNPIN_TABLE, l4), 0);
+    assert_eq!((g.frames.type_count(l4), g.frames.ref_count(l4)), (0, 0));
+}

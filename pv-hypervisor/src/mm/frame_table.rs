@@ -1,0 +1,277 @@
+//! The frame table: for every machine frame, who owns it, what it is used as (its
+//! type), and how many references hold it. This is the bookkeeping behind PV direct
+//! paging (Xen's `struct page_info`): a frame is a page table only while nothing maps
+//! it writable, is mapped writable only while it is no page table, and is never freed
+//! while referenced. Pure logic; `pagetable` adds the validation that a type change to
+//! a page-table type needs.
+
+use crate::domain::DomainId;
+use alloc::vec;
+use alloc::vec::Vec;
+use hypercall_abi::Errno;
+
+/// What a frame is used as. A type holds while its type count is non-zero; it can
+/// change only when the count is zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PageType {
+    None = 0,
+    /// Mapped writable somewhere (or shared with the hypervisor for writing).
+    Writable = 1,
+    L1 = 2,
+    L2 = 3,
+    L3 = 4,
+    L4 = 5,
+    /// Holds descriptors of a guest GDT/LDT.
+    SegmentDescriptors = 6,
+}
+
+impl PageType {
+    pub fn is_page_table(self) -> bool {
+        matches!(self, PageType::L1 | PageType::L2 | PageType::L3 | PageType::L4)
+    }
+
+    /// The page-table type of level `level` (1-4).
+    pub fn table(level: u8) -> Option<PageType> {
+        Some(match level {
+            1 => PageType::L1,
+            2 => PageType::L2,
+            3 => PageType::L3,
+            4 => PageType::L4,
+            _ => return None,
+        })
+    }
+
+    pub fn level(self) -> Option<u8> {
+        Some(match self {
+            PageType::L1 => 1,
+            PageType::L2 => 2,
+            PageType::L3 => 3,
+            PageType::L4 => 4,
+            _ => return None,
+        })
+    }
+
+    fn from_u8(v: u8) -> PageType {
+        match v {
+            1 => PageType::Writable,
+            2 => PageType::L1,
+            3 => PageType::L2,
+            4 => PageType::L3,
+            5 => PageType::L4,
+            6 => PageType::SegmentDescriptors,
+            _ => PageType::None,
+        }
+    }
+}
+
+const NO_OWNER: u16 = u16::MAX;
+const PINNED: u8 = 1;
+
+/// 12 bytes per frame: 1.5 MiB for 512 MiB of RAM.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    owner: u16,
+    page_type: u8,
+    flags: u8,
+    type_count: u32,
+    ref_count: u32,
+}
+
+const FREE: Frame = Frame { owner: NO_OWNER, page_type: 0, flags: 0, type_count: 0, ref_count: 0 };
+
+/// The result of taking a type reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeRef {
+    /// The frame already had this type: nothing to validate.
+    Held,
+    /// The frame just took this type (count 0 -> 1): the caller must validate its
+    /// contents, and call [`FrameTable::drop_new_type`] if that fails.
+    New,
+}
+
+/// What dropping a type reference left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeDrop {
+    /// Others still hold the type.
+    StillHeld,
+    /// That was the last: a page table's entries must now release their references.
+    Last(PageType),
+}
+
+pub struct FrameTable {
+    frames: Vec<Frame>,
+}
+
+impl FrameTable {
+    /// A table for machine frames `0..nr_frames`, all unowned.
+    pub fn new(nr_frames: u64) -> FrameTable {
+        FrameTable { frames: vec![FREE; nr_frames as usize] }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.frames.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn frame(&self, mfn: u64) -> Option<&Frame> {
+        self.frames.get(usize::try_from(mfn).ok()?)
+    }
+
+    fn frame_mut(&mut self, mfn: u64) -> Option<&mut Frame> {
+        self.frames.get_mut(usize::try_from(mfn).ok()?)
+    }
+
+    /// Gives a free frame to `owner` (domain building, populate_physmap).
+    pub fn assign(&mut self, mfn: u64, owner: DomainId) -> Result<(), Errno> {
+        let frame = self.frame_mut(mfn).ok_or(Errno::EINVAL)?;
+        if frame.owner != NO_OWNER {
+            return Err(Errno::EBUSY);
+        }
+        *frame = Frame { owner, ..FREE };
+        Ok(())
+    }
+
+    /// Takes a frame back from its owner. Refused while anything references it.
+    pub fn release(&mut self, mfn: u64) -> Result<(), Errno> {
+        let frame = self.frame_mut(mfn).ok_or(Errno::EINVAL)?;
+        if frame.ref_count != 0 || frame.type_count != 0 {
+            return Err(Errno::EBUSY);
+        }
+        *frame = FREE;
+        Ok(())
+    }
+
+    pub fn owner(&self, mfn: u64) -> Option<DomainId> {
+        self.frame(mfn).map(|f| f.owner).filter(|&o| o != NO_OWNER)
+    }
+
+    pub fn page_type(&self, mfn: u64) -> PageType {
+        self.frame(mfn).filter(|f| f.type_count > 0).map_or(PageType::None, |f| PageType::from_u8(f.page_type))
+    }
+
+    pub fn type_count(&self, mfn: u64) -> u32 {
+        self.frame(mfn).map_or(0, |f| f.type_count)
+    }
+
+    pub fn ref_count(&self, mfn: u64) -> u32 {
+        self.frame(mfn).map_or(0, |f| f.ref_count)
+    }
+
+    pub fn is_pinned(&self, mfn: u64) -> bool {
+        self.frame(mfn).is_some_and(|f| f.flags & PINNED != 0)
+    }
+
+    /// A general reference: `domain` may map the frame (read-only) or name it.
+    pub fn get_ref(&mut self, mfn: u64, domain: DomainId) -> Result<(), Errno> {
+        let frame = self.frame_mut(mfn).filter(|f| f.owner == domain).ok_or(Errno::EINVAL)?;
+        frame.ref_count = frame.ref_count.checked_add(1).ok_or(Errno::EBUSY)?;
+        Ok(())
+    }
+
+    pub fn put_ref(&mut self, mfn: u64) {
+        if let Some(frame) = self.frame_mut(mfn) {
+            debug_assert!(frame.ref_count > 0, "reference count underflow on {mfn:#x}");
+            frame.ref_count = frame.ref_count.saturating_sub(1);
+        }
+    }
+
+    /// A type reference (the caller holds a general reference). Fails with -EBUSY when
+    /// the frame is in use as another type.
+    pub fn get_type(&mut self, mfn: u64, wanted: PageType) -> Result<TypeRef, Errno> {
+        let frame = self.frame_mut(mfn).ok_or(Errno::EINVAL)?;
+        if frame.type_count == 0 {
+            frame.page_type = wanted as u8;
+            frame.type_count = 1;
+            return Ok(if wanted.is_page_table() { TypeRef::New } else { TypeRef::Held });
+        }
+        if PageType::from_u8(frame.page_type) != wanted {
+            return Err(Errno::EBUSY);
+        }
+        frame.type_count = frame.type_count.checked_add(1).ok_or(Errno::EBUSY)?;
+        Ok(TypeRef::Held)
+    }
+
+    /// Undoes a [`TypeRef::New`] whose validation failed.
+    pub fn drop_new_type(&mut self, mfn: u64) {
+        if let Some(frame) = self.frame_mut(mfn) {
+            frame.type_count = frame.type_count.saturating_sub(1);
+            if frame.type_count == 0 {
+                frame.page_type = PageType::None as u8;
+            }
+        }
+    }
+
+    pub fn put_type(&mut self, mfn: u64) -> TypeDrop {
+        let Some(frame) = self.frame_mut(mfn) else { return TypeDrop::StillHeld };
+        debug_assert!(frame.type_count > 0, "type count underflow on {mfn:#x}");
+        frame.type_count = frame.type_count.saturating_sub(1);
+        if frame.type_count > 0 {
+            return TypeDrop::StillHeld;
+        }
+        let old = PageType::from_u8(frame.page_type);
+        frame.page_type = PageType::None as u8;
+        frame.flags &= !PINNED;
+        TypeDrop::Last(old)
+    }
+
+    pub fn set_pinned(&mut self, mfn: u64, pinned: bool) {
+        if let Some(frame) = self.frame_mut(mfn) {
+            if pinned {
+                frame.flags |= PINNED;
+            } else {
+                frame.flags &= !PINNED;
+            }
+        }
+    }
+
+    /// Every frame `owner` holds, for teardown and leak checks.
+    pub fn frames_of(&self, owner: DomainId) -> impl Iterator<Item = u64> + '_ {
+        self.frames.iter().enumerate().filter(move |(_, f)| f.owner == owner).map(|(mfn, _)| mfn as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_and_references() {
+        let mut t = FrameTable::new(16);
+        assert_eq!(t.get_ref(3, 0), Err(Errno::EINVAL), "unowned");
+        t.assign(3, 7).unwrap();
+        assert_eq!(t.assign(3, 8), Err(Errno::EBUSY));
+        assert_eq!(t.get_ref(3, 8), Err(Errno::EINVAL), "another domain's");
+        assert_eq!(t.get_ref(99, 7), Err(Errno::EINVAL), "beyond RAM");
+        t.get_ref(3, 7).unwrap();
+        assert_eq!(t.release(3), Err(Errno::EBUSY), "referenced");
+        t.put_ref(3);
+        t.release(3).unwrap();
+        assert_eq!(t.owner(3), None);
+    }
+
+    #[test]
+    fn types_change_only_at_count_zero() {
+        let mut t = FrameTable::new(4);
+        t.assign(1, 0).unwrap();
+        assert_eq!(t.get_type(1, PageType::Writable), Ok(TypeRef::Held));
+        assert_eq!(t.get_type(1, PageType::L1), Err(Errno::EBUSY), "mapped writable: cannot be a page table");
+        assert_eq!(t.put_type(1), TypeDrop::Last(PageType::Writable));
+        assert_eq!(t.get_type(1, PageType::L1), Ok(TypeRef::New));
+        assert_eq!(t.get_type(1, PageType::L1), Ok(TypeRef::Held));
+        assert_eq!(t.get_type(1, PageType::Writable), Err(Errno::EBUSY), "a page table is never writable");
+        assert_eq!(t.get_type(1, PageType::L2), Err(Errno::EBUSY), "no level confusion");
+        t.set_pinned(1, true);
+        assert!(t.is_pinned(1));
+        assert_eq!(t.put_type(1), TypeDrop::StillHeld);
+        assert_eq!(t.put_type(1), TypeDrop::Last(PageType::L1));
+        assert!(!t.is_pinned(1));
+        assert_eq!(t.page_type(1), PageType::None);
+        assert_eq!(t.get_type(1, PageType::L3), Ok(TypeRef::New));
+        t.drop_new_type(1);
+        assert_eq!(t.page_type(1), PageType::None);
+    }
+}
