@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault, badptr, hypercall-count, traps, privops, entry-attacks, entry-attack NAME";
+    "hello, fault, badptr, hypercall-count, traps, privops, usermode, entry-attacks, entry-attack NAME";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -36,8 +36,9 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "hypercall-count" => hypercall_count(),
         "traps" => crate::checks::traps::run(info),
         "privops" => crate::checks::privops::run(info),
-        "entry-attacks" => crate::checks::entry_attacks::run(),
-        "entry-attack" => crate::checks::entry_attacks::run_fatal(command.split_ascii_whitespace().nth(1).unwrap_or("")),
+        "usermode" => crate::checks::usermode::run(info),
+        "entry-attacks" => crate::checks::entry_attacks::run(info),
+        "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");
             println!("RESULT test={other} status=fail reason=unknown-command");

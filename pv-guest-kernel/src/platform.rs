@@ -125,6 +125,27 @@ pub fn register_callback(callback_type: u16, address: u64, mask_events: bool) ->
     unsafe { calls::callback_op(CALLBACKOP_REGISTER, GuestAddr::from_ptr(&request)) }
 }
 
+/// Points the PTE for `va` (in the kernel's address space) at `pte`, flushing it.
+pub fn update_va_mapping(va: u64, pte: u64) -> i64 {
+    // SAFETY: changing our own mapping; the hypervisor validates the entry, and callers
+    // only remap addresses nothing else is using at the time.
+    unsafe { calls::update_va_mapping(va, pte, hypercall_abi::ops::mmu::UVMF_INVLPG) }
+}
+
+/// One mmuext_op on frame `mfn` (pin, unpin, new base pointers).
+pub fn mmuext(cmd: u32, mfn: u64) -> i64 {
+    use hypercall_abi::ops::mmu::{MmuextOp, DOMID_SELF};
+    let op = MmuextOp { cmd, _pad: 0, arg1: mfn, arg2: 0 };
+    // SAFETY: one readable MmuextOp; no done count is asked for.
+    unsafe { calls::mmuext_op(GuestAddr::from_ptr(&op), 1, GuestAddr::NULL, DOMID_SELF) }
+}
+
+/// Sets the kernel stack the hypervisor switches to when user mode is interrupted.
+pub fn stack_switch(rsp: u64) -> i64 {
+    // SAFETY: the stack is ours and stays reserved for this purpose.
+    unsafe { calls::stack_switch(u64::from(hypercall_abi::arch_x86_64::FLAT_KERNEL_SS64), rsp) }
+}
+
 /// Stops this domain. Does not return; if the hypervisor refuses, we wait forever.
 pub fn shutdown(reason: ShutdownReason) -> ! {
     let request = SchedShutdown { reason: reason as u32 };

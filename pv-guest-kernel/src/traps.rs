@@ -74,6 +74,8 @@ macro_rules! trap_stubs {
 /// Callbacks (syscall32, sysenter) enter with the same frame as an exception without
 /// error code; they are recorded as these pseudo-vectors.
 pub const CALLBACK_SYSCALL32: u64 = 0x107;
+/// The 64-bit syscall callback (a user program's system call).
+pub const CALLBACK_SYSCALL: u64 = 0x102;
 
 core::arch::global_asm!(
     ".globl guest_callback_syscall32",
@@ -82,6 +84,13 @@ core::arch::global_asm!(
     "pop r11",
     "push 0",
     "push 0x107",
+    "jmp guest_trap_common",
+    ".globl guest_callback_syscall",
+    "guest_callback_syscall:",
+    "pop rcx",
+    "pop r11",
+    "push 0",
+    "push 0x102",
     "jmp guest_trap_common",
     ".globl guest_callback_sysenter",
     "guest_callback_sysenter:",
@@ -93,14 +102,16 @@ core::arch::global_asm!(
 );
 
 extern "C" {
+    fn guest_callback_syscall();
     fn guest_callback_syscall32();
     fn guest_callback_sysenter();
 }
 
 /// Entry points for callback_op registrations.
 pub fn callback_entry(callback_type: u16) -> Option<u64> {
-    use hypercall_abi::ops::callback::{CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
+    use hypercall_abi::ops::callback::{CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
     match callback_type {
+        CALLBACKTYPE_SYSCALL => Some(guest_callback_syscall as *const () as u64),
         CALLBACKTYPE_SYSCALL32 => Some(guest_callback_syscall32 as *const () as u64),
         CALLBACKTYPE_SYSENTER => Some(guest_callback_sysenter as *const () as u64),
         _ => None,
@@ -208,6 +219,11 @@ const RFLAGS_TF: u64 = 1 << 8;
 
 #[no_mangle]
 extern "C" fn guest_trap_handler(frame: &mut TrapFrame) {
+    // A user program's system call is not an exception to record.
+    if frame.vector == CALLBACK_SYSCALL {
+        crate::checks::usermode::system_call(frame);
+        return;
+    }
     let cr2 = if frame.vector == 14 { platform::read_cr2() } else { 0 };
     for (slot, value) in LAST.iter().zip([frame.vector, frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp, cr2]) {
         slot.store(value, SeqCst);
@@ -222,9 +238,10 @@ extern "C" fn guest_trap_handler(frame: &mut TrapFrame) {
         platform::shutdown(platform::ShutdownReason::Crash);
     }
     frame.rip = RESUME_RIP.load(SeqCst);
-    // Probes are 64-bit kernel code: resume there even if the exception came from
-    // compatibility mode.
-    frame.cs = (frame.cs & !0xffff) | u64::from(hypercall_abi::arch_x86_64::FLAT_KERNEL_CS64 & !3);
+    // Probes are 64-bit code: resume in 64-bit mode (even if the exception came from
+    // compatibility mode), in the kernel or in user mode, wherever the probe ran.
+    let rpl = if frame.cs & 3 == 3 { 3 } else { 0 };
+    frame.cs = (frame.cs & !0xffff) | u64::from(hypercall_abi::arch_x86_64::FLAT_KERNEL_CS64 & !3) | rpl;
     frame.ss = u64::from(hypercall_abi::arch_x86_64::FLAT_KERNEL_SS64);
     // A single-step trap would repeat after every instruction from here on.
     frame.rflags &= !RFLAGS_TF;

@@ -209,7 +209,7 @@ fn privops_conform_to_xen() {
 
 #[test]
 fn entry_attacks_conform_to_xen() {
-    conforms_to_xen("entry-attacks", 9);
+    conforms_to_xen("entry-attacks", 10);
 }
 
 /// Attacks that must end the domain, and only the domain: the hypervisor reports the
@@ -220,6 +220,7 @@ fn fatal_entry_attacks_crash_only_the_domain() {
         ("iret-unreadable-frame", "iret: the iret_context on the guest stack is unreadable"),
         ("bad-kernel-stack", "guest kernel stack not mapped writable"),
         ("iret-to-user-without-table", "iret: return to user mode without a user page table"),
+        ("user-entry-on-unmapped-stack", "guest kernel stack not mapped writable"),
     ] {
         let cmdline = format!("entry-attack {attack}");
         let outcome = boot(&format!("entry-attack-{attack}"), &dom0_bundle(&guest_image(), &cmdline));
@@ -228,4 +229,9 @@ fn fatal_entry_attacks_crash_only_the_domain() {
         expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "crash")]);
         expect_exit(&outcome, ExitCode::DomainCrash);
     }
+}
+
+#[test]
+fn usermode_conforms_to_xen() {
+    conforms_to_xen("usermode", 14);
 }

@@ -8,6 +8,7 @@ use super::{probe, report, Expect, RipIs, Tally};
 use crate::console::println;
 use crate::platform;
 use hypercall_abi::ops::callback::{CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
+use hypercall_abi::start_info::StartInfo;
 
 const NON_CANONICAL_RIP: u64 = 0x0000_8000_0000_0000;
 const UNMAPPED: u64 = 0x0000_7fff_dead_0000;
@@ -37,7 +38,33 @@ extern "C" {
     fn compat_sysenter();
 }
 
-pub fn run() {
+/// The highest page of the lower half: a `syscall` in its last two bytes returns to
+/// 0x0000_8000_0000_0000, the first non-canonical address.
+const TOP_PAGE: u64 = 0x0000_7fff_ffff_f000;
+
+/// Maps a code page at [`TOP_PAGE`] whose last two bytes are `syscall`, through new
+/// L3, L2 and L1 tables under the kernel's L4 slot 255. Returns whether it worked.
+fn map_top_of_lower_half(info: &StartInfo) -> bool {
+    use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF};
+    let mfn = |back: u64| platform::pfn_to_mfn(info, info.nr_pages - back).unwrap_or(0);
+    let (l3, l2, l1, code) = (mfn(6), mfn(7), mfn(8), mfn(9));
+    // 0f 05 (syscall) at offset 0xffe, as one word at 0xff8: bytes ff8..ffd are int3.
+    let syscall_word = u64::from_le_bytes([0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0x0f, 0x05]);
+    let ok = super::usermode::fill_frame(info, code, &[(511, syscall_word)])
+        && super::usermode::fill_frame(info, l1, &[(511, (code << 12) | 0x25)])
+        && super::usermode::fill_frame(info, l2, &[(511, (l1 << 12) | 0x27)])
+        && super::usermode::fill_frame(info, l3, &[(511, (l2 << 12) | 0x27)]);
+    if !ok {
+        return false;
+    }
+    let l4 = platform::pfn_to_mfn(info, (info.pt_base - platform::virt_base()) >> 12).unwrap_or(0);
+    let update = MmuUpdate { ptr: (l4 << 12) + 255 * 8, val: (l3 << 12) | 0x27 };
+    // SAFETY: one readable request; it adds a mapping nothing else uses.
+    let ret = unsafe { hypercall_abi::guest::calls::mmu_update(hypercall_abi::GuestAddr::from_ptr(&update), 1, hypercall_abi::GuestAddr::NULL, DOMID_SELF) };
+    ret == 0
+}
+
+pub fn run(info: &StartInfo) {
     let mut tally = Tally::new("entry-attacks");
     if crate::traps::install() != 0 {
         tally.add(false);
@@ -91,6 +118,7 @@ pub fn run() {
             error_code: 0,
             rip: RipIs::Address(compat_syscall as *const () as u64 + 2),
             cr2: None,
+            from_user: false,
         };
         tally.add(ret == 0 && report("entry-attacks", "compat_syscall_to_callback", &p, &expect));
     }
@@ -110,6 +138,18 @@ pub fn run() {
         tally.add(ret == 0 && report("entry-attacks", "sysenter_with_callback", &p, &Expect::fault(6, 0)));
     }
 
+    // A hypercall from the last two bytes below the non-canonical hole: the return rip is
+    // 0x0000_8000_0000_0000. Real hardware would take that #GP in ring 0 on the way
+    // out; Xen hands it to the guest instead, and so do we.
+    if map_top_of_lower_half(info) {
+        let p = probe!("mov eax, 17\nxor esi, esi\nmov rcx, rdi\nxor edi, edi", "jmp rcx", TOP_PAGE + 0xffe, 0u64);
+        let expect = Expect { rip: RipIs::Address(NON_CANONICAL_RIP), ..Expect::fault(13, 0) };
+        tally.add(report("entry-attacks", "hypercall_from_top_of_lower_half", &p, &expect));
+    } else {
+        println!("RESULT test=entry-attacks check=hypercall_from_top_of_lower_half status=fail reason=cannot-map");
+        tally.add(false);
+    }
+
     tally.finish();
 }
 
@@ -122,7 +162,7 @@ fn current_iopl() -> u64 {
 
 /// Attacks that end the domain. Each prints what it is about to do; the hypervisor's
 /// crash report is the result.
-pub fn run_fatal(name: &str) {
+pub fn run_fatal(info: &StartInfo, name: &str) {
     if crate::traps::install() != 0 {
         println!("RESULT test=entry-attack status=fail reason=no-trap-table");
         return;
@@ -140,6 +180,8 @@ pub fn run_fatal(name: &str) {
             unsafe { core::arch::asm!("mov rsp, {}", "ud2", in(reg) UNMAPPED, options(noreturn)) }
         }
         // Returning to user mode with no user page table registered.
+        // A user-mode system call while the kernel's stack_switch stack is unmapped.
+        "user-entry-on-unmapped-stack" => super::usermode::run_with_kernel_stack(info, Some(UNMAPPED)),
         "iret-to-user-without-table" => {
             // SAFETY: the hypervisor must end the domain at the iret; nothing returns.
             unsafe {

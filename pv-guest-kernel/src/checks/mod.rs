@@ -4,6 +4,7 @@
 
 pub mod entry_attacks;
 pub mod privops;
+pub mod usermode;
 pub mod traps;
 
 use crate::traps::{clear, last, TrapRecord, ARMED, PROBE_RIP, RESUME_RIP};
@@ -89,17 +90,19 @@ pub struct Expect {
     pub rip: RipIs,
     /// For #PF: the address CR2 must hold.
     pub cr2: Option<u64>,
+    /// The exception came from guest user mode (saved cs RPL 3), not its kernel.
+    pub from_user: bool,
 }
 
 impl Expect {
     pub const fn none() -> Expect {
-        Expect { vector: None, error_code: 0, rip: RipIs::Next, cr2: None }
+        Expect { vector: None, error_code: 0, rip: RipIs::Next, cr2: None, from_user: false }
     }
     pub const fn fault(vector: u64, error_code: u64) -> Expect {
-        Expect { vector: Some(vector), error_code, rip: RipIs::At, cr2: None }
+        Expect { vector: Some(vector), error_code, rip: RipIs::At, cr2: None, from_user: false }
     }
     pub const fn trap(vector: u64) -> Expect {
-        Expect { vector: Some(vector), error_code: 0, rip: RipIs::Next, cr2: None }
+        Expect { vector: Some(vector), error_code: 0, rip: RipIs::Next, cr2: None, from_user: false }
     }
 }
 
@@ -145,7 +148,7 @@ pub fn report(test: &str, check: &str, probed: &Probed, expect: &Expect) -> bool
         RipIs::Address(a) => trap.rip == a,
     };
     let cr2_ok = expect.cr2.is_none_or(|c| c == trap.cr2);
-    let pass = expect.vector == Some(trap.vector) && expect.error_code == trap.error_code && rip_ok && cr2_ok && trap.cs & 3 == 0;
+    let pass = expect.vector == Some(trap.vector) && expect.error_code == trap.error_code && rip_ok && cr2_ok && trap.cs & 3 == if expect.from_user { 3 } else { 0 };
     let saved_mask = (trap.cs >> 32) & 0xff;
     let saved_if = (trap.rflags >> 9) & 1;
     if trap.vector == 14 {

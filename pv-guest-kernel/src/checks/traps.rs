@@ -53,7 +53,7 @@ pub fn run(info: &StartInfo) {
     tally.add(report("traps", "page_fault_write_readonly", &p, &Expect { cr2: Some(l4), ..Expect::fault(14, 3) }));
 
     let p = probe!("", "jmp rdi", UNMAPPED, 0u64);
-    let exec = Expect { vector: Some(14), error_code: 0x10, rip: RipIs::Address(UNMAPPED), cr2: Some(UNMAPPED) };
+    let exec = Expect { vector: Some(14), error_code: 0x10, rip: RipIs::Address(UNMAPPED), cr2: Some(UNMAPPED), from_user: false };
     tally.add(report("traps", "page_fault_execute_unmapped", &p, &exec));
 
     // Lazy FPU: with the virtual TS set, the first SSE instruction raises #NM; taking

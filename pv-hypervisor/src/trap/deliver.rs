@@ -13,6 +13,8 @@ use hypercall_abi::shared_info::{ArchVcpuInfo, VcpuInfo};
 
 pub const VECTOR_PAGE_FAULT: u8 = 14;
 pub const VECTOR_GENERAL_PROTECTION: u8 = 13;
+pub const VECTOR_INVALID_OPCODE: u8 = 6;
+const RFLAGS_DF: u64 = 1 << 10;
 /// #PF error-code bit 2: the access came from user mode.
 const PF_USER: u64 = 1 << 2;
 /// #GP error-code bit 1: the error code names an IDT entry (`int n` with too low a DPL).
@@ -184,3 +186,23 @@ pub fn int80<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs: &mut G
 
 #[cfg(test)]
 mod tests;
+
+/// `syscall` from guest user mode: not a hypercall (a PV kernel's user programs cannot
+/// make those) but the kernel's system call. It enters the syscall callback on the
+/// kernel stack with the kernel's page table; rcx and r11 in the frame are the return
+/// rip and rflags the CPU saved. Without a callback the guest gets #UD at the
+/// instruction. Either way the handler starts with DF clear, as on Xen 4.17.
+pub fn user_syscall<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs: &mut GuestRegisters) -> Result<(), Undeliverable> {
+    let delivered = match domain.traps.callbacks.syscall {
+        Some(callback) => {
+            let target = BounceTarget { handler: callback.address, mask_events: callback.mask_events, error_code: None };
+            bounce_to(domain, memory, regs, target)
+        }
+        None => {
+            regs.rip = regs.rip.wrapping_sub(2);
+            bounce_vector(domain, memory, regs, VECTOR_INVALID_OPCODE, None)
+        }
+    };
+    regs.rflags &= !RFLAGS_DF;
+    delivered
+}

@@ -102,6 +102,8 @@ pub struct TrapState {
     pub gs_base_user: u64,
     /// The bases above changed since `arch` last loaded them into the CPU.
     pub segment_bases_dirty: bool,
+    /// The mode whose GS base `arch` last loaded (None: not yet).
+    pub bases_loaded_for: Option<GuestMode>,
 }
 
 /// DR6 and DR7 after reset: their reserved bits read as these (Intel SDM 17.2).
@@ -126,6 +128,7 @@ impl Default for TrapState {
             gs_base_kernel: 0,
             gs_base_user: 0,
             segment_bases_dirty: false,
+            bases_loaded_for: None,
         }
     }
 }

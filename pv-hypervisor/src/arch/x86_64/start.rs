@@ -206,6 +206,14 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    if domain.traps.mode == GuestMode::User {
+        // A user program's system call, for the guest kernel.
+        if let Err(why) = deliver::user_syscall(domain, &mut hv.memory, frame) {
+            domain.crash(why.describe());
+        }
+        resume_guest(guard, frame);
+        return;
+    }
     let number = frame.rax;
     domain.count_hypercall(number);
     let args = frame.hypercall_args();
@@ -241,7 +249,7 @@ extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) {
         }
         None => {
             frame.rip = frame.rip.wrapping_sub(2);
-            deliver::bounce_vector(domain, &mut hv.memory, frame, VECTOR_INVALID_OPCODE, None)
+            deliver::bounce_vector(domain, &mut hv.memory, frame, deliver::VECTOR_INVALID_OPCODE, None)
         }
     };
     if let Err(why) = delivered {
@@ -254,7 +262,6 @@ const VECTOR_NMI: u64 = 2;
 const VECTOR_DOUBLE_FAULT: u64 = 8;
 const VECTOR_MACHINE_CHECK: u64 = 18;
 const VECTOR_DEVICE_NOT_AVAILABLE: u64 = 7;
-const VECTOR_INVALID_OPCODE: u8 = 6;
 
 /// Every CPU exception lands here.
 #[no_mangle]
@@ -322,7 +329,7 @@ fn fetch_instruction(memory: &DirectMap, l4: u64, rip: u64) -> ([u8; 20], usize,
 /// be read in full, so the guest gets a page fault at `address`.
 fn emulate_instead(domain: &mut Domain, memory: &DirectMap, cpuid: &CpuidPolicy, frame: &mut GuestRegisters) -> Option<Result<(), u64>> {
     let general_protection = frame.vector == deliver::VECTOR_GENERAL_PROTECTION as u64 && frame.error_code == 0;
-    if !general_protection && frame.vector != VECTOR_INVALID_OPCODE as u64 {
+    if !general_protection && frame.vector != deliver::VECTOR_INVALID_OPCODE as u64 {
         return None;
     }
     let (bytes, len, unreadable) = fetch_instruction(memory, domain.active_l4(), frame.rip);
@@ -375,6 +382,11 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     if !domain.state.is_running() {
         drop(guard);
         domain_stopped();
+    }
+    if domain.traps.bases_loaded_for != Some(domain.traps.mode) {
+        // Kernel and user mode each have their GS base (swapgs in a native kernel).
+        domain.traps.segment_bases_dirty = true;
+        domain.traps.bases_loaded_for = Some(domain.traps.mode);
     }
     let l4 = domain.active_l4();
     if cpu::cr3() != l4 {

@@ -92,3 +92,31 @@ fn undeliverable_events_name_their_reason() {
     g.domain.traps.kernel_sp = 0xffff_8000_0000_1000;
     assert_eq!(deliver_exception(&mut g.domain, &mut g.memory, &mut g.regs, ud), Err(Undeliverable::BadStack));
 }
+
+#[test]
+fn user_syscall_enters_the_callback_on_the_kernel_stack() {
+    use crate::trap::state::Callback;
+    let mut g = guest_with_traps(&[(6, 0, 0x10_6000)]);
+    g.domain.traps.mode = GuestMode::User;
+    g.domain.traps.kernel_sp = STACK_TOP;
+    g.regs.rsp = 0x7000_0000; // the user stack, not mapped in the kernel's tables
+    g.regs.rcx = 0x40_1002; // syscall put the return rip and rflags here
+    g.regs.r11 = 0x646;
+    g.regs.rflags = 0x646;
+    g.domain.traps.callbacks.syscall = Some(Callback { address: 0x10_5000, mask_events: true });
+    user_syscall(&mut g.domain, &mut g.memory, &mut g.regs).unwrap();
+    assert_eq!(g.domain.traps.mode, GuestMode::Kernel);
+    assert_eq!((g.regs.rip, g.regs.rsp), (0x10_5000, STACK_TOP - 56));
+    assert_eq!(g.regs.rflags & (1 << 10), 0, "DF clear in the handler");
+    let w = stack_words(&g, 7);
+    assert_eq!((w[0], w[1], w[3]), (0x40_1002, 0x646, 0xe033), "rcx, r11, user cs with RPL 3");
+    assert_eq!(w[5], 0x7000_0000, "the user rsp");
+    assert_eq!(mask(&g), 1);
+    // No callback: #UD at the syscall instruction.
+    let mut g = guest_with_traps(&[(6, 0, 0x10_6000)]);
+    g.domain.traps.mode = GuestMode::User;
+    g.domain.traps.kernel_sp = STACK_TOP;
+    g.regs.rip = 0x40_1002;
+    user_syscall(&mut g.domain, &mut g.memory, &mut g.regs).unwrap();
+    assert_eq!((g.regs.rip, stack_words(&g, 3)[2]), (0x10_6000, 0x40_1000));
+}
