@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault, badptr, hypercall-count, traps, privops, usermode, entry-attacks, entry-attack NAME";
+    "hello, fault, badptr, hypercall-count, traps, privops, usermode, entry-attacks, entry-attack NAME, bench-hypercall [N]";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -39,6 +39,7 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "usermode" => crate::checks::usermode::run(info),
         "entry-attacks" => crate::checks::entry_attacks::run(info),
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
+        "bench-hypercall" => crate::checks::bench::run(command),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");
             println!("RESULT test={other} status=fail reason=unknown-command");

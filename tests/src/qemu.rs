@@ -50,16 +50,34 @@ pub fn accelerator_args() -> Vec<String> {
     }
 }
 
-fn base_command() -> Command {
+/// TCG whatever the host offers: for measurements that must say what they ran on.
+pub fn tcg_args() -> Vec<String> {
+    ["-accel", "tcg", "-cpu", "max"].map(String::from).to_vec()
+}
+
+/// TCG with QEMU's instruction counter: with shift=0 the virtual clock, and with it the
+/// guest's TSC, advances 1 ns per guest instruction. KVM cannot count instructions.
+pub fn tcg_icount_args() -> Vec<String> {
+    let mut args = tcg_args();
+    args.extend(["-icount", "shift=0"].map(String::from));
+    args
+}
+
+fn base_command(accel: &[String]) -> Command {
     let mut cmd = Command::new(QEMU);
     cmd.args(["-machine", "pc", "-m", "512M", "-smp", "1", "-display", "none", "-no-reboot", "-monitor", "none", "-net", "none"]);
-    cmd.args(accelerator_args());
+    cmd.args(accel);
     cmd
 }
 
 /// Boots our hypervisor with `bundle` as its PVH module; serial on stdout.
 pub fn hypervisor_command(hypervisor: &Path, bundle: &Path, hv_cmdline: &str) -> Command {
-    let mut cmd = base_command();
+    hypervisor_command_with(&accelerator_args(), hypervisor, bundle, hv_cmdline)
+}
+
+/// [`hypervisor_command`] with the accelerator arguments given.
+pub fn hypervisor_command_with(accel: &[String], hypervisor: &Path, bundle: &Path, hv_cmdline: &str) -> Command {
+    let mut cmd = base_command(accel);
     cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.arg("-kernel").arg(hypervisor).arg("-initrd").arg(bundle).arg("-append").arg(hv_cmdline);
     cmd
@@ -68,7 +86,12 @@ pub fn hypervisor_command(hypervisor: &Path, bundle: &Path, hv_cmdline: &str) ->
 /// Boots real Xen with `guest` as dom0 (multiboot module; Xen strips the first word of
 /// the module command line, the file name, and gives dom0 the rest).
 pub fn xen_command(xen: &Path, guest: &Path, guest_cmdline: &str) -> Command {
-    let mut cmd = base_command();
+    xen_command_with(&accelerator_args(), xen, guest, guest_cmdline)
+}
+
+/// [`xen_command`] with the accelerator arguments given.
+pub fn xen_command_with(accel: &[String], xen: &Path, guest: &Path, guest_cmdline: &str) -> Command {
+    let mut cmd = base_command(accel);
     cmd.args(["-serial", "stdio"]);
     cmd.arg("-kernel").arg(xen);
     cmd.args(["-append", "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=all guest_loglvl=all noreboot"]);

@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: measurements, printed as a table and written as JSON.
 
+mod hypercall;
+
 use crate::{artifacts_dir, build};
 use pv_tests::bundle::dom0_bundle;
 use pv_tests::qemu;
@@ -10,15 +12,19 @@ use xshell::{cmd, Shell};
 const RUNS: usize = 5;
 const GREETING: &str = "event=greeting";
 
-pub fn bench(sh: &Shell, which: &str) -> Result<(), String> {
+/// `runs`: rounds of the hypercall benchmark (`--runs`), default [`hypercall::DEFAULT_RUNS`].
+pub fn bench(sh: &Shell, which: &str, runs: Option<usize>) -> Result<(), String> {
+    let runs = runs.unwrap_or(hypercall::DEFAULT_RUNS);
     match which {
         "boot" => boot(sh),
         "rings" => rings(sh),
+        "hypercall" => hypercall::bench(sh, runs),
         "all" => {
             boot(sh)?;
-            rings(sh)
+            rings(sh)?;
+            hypercall::bench(sh, runs)
         }
-        other => Err(format!("unknown benchmark '{other}' (boot, rings, all)")),
+        other => Err(format!("unknown benchmark '{other}' (boot, rings, hypercall, all)")),
     }
 }
 

@@ -19,11 +19,17 @@ commands:
                                 build, then boot with the serial console on this terminal;
                                 --xen boots the same guest as dom0 on real Xen 4.17
                                 guest commands: hello (default), fault, badptr, hypercall-count,
-                                traps, privops, usermode, entry-attacks, entry-attack NAME
+                                traps, privops, usermode, entry-attacks, entry-attack NAME,
+                                bench-hypercall [N]
   test                          host unit tests of every crate, then every QEMU scenario
                                 (PV_SKIP_REAL_XEN=1 skips the real-Xen one)
-  bench [boot|rings|all]        boot: boot-to-greeting time, ours vs real Xen (5 runs each);
-                                rings: ring-buffer throughput; tables on stdout, JSON in target/bench/
+  bench [boot|rings|hypercall|all] [--runs R]
+                                boot: boot-to-greeting time, ours vs real Xen (5 runs each);
+                                rings: ring-buffer throughput;
+                                hypercall: cycles per null hypercall and per exception bounce +
+                                iret, ours vs real Xen under TCG (medians of R paired runs,
+                                default 5), plus ours' instruction counts under -icount;
+                                tables on stdout, JSON in target/bench/
   gdb [--guest-cmdline STR]     boot with QEMU waiting for gdb on :1234, symbols loaded
 ";
 
@@ -49,7 +55,11 @@ fn dispatch(args: &[String]) -> Result<()> {
         Some("build") => build(&sh, &guest_cmdline).map(|_| ()),
         Some("run") => run(&sh, &guest_cmdline, &option(args, "--hv-cmdline").unwrap_or_else(|| "loglvl=info".into()), args.iter().any(|a| a == "--xen")),
         Some("test") => test(&sh),
-        Some("bench") => bench::bench(&sh, args.get(1).map(String::as_str).unwrap_or("all")),
+        Some("bench") => {
+            let runs = option(args, "--runs").map(|r| r.parse().ok().filter(|&n| n > 0).ok_or(format!("--runs {r}: not a positive number"))).transpose()?;
+            let which = args.get(1).map(String::as_str).filter(|w| !w.starts_with("--")).unwrap_or("all");
+            bench::bench(&sh, which, runs)
+        }
         Some("gdb") => gdb(&sh, &guest_cmdline),
         Some("--help" | "-h" | "help") | None => {
             print!("{HELP}");
@@ -133,6 +143,7 @@ fn test(sh: &Shell) -> Result<()> {
     };
     step("host unit tests", &mut || {
         cmd!(sh, "cargo test -p hypercall-abi -p pv-hypervisor -p pv-tests --lib").run().map_err(|e| e.to_string())?;
+        cmd!(sh, "cargo test -p xtask --bins").run().map_err(|e| e.to_string())?;
         cmd!(sh, "cargo test -p ring-buffers --release").run().map_err(|e| e.to_string())
     })?;
     if workspace_root().join("ring-buffers/tests/loom.rs").exists() {

@@ -2,6 +2,7 @@
 //! `RESULT` line per check. They run unchanged on pv-hypervisor and on real Xen, and
 //! the harness compares the lines field by field.
 
+pub mod bench;
 pub mod entry_attacks;
 pub mod privops;
 pub mod usermode;

@@ -1,0 +1,133 @@
+//! `bench-hypercall [N]`: what a guest pays to enter the hypervisor. Each operation runs
+//! N times (default 20000) after a warm-up, between two `lfence; rdtsc` reads, and
+//! prints one RESULT line; `cargo xtask bench hypercall` runs it on both hypervisors.
+//!
+//! The operations: `null_hypercall` (xen_version through the hypercall page: the entry
+//! and exit path with no work), `exception_bounce_iret` (an `int3` bounced to our own
+//! trap handler, which returns through the iret hypercall: the full exception path a
+//! kernel pays on a PV hypervisor) and `loop_overhead` (the same loop with nothing in
+//! it, for the harness to subtract). A user-mode syscall round trip belongs here too;
+//! it is added once the guest has a user mode, which it does not have yet.
+//!
+//! `calibration` times exactly 1,000,000 `nop`s, unrolled in blocks so the loop adds
+//! little: under QEMU's `-icount` it turns TSC cycles into guest instructions.
+
+use crate::console::println;
+use crate::platform;
+use crate::traps::{ARMED, RESUME_RIP};
+use core::sync::atomic::Ordering::SeqCst;
+
+const DEFAULT_ITERATIONS: u64 = 20_000;
+const WARM_UP: u64 = 1_000;
+const NOPS_PER_BLOCK: u64 = 1_000;
+const NOP_BLOCKS: u64 = 1_000;
+/// Instructions of the calibration loop besides its nops: `dec` and `jnz` per block.
+const CALIBRATION_LOOP_INSTRUCTIONS: u64 = 2 * NOP_BLOCKS;
+
+pub fn run(command: &str) {
+    let iterations = match command.split_ascii_whitespace().nth(1).map(str::parse::<u64>) {
+        None => DEFAULT_ITERATIONS,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            println!("RESULT test=bench-hypercall status=fail reason=bad-iteration-count");
+            return;
+        }
+    };
+    let installed = crate::traps::install();
+    if installed != 0 {
+        println!("RESULT test=bench-hypercall status=fail reason=set_trap_table ret={installed}");
+        return;
+    }
+
+    report("loop_overhead", iterations, measure(iterations, nothing));
+    report("null_hypercall", iterations, measure(iterations, || {
+        core::hint::black_box(platform::hypervisor_version());
+    }));
+    report("exception_bounce_iret", iterations, measure(iterations, breakpoint_round_trip));
+
+    let cycles = calibration();
+    println!(
+        "RESULT test=bench-hypercall op=calibration nops={} loop_instructions={CALIBRATION_LOOP_INSTRUCTIONS} cycles={cycles}",
+        NOPS_PER_BLOCK * NOP_BLOCKS
+    );
+    println!("RESULT test=bench-hypercall status=pass");
+}
+
+fn report(op: &str, iterations: u64, total_cycles: u64) {
+    println!(
+        "RESULT test=bench-hypercall op={op} iterations={iterations} cycles_per_op={} total_cycles={total_cycles}",
+        total_cycles / iterations
+    );
+}
+
+/// The TSC after every earlier instruction has completed (`lfence` keeps `rdtsc` from
+/// running ahead of them). The kernel runs in ring 3, but neither hypervisor sets
+/// CR4.TSD, so `rdtsc` does not trap.
+#[inline(always)]
+fn fenced_rdtsc() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: lfence and rdtsc touch no memory.
+    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") low, out("edx") high, options(nomem, nostack)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Total cycles for `iterations` calls of `op`, after a warm-up.
+#[inline(always)]
+fn measure(iterations: u64, mut op: impl FnMut()) -> u64 {
+    for _ in 0..WARM_UP {
+        op();
+    }
+    let start = fenced_rdtsc();
+    for _ in 0..core::hint::black_box(iterations) {
+        op();
+    }
+    fenced_rdtsc().wrapping_sub(start)
+}
+
+/// The empty body of `loop_overhead`: an empty asm statement the compiler must keep,
+/// so the loop around it is not optimised away.
+#[inline(always)]
+fn nothing() {
+    // SAFETY: an empty asm statement does nothing.
+    unsafe { core::arch::asm!("", options(nomem, nostack, preserves_flags)) };
+}
+
+/// One `int3` through the whole PV exception path: the hypervisor bounces it to our
+/// trap stub, the Rust handler records it and resumes at the armed address, and the
+/// stub returns through the iret hypercall.
+#[inline(always)]
+fn breakpoint_round_trip() {
+    ARMED.store(true, SeqCst);
+    // SAFETY: the armed handler resumes at label 2 (the instruction after int3) with
+    // every register as it was; the handler's writes are to its own statics.
+    unsafe {
+        core::arch::asm!(
+            "lea rax, [rip + 2f]",
+            "mov qword ptr [rip + {resume}], rax",
+            "int3",
+            "2:",
+            resume = sym RESUME_RIP,
+            out("rax") _,
+        );
+    }
+}
+
+/// Cycles for NOP_BLOCKS blocks of NOPS_PER_BLOCK `nop`s.
+fn calibration() -> u64 {
+    let start = fenced_rdtsc();
+    // SAFETY: only nops and a counter register.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            ".rept {block}",
+            "nop",
+            ".endr",
+            "dec {blocks}",
+            "jnz 2b",
+            block = const NOPS_PER_BLOCK,
+            blocks = inout(reg) NOP_BLOCKS => _,
+            options(nomem, nostack),
+        );
+    }
+    fenced_rdtsc().wrapping_sub(start)
+}

@@ -1,0 +1,280 @@
+//! `cargo xtask bench hypercall`: the guest's `bench-hypercall` command on our
+//! hypervisor and on real Xen 4.17, both under TCG, in paired rounds (ours, then Xen),
+//! then once on ours under `-icount shift=0` to count instructions.
+//!
+//! Cycles are TCG's TSC, which follows the host clock: they compare the two hypervisors
+//! on the same emulator, not on hardware. Under `-icount shift=0` each guest instruction
+//! advances the virtual clock (and so the TSC) by 1 ns, and the guest's calibration line
+//! (1,000,000 nops) gives the exact instructions per TSC cycle. Real Xen 4.17 hangs
+//! under `-icount`, so it has no instruction count.
+
+use crate::{artifacts_dir, build};
+use pv_tests::bundle::dom0_bundle;
+use pv_tests::qemu;
+use pv_tests::results::{find, ResultLine};
+use pv_tests::scenario::{run, Options};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use xshell::Shell;
+
+pub const DEFAULT_RUNS: usize = 5;
+const COMMAND: &str = "bench-hypercall";
+const TEST: &str = "bench-hypercall";
+/// The ops reported, in table order; `loop_overhead` is the baseline subtracted from each.
+const OPS: [&str; 2] = ["null_hypercall", "exception_bounce_iret"];
+const BASELINE: &str = "loop_overhead";
+
+/// What one boot of `bench-hypercall` printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// cycles_per_op by op name, the baseline included.
+    pub cycles_per_op: BTreeMap<String, u64>,
+    pub iterations: u64,
+    /// Instructions the calibration loop executed (nops plus its own loop) and the TSC
+    /// cycles it took.
+    pub calibration_instructions: u64,
+    pub calibration_cycles: u64,
+}
+
+fn number(line: &ResultLine, key: &str) -> Result<u64, String> {
+    let text = line.get(key).ok_or_else(|| format!("RESULT line without {key}: {line:?}"))?;
+    text.parse().map_err(|_| format!("{key}={text} is not a number"))
+}
+
+/// Reads one run's RESULT lines; the run must have ended with status=pass and measured
+/// every op.
+pub fn parse_run(results: &[ResultLine]) -> Result<Run, String> {
+    if find(results, &[("test", TEST), ("status", "pass")]).is_none() {
+        let failed = find(results, &[("test", TEST), ("status", "fail")]);
+        return Err(format!("{TEST} did not pass: {failed:?}"));
+    }
+    let mut cycles_per_op = BTreeMap::new();
+    let mut iterations = 0;
+    for op in OPS.iter().chain([&BASELINE]) {
+        let line = find(results, &[("test", TEST), ("op", op)]).ok_or_else(|| format!("no result for op={op}"))?;
+        cycles_per_op.insert(op.to_string(), number(line, "cycles_per_op")?);
+        iterations = number(line, "iterations")?;
+    }
+    let calibration = find(results, &[("test", TEST), ("op", "calibration")]).ok_or("no calibration line")?;
+    let loop_instructions = calibration.get("loop_instructions").map_or(Ok(0), |_| number(calibration, "loop_instructions"))?;
+    Ok(Run {
+        cycles_per_op,
+        iterations,
+        calibration_instructions: number(calibration, "nops")? + loop_instructions,
+        calibration_cycles: number(calibration, "cycles")?,
+    })
+}
+
+impl Run {
+    /// cycles_per_op of `op` minus this run's loop overhead.
+    pub fn net_cycles(&self, op: &str) -> f64 {
+        let cycles = self.cycles_per_op.get(op).copied().unwrap_or(0);
+        let baseline = self.cycles_per_op.get(BASELINE).copied().unwrap_or(0);
+        cycles.saturating_sub(baseline) as f64
+    }
+
+    /// Guest instructions per op, meaningful for a run under `-icount` only.
+    pub fn instructions(&self, op: &str) -> f64 {
+        if self.calibration_cycles == 0 {
+            return 0.0;
+        }
+        self.net_cycles(op) * self.calibration_instructions as f64 / self.calibration_cycles as f64
+    }
+}
+
+/// The median; the mean of the middle two for an even count, 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub op: &'static str,
+    pub ours: f64,
+    pub xen: f64,
+    /// ours / Xen; below 1 means ours is cheaper.
+    pub ratio: f64,
+    pub ours_instructions: Option<f64>,
+}
+
+/// Per op: the median over runs of (cycles_per_op - that run's loop overhead), for each
+/// hypervisor, their ratio, and the instruction count of the `-icount` run if any.
+pub fn summarise(ours: &[Run], xen: &[Run], icount: Option<&Run>) -> Vec<Row> {
+    OPS.iter()
+        .map(|&op| {
+            let net = |runs: &[Run]| median(&runs.iter().map(|r| r.net_cycles(op)).collect::<Vec<_>>());
+            let (o, x) = (net(ours), net(xen));
+            Row { op, ours: o, xen: x, ratio: if x > 0.0 { o / x } else { f64::NAN }, ours_instructions: icount.map(|r| r.instructions(op)) }
+        })
+        .collect()
+}
+
+fn boot(command: std::process::Command, timeout_s: u64, stop_on: Vec<&'static str>, log: &Path) -> Result<Run, String> {
+    let options = Options { timeout: Duration::from_secs(timeout_s), stop_on, mark: None, log_path: Some(log.to_path_buf()) };
+    let outcome = run(command, &options)?;
+    if outcome.timed_out {
+        return Err(format!("timed out after {timeout_s} s (log: {})", log.display()));
+    }
+    parse_run(&outcome.results).map_err(|e| format!("{e}; log {}; tail:\n{}", log.display(), outcome.tail(15)))
+}
+
+pub fn bench(sh: &Shell, runs: usize) -> Result<(), String> {
+    let built = build(sh, "hello")?;
+    qemu::check_qemu()?;
+    let xen_image = qemu::xen_image(&artifacts_dir())?;
+    let guest = std::fs::read(&built.guest).map_err(|e| e.to_string())?;
+    let bundle = artifacts_dir().join("bench-hypercall.cpio");
+    std::fs::write(&bundle, dom0_bundle(&guest, COMMAND)).map_err(|e| e.to_string())?;
+    let out = crate::workspace_root().join("target/bench");
+    let logs = out.join("hypercall-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let tcg = qemu::tcg_args();
+
+    let (mut ours, mut xen) = (Vec::new(), Vec::new());
+    for round in 1..=runs {
+        eprintln!("xtask: bench hypercall round {round}/{runs}: pv-hypervisor, then xen-4.17");
+        let command = qemu::hypervisor_command_with(&tcg, &built.hypervisor, &bundle, "loglvl=info");
+        ours.push(boot(command, 90, vec![], &logs.join(format!("ours-{round}.log"))).map_err(|e| format!("pv-hypervisor: {e}"))?);
+        let command = qemu::xen_command_with(&tcg, &xen_image, &built.guest, COMMAND);
+        let stop = vec![qemu::XEN_DOM0_HALTED, qemu::XEN_DOM0_SHUTDOWN];
+        xen.push(boot(command, 300, stop, &logs.join(format!("xen-{round}.log"))).map_err(|e| format!("xen-4.17: {e}"))?);
+    }
+    eprintln!("xtask: bench hypercall: pv-hypervisor under -icount shift=0");
+    let command = qemu::hypervisor_command_with(&qemu::tcg_icount_args(), &built.hypervisor, &bundle, "loglvl=info");
+    let icount = boot(command, 300, vec![], &logs.join("ours-icount.log")).map_err(|e| format!("pv-hypervisor under -icount: {e}"))?;
+
+    let rows = summarise(&ours, &xen, Some(&icount));
+    let what = format!("TCG, medians of {runs} paired runs");
+    println!("{}", table(&rows, &ours, &xen, &what, &icount));
+    std::fs::write(out.join("hypercall.json"), json(&rows, &ours, &xen, &icount, &what)).map_err(|e| e.to_string())?;
+    println!("written: target/bench/hypercall.json (logs in target/bench/hypercall-logs/)");
+    Ok(())
+}
+
+fn table(rows: &[Row], ours: &[Run], xen: &[Run], what: &str, icount: &Run) -> String {
+    let iterations = ours.first().map_or(0, |r| r.iterations);
+    let baseline = |runs: &[Run]| median(&runs.iter().map(|r| r.cycles_per_op[BASELINE] as f64).collect::<Vec<_>>());
+    let mut text = format!("guest entry costs, TSC cycles per op minus loop overhead ({what}; {iterations} iterations per run)\n");
+    text.push_str(&format!("{:<22} {:>12} {:>12} {:>9} {:>18}\n", "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions"));
+    for row in rows {
+        let instructions = row.ours_instructions.map_or("n/a".into(), |i| format!("{i:.0}"));
+        text.push_str(&format!("{:<22} {:>12.0} {:>12.0} {:>9.2} {:>18}\n", row.op, row.ours, row.xen, row.ratio, instructions));
+    }
+    text.push_str(&format!(
+        "loop overhead (subtracted): ours {:.0}, Xen {:.0} cycles; instructions from one run under -icount shift=0 ({:.3} instructions per TSC cycle); Xen: n/a (Xen 4.17 hangs under -icount)",
+        baseline(ours),
+        baseline(xen),
+        icount.calibration_instructions as f64 / icount.calibration_cycles.max(1) as f64
+    ));
+    text
+}
+
+fn list(values: impl Iterator<Item = f64>) -> String {
+    values.map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
+}
+
+fn json(rows: &[Row], ours: &[Run], xen: &[Run], icount: &Run, what: &str) -> String {
+    let accel = qemu::tcg_args().join(" ");
+    let iterations = ours.first().map_or(0, |r| r.iterations);
+    let mut json = format!(
+        "{{\n  \"what\": \"{what}\",\n  \"unit\": \"TSC cycles per op minus loop overhead\",\n  \"accelerator\": \"{accel}\",\n  \"runs\": {},\n  \"iterations\": {iterations},\n",
+        ours.len()
+    );
+    json.push_str(&format!(
+        "  \"icount\": {{\"qemu_args\": \"{}\", \"instructions_per_cycle\": {:.4}, \"xen\": \"n/a: Xen 4.17 hangs under -icount\"}},\n",
+        qemu::tcg_icount_args().join(" "),
+        icount.calibration_instructions as f64 / icount.calibration_cycles.max(1) as f64
+    ));
+    json.push_str("  \"ops\": {\n");
+    for (i, row) in rows.iter().enumerate() {
+        let instructions = row.ours_instructions.map_or("null".into(), |v| format!("{v:.0}"));
+        json.push_str(&format!(
+            "    \"{}\": {{\"ours_cycles\": {:.0}, \"xen_cycles\": {:.0}, \"ratio\": {:.3}, \"ours_instructions\": {instructions}, \"xen_instructions\": null, \"ours_samples\": [{}], \"xen_samples\": [{}]}}{}\n",
+            row.op,
+            row.ours,
+            row.xen,
+            row.ratio,
+            list(ours.iter().map(|r| r.net_cycles(row.op))),
+            list(xen.iter().map(|r| r.net_cycles(row.op))),
+            if i + 1 < rows.len() { "," } else { "" }
+        ));
+    }
+    json.push_str(&format!(
+        "  }},\n  \"loop_overhead_samples\": {{\"ours\": [{}], \"xen\": [{}]}}\n}}\n",
+        list(ours.iter().map(|r| r.cycles_per_op[BASELINE] as f64)),
+        list(xen.iter().map(|r| r.cycles_per_op[BASELINE] as f64))
+    ));
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pv_tests::results::parse_log;
+
+    fn log(null: u64, bounce: u64, overhead: u64, calibration_cycles: u64) -> String {
+        format!(
+            "(d0) RESULT event=greeting cmd_line=\"bench-hypercall\"\n\
+             (d0) RESULT test=bench-hypercall op=loop_overhead iterations=20000 cycles_per_op={overhead} total_cycles=1\n\
+             (d0) RESULT test=bench-hypercall op=null_hypercall iterations=20000 cycles_per_op={null} total_cycles=1\n\
+             RESULT test=bench-hypercall op=exception_bounce_iret iterations=20000 cycles_per_op={bounce} total_cycles=1\n\
+             (d0) RESULT test=bench-hypercall op=calibration nops=1000000 loop_instructions=2000 cycles={calibration_cycles}\n\
+             (d0) RESULT test=bench-hypercall status=pass\n"
+        )
+    }
+
+    fn parsed(null: u64, bounce: u64, overhead: u64) -> Run {
+        parse_run(&parse_log(&log(null, bounce, overhead, 501_000))).unwrap()
+    }
+
+    #[test]
+    fn parses_a_run() {
+        let run = parsed(1048, 5855, 22);
+        assert_eq!(run.iterations, 20000);
+        assert_eq!(run.cycles_per_op["null_hypercall"], 1048);
+        assert_eq!(run.cycles_per_op["loop_overhead"], 22);
+        assert_eq!(run.calibration_instructions, 1_002_000);
+        assert_eq!(run.net_cycles("exception_bounce_iret"), 5833.0);
+        // Under -icount: 1,002,000 instructions in 501,000 cycles is 2 per cycle.
+        assert_eq!(run.instructions("null_hypercall"), 2052.0);
+    }
+
+    #[test]
+    fn refuses_incomplete_or_failed_runs() {
+        let full = log(1, 2, 0, 10);
+        let without_pass = full.replace("status=pass", "status=fail");
+        assert!(parse_run(&parse_log(&without_pass)).is_err());
+        let without_op = full.lines().filter(|l| !l.contains("null_hypercall")).collect::<Vec<_>>().join("\n");
+        assert!(parse_run(&parse_log(&without_op)).unwrap_err().contains("null_hypercall"));
+        let garbled = full.replace("cycles_per_op=2", "cycles_per_op=two");
+        assert!(parse_run(&parse_log(&garbled)).is_err());
+    }
+
+    #[test]
+    fn medians_odd_even_and_empty() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn summarises_medians_of_net_cycles_and_ratio() {
+        // Each run's own overhead is subtracted before the median.
+        let ours = [parsed(120, 1020, 20), parsed(110, 1010, 10), parsed(500, 9000, 0)];
+        let xen = [parsed(210, 520, 10), parsed(220, 530, 20), parsed(200, 500, 0)];
+        let rows = summarise(&ours, &xen, Some(&ours[0]));
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].op, rows[0].ours, rows[0].xen, rows[0].ratio), ("null_hypercall", 100.0, 200.0, 0.5));
+        assert_eq!((rows[1].op, rows[1].ours, rows[1].xen, rows[1].ratio), ("exception_bounce_iret", 1000.0, 510.0, 1000.0 / 510.0));
+        assert_eq!(rows[0].ours_instructions, Some(200.0));
+        assert_eq!(summarise(&ours, &xen, None)[0].ours_instructions, None);
+    }
+}
