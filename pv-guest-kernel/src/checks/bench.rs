@@ -43,7 +43,13 @@ pub fn run(command: &str) {
     report("null_hypercall", iterations, measure(iterations, || {
         core::hint::black_box(platform::hypervisor_version());
     }));
-    report("exception_bounce_iret", iterations, measure(iterations, breakpoint_round_trip));
+    let bounce = measure(iterations, breakpoint_round_trip);
+    // Every int3 disarms the handler when it bounces; still armed means the last did not.
+    if ARMED.swap(false, SeqCst) {
+        println!("RESULT test=bench-hypercall status=fail reason=int3-not-bounced");
+        return;
+    }
+    report("exception_bounce_iret", iterations, bounce);
 
     let cycles = calibration();
     println!(

@@ -1,6 +1,7 @@
 //! Conformance checks: guest commands that provoke hypervisor behaviour and print one
 //! `RESULT` line per check. They run unchanged on pv-hypervisor and on real Xen, and
-//! the harness compares the lines field by field.
+//! the harness compares the lines field by field. `bench` is the odd one out: it
+//! measures rather than checks, for `cargo xtask bench hypercall`.
 
 pub mod bench;
 pub mod entry_attacks;

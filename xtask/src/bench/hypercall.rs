@@ -5,8 +5,9 @@
 //! Cycles are TCG's TSC, which follows the host clock: they compare the two hypervisors
 //! on the same emulator, not on hardware. Under `-icount shift=0` each guest instruction
 //! advances the virtual clock (and so the TSC) by 1 ns, and the guest's calibration line
-//! (1,000,000 nops) gives the exact instructions per TSC cycle. Real Xen 4.17 hangs
-//! under `-icount`, so it has no instruction count.
+//! (1,000,000 nops) gives the exact instructions per TSC cycle. Real Xen 4.17 does not
+//! run under `-icount` (QEMU 10 stops with "Bad icount read" while Xen sets up its
+//! timer), so it has no instruction count.
 
 use crate::{artifacts_dir, build};
 use pv_tests::bundle::dom0_bundle;
@@ -28,8 +29,9 @@ const BASELINE: &str = "loop_overhead";
 /// What one boot of `bench-hypercall` printed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    /// cycles_per_op by op name, the baseline included.
-    pub cycles_per_op: BTreeMap<String, u64>,
+    /// Cycles per op by op name, the baseline included: total_cycles / iterations, which
+    /// keeps the fraction the guest's integer cycles_per_op drops.
+    pub cycles_per_op: BTreeMap<String, f64>,
     pub iterations: u64,
     /// Instructions the calibration loop executed (nops plus its own loop) and the TSC
     /// cycles it took.
@@ -53,8 +55,11 @@ pub fn parse_run(results: &[ResultLine]) -> Result<Run, String> {
     let mut iterations = 0;
     for op in OPS.iter().chain([&BASELINE]) {
         let line = find(results, &[("test", TEST), ("op", op)]).ok_or_else(|| format!("no result for op={op}"))?;
-        cycles_per_op.insert(op.to_string(), number(line, "cycles_per_op")?);
         iterations = number(line, "iterations")?;
+        if iterations == 0 {
+            return Err(format!("op={op} ran 0 iterations"));
+        }
+        cycles_per_op.insert(op.to_string(), number(line, "total_cycles")? as f64 / iterations as f64);
     }
     let calibration = find(results, &[("test", TEST), ("op", "calibration")]).ok_or("no calibration line")?;
     let loop_instructions = calibration.get("loop_instructions").map_or(Ok(0), |_| number(calibration, "loop_instructions"))?;
@@ -69,9 +74,9 @@ pub fn parse_run(results: &[ResultLine]) -> Result<Run, String> {
 impl Run {
     /// cycles_per_op of `op` minus this run's loop overhead.
     pub fn net_cycles(&self, op: &str) -> f64 {
-        let cycles = self.cycles_per_op.get(op).copied().unwrap_or(0);
-        let baseline = self.cycles_per_op.get(BASELINE).copied().unwrap_or(0);
-        cycles.saturating_sub(baseline) as f64
+        let cycles = self.cycles_per_op.get(op).copied().unwrap_or(0.0);
+        let baseline = self.cycles_per_op.get(BASELINE).copied().unwrap_or(0.0);
+        (cycles - baseline).max(0.0)
     }
 
     /// Guest instructions per op, meaningful for a run under `-icount` only.
@@ -161,19 +166,19 @@ pub fn bench(sh: &Shell, runs: usize) -> Result<(), String> {
 
 fn table(rows: &[Row], ours: &[Run], xen: &[Run], what: &str, icount: &Run) -> String {
     let iterations = ours.first().map_or(0, |r| r.iterations);
-    let baseline = |runs: &[Run]| median(&runs.iter().map(|r| r.cycles_per_op[BASELINE] as f64).collect::<Vec<_>>());
+    let baseline = |runs: &[Run]| median(&runs.iter().map(|r| r.cycles_per_op[BASELINE]).collect::<Vec<_>>());
     let mut text = format!("guest entry costs, TSC cycles per op minus loop overhead ({what}; {iterations} iterations per run)\n");
-    text.push_str(&format!("{:<22} {:>12} {:>12} {:>9} {:>18}\n", "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions"));
+    text.push_str(&format!("{:<22} {:>12} {:>12} {:>9} {:>18} {:>17}\n", "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions", "Xen instructions"));
     for row in rows {
         let instructions = row.ours_instructions.map_or("n/a".into(), |i| format!("{i:.0}"));
-        text.push_str(&format!("{:<22} {:>12.0} {:>12.0} {:>9.2} {:>18}\n", row.op, row.ours, row.xen, row.ratio, instructions));
+        text.push_str(&format!("{:<22} {:>12.0} {:>12.0} {:>9.2} {:>18} {:>17}\n", row.op, row.ours, row.xen, row.ratio, instructions, "n/a"));
     }
+    text.push_str(&format!("loop overhead subtracted (median cycles per iteration): ours {:.1}, Xen {:.1}\n", baseline(ours), baseline(xen)));
     text.push_str(&format!(
-        "loop overhead (subtracted): ours {:.0}, Xen {:.0} cycles; instructions from one run under -icount shift=0 ({:.3} instructions per TSC cycle); Xen: n/a (Xen 4.17 hangs under -icount)",
-        baseline(ours),
-        baseline(xen),
+        "instructions: one run of ours under -icount shift=0 ({:.3} instructions per TSC cycle by the nop calibration);\n",
         icount.calibration_instructions as f64 / icount.calibration_cycles.max(1) as f64
     ));
+    text.push_str("Xen n/a: QEMU stops Xen 4.17 under -icount ('Bad icount read')");
     text
 }
 
@@ -189,7 +194,7 @@ fn json(rows: &[Row], ours: &[Run], xen: &[Run], icount: &Run, what: &str) -> St
         ours.len()
     );
     json.push_str(&format!(
-        "  \"icount\": {{\"qemu_args\": \"{}\", \"instructions_per_cycle\": {:.4}, \"xen\": \"n/a: Xen 4.17 hangs under -icount\"}},\n",
+        "  \"icount\": {{\"qemu_args\": \"{}\", \"instructions_per_cycle\": {:.4}, \"xen\": \"n/a: QEMU stops Xen 4.17 under -icount (Bad icount read)\"}},\n",
         qemu::tcg_icount_args().join(" "),
         icount.calibration_instructions as f64 / icount.calibration_cycles.max(1) as f64
     ));
@@ -209,8 +214,8 @@ fn json(rows: &[Row], ours: &[Run], xen: &[Run], icount: &Run, what: &str) -> St
     }
     json.push_str(&format!(
         "  }},\n  \"loop_overhead_samples\": {{\"ours\": [{}], \"xen\": [{}]}}\n}}\n",
-        list(ours.iter().map(|r| r.cycles_per_op[BASELINE] as f64)),
-        list(xen.iter().map(|r| r.cycles_per_op[BASELINE] as f64))
+        list(ours.iter().map(|r| r.cycles_per_op[BASELINE])),
+        list(xen.iter().map(|r| r.cycles_per_op[BASELINE]))
     ));
     json
 }
@@ -223,11 +228,14 @@ mod tests {
     fn log(null: u64, bounce: u64, overhead: u64, calibration_cycles: u64) -> String {
         format!(
             "(d0) RESULT event=greeting cmd_line=\"bench-hypercall\"\n\
-             (d0) RESULT test=bench-hypercall op=loop_overhead iterations=20000 cycles_per_op={overhead} total_cycles=1\n\
-             (d0) RESULT test=bench-hypercall op=null_hypercall iterations=20000 cycles_per_op={null} total_cycles=1\n\
-             RESULT test=bench-hypercall op=exception_bounce_iret iterations=20000 cycles_per_op={bounce} total_cycles=1\n\
+             (d0) RESULT test=bench-hypercall op=loop_overhead iterations=4 cycles_per_op={overhead} total_cycles={}\n\
+             (d0) RESULT test=bench-hypercall op=null_hypercall iterations=4 cycles_per_op={null} total_cycles={}\n\
+             RESULT test=bench-hypercall op=exception_bounce_iret iterations=4 cycles_per_op={bounce} total_cycles={}\n\
              (d0) RESULT test=bench-hypercall op=calibration nops=1000000 loop_instructions=2000 cycles={calibration_cycles}\n\
-             (d0) RESULT test=bench-hypercall status=pass\n"
+             (d0) RESULT test=bench-hypercall status=pass\n",
+            4 * overhead,
+            4 * null,
+            4 * bounce
         )
     }
 
@@ -238,13 +246,20 @@ mod tests {
     #[test]
     fn parses_a_run() {
         let run = parsed(1048, 5855, 22);
-        assert_eq!(run.iterations, 20000);
-        assert_eq!(run.cycles_per_op["null_hypercall"], 1048);
-        assert_eq!(run.cycles_per_op["loop_overhead"], 22);
+        assert_eq!(run.iterations, 4);
+        assert_eq!(run.cycles_per_op["null_hypercall"], 1048.0);
+        assert_eq!(run.cycles_per_op["loop_overhead"], 22.0);
         assert_eq!(run.calibration_instructions, 1_002_000);
         assert_eq!(run.net_cycles("exception_bounce_iret"), 5833.0);
         // Under -icount: 1,002,000 instructions in 501,000 cycles is 2 per cycle.
         assert_eq!(run.instructions("null_hypercall"), 2052.0);
+    }
+
+    #[test]
+    fn keeps_the_fraction_of_cycles_per_op() {
+        let text = log(1, 2, 0, 10).replace("iterations=4 cycles_per_op=1 total_cycles=4", "iterations=3 cycles_per_op=1 total_cycles=5");
+        let run = parse_run(&parse_log(&text)).unwrap();
+        assert!((run.cycles_per_op["null_hypercall"] - 5.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]
@@ -254,8 +269,10 @@ mod tests {
         assert!(parse_run(&parse_log(&without_pass)).is_err());
         let without_op = full.lines().filter(|l| !l.contains("null_hypercall")).collect::<Vec<_>>().join("\n");
         assert!(parse_run(&parse_log(&without_op)).unwrap_err().contains("null_hypercall"));
-        let garbled = full.replace("cycles_per_op=2", "cycles_per_op=two");
-        assert!(parse_run(&parse_log(&garbled)).is_err());
+        let garbled = full.replace("total_cycles=8", "total_cycles=eight");
+        assert!(parse_run(&parse_log(&garbled)).unwrap_err().contains("eight"));
+        let no_iterations = full.replace("iterations=4", "iterations=0");
+        assert!(parse_run(&parse_log(&no_iterations)).is_err());
     }
 
     #[test]
