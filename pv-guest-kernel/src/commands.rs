@@ -39,7 +39,7 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "usermode" => crate::checks::usermode::run(info),
         "entry-attacks" => crate::checks::entry_attacks::run(info),
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
-        "bench-hypercall" => crate::checks::bench::run(command),
+        "bench-hypercall" => crate::checks::bench::run(info, command),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");
             println!("RESULT test={other} status=fail reason=unknown-command");

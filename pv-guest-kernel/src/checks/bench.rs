@@ -5,9 +5,10 @@
 //! The operations: `null_hypercall` (xen_version through the hypercall page: the entry
 //! and exit path with no work), `exception_bounce_iret` (an `int3` bounced to our own
 //! trap handler, which returns through the iret hypercall: the full exception path a
-//! kernel pays on a PV hypervisor) and `loop_overhead` (the same loop with nothing in
-//! it, for the harness to subtract). A user-mode syscall round trip belongs here too;
-//! it is added once the guest has a user mode, which it does not have yet.
+//! kernel pays on a PV hypervisor), `user_syscall` (a user program's empty system call:
+//! user -> hypervisor -> the kernel's syscall callback -> iret -> user, timed inside
+//! the user program) and `loop_overhead` (the same loop with nothing in it, for the
+//! harness to subtract).
 //!
 //! `calibration` times exactly 1,000,000 `nop`s, unrolled in blocks so the loop adds
 //! little: under QEMU's `-icount` it turns TSC cycles into guest instructions.
@@ -24,7 +25,7 @@ const NOP_BLOCKS: u64 = 1_000;
 /// Instructions of the calibration loop besides its nops: `dec` and `jnz` per block.
 const CALIBRATION_LOOP_INSTRUCTIONS: u64 = 2 * NOP_BLOCKS;
 
-pub fn run(command: &str) {
+pub fn run(info: &hypercall_abi::start_info::StartInfo, command: &str) {
     let iterations = match command.split_ascii_whitespace().nth(1).map(str::parse::<u64>) {
         None => DEFAULT_ITERATIONS,
         Some(Ok(n)) if n > 0 => n,
@@ -50,6 +51,13 @@ pub fn run(command: &str) {
         return;
     }
     report("exception_bounce_iret", iterations, bounce);
+    match super::usermode::syscall_round_trip_cycles(info, iterations) {
+        Some(cycles) => report("user_syscall", iterations, cycles),
+        None => {
+            println!("RESULT test=bench-hypercall status=fail reason=no-user-mode");
+            return;
+        }
+    }
 
     let cycles = calibration();
     println!(

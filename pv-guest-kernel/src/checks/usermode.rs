@@ -90,11 +90,38 @@ core::arch::global_asm!(
     "xor eax, eax",
     "syscall",
     "ud2",
+    // The benchmark program: r12 round trips of an empty system call (5) between two
+    // `lfence; rdtsc`, reported by system call 6, then exit.
+    ".globl user_benchmark",
+    "user_benchmark:",
+    "mov r15, r12",
+    "lfence",
+    "rdtsc",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "mov r14, rax",
+    "6:",
+    "mov eax, 5",
+    "syscall",
+    "dec r15",
+    "jnz 6b",
+    "lfence",
+    "rdtsc",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "sub rax, r14",
+    "mov rsi, rax",
+    "mov eax, 6",
+    "syscall",
+    "xor eax, eax",
+    "syscall",
+    "ud2",
     ".popsection",
 );
 
 extern "C" {
     fn user_program();
+    fn user_benchmark();
     static user_text_start: u8;
     static user_text_end: u8;
 }
@@ -105,6 +132,8 @@ static KERNEL_RESUME_RSP: AtomicU64 = AtomicU64::new(0);
 /// A word only the kernel maps.
 static KERNEL_ONLY: AtomicU64 = AtomicU64::new(0x6b65_726e_656c);
 static FAILED: AtomicU64 = AtomicU64::new(0);
+/// What the benchmark program measured.
+static BENCH_CYCLES: AtomicU64 = AtomicU64::new(0);
 static CHECKS: AtomicU64 = AtomicU64::new(0);
 
 /// The kernel stack user-mode events arrive on (stack_switch).
@@ -163,6 +192,8 @@ pub fn system_call(frame: &mut crate::traps::TrapFrame) {
         }
         3 => report_value(frame.rdi, frame.rsi),
         4 => report_trap(frame.rdi),
+        5 => frame.rax = 0,
+        6 => BENCH_CYCLES.store(frame.rsi, SeqCst),
         other => println!("usermode: unknown system call {other}"),
     }
 }
@@ -245,13 +276,29 @@ pub fn run(info: &StartInfo) {
 /// `kernel_stack`: what to give stack_switch instead of the real entry stack (the
 /// entry-attack with an unmapped one).
 pub fn run_with_kernel_stack(info: &StartInfo, kernel_stack: Option<u64>) {
+    if prepare(info, kernel_stack) {
+        enter_user_mode(user_program as *const () as u64, 0);
+        println!("RESULT test=usermode check=back_in_kernel status=pass");
+        tally(true);
+    }
+    let failed = FAILED.load(SeqCst);
+    println!(
+        "RESULT test=usermode status={} checks={} failed={failed}",
+        pass_fail(failed == 0),
+        CHECKS.load(SeqCst)
+    );
+}
+
+/// Builds and registers the user address space, the kernel entry stack and the syscall
+/// callback; prints the setup line.
+fn prepare(info: &StartInfo, kernel_stack: Option<u64>) -> bool {
     if crate::traps::install() != 0 {
         println!("RESULT test=usermode status=fail reason=no-trap-table");
-        return;
+        return false;
     }
     let Some(user_l4) = build_user_tables(info) else {
         println!("RESULT test=usermode status=fail reason=cannot-build-user-tables");
-        return;
+        return false;
     };
     let pinned = platform::mmuext(MMUEXT_PIN_L4_TABLE, user_l4);
     let based = platform::mmuext(MMUEXT_NEW_USER_BASEPTR, user_l4);
@@ -265,22 +312,23 @@ pub fn run_with_kernel_stack(info: &StartInfo, kernel_stack: Option<u64>) {
         pass_fail(setup_ok)
     );
     tally(setup_ok);
-    if setup_ok {
-        enter_user_mode();
-        println!("RESULT test=usermode check=back_in_kernel status=pass");
-        tally(true);
-    }
-    let failed = FAILED.load(SeqCst);
-    println!(
-        "RESULT test=usermode status={} checks={} failed={failed}",
-        pass_fail(failed == 0),
-        CHECKS.load(SeqCst)
-    );
+    setup_ok
 }
 
-/// Enters the user program with an iret frame whose cs has RPL 3; returns when it
-/// makes system call 0.
-fn enter_user_mode() {
+/// TSC cycles for `iterations` round trips of an empty user-mode system call (user
+/// program -> hypervisor -> kernel callback -> iret -> user program), or None if user
+/// mode could not be set up.
+pub fn syscall_round_trip_cycles(info: &StartInfo, iterations: u64) -> Option<u64> {
+    if !prepare(info, None) {
+        return None;
+    }
+    enter_user_mode(user_benchmark as *const () as u64, iterations);
+    Some(BENCH_CYCLES.load(SeqCst))
+}
+
+/// Enters user code at `entry` with an iret frame whose cs has RPL 3 (r12 = `argument`);
+/// returns when it makes system call 0.
+fn enter_user_mode(entry: u64, argument: u64) {
     // SAFETY: the iret hypercall switches to the user page table and the user program;
     // its system call 0 resumes label 2 with this stack pointer, after which rbx and rbp
     // are restored; every other register is declared clobbered.
@@ -304,11 +352,12 @@ fn enter_user_mode() {
             resume_rip = sym KERNEL_RESUME_RIP,
             resume_rsp = sym KERNEL_RESUME_RSP,
             user_stack = in(reg) USER_STACK + 4096,
-            entry = in(reg) user_program as *const () as u64,
-            in("r13") core::ptr::addr_of!(KERNEL_ONLY) as u64,
-            in("r14") UNMAPPED,
+            entry = in(reg) entry,
+            inout("r12") argument => _,
+            inout("r13") core::ptr::addr_of!(KERNEL_ONLY) as u64 => _,
+            inout("r14") UNMAPPED => _,
             out("rax") _, out("rcx") _, out("rdx") _, out("rsi") _, out("rdi") _,
-            out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("r12") _, out("r15") _,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _, out("r15") _,
         );
     }
 }

@@ -23,7 +23,7 @@ pub const DEFAULT_RUNS: usize = 5;
 const COMMAND: &str = "bench-hypercall";
 const TEST: &str = "bench-hypercall";
 /// The ops reported, in table order; `loop_overhead` is the baseline subtracted from each.
-const OPS: [&str; 2] = ["null_hypercall", "exception_bounce_iret"];
+const OPS: [&str; 3] = ["null_hypercall", "exception_bounce_iret", "user_syscall"];
 const BASELINE: &str = "loop_overhead";
 
 /// What one boot of `bench-hypercall` printed.
@@ -231,10 +231,12 @@ mod tests {
              (d0) RESULT test=bench-hypercall op=loop_overhead iterations=4 cycles_per_op={overhead} total_cycles={}\n\
              (d0) RESULT test=bench-hypercall op=null_hypercall iterations=4 cycles_per_op={null} total_cycles={}\n\
              RESULT test=bench-hypercall op=exception_bounce_iret iterations=4 cycles_per_op={bounce} total_cycles={}\n\
+             (d0) RESULT test=bench-hypercall op=user_syscall iterations=4 cycles_per_op={bounce} total_cycles={}\n\
              (d0) RESULT test=bench-hypercall op=calibration nops=1000000 loop_instructions=2000 cycles={calibration_cycles}\n\
              (d0) RESULT test=bench-hypercall status=pass\n",
             4 * overhead,
             4 * null,
+            4 * bounce,
             4 * bounce
         )
     }
@@ -288,7 +290,7 @@ mod tests {
         let ours = [parsed(120, 1020, 20), parsed(110, 1010, 10), parsed(500, 9000, 0)];
         let xen = [parsed(210, 520, 10), parsed(220, 530, 20), parsed(200, 500, 0)];
         let rows = summarise(&ours, &xen, Some(&ours[0]));
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
         assert_eq!((rows[0].op, rows[0].ours, rows[0].xen, rows[0].ratio), ("null_hypercall", 100.0, 200.0, 0.5));
         assert_eq!((rows[1].op, rows[1].ours, rows[1].xen, rows[1].ratio), ("exception_bounce_iret", 1000.0, 510.0, 1000.0 / 510.0));
         assert_eq!(rows[0].ours_instructions, Some(200.0));
