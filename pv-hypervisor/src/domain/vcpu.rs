@@ -7,6 +7,8 @@ use core::mem::offset_of;
 pub const SYSCALL_VECTOR: u64 = 0x100;
 /// The vector the compatibility-mode `syscall` entry records.
 pub const SYSCALL32_VECTOR: u64 = 0x101;
+/// Not an entry: marks a frame the exit path may leave by `sysretq`.
+pub const SYSRET_VECTOR: u64 = 0x200;
 
 /// A guest's general registers plus the CPU's interrupt frame, exactly as the entry code
 /// in `arch::x86_64::entry` pushes them (lowest address first). While a vCPU runs in the
@@ -52,6 +54,14 @@ impl GuestRegisters {
     /// The six hypercall argument registers, in ABI order (RDI, RSI, RDX, R10, R8, R9).
     pub fn hypercall_args(&self) -> [u64; 6] {
         [self.rdi, self.rsi, self.rdx, self.r10, self.r8, self.r9]
+    }
+
+    /// Whether `sysretq` resumes exactly this frame: it takes rip from rcx and rflags from
+    /// r11, and loads the flat 64-bit selectors. The caller must have checked the frame
+    /// (canonical rip: a non-canonical rcx makes sysretq fault in ring 0 on Intel).
+    pub fn sysret_can_resume(&self) -> bool {
+        use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+        self.rcx == self.rip && self.r11 == self.rflags && self.cs == FLAT_RING3_CS64 as u64 && self.ss == FLAT_RING3_SS64 as u64
     }
 
     /// Whether the frame was taken while running in ring 3 (a guest), not ring 0.

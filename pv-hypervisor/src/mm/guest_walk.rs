@@ -76,6 +76,11 @@ fn for_each_piece(
         return Ok(());
     }
     let end = va.checked_add(len as u64 - 1).ok_or(Errno::EFAULT)?;
+    // The common case (a frame, a small structure) stays within one page: one walk.
+    if va & !(PAGE - 1) == end & !(PAGE - 1) {
+        let maddr = translate(mem, l4_maddr, va, access)?;
+        return each(maddr, 0, len);
+    }
     let mut page = va & !(PAGE - 1);
     loop {
         translate(mem, l4_maddr, page.max(va), access)?;

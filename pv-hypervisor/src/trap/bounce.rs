@@ -130,6 +130,11 @@ pub fn build_bounce(
     // checks in the handler. The real IF stays on: the guest's interrupt flag is its
     // event mask.
     next.rflags = (regs.rflags & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_AC | RFLAGS_VM | RFLAGS_IOPL)) | RFLAGS_IF;
+    // rcx and r11 are saved in the frame, so the handler starts with them holding its own
+    // rip and rflags, as after `sysret` (Xen enters handlers that way too; here it lets
+    // the exit path use `sysretq`).
+    next.rcx = next.rip;
+    next.r11 = next.rflags;
     Ok((BounceFrame { address, words, len }, next))
 }
 
@@ -167,7 +172,8 @@ mod tests {
         assert_eq!((next.cs, next.ss), (0xe033, 0xe02b));
         assert_eq!(next.rflags & (RFLAGS_TF | RFLAGS_AC), 0);
         assert_ne!(next.rflags & RFLAGS_IF, 0);
-        assert_eq!((next.rax, next.rcx), (0xaa, 0xc), "other registers pass through");
+        assert_eq!(next.rax, 0xaa, "other registers pass through");
+        assert_eq!((next.rcx, next.r11), (next.rip, next.rflags), "rcx and r11 as after sysret");
     }
 
     #[test]

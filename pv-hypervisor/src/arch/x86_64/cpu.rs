@@ -31,8 +31,10 @@ pub unsafe fn load_cr3(l4_phys: u64) {
 /// itself never uses the FPU (soft-float target), so TS only ever stands for the guest's
 /// virtual TS.
 pub fn set_task_switched(set: bool) {
-    let cr0 = Cr0::read();
-    if cr0.contains(Cr0Flags::TASK_SWITCHED) != set {
+    // Remembered so the common case (no change) costs no CR0 access on the exit path.
+    static TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if TS_SET.swap(set, core::sync::atomic::Ordering::Relaxed) != set {
+        let cr0 = Cr0::read();
         // SAFETY: TS only makes FPU/SSE instructions fault; the hypervisor executes none.
         unsafe { Cr0::write(if set { cr0 | Cr0Flags::TASK_SWITCHED } else { cr0 - Cr0Flags::TASK_SWITCHED }) };
     }

@@ -7,7 +7,7 @@ use crate::boot_options::BootOptions;
 use crate::domain::builder::{build_domain, DomainSpec};
 use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::write_crash_report;
-use crate::domain::vcpu::GuestRegisters;
+use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::frames::{adopt_frames, release_frames};
 use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::mm::frame_table::FrameTable;
@@ -395,6 +395,10 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
         unsafe { cpu::load_cr3(l4) };
     }
     cpu::set_task_switched(domain.traps.fpu_ts);
+    // The frame passed check_return_frame above (or the domain is gone).
+    if frame.sysret_can_resume() {
+        frame.vector = SYSRET_VECTOR;
+    }
     if domain.traps.segment_bases_dirty {
         let t = &mut domain.traps;
         let (gs, shadow) = match t.mode {
