@@ -32,6 +32,18 @@ impl HypercallInfo {
 
 define_hypercalls! {
     handled {
+        /// Writes debug register `register` (0-7): breakpoint addresses must be guest
+        /// addresses; DR7 may not enable general detect or I/O breakpoints.
+        set_debugreg = 8 (register: u32, value: u64);
+        /// Reads debug register `register` (0-7) as the guest last set it (DR6 with the
+        /// bits of its last #DB).
+        get_debugreg = 9 (register: u32);
+        /// Runs `count` `ops::multicall::MulticallEntry`s in order, writing each result
+        /// back; iret inside one crashes the domain, a nested multicall gets -EINVAL.
+        multicall = 13 (calls: GuestAddr, count: u32);
+        /// Sets the FS base, the kernel or user GS base, or loads the user GS selector
+        /// (`ops::traps::SEGBASE_*`).
+        set_segment_base = 25 (which: u32, base: u64);
         /// Batch of page-table updates (`ops::mmu::MmuUpdate` array), each validated;
         /// `done_out` gets the count done; `foreign_domid` must be DOMID_SELF.
         mmu_update = 1 (requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
@@ -80,16 +92,10 @@ define_hypercalls! {
         sched_op_compat = 6 (cmd: u32, arg: u64);
         /// Platform-wide operations for dom0 (formerly dom0_op).
         platform_op = 7 (op: GuestAddr);
-        /// Writes a debug register.
-        set_debugreg = 8 (register: u32, value: u64);
-        /// Reads a debug register.
-        get_debugreg = 9 (register: u32);
         /// Writes one GDT/LDT descriptor at machine address `maddr`.
         update_descriptor = 10 (maddr: u64, descriptor: u64);
         /// Memory reservation and physmap operations.
         memory_op = 12 (cmd: u32, arg: GuestAddr);
-        /// Runs a batch of hypercalls (`MulticallEntry` array).
-        multicall = 13 (calls: GuestAddr, count: u32);
         /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
         set_timer_op = 15 (timeout_ns: u64);
         /// Old form of event_channel_op with a combined argument.
@@ -102,8 +108,6 @@ define_hypercalls! {
         update_va_mapping_otherdomain = 22 (va: u64, pte: u64, flags: u64, domid: u16);
         /// Per-vCPU operations.
         vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestAddr);
-        /// Sets the FS/GS base (SEGBASE_*).
-        set_segment_base = 25 (which: u32, base: u64);
         /// Security-module operations.
         xsm_op = 27 (op: GuestAddr);
         /// Registers an NMI callback.
@@ -266,6 +270,22 @@ mod tests {
         }
         fn mmuext_op(&mut self, ops: GuestAddr, count: u32, _done: GuestAddr, _foreign: u16) -> Result<i64, Errno> {
             self.calls.push(("mmuext_op", [ops.0, count as u64, 0]));
+            Ok(0)
+        }
+        fn set_debugreg(&mut self, register: u32, value: u64) -> Result<i64, Errno> {
+            self.calls.push(("set_debugreg", [register as u64, value, 0]));
+            Ok(0)
+        }
+        fn get_debugreg(&mut self, register: u32) -> Result<i64, Errno> {
+            self.calls.push(("get_debugreg", [register as u64, 0, 0]));
+            Ok(0)
+        }
+        fn multicall(&mut self, calls: GuestAddr, count: u32) -> Result<i64, Errno> {
+            self.calls.push(("multicall", [calls.0, count as u64, 0]));
+            Ok(0)
+        }
+        fn set_segment_base(&mut self, which: u32, base: u64) -> Result<i64, Errno> {
+            self.calls.push(("set_segment_base", [which as u64, base, 0]));
             Ok(0)
         }
     }

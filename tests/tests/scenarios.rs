@@ -235,3 +235,8 @@ fn fatal_entry_attacks_crash_only_the_domain() {
 fn usermode_conforms_to_xen() {
     conforms_to_xen("usermode", 14);
 }
+
+#[test]
+fn hypercalls_conform_to_xen() {
+    conforms_to_xen("hypercalls", 36);
+}

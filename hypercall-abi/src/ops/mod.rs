@@ -14,3 +14,5 @@ pub mod traps;
 pub mod vm_assist;
 /// mmu_update, mmuext_op and update_va_mapping (xen.h).
 pub mod mmu;
+/// multicall entries (xen.h).
+pub mod multicall;

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod entry_attacks;
+pub mod hypercalls;
 pub mod privops;
 pub mod usermode;
 pub mod traps;

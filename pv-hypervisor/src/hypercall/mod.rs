@@ -4,14 +4,17 @@
 //! translates every guest pointer through the caller's own page tables first.
 
 mod console_io;
+mod cpu_state;
 mod hypercall_count;
 mod iret;
 mod mmu;
+mod multicall;
 mod sched_op;
 mod traps;
 pub mod xen_version;
 
 pub use iret::{IRET_NO_USER_TABLE, IRET_UNREADABLE};
+pub use multicall::IRET_IN_MULTICALL;
 
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
@@ -105,6 +108,22 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn mmuext_op(&mut self, ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16) -> Result<i64, Errno> {
         mmu::mmuext_op(self, ops, count, done_out, foreign_domid)
+    }
+
+    fn set_debugreg(&mut self, register: u32, value: u64) -> Result<i64, Errno> {
+        cpu_state::set_debugreg(self, register, value)
+    }
+
+    fn get_debugreg(&mut self, register: u32) -> Result<i64, Errno> {
+        cpu_state::get_debugreg(self, register)
+    }
+
+    fn multicall(&mut self, calls: GuestAddr, count: u32) -> Result<i64, Errno> {
+        multicall::multicall(self, calls, count)
+    }
+
+    fn set_segment_base(&mut self, which: u32, base: u64) -> Result<i64, Errno> {
+        cpu_state::set_segment_base(self, which, base)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

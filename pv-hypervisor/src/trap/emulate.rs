@@ -4,6 +4,8 @@
 //! emulated from guest kernel mode, everything else is reflected as #GP(0).
 
 use super::cpuid::CpuidPolicy;
+use super::debugreg;
+use hypercall_abi::Errno;
 use super::decode::{decode, Decoded, Gpr, Instruction, PortOperand, OperandSize};
 use super::state::{GuestMode, TrapState};
 use crate::domain::vcpu::GuestRegisters;
@@ -38,7 +40,8 @@ pub enum Emulation {
     Done,
     /// Not emulated: the guest gets #GP(0) at the instruction.
     GeneralProtection,
-    /// The forced-emulation prefix was not there: the guest gets its #UD.
+    /// The guest gets #UD: a plain ud2 (no forced-emulation prefix), or a debug register
+    /// that does not exist.
     InvalidOpcode,
     /// The instruction bytes could not be read or decoded in full: #PF or #GP is the
     /// caller's to decide (it knows which fetch failed).
@@ -133,8 +136,21 @@ impl EmulationContext<'_> {
             Instruction::Out { .. } if self.iopl_allows() => Some(()),
             // Xen lets a guest ask for a cache flush; it has nothing to flush here.
             Instruction::Wbinvd if kernel => Some(()),
-            Instruction::MovFromDr { dr, gpr: reg } if kernel => {
-                self.read_dr(dr).map(|v| *gpr(self.regs, reg) = v)
+            Instruction::MovFromDr { dr, gpr: reg } if kernel => match debugreg::get(self.traps, u32::from(dr)) {
+                Ok(v) => {
+                    *gpr(self.regs, reg) = v;
+                    Some(())
+                }
+                Err(_) => return Emulation::InvalidOpcode,
+            },
+            Instruction::MovToDr { dr, gpr: reg } if kernel => {
+                let value = *gpr(self.regs, reg);
+                match debugreg::set(self.traps, u32::from(dr), value) {
+                    Ok(()) => Some(()),
+                    // As Xen maps set_debugreg's errors: no such register is #UD.
+                    Err(Errno::ENODEV) => return Emulation::InvalidOpcode,
+                    Err(_) => None,
+                }
             }
             _ => None,
         };
@@ -223,15 +239,6 @@ impl EmulationContext<'_> {
         *slot = value;
         self.traps.segment_bases_dirty = true;
         Some(())
-    }
-
-    fn read_dr(&self, dr: u8) -> Option<u64> {
-        match dr {
-            0..=3 | 6 | 7 => self.traps.debugreg.get(dr as usize).copied(),
-            4 => self.traps.debugreg.get(6).copied(),
-            5 => self.traps.debugreg.get(7).copied(),
-            _ => None,
-        }
     }
 
     /// No device ports are passed through yet: reads float high, as on an empty bus.

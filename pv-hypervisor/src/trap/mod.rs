@@ -8,6 +8,7 @@
 
 pub mod bounce;
 pub mod cpuid;
+pub mod debugreg;
 pub mod decode;
 pub mod deliver;
 pub mod emulate;

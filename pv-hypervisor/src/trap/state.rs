@@ -104,6 +104,11 @@ pub struct TrapState {
     pub segment_bases_dirty: bool,
     /// The mode whose GS base `arch` last loaded (None: not yet).
     pub bases_loaded_for: Option<GuestMode>,
+    /// A GS selector to load into the CPU on the way back (set_segment_base
+    /// SEGBASE_GS_USER_SEL).
+    pub gs_selector_pending: Option<u16>,
+    /// The debug registers changed since `arch` last loaded them.
+    pub debugreg_dirty: bool,
 }
 
 /// DR6 and DR7 after reset: their reserved bits read as these (Intel SDM 17.2).
@@ -129,6 +134,8 @@ impl Default for TrapState {
             gs_base_user: 0,
             segment_bases_dirty: false,
             bases_loaded_for: None,
+            gs_selector_pending: None,
+            debugreg_dirty: false,
         }
     }
 }

@@ -181,3 +181,37 @@ pub fn load_segment_bases(fs: u64, gs: u64, shadow_gs: u64) {
         x86_64::registers::model_specific::Msr::new(MSR_KERNEL_GS_BASE).write(shadow_gs);
     }
 }
+
+/// Loads the guest's breakpoints: DR0-DR3 and DR7 (DR6 is reset to its idle value).
+/// Every address was checked to be a guest address (trap::debugreg), so no breakpoint
+/// can fire in the hypervisor, which never touches guest addresses.
+pub fn load_debug_registers(dr: &[u64; 8]) {
+    // SAFETY: writing debug registers only arms breakpoints on the checked addresses.
+    unsafe {
+        core::arch::asm!("mov dr0, {}", in(reg) dr[0], options(nomem, nostack));
+        core::arch::asm!("mov dr1, {}", in(reg) dr[1], options(nomem, nostack));
+        core::arch::asm!("mov dr2, {}", in(reg) dr[2], options(nomem, nostack));
+        core::arch::asm!("mov dr3, {}", in(reg) dr[3], options(nomem, nostack));
+        core::arch::asm!("mov dr6, {}", in(reg) 0xffff_0ff0u64, options(nomem, nostack));
+        core::arch::asm!("mov dr7, {}", in(reg) dr[7], options(nomem, nostack));
+    }
+}
+
+/// Reads DR6 and resets it to its idle value (the CPU never clears its status bits).
+pub fn take_debug_status() -> u64 {
+    let dr6: u64;
+    // SAFETY: reading and resetting DR6 has no other effect.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack));
+        core::arch::asm!("mov dr6, {}", in(reg) 0xffff_0ff0u64, options(nomem, nostack));
+    }
+    dr6
+}
+
+/// Loads a GS selector for the guest; the caller writes the GS bases after it (loading
+/// a selector also loads its segment's base).
+pub fn load_gs_selector(selector: u16) {
+    // SAFETY: only the null selector or the flat ring-3 data selector reach here
+    // (set_segment_base); the hypervisor never uses GS.
+    unsafe { core::arch::asm!("mov gs, {0:x}", in(reg) selector, options(nomem, nostack)) };
+}

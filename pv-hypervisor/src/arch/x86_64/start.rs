@@ -16,6 +16,7 @@ use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::mm::guest_walk::copy_from_guest;
 use crate::trap::bounce::BounceTarget;
 use crate::trap::cpuid::CpuidPolicy;
+use crate::trap::debugreg;
 use crate::trap::emulate::{Emulation, EmulationContext, HostView};
 use crate::trap::deliver::{self, GuestException};
 use crate::trap::frame_check::{check_return_frame, BadFrame};
@@ -258,6 +259,7 @@ extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) {
     resume_guest(guard, frame);
 }
 
+const VECTOR_DEBUG: u64 = 1;
 const VECTOR_NMI: u64 = 2;
 const VECTOR_DOUBLE_FAULT: u64 = 8;
 const VECTOR_MACHINE_CHECK: u64 = 18;
@@ -286,6 +288,9 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
     let delivered = if frame.vector == entry::INT80_VECTOR {
         deliver::int80(domain, &mut hv.memory, frame)
     } else {
+        if frame.vector == VECTOR_DEBUG {
+            debugreg::record_debug_status(&mut domain.traps, cpu::take_debug_status());
+        }
         if frame.vector == VECTOR_DEVICE_NOT_AVAILABLE {
             // Real CR0.TS is only ever set on the guest's behalf: the #NM is its, and
             // taking it clears its virtual TS, as Xen does.
@@ -399,6 +404,14 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     if frame.sysret_can_resume() {
         frame.vector = SYSRET_VECTOR;
     }
+    if let Some(selector) = domain.traps.gs_selector_pending.take() {
+        cpu::load_gs_selector(selector);
+        domain.traps.segment_bases_dirty = true;
+    }
+    if domain.traps.debugreg_dirty {
+        cpu::load_debug_registers(&domain.traps.debugreg);
+        domain.traps.debugreg_dirty = false;
+    }
     if domain.traps.segment_bases_dirty {
         let t = &mut domain.traps;
         let (gs, shadow) = match t.mode {
@@ -438,6 +451,8 @@ fn domain_stopped() -> ! {
         DomainState::Running => {}
     }
     release_frames(&domain, &mut hv.frame_table, &mut hv.memory);
+    // Its breakpoints go with it.
+    cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
     for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
         if let Err(e) = hv.frame_table.release(mfn) {
             log::error!("domain {domid}'s frame {mfn:#x} is still referenced: {e:?}");

@@ -128,3 +128,17 @@ fn forced_cpuid_and_plain_ud2() {
     assert_eq!(f.ctx().invalid_opcode(&[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0x30]), Emulation::InvalidOpcode, "only cpuid");
     assert_eq!(f.ctx().invalid_opcode(&[0x0f, 0x0b, 0x78]), Emulation::Unreadable);
 }
+
+#[test]
+fn debug_registers_through_mov() {
+    let mut f = Fixture::new();
+    f.regs.rax = 0x10_2000;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x23, 0xc0]), Emulation::Done, "mov dr0, rax");
+    assert_eq!(f.traps.debugreg[0], 0x10_2000);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x21, 0xc3]), Emulation::Done, "mov rbx, dr0");
+    assert_eq!(f.regs.rbx, 0x10_2000);
+    f.regs.rax = 0xffff_8300_0000_0000;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x23, 0xc8]), Emulation::GeneralProtection, "dr1 on the hypervisor");
+    f.regs.rax = 1 << 13;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x23, 0xf8]), Emulation::GeneralProtection, "dr7 with GD");
+}
