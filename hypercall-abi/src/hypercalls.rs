@@ -32,6 +32,12 @@ impl HypercallInfo {
 
 define_hypercalls! {
     handled {
+        /// Installs a GDT of `entries` descriptors held in the guest frames listed (at
+        /// most 14); each frame is checked whole and stays typed as descriptors in use.
+        set_gdt = 2 (frame_list: GuestAddr, entries: u32);
+        /// Writes one descriptor at machine address `maddr`, checked if it lies in a
+        /// descriptor frame.
+        update_descriptor = 10 (maddr: u64, descriptor: u64);
         /// Writes debug register `register` (0-7): breakpoint addresses must be guest
         /// addresses; DR7 may not enable general detect or I/O breakpoints.
         set_debugreg = 8 (register: u32, value: u64);
@@ -86,14 +92,10 @@ define_hypercalls! {
         hypercall_count = 50 (number: u32);
     }
     not_implemented {
-        /// Installs a new GDT made of `entries` descriptors in the frames listed.
-        set_gdt = 2 (frame_list: GuestAddr, entries: u32);
         /// Old form of sched_op with an integer argument.
         sched_op_compat = 6 (cmd: u32, arg: u64);
         /// Platform-wide operations for dom0 (formerly dom0_op).
         platform_op = 7 (op: GuestAddr);
-        /// Writes one GDT/LDT descriptor at machine address `maddr`.
-        update_descriptor = 10 (maddr: u64, descriptor: u64);
         /// Memory reservation and physmap operations.
         memory_op = 12 (cmd: u32, arg: GuestAddr);
         /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
@@ -272,6 +274,14 @@ mod tests {
             self.calls.push(("mmuext_op", [ops.0, count as u64, 0]));
             Ok(0)
         }
+        fn set_gdt(&mut self, frames: GuestAddr, entries: u32) -> Result<i64, Errno> {
+            self.calls.push(("set_gdt", [frames.0, entries as u64, 0]));
+            Ok(0)
+        }
+        fn update_descriptor(&mut self, maddr: u64, descriptor: u64) -> Result<i64, Errno> {
+            self.calls.push(("update_descriptor", [maddr, descriptor, 0]));
+            Ok(0)
+        }
         fn set_debugreg(&mut self, register: u32, value: u64) -> Result<i64, Errno> {
             self.calls.push(("set_debugreg", [register as u64, value, 0]));
             Ok(0)
@@ -304,7 +314,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::set_gdt, 11, 48, 49, 55, 1000, u64::MAX] {
+        for n in [nr::memory_op, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

@@ -240,3 +240,8 @@ fn usermode_conforms_to_xen() {
 fn hypercalls_conform_to_xen() {
     conforms_to_xen("hypercalls", 36);
 }
+
+#[test]
+fn descriptors_conform_to_xen() {
+    conforms_to_xen("descriptors", 15);
+}

@@ -19,7 +19,8 @@ commands:
                                 build, then boot with the serial console on this terminal;
                                 --xen boots the same guest as dom0 on real Xen 4.17
                                 guest commands: hello (default), fault, badptr, hypercall-count,
-                                traps, privops, usermode, hypercalls, entry-attacks, entry-attack NAME,
+                                traps, privops, usermode, hypercalls, descriptors, entry-attacks,
+                                entry-attack NAME,
                                 bench-hypercall [N]
   test                          host unit tests of every crate, then every QEMU scenario
                                 (PV_SKIP_REAL_XEN=1 skips the real-Xen one)

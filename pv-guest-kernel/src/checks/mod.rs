@@ -4,6 +4,7 @@
 //! measures rather than checks, for `cargo xtask bench hypercall`.
 
 pub mod bench;
+pub mod descriptors;
 pub mod entry_attacks;
 pub mod hypercalls;
 pub mod privops;

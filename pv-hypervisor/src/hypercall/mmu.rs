@@ -14,7 +14,7 @@ use hypercall_abi::ops::mmu::*;
 use hypercall_abi::{Errno, GuestAddr};
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
-    fn tables(&mut self) -> PageTables<'_, M> {
+    pub(super) fn tables(&mut self) -> PageTables<'_, M> {
         PageTables { frames: &mut *self.frames, memory: &mut *self.memory, domain: self.domain.id }
     }
 

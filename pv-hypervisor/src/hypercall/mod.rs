@@ -5,6 +5,7 @@
 
 mod console_io;
 mod cpu_state;
+mod descriptors;
 mod hypercall_count;
 mod iret;
 mod mmu;
@@ -108,6 +109,14 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn mmuext_op(&mut self, ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16) -> Result<i64, Errno> {
         mmu::mmuext_op(self, ops, count, done_out, foreign_domid)
+    }
+
+    fn set_gdt(&mut self, frame_list: GuestAddr, entries: u32) -> Result<i64, Errno> {
+        descriptors::set_gdt(self, frame_list, entries)
+    }
+
+    fn update_descriptor(&mut self, maddr: u64, descriptor: u64) -> Result<i64, Errno> {
+        descriptors::update_descriptor(self, maddr, descriptor)
     }
 
     fn set_debugreg(&mut self, register: u32, value: u64) -> Result<i64, Errno> {

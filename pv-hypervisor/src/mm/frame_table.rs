@@ -186,7 +186,8 @@ impl FrameTable {
         if frame.type_count == 0 {
             frame.page_type = wanted as u8;
             frame.type_count = 1;
-            return Ok(if wanted.is_page_table() { TypeRef::New } else { TypeRef::Held });
+            let needs_validation = wanted.is_page_table() || wanted == PageType::SegmentDescriptors;
+            return Ok(if needs_validation { TypeRef::New } else { TypeRef::Held });
         }
         if PageType::from_u8(frame.page_type) != wanted {
             return Err(Errno::EBUSY);

@@ -1,5 +1,6 @@
 //! Memory management: machine frames and access to guest memory.
 
+pub mod descriptors;
 pub mod frame_alloc;
 pub mod frame_table;
 pub mod guest_walk;

@@ -106,8 +106,11 @@ impl<M: MachineMemory> PageTables<'_, M> {
         match self.frames.get_type(mfn, page_type) {
             Ok(TypeRef::Held) => Ok(()),
             Ok(TypeRef::New) => {
-                let level = page_type.level().ok_or(Errno::EINVAL)?;
-                if let Err(e) = self.validate(mfn, level) {
+                let validated = match page_type.level() {
+                    Some(level) => self.validate(mfn, level),
+                    None => super::descriptors::validate_descriptor_frame(&mut *self.memory, mfn),
+                };
+                if let Err(e) = validated {
                     self.frames.drop_new_type(mfn);
                     self.frames.put_ref(mfn);
                     return Err(e);

@@ -109,7 +109,16 @@ pub struct TrapState {
     pub gs_selector_pending: Option<u16>,
     /// The debug registers changed since `arch` last loaded them.
     pub debugreg_dirty: bool,
+    /// The frames of the guest's GDT (set_gdt), each typed as descriptors.
+    pub gdt_frames: [u64; GDT_FRAMES],
+    pub gdt_frame_count: usize,
+    /// The GDT changed since `arch` last mapped it.
+    pub gdt_dirty: bool,
 }
+
+/// A guest GDT has at most 14 frames: the entries from 14 * 512 on are the
+/// hypervisor's (arch-x86/xen.h FIRST_RESERVED_GDT_PAGE).
+pub const GDT_FRAMES: usize = hypercall_abi::arch_x86_64::FIRST_RESERVED_GDT_PAGE;
 
 /// DR6 and DR7 after reset: their reserved bits read as these (Intel SDM 17.2).
 pub const DR6_DEFAULT: u64 = 0xffff_0ff0;
@@ -136,6 +145,9 @@ impl Default for TrapState {
             bases_loaded_for: None,
             gs_selector_pending: None,
             debugreg_dirty: false,
+            gdt_frames: [0; GDT_FRAMES],
+            gdt_frame_count: 0,
+            gdt_dirty: false,
         }
     }
 }

@@ -25,7 +25,11 @@ const _: () = assert!(FLAT_RING3_CS64 as u16 == SYSRET_BASE + 16 + 3);
 const _: () = assert!(FLAT_RING3_SS64 as u16 == SYSRET_BASE + 8 + 3);
 const _: () = assert!(FLAT_RING3_CS32 as u16 == SYSRET_BASE + 3);
 
-const ENTRIES: usize = (TSS_SELECTOR as usize >> 3) + 2;
+/// Our entries live in the hypervisor's GDT page, the window's page 14 (gdt_area):
+/// entry `selector >> 3` is slot `(selector >> 3) - FIRST_RESERVED_GDT_ENTRY` of it.
+fn slot(selector: u16) -> usize {
+    (selector as usize >> 3) - hypercall_abi::arch_x86_64::FIRST_RESERVED_GDT_ENTRY
+}
 
 const CODE64_RING0: u64 = 0x00AF_9A00_0000_FFFF;
 const DATA_RING0: u64 = 0x00CF_9200_0000_FFFF;
@@ -43,7 +47,10 @@ pub const IST_DEBUG: u16 = 4;
 #[repr(C, align(16))]
 struct Stack([u8; IST_STACK_SIZE]);
 
-static mut GDT: [u64; ENTRIES] = [0; ENTRIES];
+#[repr(C, align(4096))]
+struct GdtPage([u64; 512]);
+
+static mut GDT_PAGE: GdtPage = GdtPage([0; 512]);
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
 static mut NMI_STACK: Stack = Stack([0; IST_STACK_SIZE]);
@@ -77,20 +84,18 @@ pub fn init(kernel_stack_top: u64) {
         tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = VirtAddr::new(mc);
         tss.interrupt_stack_table[(IST_DEBUG - 1) as usize] = VirtAddr::new(db);
 
-        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
-        gdt[(HYPERVISOR_CS >> 3) as usize] = CODE64_RING0;
-        gdt[(HYPERVISOR_DS >> 3) as usize] = DATA_RING0;
-        gdt[(FLAT_RING3_CS32 as usize) >> 3] = CODE32_RING3;
-        gdt[(FLAT_RING3_SS64 as usize) >> 3] = DATA_RING3;
-        gdt[(FLAT_RING3_CS64 as usize) >> 3] = CODE64_RING3;
+        let gdt = &mut (*core::ptr::addr_of_mut!(GDT_PAGE)).0;
+        gdt[slot(HYPERVISOR_CS)] = CODE64_RING0;
+        gdt[slot(HYPERVISOR_DS)] = DATA_RING0;
+        gdt[slot(FLAT_RING3_CS32)] = CODE32_RING3;
+        gdt[slot(FLAT_RING3_SS64)] = DATA_RING3;
+        gdt[slot(FLAT_RING3_CS64)] = CODE64_RING3;
         let (low, high) = tss_descriptor(core::ptr::addr_of!(TSS) as u64);
-        gdt[(TSS_SELECTOR >> 3) as usize] = low;
-        gdt[(TSS_SELECTOR >> 3) as usize + 1] = high;
+        gdt[slot(TSS_SELECTOR)] = low;
+        gdt[slot(TSS_SELECTOR) + 1] = high;
 
-        lgdt(&DescriptorTablePointer {
-            limit: (ENTRIES * 8 - 1) as u16,
-            base: VirtAddr::new(gdt.as_ptr() as u64),
-        });
+        super::gdt_area::init(super::cpu::cr3(), core::ptr::addr_of!(GDT_PAGE).cast());
+        lgdt(&DescriptorTablePointer { limit: super::gdt_area::GDT_LIMIT, base: VirtAddr::new(super::gdt_area::GDT_AREA) });
         CS::set_reg(SegmentSelector::new(HYPERVISOR_CS >> 3, PrivilegeLevel::Ring0));
         SS::set_reg(SegmentSelector::new(HYPERVISOR_DS >> 3, PrivilegeLevel::Ring0));
         DS::set_reg(SegmentSelector(0));

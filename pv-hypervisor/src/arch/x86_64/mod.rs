@@ -4,6 +4,7 @@ pub mod boot;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
+pub mod gdt_area;
 pub mod idt;
 pub mod machine_memory;
 pub mod pic;

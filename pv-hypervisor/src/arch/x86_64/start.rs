@@ -82,11 +82,12 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     console::set_output(console_output);
     let _ = log::set_logger(&console::LOGGER);
     log::set_max_level(log::LevelFilter::Info);
+    // First: the GDT window's page tables use NX, which EFER.NXE must allow.
+    let protections = cpu::enable_protections();
     gdt::init(boot::hypervisor_stack_top());
     idt::init();
     pic::remap_and_mask();
     entry::init_syscall();
-    let protections = cpu::enable_protections();
 
     // SAFETY: EBX from QEMU, passed through unchanged by the boot code.
     let pvh = match unsafe { pvh::read(start_info_paddr as u64) } {
@@ -408,6 +409,11 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
         cpu::load_gs_selector(selector);
         domain.traps.segment_bases_dirty = true;
     }
+    if domain.traps.gdt_dirty {
+        let t = &domain.traps;
+        super::gdt_area::map_guest_frames(&t.gdt_frames[..t.gdt_frame_count.min(t.gdt_frames.len())]);
+        domain.traps.gdt_dirty = false;
+    }
     if domain.traps.debugreg_dirty {
         cpu::load_debug_registers(&domain.traps.debugreg);
         domain.traps.debugreg_dirty = false;
@@ -451,7 +457,8 @@ fn domain_stopped() -> ! {
         DomainState::Running => {}
     }
     release_frames(&domain, &mut hv.frame_table, &mut hv.memory);
-    // Its breakpoints go with it.
+    // Its breakpoints and its GDT go with it.
+    super::gdt_area::map_guest_frames(&[]);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
     for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
         if let Err(e) = hv.frame_table.release(mfn) {

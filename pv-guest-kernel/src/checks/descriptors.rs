@@ -1,0 +1,102 @@
+//! `descriptors`: the guest's own GDT. set_gdt with frames the guest fills itself, a
+//! segment loaded from it, and the hostile cases: a frame still mapped writable, a
+//! DPL 0 code segment, a call gate, a TSS, too many entries, and mapping a GDT frame
+//! writable while it is in use. Each call's answer is printed for the conformance
+//! comparison with Xen.
+
+use super::Tally;
+use crate::console::println;
+use crate::platform;
+use hypercall_abi::guest::calls;
+use hypercall_abi::start_info::StartInfo;
+use hypercall_abi::GuestAddr;
+
+const WINDOW: u64 = 0x3f_f000;
+const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+const CODE64_DPL0: u64 = 0x00af_9a00_0000_ffff;
+const TSS: u64 = 0x0000_8900_0000_0067;
+/// A 64-bit call gate to the flat 64-bit code selector, DPL 3 as written.
+const CALL_GATE: u64 = 0x0000_ec00_e033_1000;
+static KERNEL_WORD: u64 = 0;
+
+fn returned(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
+    let pass = ret == expected;
+    println!("RESULT test=descriptors check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
+    tally.add(pass);
+}
+
+/// Reads descriptor `index` of frame `mfn` through a read-only mapping of the window.
+fn read_back(info: &StartInfo, mfn: u64, index: usize) -> Option<u64> {
+    let window_mfn = platform::pfn_to_mfn(info, WINDOW >> 12)?;
+    if platform::update_va_mapping(WINDOW, (mfn << 12) | 0x25) != 0 {
+        return None;
+    }
+    // SAFETY: WINDOW maps `mfn` read-only right now.
+    let value = unsafe { (WINDOW as *const u64).add(index).read_volatile() };
+    (platform::update_va_mapping(WINDOW, (window_mfn << 12) | 0x67) == 0).then_some(value)
+}
+
+fn set_gdt(frames: &[u64], entries: u32) -> i64 {
+    // SAFETY: the frame list is a readable array of frame numbers.
+    unsafe { calls::set_gdt(GuestAddr::from_ptr(frames.as_ptr()), entries) }
+}
+
+pub fn run(info: &StartInfo) {
+    let mut tally = Tally::new("descriptors");
+    let mfn = |back: u64| platform::pfn_to_mfn(info, info.nr_pages - back).unwrap_or(0);
+    let gdt = mfn(12);
+
+    // A frame the kernel maps writable (its own data) cannot hold a GDT.
+    let data_pfn = (core::ptr::addr_of!(KERNEL_WORD) as u64 - platform::virt_base()) >> 12;
+    let data_mfn = platform::pfn_to_mfn(info, data_pfn).unwrap_or(0);
+    returned(&mut tally, "set_gdt_writable_frame", set_gdt(&[data_mfn], 16), -22);
+
+    // A GDT with a DPL 0 code segment (raised to DPL 3) and a data segment.
+    let filled = super::usermode::fill_frame(info, gdt, &[(2, CODE64_DPL0), (3, DATA_DPL3)]);
+    returned(&mut tally, "fill_frame", i64::from(!filled), 0);
+    returned(&mut tally, "set_gdt", set_gdt(&[gdt], 16), 0);
+    let dpl = read_back(info, gdt, 2).map_or(99, |d| (d >> 45) & 3);
+    println!("RESULT test=descriptors check=dpl0_code_becomes dpl={dpl} status={}", if dpl == 3 { "pass" } else { "fail" });
+    tally.add(dpl == 3);
+    // Load DS from it and back.
+    let loaded: u64;
+    // SAFETY: selector 0x1b is the DPL 3 data segment just installed; DS is restored
+    // to null afterwards (the kernel never relies on DS in 64-bit mode).
+    unsafe {
+        core::arch::asm!("mov ax, 0x1b", "mov ds, ax", "mov ax, ds", "movzx {0}, ax", "xor eax, eax", "mov ds, ax", out(reg) loaded, out("rax") _);
+    }
+    println!("RESULT test=descriptors check=load_data_segment ds={loaded:#x} status={}", if loaded == 0x1b { "pass" } else { "fail" });
+    tally.add(loaded == 0x1b);
+
+    // update_descriptor: a call gate (kept with DPL 0), a TSS (refused), misaligned.
+    // SAFETY: plain values.
+    unsafe {
+        returned(&mut tally, "update_descriptor_call_gate", calls::update_descriptor((gdt << 12) + 4 * 8, CALL_GATE), 0);
+        returned(&mut tally, "update_descriptor_tss", calls::update_descriptor((gdt << 12) + 6 * 8, TSS), -22);
+        returned(&mut tally, "update_descriptor_misaligned", calls::update_descriptor((gdt << 12) + 3, 0), -22);
+    }
+    let gate_dpl = read_back(info, gdt, 4).map_or(99, |d| (d >> 45) & 3);
+    println!("RESULT test=descriptors check=call_gate_dpl dpl={gate_dpl} status={}", if gate_dpl == 0 { "pass" } else { "fail" });
+    tally.add(gate_dpl == 0);
+
+    // While in use, the frame cannot be mapped writable.
+    let window_mfn = platform::pfn_to_mfn(info, WINDOW >> 12).unwrap_or(0);
+    let ret = platform::update_va_mapping(WINDOW, (gdt << 12) | 0x67);
+    println!("RESULT test=descriptors check=map_gdt_frame_writable refused={} ret={ret}", u8::from(ret != 0));
+    tally.add(ret != 0);
+    platform::update_va_mapping(WINDOW, (window_mfn << 12) | 0x67);
+
+    // A TSS anywhere in a new frame refuses the whole frame; too many entries.
+    let bad = mfn(13);
+    super::usermode::fill_frame(info, bad, &[(100, TSS)]);
+    returned(&mut tally, "set_gdt_frame_with_tss", set_gdt(&[bad], 512), -22);
+    returned(&mut tally, "set_gdt_too_many_entries", set_gdt(&[gdt], 7169), -22);
+    // SAFETY: the hypervisor must refuse the unmapped list without touching anything.
+    returned(&mut tally, "set_gdt_bad_list", unsafe { calls::set_gdt(GuestAddr(0x7fff_dead_0000), 16) }, -14);
+    // Back to no GDT of its own; the frame is an ordinary page again.
+    returned(&mut tally, "set_gdt_empty", set_gdt(&[], 0), 0);
+    let ret = platform::update_va_mapping(WINDOW, (gdt << 12) | 0x67);
+    returned(&mut tally, "map_former_gdt_frame_writable", ret, 0);
+    platform::update_va_mapping(WINDOW, (window_mfn << 12) | 0x67);
+    tally.finish();
+}
