@@ -8,13 +8,27 @@ pub struct BootOptions {
     pub log_level: log::LevelFilter,
     /// `dom0_mem=<size>[K|M|G]`: dom0's memory, in 4 KiB pages.
     pub dom0_pages: u64,
+    /// `selftest=write-text|stack-guard|execute-data`: after the hypervisor's own
+    /// protections are on, deliberately break one, to show it holds (the hypervisor
+    /// must stop with a fatal page fault). For the boundary scenarios.
+    pub selftest: Option<SelfTest>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    /// Write to the hypervisor's own code.
+    WriteText,
+    /// Touch the guard page below the hypervisor stack.
+    StackGuard,
+    /// Jump into the hypervisor's own data.
+    ExecuteData,
 }
 
 pub const DEFAULT_DOM0_MEM: u64 = 64 << 20;
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { log_level: log::LevelFilter::Info, dom0_pages: DEFAULT_DOM0_MEM / 4096 }
+        BootOptions { log_level: log::LevelFilter::Info, dom0_pages: DEFAULT_DOM0_MEM / 4096, selftest: None }
     }
 }
 
@@ -67,6 +81,14 @@ impl BootOptions {
                     }
                     options.dom0_pages = bytes / 4096;
                 }
+                "selftest" => {
+                    options.selftest = Some(match value {
+                        "write-text" => SelfTest::WriteText,
+                        "stack-guard" => SelfTest::StackGuard,
+                        "execute-data" => SelfTest::ExecuteData,
+                        _ => return Err(OptionError { option: word, reason: "expected write-text, stack-guard or execute-data" }),
+                    });
+                }
                 // Unknown options are ignored, as Xen does, so shared command lines work.
                 _ => log::warn!("ignoring unknown option '{word}'"),
             }
@@ -95,6 +117,8 @@ mod tests {
         let e = BootOptions::parse("dom0_mem=lots").unwrap_err();
         assert_eq!(e.option, "dom0_mem=lots");
         assert!(BootOptions::parse("dom0_mem=1M").is_err());
+        assert_eq!(BootOptions::parse("selftest=stack-guard").unwrap().selftest, Some(SelfTest::StackGuard));
+        assert!(BootOptions::parse("selftest=everything").is_err());
         assert!(BootOptions::parse("loglvl=loud").unwrap_err().to_string().contains("loglvl=loud"));
     }
 }

@@ -8,11 +8,19 @@
 
 extern crate alloc;
 
+// The unsafe boundary: only `arch` (the CPU, devices, and the direct-map accessor to
+// machine memory) may use `unsafe`; all policy compiles with it forbidden.
 #[cfg(target_os = "none")]
 pub mod arch;
-pub mod domain;
+#[forbid(unsafe_code)]
 pub mod boot_options;
+#[forbid(unsafe_code)]
 pub mod console;
+#[forbid(unsafe_code)]
+pub mod domain;
+#[forbid(unsafe_code)]
 pub mod hypercall;
+#[forbid(unsafe_code)]
 pub mod mm;
+#[forbid(unsafe_code)]
 pub mod trap;

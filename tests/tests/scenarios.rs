@@ -22,12 +22,17 @@ fn guest_image() -> Vec<u8> {
 
 /// Boots our hypervisor with `bundle`.
 fn boot(name: &str, bundle: &[u8]) -> Outcome {
+    boot_with(name, bundle, "loglvl=info")
+}
+
+/// Boots our hypervisor with `bundle` and hypervisor command line `hv_cmdline`.
+fn boot_with(name: &str, bundle: &[u8], hv_cmdline: &str) -> Outcome {
     qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
     let dir = artifacts().join("scenarios");
     std::fs::create_dir_all(&dir).unwrap();
     let bundle_path = dir.join(format!("{name}.cpio"));
     std::fs::write(&bundle_path, bundle).unwrap();
-    let cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, "loglvl=info");
+    let cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, hv_cmdline);
     let options = Options { timeout: OUR_TIMEOUT, stop_on: vec![], mark: None, log_path: Some(dir.join(format!("{name}.log"))) };
     let outcome = run(cmd, &options).unwrap_or_else(|e| panic!("{e}"));
     assert!(!outcome.timed_out, "{name}: timed out after {OUR_TIMEOUT:?}; log tail:\n{}", outcome.tail(30));
@@ -244,4 +249,20 @@ fn hypercalls_conform_to_xen() {
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 15);
+}
+
+/// The hypervisor's own mappings are W^X with guard pages below its stacks: breaking
+/// each on purpose (boot option selftest=) must end in a page fault in ring 0 at the
+/// address tried, reported as a hypervisor fault.
+#[test]
+fn hypervisor_mappings_are_wx_with_stack_guards() {
+    for (test, error_code) in [("write-text", "0x3"), ("stack-guard", "0x2"), ("execute-data", "0x11")] {
+        let outcome = boot_with(&format!("selftest-{test}"), &dom0_bundle(&guest_image(), "hello"), &format!("loglvl=info selftest={test}"));
+        let fault = expect_hv(&outcome, &[("event", "hypervisor_fault"), ("vector", "14"), ("error_code", error_code)]);
+        if test == "execute-data" {
+            assert_eq!(fault["rip"], fault["cr2"], "the fetch itself faulted");
+        }
+        expect_exit(&outcome, ExitCode::HypervisorPanic);
+        assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("greeting")));
+    }
 }

@@ -31,6 +31,16 @@ pub fn exception_name(vector: u64) -> &'static str {
     }
 }
 
+/// The register lines of a dump, each `(hv)`-prefixed.
+fn write_registers(out: &mut dyn Write, regs: &GuestRegisters, cr2: u64) -> fmt::Result {
+    writeln!(out, "(hv)   rip={:#018x} rsp={:#018x} rflags={:#010x} cr2={:#018x}", regs.rip, regs.rsp, regs.rflags, cr2)?;
+    writeln!(out, "(hv)   cs={:#06x} ss={:#06x}", regs.cs, regs.ss)?;
+    writeln!(out, "(hv)   rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", regs.rax, regs.rbx, regs.rcx, regs.rdx)?;
+    writeln!(out, "(hv)   rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", regs.rsi, regs.rdi, regs.rbp, regs.r8)?;
+    writeln!(out, "(hv)   r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}", regs.r9, regs.r10, regs.r11, regs.r12)?;
+    writeln!(out, "(hv)   r13={:#018x} r14={:#018x} r15={:#018x}", regs.r13, regs.r14, regs.r15)
+}
+
 /// Writes the human-readable dump, one `(hv)`-prefixed line each, then the RESULT line.
 /// `reason` says why the hypervisor gave up on the domain when that is not simply the
 /// exception in `regs` (e.g. a bounce it could not deliver, or a bad return frame).
@@ -46,12 +56,7 @@ pub fn write_crash_report(out: &mut dyn Write, domid: u16, regs: &GuestRegisters
     if let Some(reason) = reason {
         writeln!(out, "(hv)   reason: {reason}")?;
     }
-    writeln!(out, "(hv)   rip={:#018x} rsp={:#018x} rflags={:#010x} cr2={:#018x}", regs.rip, regs.rsp, regs.rflags, cr2)?;
-    writeln!(out, "(hv)   cs={:#06x} ss={:#06x}", regs.cs, regs.ss)?;
-    writeln!(out, "(hv)   rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}", regs.rax, regs.rbx, regs.rcx, regs.rdx)?;
-    writeln!(out, "(hv)   rsi={:#018x} rdi={:#018x} rbp={:#018x} r8 ={:#018x}", regs.rsi, regs.rdi, regs.rbp, regs.r8)?;
-    writeln!(out, "(hv)   r9 ={:#018x} r10={:#018x} r11={:#018x} r12={:#018x}", regs.r9, regs.r10, regs.r11, regs.r12)?;
-    writeln!(out, "(hv)   r13={:#018x} r14={:#018x} r15={:#018x}", regs.r13, regs.r14, regs.r15)?;
+    write_registers(out, regs, cr2)?;
     writeln!(
         out,
         "(hv) RESULT event=domain_crash domid={domid} vector={} error_code={:#x} rip={:#x} rsp={:#x} cr2={:#x} reason=\"{}\"",
@@ -61,6 +66,24 @@ pub fn write_crash_report(out: &mut dyn Write, domid: u16, regs: &GuestRegisters
         regs.rsp,
         cr2,
         reason.unwrap_or(exception_name(regs.vector))
+    )
+}
+
+/// The dump of an exception the hypervisor itself took (a bug, or a machine check).
+pub fn write_hypervisor_fault_report(out: &mut dyn Write, regs: &GuestRegisters, cr2: u64) -> fmt::Result {
+    writeln!(
+        out,
+        "(hv) FATAL: {} (vector {}), error code {:#x}, in the hypervisor (ring {})",
+        exception_name(regs.vector),
+        regs.vector,
+        regs.error_code,
+        regs.cs & 3
+    )?;
+    write_registers(out, regs, cr2)?;
+    writeln!(
+        out,
+        "(hv) RESULT event=hypervisor_fault vector={} error_code={:#x} rip={:#x} cr2={:#x}",
+        regs.vector, regs.error_code, regs.rip, cr2
     )
 }
 

@@ -120,6 +120,10 @@ core::arch::global_asm!(
     // guest (TSS.RSP0 and the syscall entry both start at its top).
     ".pushsection .bss.hv_stack, \"aw\", @nobits",
     ".balign 4096",
+    // Unmapped once the hypervisor's own mappings are set up (protect.rs): running off
+    // the bottom of the stack faults instead of overwriting whatever lies below.
+    ".globl hv_stack_guard",
+    "hv_stack_guard: .skip 4096",
     "hv_stack_bottom: .skip 64 * 1024",
     ".globl hv_stack_top",
     "hv_stack_top:",
@@ -128,6 +132,18 @@ core::arch::global_asm!(
 
 extern "C" {
     static hv_stack_top: u8;
+    static hv_stack_guard: u8;
+    static boot_pml4: u8;
+}
+
+/// The guard page below the hypervisor stack.
+pub fn hypervisor_stack_guard() -> u64 {
+    core::ptr::addr_of!(hv_stack_guard) as u64
+}
+
+/// The hypervisor's own L4 (the boot page tables, kept for good).
+pub fn boot_l4_address() -> u64 {
+    core::ptr::addr_of!(boot_pml4) as u64
 }
 
 /// Top of the hypervisor stack: where every entry from a guest starts.

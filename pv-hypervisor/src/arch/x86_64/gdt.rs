@@ -44,18 +44,42 @@ pub const IST_NMI: u16 = 2;
 pub const IST_MACHINE_CHECK: u16 = 3;
 pub const IST_DEBUG: u16 = 4;
 
-#[repr(C, align(16))]
-struct Stack([u8; IST_STACK_SIZE]);
+/// An IST stack with a guard page below it (unmapped by protect.rs).
+#[repr(C, align(4096))]
+struct Stack {
+    _guard: [u8; 4096],
+    _bytes: [u8; IST_STACK_SIZE],
+}
+
+impl Stack {
+    const fn new() -> Stack {
+        Stack { _guard: [0; 4096], _bytes: [0; IST_STACK_SIZE] }
+    }
+}
 
 #[repr(C, align(4096))]
 struct GdtPage([u64; 512]);
 
 static mut GDT_PAGE: GdtPage = GdtPage([0; 512]);
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
-static mut DOUBLE_FAULT_STACK: Stack = Stack([0; IST_STACK_SIZE]);
-static mut NMI_STACK: Stack = Stack([0; IST_STACK_SIZE]);
-static mut MACHINE_CHECK_STACK: Stack = Stack([0; IST_STACK_SIZE]);
-static mut DEBUG_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+static mut DOUBLE_FAULT_STACK: Stack = Stack::new();
+static mut NMI_STACK: Stack = Stack::new();
+static mut MACHINE_CHECK_STACK: Stack = Stack::new();
+static mut DEBUG_STACK: Stack = Stack::new();
+
+/// The guard pages of the IST stacks.
+pub fn ist_guard_pages() -> [u64; 4] {
+    [
+        core::ptr::addr_of!(DOUBLE_FAULT_STACK) as u64,
+        core::ptr::addr_of!(NMI_STACK) as u64,
+        core::ptr::addr_of!(MACHINE_CHECK_STACK) as u64,
+        core::ptr::addr_of!(DEBUG_STACK) as u64,
+    ]
+}
+
+fn top(stack: *const Stack) -> u64 {
+    stack as u64 + core::mem::size_of::<Stack>() as u64
+}
 
 fn tss_descriptor(base: u64) -> (u64, u64) {
     let limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
@@ -75,12 +99,12 @@ pub fn init(kernel_stack_top: u64) {
     unsafe {
         let tss = &mut *core::ptr::addr_of_mut!(TSS);
         tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
-        let df = core::ptr::addr_of!(DOUBLE_FAULT_STACK) as u64 + IST_STACK_SIZE as u64;
-        let nmi = core::ptr::addr_of!(NMI_STACK) as u64 + IST_STACK_SIZE as u64;
+        let df = top(core::ptr::addr_of!(DOUBLE_FAULT_STACK));
+        let nmi = top(core::ptr::addr_of!(NMI_STACK));
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = VirtAddr::new(df);
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = VirtAddr::new(nmi);
-        let mc = core::ptr::addr_of!(MACHINE_CHECK_STACK) as u64 + IST_STACK_SIZE as u64;
-        let db = core::ptr::addr_of!(DEBUG_STACK) as u64 + IST_STACK_SIZE as u64;
+        let mc = top(core::ptr::addr_of!(MACHINE_CHECK_STACK));
+        let db = top(core::ptr::addr_of!(DEBUG_STACK));
         tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = VirtAddr::new(mc);
         tss.interrupt_stack_table[(IST_DEBUG - 1) as usize] = VirtAddr::new(db);
 

@@ -8,6 +8,7 @@ pub mod gdt_area;
 pub mod idt;
 pub mod machine_memory;
 pub mod pic;
+pub mod protect;
 pub mod pvh;
 pub mod serial;
 pub mod start;

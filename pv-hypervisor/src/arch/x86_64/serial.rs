@@ -44,3 +44,40 @@ impl Write for SerialWriter {
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     let _ = SerialWriter.write_fmt(args);
 }
+
+/// Writes without taking the console lock, polling the UART directly: for NMIs and fatal
+/// paths, which may interrupt a holder of the lock. Output may interleave with a line
+/// in progress; it never waits for a lock that will not be released.
+pub fn write_emergency(args: fmt::Arguments<'_>) {
+    struct Raw;
+    impl Write for Raw {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for &b in s.as_bytes() {
+                if b == b'\n' {
+                    raw_send(b'\r');
+                }
+                raw_send(b);
+            }
+            Ok(())
+        }
+    }
+    let _ = Raw.write_fmt(args);
+}
+
+/// Sends one byte on COM1 once its transmitter is empty (line status bit 5), giving up
+/// after a bounded wait so a missing UART cannot hang a fatal path.
+fn raw_send(byte: u8) {
+    use x86_64::instructions::port::Port;
+    let mut status: Port<u8> = Port::new(COM1 + 5);
+    let mut data: Port<u8> = Port::new(COM1);
+    // SAFETY: COM1's data and line-status registers; reading status and writing one
+    // byte have no other effect.
+    unsafe {
+        for _ in 0..100_000 {
+            if status.read() & 0x20 != 0 {
+                break;
+            }
+        }
+        data.write(byte);
+    }
+}

@@ -2,11 +2,11 @@
 //! entry from a guest lands in.
 
 use super::machine_memory::DirectMap;
-use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, pvh, serial};
+use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, protect, pvh, serial};
 use crate::boot_options::BootOptions;
 use crate::domain::builder::{build_domain, DomainSpec};
 use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
-use crate::domain::crash::write_crash_report;
+use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::frames::{adopt_frames, release_frames};
 use crate::domain::{exit_code_for, Domain, DomainState};
@@ -85,6 +85,8 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     // First: the GDT window's page tables use NX, which EFER.NXE must allow.
     let protections = cpu::enable_protections();
     gdt::init(boot::hypervisor_stack_top());
+    // SAFETY: boot, single CPU, high addresses, NXE on (enable_protections above).
+    let wx = unsafe { protect::protect_hypervisor_mappings() };
     idt::init();
     pic::remap_and_mask();
     entry::init_syscall();
@@ -99,9 +101,13 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Err(e) => boot_error("hypervisor-cmdline", &e),
     };
     log::set_max_level(options.log_level);
+    if let Some(test) = options.selftest {
+        hv_println!("selftest: breaking a protection on purpose ({test:?})");
+        protect::run_selftest(test);
+    }
     hv_println!("pv-hypervisor {} starting; command line '{}'", env!("CARGO_PKG_VERSION"), pvh.cmdline);
     log::info!(
-        "protections: nx={} smep={} smap={} umip={}; entry MSRs {:x?}",
+        "protections: nx={} smep={} smap={} umip={} w^x+guard pages={wx}; entry MSRs {:x?}",
         protections.nx,
         protections.smep,
         protections.smap,
@@ -272,16 +278,17 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
     let cr2 = cpu::cr2();
     // NMIs are the platform's, not the guest's, whatever was running: note and resume.
     if frame.vector == VECTOR_NMI {
-        log::warn!("NMI at rip {:#x}", frame.rip);
+        serial::write_emergency(format_args!("(hv) WARN  NMI at rip {:#x}\n", frame.rip));
         return;
     }
     // A machine check is a hardware failure, not something a guest did; a double fault
     // means the hypervisor could not take an exception.
     if !frame.from_guest() || matches!(frame.vector, VECTOR_MACHINE_CHECK | VECTOR_DOUBLE_FAULT) {
-        // A fault in the hypervisor itself is a bug: report it and stop.
-        hv_println!("FATAL: exception in the hypervisor (or a machine check)");
-        let _ = write_crash_report(&mut ConsoleWriter, u16::MAX, frame, cr2, None);
-        exit(ExitCode::HypervisorPanic);
+        // A fault in the hypervisor itself is a bug: report it and stop, without the
+        // console lock (the fault may have hit while it was held).
+        let _ = write_hypervisor_fault_report(&mut EmergencyWriter, frame, cr2);
+        serial::write_emergency(format_args!("(hv) RESULT event=exit code={}\n", ExitCode::HypervisorPanic.name()));
+        cpu::exit_qemu(ExitCode::HypervisorPanic);
     }
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
@@ -429,6 +436,16 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     }
 }
 
+/// Writes through the lock-free emergency path (fatal reports).
+struct EmergencyWriter;
+
+impl Write for EmergencyWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        serial::write_emergency(format_args!("{s}"));
+        Ok(())
+    }
+}
+
 struct ConsoleWriter;
 
 impl Write for ConsoleWriter {
@@ -476,6 +493,7 @@ fn domain_stopped() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    hv_println!("PANIC: {info}");
-    exit(ExitCode::HypervisorPanic)
+    // The panic may have happened with the console lock held: do not take it.
+    serial::write_emergency(format_args!("(hv) PANIC: {info}\n(hv) RESULT event=exit code={}\n", ExitCode::HypervisorPanic.name()));
+    cpu::exit_qemu(ExitCode::HypervisorPanic)
 }
