@@ -3,8 +3,8 @@
 //! hypercall (`iret`), the check on every frame returned to a guest (`frame_check`),
 //! decoding and emulating the privileged instructions a guest kernel executes (`decode`,
 //! `emulate`), and what `cpuid` tells a PV guest (`cpuid`).
-//! No unsafe code: `arch` hands it registers and guest memory behind `MachineMemory`.
-#![forbid(unsafe_code)]
+//! No unsafe code (forbidden in lib.rs): `arch` hands it registers and guest memory
+//! behind `MachineMemory`.
 
 pub mod bounce;
 pub mod cpuid;

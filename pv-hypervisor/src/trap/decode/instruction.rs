@@ -1,5 +1,4 @@
 //! What [`super::decode`] returns: the instructions it knows and their operands.
-#![forbid(unsafe_code)]
 
 /// A general-purpose register, in ModRM/REX encoding order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
