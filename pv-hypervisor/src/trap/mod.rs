@@ -12,6 +12,7 @@ pub mod debugreg;
 pub mod decode;
 pub mod deliver;
 pub mod emulate;
+pub mod entry;
 pub mod frame_check;
 pub mod iret;
 pub mod state;

@@ -136,7 +136,7 @@ core::arch::global_asm!(
 );
 
 /// The soft-interrupt vector guests may raise directly (`int 0x80`).
-pub const INT80_VECTOR: u64 = 0x80;
+pub const INT80_VECTOR: u64 = crate::trap::entry::VECTOR_INT80;
 
 extern "C" {
     static trap_stubs: u8;

@@ -13,13 +13,10 @@ use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::mm::frame_table::FrameTable;
 use crate::hypercall::HypercallContext;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
-use crate::mm::guest_walk::copy_from_guest;
-use crate::trap::bounce::BounceTarget;
 use crate::trap::cpuid::CpuidPolicy;
-use crate::trap::debugreg;
-use crate::trap::emulate::{Emulation, EmulationContext, HostView};
-use crate::trap::deliver::{self, GuestException};
-use crate::trap::frame_check::{check_return_frame, BadFrame};
+use crate::trap::emulate::HostView;
+use crate::trap::entry::{self as trap_entry, ExceptionContext};
+use crate::trap::deliver;
 use crate::trap::state::GuestMode;
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::{console, hv_println, hv_result};
@@ -45,6 +42,8 @@ struct Hypervisor {
     hypervisor_l4: [u64; 512],
     memory: DirectMap,
     cpuid: CpuidPolicy,
+    /// CR0 (without TS), CR4 and EFER as guests read them: fixed after boot.
+    host_view: HostView,
     /// The running domain. Only dom0 exists until domain creation lands.
     current: Option<Domain>,
 }
@@ -187,6 +186,8 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
     let address_bits = 64 - ram_end.saturating_sub(1).leading_zeros();
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
+    let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
+    let host_view = HostView { cr0, cr4, efer };
     let mut frame_table = FrameTable::new(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
     if let Err(e) = adopt_frames(&dom0, &mut frame_table, &mut memory, &hypervisor_l4) {
         boot_error(DOM0_KERNEL, &format_args!("initial page tables refused: {e:?}"));
@@ -197,6 +198,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         hypervisor_l4,
         memory,
         cpuid,
+        host_view,
         current: Some(dom0),
     });
     hv_println!("starting dom0");
@@ -241,36 +243,19 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
     resume_guest(guard, frame);
 }
 
-/// `syscall` from 32-bit compatibility mode. A 64-bit PV guest has no compat-mode
-/// hypercalls; its syscall32 callback gets it if it registered one, else #UD (the
-/// instruction as the guest would see it without that callback).
+/// `syscall` from 32-bit compatibility mode (trap::entry::compat_syscall).
 #[no_mangle]
 extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) {
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    // Before the syscall the guest was at rcx - 2 (the instruction is 2 bytes).
-    let delivered = match domain.traps.callbacks.syscall32 {
-        Some(callback) => {
-            let target = BounceTarget { handler: callback.address, mask_events: callback.mask_events, error_code: None };
-            deliver::bounce_to(domain, &mut hv.memory, frame, target)
-        }
-        None => {
-            frame.rip = frame.rip.wrapping_sub(2);
-            deliver::bounce_vector(domain, &mut hv.memory, frame, deliver::VECTOR_INVALID_OPCODE, None)
-        }
-    };
-    if let Err(why) = delivered {
-        domain.crash(why.describe());
-    }
+    trap_entry::compat_syscall(domain, &mut hv.memory, frame);
     resume_guest(guard, frame);
 }
 
-const VECTOR_DEBUG: u64 = 1;
 const VECTOR_NMI: u64 = 2;
 const VECTOR_DOUBLE_FAULT: u64 = 8;
 const VECTOR_MACHINE_CHECK: u64 = 18;
-const VECTOR_DEVICE_NOT_AVAILABLE: u64 = 7;
 
 /// Every CPU exception lands here.
 #[no_mangle]
@@ -290,92 +275,13 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
         serial::write_emergency(format_args!("(hv) RESULT event=exit code={}\n", ExitCode::HypervisorPanic.name()));
         cpu::exit_qemu(ExitCode::HypervisorPanic);
     }
+    let debug_status = if frame.vector == trap_entry::VECTOR_DEBUG { cpu::take_debug_status() } else { 0 };
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let delivered = if frame.vector == entry::INT80_VECTOR {
-        deliver::int80(domain, &mut hv.memory, frame)
-    } else {
-        if frame.vector == VECTOR_DEBUG {
-            debugreg::record_debug_status(&mut domain.traps, cpu::take_debug_status());
-        }
-        if frame.vector == VECTOR_DEVICE_NOT_AVAILABLE {
-            // Real CR0.TS is only ever set on the guest's behalf: the #NM is its, and
-            // taking it clears its virtual TS, as Xen does.
-            domain.traps.fpu_ts = false;
-        }
-        let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2 };
-        match emulate_instead(domain, &hv.memory, &hv.cpuid, frame) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(unreadable_at)) => {
-                let fetch_fault = GuestException { vector: deliver::VECTOR_PAGE_FAULT, error_code: 0, cr2: unreadable_at };
-                deliver::deliver_exception(domain, &mut hv.memory, frame, fetch_fault)
-            }
-            None => deliver::deliver_exception(domain, &mut hv.memory, frame, exception),
-        }
-    };
-    if let Err(why) = delivered {
-        domain.crash(why.describe());
-    }
+    trap_entry::guest_exception(domain, &mut hv.memory, &hv.cpuid, frame, &hardware);
     resume_guest(guard, frame);
-}
-
-/// Bytes the guest has at its rip: up to 20 (an instruction behind the forced-emulation
-/// prefix), fewer where the mapping ends. Returns the bytes read and, if the read
-/// stopped early, the first address that could not be read.
-fn fetch_instruction(memory: &DirectMap, l4: u64, rip: u64) -> ([u8; 20], usize, Option<u64>) {
-    let mut bytes = [0u8; 20];
-    let mut len = 0;
-    while len < bytes.len() {
-        let at = rip.wrapping_add(len as u64);
-        let room = ((4096 - at % 4096) as usize).min(bytes.len() - len);
-        if copy_from_guest(memory, l4, at, &mut bytes[len..len + room]).is_err() {
-            return (bytes, len, Some(at));
-        }
-        len += room;
-    }
-    (bytes, len, None)
-}
-
-/// #GP(0) and #UD may be instructions the hypervisor emulates (trap::emulate). `None`:
-/// not emulated, deliver the exception. `Some(Err(address))`: the instruction could not
-/// be read in full, so the guest gets a page fault at `address`.
-fn emulate_instead(domain: &mut Domain, memory: &DirectMap, cpuid: &CpuidPolicy, frame: &mut GuestRegisters) -> Option<Result<(), u64>> {
-    let general_protection = frame.vector == deliver::VECTOR_GENERAL_PROTECTION as u64 && frame.error_code == 0;
-    if !general_protection && frame.vector != deliver::VECTOR_INVALID_OPCODE as u64 {
-        return None;
-    }
-    let (bytes, len, unreadable) = fetch_instruction(memory, domain.active_l4(), frame.rip);
-    let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
-    let kernel_l4 = domain.l4_maddr;
-    let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host: HostView { cr0, cr4, efer }, cpuid };
-    let outcome = if general_protection { ctx.privileged(&bytes[..len]) } else { ctx.invalid_opcode(&bytes[..len]) };
-    match outcome {
-        Emulation::Done => Some(Ok(())),
-        Emulation::Unreadable if !general_protection => unreadable.map(Err),
-        Emulation::Unreadable | Emulation::GeneralProtection | Emulation::InvalidOpcode => None,
-    }
-}
-
-/// A frame `iretq` would fault on. Xen lets the `iretq` fault and hands the guest the
-/// #GP at the target state; we check first and do the same without faulting in ring 0.
-/// A frame that is still bad after that (no #GP handler, or it returns to garbage again
-/// on the next exit) crashes the domain.
-fn reflect_bad_frame(domain: &mut Domain, memory: &mut DirectMap, frame: &mut GuestRegisters, bad: BadFrame) {
-    let error_code = match bad {
-        BadFrame::NonCanonicalRip | BadFrame::RipBeyond32Bits | BadFrame::Rflags => 0,
-        BadFrame::CodeSelector => frame.cs & 0xfff8,
-        BadFrame::StackSelector => frame.ss & 0xfff8,
-        BadFrame::NonCanonicalRsp => {
-            domain.crash(bad.describe());
-            return;
-        }
-    };
-    let gp = GuestException { vector: deliver::VECTOR_GENERAL_PROTECTION, error_code, cr2: 0 };
-    let delivered = deliver::deliver_exception(domain, memory, frame, gp);
-    if delivered.is_err() || check_return_frame(frame).is_err() {
-        domain.crash(bad.describe());
-    }
 }
 
 /// The one way back to a running guest after a hypercall or an exception: stop the
@@ -385,9 +291,7 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
-        if let Err(bad) = check_return_frame(frame) {
-            reflect_bad_frame(domain, &mut hv.memory, frame, bad);
-        }
+        trap_entry::check_exit_frame(domain, &mut hv.memory, frame);
     }
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);

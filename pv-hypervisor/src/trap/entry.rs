@@ -1,0 +1,152 @@
+//! What happens on each way into the hypervisor from a guest, as policy over a domain,
+//! its memory and the saved registers: a CPU exception (emulate, or deliver, or crash),
+//! a compatibility-mode `syscall`, and the check of the frame every exit returns
+//! through. `arch` only saves the registers, reads the hardware state these need, and
+//! loads the results into the CPU.
+
+use super::cpuid::CpuidPolicy;
+use super::debugreg;
+use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
+use super::bounce::BounceTarget;
+use super::emulate::{Emulation, EmulationContext, HostView};
+use super::frame_check::{check_return_frame, BadFrame};
+use crate::domain::vcpu::GuestRegisters;
+use crate::domain::Domain;
+use crate::mm::guest_walk::{copy_from_guest, MachineMemory};
+
+pub const VECTOR_DEBUG: u64 = 1;
+pub const VECTOR_DEVICE_NOT_AVAILABLE: u64 = 7;
+/// The soft-interrupt vector guests may raise directly (`int 0x80`).
+pub const VECTOR_INT80: u64 = 0x80;
+
+/// Hardware state the exception path may need, read by `arch` at entry.
+#[derive(Clone, Copy, Debug)]
+pub struct ExceptionContext {
+    /// CR2 at entry (the faulting address of a #PF).
+    pub cr2: u64,
+    /// DR6 at entry, for a #DB.
+    pub debug_status: u64,
+    /// The control registers a PV guest may read.
+    pub host: HostView,
+}
+
+/// A CPU exception the guest took: emulate what is emulated, deliver the rest through
+/// its trap table; a domain that cannot take it is crashed.
+pub fn guest_exception<M: MachineMemory>(
+    domain: &mut Domain,
+    memory: &mut M,
+    cpuid: &CpuidPolicy,
+    frame: &mut GuestRegisters,
+    hardware: &ExceptionContext,
+) {
+    let delivered = if frame.vector == VECTOR_INT80 {
+        deliver::int80(domain, memory, frame)
+    } else {
+        if frame.vector == VECTOR_DEBUG {
+            debugreg::record_debug_status(&mut domain.traps, hardware.debug_status);
+        }
+        if frame.vector == VECTOR_DEVICE_NOT_AVAILABLE {
+            // Real CR0.TS is only ever set on the guest's behalf: the #NM is its, and
+            // taking it clears its virtual TS, as Xen does.
+            domain.traps.fpu_ts = false;
+        }
+        let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2: hardware.cr2 };
+        match emulate_instead(domain, &*memory, cpuid, frame, hardware.host) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(unreadable_at)) => {
+                let fetch_fault = GuestException { vector: VECTOR_PAGE_FAULT, error_code: 0, cr2: unreadable_at };
+                deliver::deliver_exception(domain, memory, frame, fetch_fault)
+            }
+            None => deliver::deliver_exception(domain, memory, frame, exception),
+        }
+    };
+    if let Err(why) = delivered {
+        domain.crash(why.describe());
+    }
+}
+
+/// `syscall` from 32-bit compatibility mode. A 64-bit PV guest has no compat-mode
+/// hypercalls: its syscall32 callback gets it if it registered one, else #UD at the
+/// instruction (2 bytes before the return address the CPU saved).
+pub fn compat_syscall<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frame: &mut GuestRegisters) {
+    let delivered = match domain.traps.callbacks.syscall32 {
+        Some(callback) => {
+            let target = BounceTarget { handler: callback.address, mask_events: callback.mask_events, error_code: None };
+            deliver::bounce_to(domain, memory, frame, target)
+        }
+        None => {
+            frame.rip = frame.rip.wrapping_sub(2);
+            deliver::bounce_vector(domain, memory, frame, VECTOR_INVALID_OPCODE, None)
+        }
+    };
+    if let Err(why) = delivered {
+        domain.crash(why.describe());
+    }
+}
+
+/// Bytes the guest has at `rip`: up to 20 (an instruction behind the forced-emulation
+/// prefix), fewer where the mapping ends. Returns the bytes read and, if the read
+/// stopped early, the first address that could not be read.
+pub fn fetch_instruction<M: MachineMemory>(memory: &M, l4: u64, rip: u64) -> ([u8; 20], usize, Option<u64>) {
+    let mut bytes = [0u8; 20];
+    let mut len = 0;
+    while len < bytes.len() {
+        let at = rip.wrapping_add(len as u64);
+        let room = ((4096 - at % 4096) as usize).min(bytes.len() - len);
+        if copy_from_guest(memory, l4, at, &mut bytes[len..len + room]).is_err() {
+            return (bytes, len, Some(at));
+        }
+        len += room;
+    }
+    (bytes, len, None)
+}
+
+/// #GP(0) and #UD may be instructions the hypervisor emulates (trap::emulate). `None`:
+/// not emulated, deliver the exception. `Some(Err(address))`: the instruction could not
+/// be read in full, so the guest gets a page fault at `address`.
+fn emulate_instead<M: MachineMemory>(
+    domain: &mut Domain,
+    memory: &M,
+    cpuid: &CpuidPolicy,
+    frame: &mut GuestRegisters,
+    host: HostView,
+) -> Option<Result<(), u64>> {
+    let general_protection = frame.vector == VECTOR_GENERAL_PROTECTION as u64 && frame.error_code == 0;
+    if !general_protection && frame.vector != VECTOR_INVALID_OPCODE as u64 {
+        return None;
+    }
+    let (bytes, len, unreadable) = fetch_instruction(memory, domain.active_l4(), frame.rip);
+    let kernel_l4 = domain.l4_maddr;
+    let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host, cpuid };
+    let outcome = if general_protection { ctx.privileged(&bytes[..len]) } else { ctx.invalid_opcode(&bytes[..len]) };
+    match outcome {
+        Emulation::Done => Some(Ok(())),
+        Emulation::Unreadable if !general_protection => unreadable.map(Err),
+        Emulation::Unreadable | Emulation::GeneralProtection | Emulation::InvalidOpcode => None,
+    }
+}
+
+/// The check before every return to a running guest. A frame `iretq` would fault on is
+/// not a fault in ring 0 here: Xen lets the `iretq` fault and hands the guest the #GP at
+/// the target state, and so do we, having checked first. A frame still bad after that
+/// (no #GP handler, or it leads to garbage again) crashes the domain.
+pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frame: &mut GuestRegisters) {
+    let Err(bad) = check_return_frame(frame) else { return };
+    let error_code = match bad {
+        BadFrame::NonCanonicalRip | BadFrame::RipBeyond32Bits | BadFrame::Rflags => 0,
+        BadFrame::CodeSelector => frame.cs & 0xfff8,
+        BadFrame::StackSelector => frame.ss & 0xfff8,
+        BadFrame::NonCanonicalRsp => {
+            domain.crash(bad.describe());
+            return;
+        }
+    };
+    let gp = GuestException { vector: VECTOR_GENERAL_PROTECTION, error_code, cr2: 0 };
+    let delivered = deliver::deliver_exception(domain, memory, frame, gp);
+    if delivered.is_err() || check_return_frame(frame).is_err() {
+        domain.crash(bad.describe());
+    }
+}
+
+#[cfg(test)]
+mod tests;

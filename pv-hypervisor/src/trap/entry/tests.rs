@@ -1,0 +1,81 @@
+use super::*;
+use crate::domain::DomainState;
+use crate::hypercall::test_support::{TestGuest, GUEST_DATA_VA};
+use hypercall_abi::ops::traps::TrapInfo;
+
+const HOST: HostView = HostView { cr0: 0x8005_0033, cr4: 0x660, efer: 0xd01 };
+const STACK_TOP: u64 = GUEST_DATA_VA + TestGuest::MAPPED_BYTES;
+
+fn guest() -> (TestGuest, CpuidPolicy) {
+    let mut g = TestGuest::new();
+    for (vector, address) in [(6u8, 0x10_6000u64), (13, 0x10_d000), (14, 0x10_e000)] {
+        g.domain.traps.set_trap(&TrapInfo { vector, flags: 0, cs: 0xe033, _pad: 0, address });
+    }
+    g.regs.rsp = STACK_TOP - 8;
+    (g, CpuidPolicy::from_host(|_, _| [0; 4], 0x4_0011, 36))
+}
+
+fn exception(g: &mut TestGuest, cpuid: &CpuidPolicy, vector: u64, error_code: u64) {
+    g.regs.vector = vector;
+    g.regs.error_code = error_code;
+    let hw = ExceptionContext { cr2: 0x1234_5000, debug_status: 0, host: HOST };
+    guest_exception(&mut g.domain, &mut g.memory, cpuid, &mut g.regs, &hw);
+}
+
+#[test]
+fn privileged_instructions_are_emulated_in_place() {
+    let (mut g, cpuid) = guest();
+    g.poke(GUEST_DATA_VA, &[0x0f, 0x20, 0xc0]); // mov rax, cr0
+    g.regs.rip = GUEST_DATA_VA;
+    exception(&mut g, &cpuid, 13, 0);
+    assert_eq!((g.regs.rip, g.regs.rax), (GUEST_DATA_VA + 3, 0x8005_0033));
+    // Not emulated: the #GP reaches the guest's handler.
+    g.poke(GUEST_DATA_VA, &[0xf4]); // hlt
+    g.regs.rip = GUEST_DATA_VA;
+    exception(&mut g, &cpuid, 13, 0);
+    assert_eq!(g.regs.rip, 0x10_d000);
+}
+
+#[test]
+fn forced_cpuid_and_an_instruction_cut_by_the_mapping() {
+    let (mut g, cpuid) = guest();
+    g.poke(GUEST_DATA_VA, &[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2]);
+    g.regs.rip = GUEST_DATA_VA;
+    g.regs.rax = 0x4000_0000;
+    exception(&mut g, &cpuid, 6, 0);
+    assert_eq!((g.regs.rip, g.regs.rbx), (GUEST_DATA_VA + 7, 0x566e_6558));
+    // The prefix runs off the last mapped page: a #PF at the first unmapped byte.
+    let last = GUEST_DATA_VA + TestGuest::MAPPED_BYTES - 3;
+    g.poke(last, &[0x0f, 0x0b, 0x78]);
+    g.regs.rip = last;
+    g.regs.rsp = STACK_TOP - 8;
+    exception(&mut g, &cpuid, 6, 0);
+    assert_eq!((g.regs.rip, g.domain.traps.cr2), (0x10_e000, GUEST_DATA_VA + TestGuest::MAPPED_BYTES));
+}
+
+#[test]
+fn compat_syscall_without_callback_is_ud_at_the_instruction() {
+    let (mut g, _) = guest();
+    g.regs.rip = 0x40_1002;
+    compat_syscall(&mut g.domain, &mut g.memory, &mut g.regs);
+    assert_eq!(g.regs.rip, 0x10_6000);
+    assert_eq!(g.peek(g.regs.rsp + 16, 8), 0x40_1000u64.to_le_bytes());
+}
+
+#[test]
+fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
+    let (mut g, _) = guest();
+    g.regs.rip = 0x0000_8000_0000_0000;
+    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
+    assert_eq!((g.regs.rip, g.domain.state), (0x10_d000, DomainState::Running));
+    // No #GP handler: crashed.
+    let mut g = TestGuest::new();
+    g.regs.rip = 0x0000_8000_0000_0000;
+    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
+    assert_eq!(g.domain.state, DomainState::Crashed);
+    // A non-canonical stack cannot take a bounce: crashed.
+    let (mut g, _) = guest();
+    g.regs.rsp = 0x1234_0000_0000_0000;
+    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
+    assert_eq!(g.domain.state, DomainState::Crashed);
+}
