@@ -214,7 +214,7 @@ fn privops_conform_to_xen() {
 
 #[test]
 fn entry_attacks_conform_to_xen() {
-    conforms_to_xen("entry-attacks", 10);
+    conforms_to_xen("entry-attacks", 12);
 }
 
 /// Attacks that must end the domain, and only the domain: the hypervisor reports the
@@ -243,7 +243,7 @@ fn usermode_conforms_to_xen() {
 
 #[test]
 fn hypercalls_conform_to_xen() {
-    conforms_to_xen("hypercalls", 36);
+    conforms_to_xen("hypercalls", 40);
 }
 
 #[test]

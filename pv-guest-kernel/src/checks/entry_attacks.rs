@@ -138,6 +138,13 @@ pub fn run(info: &StartInfo) {
         tally.add(ret == 0 && report("entry-attacks", "sysenter_with_callback", &p, &Expect::fault(6, 0)));
     }
 
+    // A hypercall made with a non-canonical stack pointer: the return does not use the
+    // stack, so it returns (Xen's sysretq path does not check RSP either).
+    let p = probe!("mov r8, rsp\nmov rsp, rdi\nmov eax, 17\nxor edi, edi\nxor esi, esi", "syscall\nmov rsp, r8", NON_CANONICAL_RIP, 0u64);
+    let pass = report("entry-attacks", "hypercall_with_noncanonical_rsp", &p, &Expect::none());
+    println!("RESULT test=entry-attacks check=hypercall_with_noncanonical_rsp_result version={:#x}", p.rax);
+    tally.add(pass && p.rax == 0x4_0011);
+
     // A hypercall from the last two bytes below the non-canonical hole: the return rip is
     // 0x0000_8000_0000_0000. Real hardware would take that #GP in ring 0 on the way
     // out; Xen hands it to the guest instead, and so do we.

@@ -101,6 +101,11 @@ pub fn run() {
         returned(&mut tally, "vm_assist_m2p_strict", calls::vm_assist(0, 32), 0);
         returned(&mut tally, "set_trap_table_bad_pointer", calls::set_trap_table(GuestAddr(0x7fff_dead_0000)), -14);
         returned(&mut tally, "fpu_taskswitch_clear", calls::fpu_taskswitch(0), 0);
+        let mut features = [1u32, 0];
+        returned(&mut tally, "xen_version_get_features_submap_1", calls::xen_version(6, GuestAddr::from_mut_ptr(features.as_mut_ptr())), -22);
+        returned(&mut tally, "xen_version_pagesize_with_handle", calls::xen_version(7, GuestAddr::from_mut_ptr(features.as_mut_ptr())), -22);
+        returned(&mut tally, "xen_version_pagesize", calls::xen_version(7, GuestAddr::NULL), 4096);
+        returned(&mut tally, "console_io_unknown_cmd", calls::console_io(7, 0, GuestAddr::NULL), -38);
     }
     tally.finish();
 }

@@ -22,7 +22,8 @@ pub fn console_io<M: MachineMemory>(
         // Reading the console is dom0's and needs the input path; not offered yet.
         CONSOLEIO_READ if ctx.domain.privileged => Err(Errno::ENOSYS),
         CONSOLEIO_READ => Err(Errno::EPERM),
-        _ => Err(Errno::EINVAL),
+        // Xen answers an unknown console command with -ENOSYS.
+        _ => Err(Errno::ENOSYS),
     }
 }
 
@@ -73,7 +74,7 @@ mod tests {
     #[test]
     fn unknown_commands_and_unprivileged_reads_are_refused() {
         let mut guest = TestGuest::new();
-        assert_eq!(guest.call(nr::console_io, [7, 1, GUEST_DATA_VA, 0, 0, 0]), -22);
+        assert_eq!(guest.call(nr::console_io, [7, 1, GUEST_DATA_VA, 0, 0, 0]), -38);
         guest.domain.privileged = false;
         assert_eq!(guest.call(nr::console_io, [1, 1, GUEST_DATA_VA, 0, 0, 0]), -1);
     }

@@ -38,11 +38,17 @@ pub fn xen_version<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32
         }
         XENVER_GET_FEATURES => {
             let mut info: XenFeatureInfo = ctx.read_guest(arg)?;
-            info.submap = if info.submap_idx == 0 { feature_submap_0(ctx.domain.privileged) } else { 0 };
+            // One submap exists (XENFEAT_NR_SUBMAPS is 1 in features.h): Xen refuses others.
+            if info.submap_idx != 0 {
+                return Err(Errno::EINVAL);
+            }
+            info.submap = feature_submap_0(ctx.domain.privileged);
             ctx.write_guest(arg, &info)?;
             Ok(0)
         }
-        XENVER_PAGESIZE => Ok(4096),
+        // Answered only to a NULL handle, as Xen does (common/kernel.c).
+        XENVER_PAGESIZE if arg.is_null() => Ok(4096),
+        XENVER_PAGESIZE => Err(Errno::EINVAL),
         _ => Err(Errno::ENOSYS),
     }
 }

@@ -52,7 +52,10 @@ pub fn check_return_frame(regs: &GuestRegisters) -> Result<(), BadFrame> {
     if regs.ss != FLAT_RING3_SS64 as u64 {
         return Err(BadFrame::StackSelector);
     }
-    if !is_canonical(regs.rsp) {
+    // `sysretq` does not load RSP from a frame (the exit path moves it there first, in
+    // ring 0 with interrupts off), so a non-canonical one only faults later, in the
+    // guest, as on Xen, which returns from hypercalls the same way. `iretq` is refused it.
+    if !is_canonical(regs.rsp) && !regs.sysret_can_resume() {
         return Err(BadFrame::NonCanonicalRsp);
     }
     if regs.rflags & RFLAGS_IF == 0 || regs.rflags & (RFLAGS_IOPL | RFLAGS_VM | RFLAGS_RESERVED) != 0 {
@@ -76,6 +79,9 @@ mod tests {
         assert_eq!(check_return_frame(&compat), Ok(()));
         let high = GuestRegisters { rip: 0xffff_ffff_8000_0000, rsp: 0xffff_ffff_8010_0000, ..good() };
         assert_eq!(check_return_frame(&high), Ok(()));
+        // A hypercall return (rcx/r11 = rip/rflags) leaves by sysretq: any rsp will do.
+        let hypercall = GuestRegisters { rsp: 0x8000_0000_0000_0000, rcx: 0x10_0000, r11: 0x202, ..good() };
+        assert_eq!(check_return_frame(&hypercall), Ok(()));
     }
 
     #[test]
@@ -83,7 +89,7 @@ mod tests {
         let cases = [
             (GuestRegisters { rip: 0x0000_8000_0000_0000, ..good() }, BadFrame::NonCanonicalRip),
             (GuestRegisters { cs: 0xe023, rip: 0x1_0000_0000, ..good() }, BadFrame::RipBeyond32Bits),
-            (GuestRegisters { rsp: 0x1234_0000_0000_0000, ..good() }, BadFrame::NonCanonicalRsp),
+            (GuestRegisters { rsp: 0x1234_0000_0000_0000, rcx: 1, ..good() }, BadFrame::NonCanonicalRsp),
             (GuestRegisters { cs: 0xe008, ..good() }, BadFrame::CodeSelector),
             (GuestRegisters { cs: 0xe030, ..good() }, BadFrame::CodeSelector),
             (GuestRegisters { cs: 0xe00b, ..good() }, BadFrame::CodeSelector),

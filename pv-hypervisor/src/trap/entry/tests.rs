@@ -76,6 +76,7 @@ fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
     // A non-canonical stack cannot take a bounce: crashed.
     let (mut g, _) = guest();
     g.regs.rsp = 0x1234_0000_0000_0000;
+    g.regs.rcx = 1; // not a sysret frame
     check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
     assert_eq!(g.domain.state, DomainState::Crashed);
 }
