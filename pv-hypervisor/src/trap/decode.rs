@@ -9,7 +9,7 @@ mod instruction;
 #[cfg(test)]
 mod tests;
 
-pub use instruction::{Gpr, Instruction, OperandSize, PortOperand};
+pub use instruction::{Gpr, Instruction, MemoryOperand, Operand, OperandSize, PortOperand, Segment};
 
 /// `ud2a; .ascii "xen"`: a guest kernel puts this before an instruction to ask the
 /// hypervisor to emulate it (arch-x86/xen.h: XEN_EMULATE_PREFIX). Xen honours it only
@@ -29,6 +29,9 @@ pub struct Decoded {
     /// The instruction was preceded by [`XEN_EMULATE_PREFIX`].
     pub forced: bool,
     pub rex_w: bool,
+    /// The ModRM operand of the group 6/7 instructions (sgdt, sidt, sldt, str, smsw,
+    /// ...): where an emulated store goes.
+    pub operand: Option<Operand>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +47,11 @@ pub enum DecodeError {
 #[derive(Clone, Copy, Default)]
 struct Prefixes {
     operand_size: bool,
+    address_size: bool,
     rep: bool,
     lock: bool,
     rex: u8,
+    segment: Option<Segment>,
 }
 
 impl Prefixes {
@@ -55,6 +60,9 @@ impl Prefixes {
     }
     fn rex_r(self) -> u8 {
         (self.rex >> 2) & 1
+    }
+    fn rex_x(self) -> u8 {
+        (self.rex >> 1) & 1
     }
     fn rex_b(self) -> u8 {
         self.rex & 1
@@ -70,6 +78,7 @@ struct Cursor<'a> {
     bytes: &'a [u8],
     start: usize,
     pos: usize,
+    operand: Option<Operand>,
 }
 
 impl Cursor<'_> {
@@ -84,36 +93,60 @@ impl Cursor<'_> {
         Ok(byte)
     }
 
-    fn skip(&mut self, count: usize) -> Result<(), DecodeError> {
-        for _ in 0..count {
-            self.next()?;
-        }
-        Ok(())
-    }
-
-    /// Consumes the SIB byte and displacement a ModRM memory operand carries. In 64-bit
-    /// mode 0x67 selects 32-bit addressing, whose ModRM/SIB layout is the 64-bit one
-    /// (there are no 16-bit forms), so it never changes the length. mod=00 rm=101 is
-    /// RIP-relative disp32, and a SIB base of 101 with mod=00 means disp32 with no base;
-    /// REX.B does not change either (Intel SDM Vol. 2A, 2.2.1.6 and Table 2-5).
-    fn skip_memory_operand(&mut self, modrm: u8) -> Result<(), DecodeError> {
+    /// Reads the operand a ModRM byte names, consuming its SIB byte and displacement, and
+    /// remembers it as the instruction's operand. In 64-bit mode 0x67 selects 32-bit
+    /// addressing, whose ModRM/SIB layout is the 64-bit one (there are no 16-bit forms),
+    /// so it never changes the length. mod=00 rm=101 is RIP-relative disp32, and a SIB
+    /// base of 101 with mod=00 means disp32 with no base; REX.B does not change either
+    /// (Intel SDM Vol. 2A, 2.2.1.6 and Table 2-5).
+    fn read_operand(&mut self, modrm: u8, prefixes: Prefixes) -> Result<Operand, DecodeError> {
         let mode = modrm >> 6;
         let rm = modrm & 7;
+        let extend = |bits: u8, rex_bit: u8| Gpr::from_index(bits | (rex_bit << 3));
+        if mode == 3 {
+            let operand = Operand::Register(extend(rm, prefixes.rex_b()).ok_or(DecodeError::Invalid)?);
+            self.operand = Some(operand);
+            return Ok(operand);
+        }
+        let mut memory = MemoryOperand {
+            base: None,
+            index: None,
+            scale: 1,
+            displacement: 0,
+            rip_relative: false,
+            address_32: prefixes.address_size,
+            segment: prefixes.segment,
+        };
         let mut displacement = match mode {
             0 => 0,
             1 => 1,
-            2 => 4,
-            _ => return Ok(()),
+            _ => 4,
         };
         if rm == 4 {
             let sib = self.next()?;
+            let index = (sib >> 3) & 7 | (prefixes.rex_x() << 3);
+            // Index 100 (without REX.X) means no index.
+            memory.index = if index == 4 { None } else { Gpr::from_index(index) };
+            memory.scale = 1 << (sib >> 6);
             if mode == 0 && sib & 7 == 5 {
                 displacement = 4;
+            } else {
+                memory.base = extend(sib & 7, prefixes.rex_b());
             }
         } else if mode == 0 && rm == 5 {
             displacement = 4;
+            memory.rip_relative = true;
+        } else {
+            memory.base = extend(rm, prefixes.rex_b());
         }
-        self.skip(displacement)
+        let mut value: u32 = 0;
+        for i in 0..displacement {
+            value |= u32::from(self.next()?) << (8 * i);
+        }
+        memory.displacement = if displacement == 1 { i32::from(value as u8 as i8) } else { value as i32 };
+        let operand = Operand::Memory(memory);
+        self.operand = Some(operand);
+        Ok(operand)
     }
 }
 
@@ -131,7 +164,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     }
     let forced = bytes.starts_with(&XEN_EMULATE_PREFIX);
     let start = if forced { XEN_EMULATE_PREFIX.len() } else { 0 };
-    let mut cursor = Cursor { bytes, start, pos: start };
+    let mut cursor = Cursor { bytes, start, pos: start, operand: None };
     let (prefixes, opcode) = read_prefixes(&mut cursor)?;
     let known = match opcode {
         0x0f => decode_two_byte(&mut cursor, prefixes)?,
@@ -144,7 +177,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if prefixes.lock && instruction != Instruction::Other {
         return Err(DecodeError::Invalid);
     }
-    Ok(Decoded { instruction, length, forced, rex_w: prefixes.rex_w() })
+    Ok(Decoded { instruction, length, forced, rex_w: prefixes.rex_w(), operand: cursor.operand })
 }
 
 /// Consumes prefixes up to the opcode byte and returns it. A REX prefix counts only if
@@ -162,7 +195,11 @@ fn read_prefixes(cursor: &mut Cursor) -> Result<(Prefixes, u8), DecodeError> {
             0x66 => prefixes.operand_size = true,
             0xf0 => prefixes.lock = true,
             0xf2 | 0xf3 => prefixes.rep = true,
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x67 => {}
+            0x67 => prefixes.address_size = true,
+            0x64 => prefixes.segment = Some(Segment::Fs),
+            0x65 => prefixes.segment = Some(Segment::Gs),
+            // ES, CS, SS and DS overrides have base 0 in 64-bit mode.
+            0x26 | 0x2e | 0x36 | 0x3e => {}
             _ => return Ok((prefixes, byte)),
         }
         prefixes.rex = 0;
@@ -211,8 +248,8 @@ fn decode_two_byte(cursor: &mut Cursor, prefixes: Prefixes) -> Measured {
         0x09 => Instruction::Wbinvd,
         0x0b => Instruction::Other, // ud2
         0x20..=0x23 => decode_mov_cr_dr(cursor, prefixes, opcode)?,
-        0x00 => decode_group6(cursor)?,
-        0x01 => decode_group7(cursor)?,
+        0x00 => decode_group6(cursor, prefixes)?,
+        0x01 => decode_group7(cursor, prefixes)?,
         _ => return Ok(None),
     }))
 }
@@ -243,9 +280,9 @@ fn decode_mov_cr_dr(
 }
 
 /// 0F 00 /r: sldt, str, lldt, ltr take a register or a memory operand alike.
-fn decode_group6(cursor: &mut Cursor) -> Result<Instruction, DecodeError> {
+fn decode_group6(cursor: &mut Cursor, prefixes: Prefixes) -> Result<Instruction, DecodeError> {
     let modrm = cursor.next()?;
-    cursor.skip_memory_operand(modrm)?;
+    cursor.read_operand(modrm, prefixes)?;
     Ok(match (modrm >> 3) & 7 {
         0 => Instruction::Sldt,
         1 => Instruction::Str,
@@ -258,9 +295,9 @@ fn decode_group6(cursor: &mut Cursor) -> Result<Instruction, DecodeError> {
 /// 0F 01 /r. With mod=11 the /0-/3, /5 and /7 slots are other instructions (vmcall,
 /// monitor, xgetbv, ...), named by the whole ModRM byte; smsw and lmsw exist in both
 /// forms.
-fn decode_group7(cursor: &mut Cursor) -> Result<Instruction, DecodeError> {
+fn decode_group7(cursor: &mut Cursor, prefixes: Prefixes) -> Result<Instruction, DecodeError> {
     let modrm = cursor.next()?;
-    cursor.skip_memory_operand(modrm)?;
+    cursor.read_operand(modrm, prefixes)?;
     let is_register = modrm >> 6 == 3;
     Ok(match ((modrm >> 3) & 7, is_register) {
         (4, _) => Instruction::Smsw,

@@ -6,7 +6,7 @@
 use super::cpuid::CpuidPolicy;
 use super::debugreg;
 use hypercall_abi::Errno;
-use super::decode::{decode, Decoded, Gpr, Instruction, PortOperand, OperandSize};
+use super::decode::{decode, Decoded, Gpr, Instruction, MemoryOperand, Operand, OperandSize, PortOperand, Segment};
 use super::state::{GuestMode, TrapState};
 use crate::domain::vcpu::GuestRegisters;
 use crate::mm::is_canonical;
@@ -46,7 +46,19 @@ pub enum Emulation {
     /// The instruction bytes could not be read or decoded in full: #PF or #GP is the
     /// caller's to decide (it knows which fetch failed).
     Unreadable,
+    /// A store to guest memory (sgdt and friends): the caller writes `bytes[..len]` at
+    /// guest address `address` through the guest's page tables, then sets rip to
+    /// `next_rip`; if the write fails, the guest gets the page fault.
+    Store { address: u64, bytes: [u8; 10], len: usize, next_rip: u64 },
 }
+
+/// What the descriptor-table and machine-status stores show a guest. The hypervisor runs
+/// with UMIP, so they fault into it instead of showing its own addresses; the limits and
+/// selectors are the ones a PV guest sees on Xen 4.17 (GDT: 15 pages, IDT: 256 gates,
+/// TR: the hypervisor TSS at 0xe040, no LDT), the bases are hidden (0).
+pub const GDT_LIMIT_SHOWN: u16 = 0xefff;
+pub const IDT_LIMIT_SHOWN: u16 = 0xfff;
+pub const TASK_REGISTER_SHOWN: u16 = 0xe040;
 
 fn gpr(regs: &mut GuestRegisters, which: Gpr) -> &mut u64 {
     match which {
@@ -104,6 +116,9 @@ impl EmulationContext<'_> {
             return Emulation::GeneralProtection;
         }
         let kernel = self.traps.mode == GuestMode::Kernel;
+        if let Some(store) = self.table_store(&decoded) {
+            return store;
+        }
         let outcome = match decoded.instruction {
             Instruction::MovFromCr { cr, gpr: reg } if kernel => self.read_cr(cr).map(|v| *gpr(self.regs, reg) = v),
             Instruction::MovToCr { cr, gpr: reg } if kernel => {
@@ -172,6 +187,55 @@ impl EmulationContext<'_> {
             }
             _ => Emulation::InvalidOpcode,
         }
+    }
+
+    /// sgdt, sidt, sldt, str and smsw, from either mode (they are not privileged; only
+    /// UMIP makes them fault).
+    fn table_store(&mut self, decoded: &Decoded) -> Option<Emulation> {
+        let cr0 = self.read_cr(0).unwrap_or(0);
+        let (value, len): ([u8; 10], usize) = match decoded.instruction {
+            Instruction::Sgdt => (table_register(GDT_LIMIT_SHOWN), 10),
+            Instruction::Sidt => (table_register(IDT_LIMIT_SHOWN), 10),
+            Instruction::Sldt => (word(0), 2),
+            Instruction::Str => (word(TASK_REGISTER_SHOWN), 2),
+            Instruction::Smsw => (word(cr0 as u16), 2),
+            _ => return None,
+        };
+        let next_rip = self.regs.rip.wrapping_add(decoded.length as u64);
+        match decoded.operand? {
+            Operand::Register(reg) => {
+                *gpr(self.regs, reg) = u64::from(u16::from_le_bytes([value[0], value[1]]));
+                self.regs.rip = next_rip;
+                Some(Emulation::Done)
+            }
+            Operand::Memory(memory) => {
+                let address = self.effective_address(&memory, next_rip);
+                Some(Emulation::Store { address, bytes: value, len, next_rip })
+            }
+        }
+    }
+
+    fn effective_address(&mut self, memory: &MemoryOperand, next_rip: u64) -> u64 {
+        let mut address = memory.displacement as i64 as u64;
+        if memory.rip_relative {
+            address = address.wrapping_add(next_rip);
+        }
+        if let Some(base) = memory.base {
+            address = address.wrapping_add(*gpr(self.regs, base));
+        }
+        if let Some(index) = memory.index {
+            address = address.wrapping_add(gpr(self.regs, index).wrapping_mul(u64::from(memory.scale)));
+        }
+        if memory.address_32 {
+            address &= 0xffff_ffff;
+        }
+        let segment_base = match (memory.segment, self.traps.mode) {
+            (Some(Segment::Fs), _) => self.traps.fs_base,
+            (Some(Segment::Gs), GuestMode::Kernel) => self.traps.gs_base_kernel,
+            (Some(Segment::Gs), GuestMode::User) => self.traps.gs_base_user,
+            (None, _) => 0,
+        };
+        address.wrapping_add(segment_base)
     }
 
     fn cpuid_into_registers(&mut self) {
@@ -257,3 +321,16 @@ impl EmulationContext<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// A descriptor-table register as `sgdt`/`sidt` store it: 16-bit limit, 64-bit base.
+fn table_register(limit: u16) -> [u8; 10] {
+    let mut bytes = [0u8; 10];
+    bytes[..2].copy_from_slice(&limit.to_le_bytes());
+    bytes
+}
+
+fn word(value: u16) -> [u8; 10] {
+    let mut bytes = [0u8; 10];
+    bytes[..2].copy_from_slice(&value.to_le_bytes());
+    bytes
+}

@@ -12,9 +12,11 @@ use super::emulate::{Emulation, EmulationContext, HostView};
 use super::frame_check::{check_return_frame, BadFrame};
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
-use crate::mm::guest_walk::{copy_from_guest, MachineMemory};
+use crate::mm::guest_walk::{copy_from_guest, copy_to_guest, MachineMemory};
 
 pub const VECTOR_DEBUG: u64 = 1;
+/// #PF error-code bit 1: a write.
+const PF_WRITE: u64 = 2;
 pub const VECTOR_DEVICE_NOT_AVAILABLE: u64 = 7;
 /// The soft-interrupt vector guests may raise directly (`int 0x80`).
 pub const VECTOR_INT80: u64 = 0x80;
@@ -51,11 +53,11 @@ pub fn guest_exception<M: MachineMemory>(
             domain.traps.fpu_ts = false;
         }
         let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2: hardware.cr2 };
-        match emulate_instead(domain, &*memory, cpuid, frame, hardware.host) {
+        match emulate_instead(domain, memory, cpuid, frame, hardware.host) {
             Some(Ok(())) => Ok(()),
-            Some(Err(unreadable_at)) => {
-                let fetch_fault = GuestException { vector: VECTOR_PAGE_FAULT, error_code: 0, cr2: unreadable_at };
-                deliver::deliver_exception(domain, memory, frame, fetch_fault)
+            Some(Err((address, error_code))) => {
+                let fault = GuestException { vector: VECTOR_PAGE_FAULT, error_code, cr2: address };
+                deliver::deliver_exception(domain, memory, frame, fault)
             }
             None => deliver::deliver_exception(domain, memory, frame, exception),
         }
@@ -102,26 +104,37 @@ pub fn fetch_instruction<M: MachineMemory>(memory: &M, l4: u64, rip: u64) -> ([u
 }
 
 /// #GP(0) and #UD may be instructions the hypervisor emulates (trap::emulate). `None`:
-/// not emulated, deliver the exception. `Some(Err(address))`: the instruction could not
-/// be read in full, so the guest gets a page fault at `address`.
+/// not emulated, deliver the exception. `Some(Err((address, error code)))`: the
+/// instruction could not be read in full, or its store could not be written, so the
+/// guest gets that page fault.
 fn emulate_instead<M: MachineMemory>(
     domain: &mut Domain,
-    memory: &M,
+    memory: &mut M,
     cpuid: &CpuidPolicy,
     frame: &mut GuestRegisters,
     host: HostView,
-) -> Option<Result<(), u64>> {
+) -> Option<Result<(), (u64, u64)>> {
     let general_protection = frame.vector == VECTOR_GENERAL_PROTECTION as u64 && frame.error_code == 0;
     if !general_protection && frame.vector != VECTOR_INVALID_OPCODE as u64 {
         return None;
     }
-    let (bytes, len, unreadable) = fetch_instruction(memory, domain.active_l4(), frame.rip);
+    let (bytes, len, unreadable) = fetch_instruction(&*memory, domain.active_l4(), frame.rip);
     let kernel_l4 = domain.l4_maddr;
     let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host, cpuid };
     let outcome = if general_protection { ctx.privileged(&bytes[..len]) } else { ctx.invalid_opcode(&bytes[..len]) };
     match outcome {
         Emulation::Done => Some(Ok(())),
-        Emulation::Unreadable if !general_protection => unreadable.map(Err),
+        Emulation::Store { address, bytes, len, next_rip } => {
+            match copy_to_guest(memory, domain.active_l4(), address, &bytes[..len]) {
+                Ok(()) => {
+                    frame.rip = next_rip;
+                    Some(Ok(()))
+                }
+                // The store faults as it would have natively: a write.
+                Err(_) => Some(Err((address, PF_WRITE))),
+            }
+        }
+        Emulation::Unreadable if !general_protection => unreadable.map(|at| Err((at, 0))),
         Emulation::Unreadable | Emulation::GeneralProtection | Emulation::InvalidOpcode => None,
     }
 }

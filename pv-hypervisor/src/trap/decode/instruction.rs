@@ -77,3 +77,30 @@ pub enum Instruction {
     /// Anything else. Its `length` is 0 when this decoder does not know it.
     Other,
 }
+
+/// A segment override that matters in 64-bit mode (the others have base 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Fs,
+    Gs,
+}
+
+/// A ModRM memory operand: `segment base + base + index * scale + displacement`, or
+/// relative to the next instruction's rip; truncated to 32 bits with the 0x67 prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryOperand {
+    pub base: Option<Gpr>,
+    pub index: Option<Gpr>,
+    pub scale: u8,
+    pub displacement: i32,
+    pub rip_relative: bool,
+    pub address_32: bool,
+    pub segment: Option<Segment>,
+}
+
+/// What a ModRM byte names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    Register(Gpr),
+    Memory(MemoryOperand),
+}

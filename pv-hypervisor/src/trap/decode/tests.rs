@@ -71,9 +71,9 @@ fn known_instructions() -> Vec<(Vec<u8>, Instruction)> {
 fn every_known_instruction_with_and_without_the_forced_prefix() {
     for (bytes, instruction) in known_instructions() {
         let plain = decoded(&bytes);
-        assert_eq!(plain, Decoded { instruction, length: bytes.len(), forced: false, rex_w: false });
+        assert_eq!((plain.instruction, plain.length, plain.forced, plain.rex_w), (instruction, bytes.len(), false, false));
         let forced = decoded(&with_forced_prefix(&bytes));
-        assert_eq!(forced, Decoded { instruction, length: bytes.len() + 5, forced: true, rex_w: false });
+        assert_eq!((forced.instruction, forced.length, forced.forced, forced.rex_w), (instruction, bytes.len() + 5, true, false));
     }
 }
 
@@ -242,9 +242,10 @@ fn fifteen_bytes_is_the_limit() {
 
 #[test]
 fn unknown_instructions_are_other() {
-    assert_eq!(decoded(&[0x90]), Decoded { instruction: Other, length: 0, forced: false, rex_w: false });
+    assert_eq!(decoded(&[0x90]), Decoded { instruction: Other, length: 0, forced: false, rex_w: false, operand: None });
     assert_eq!(decoded(&[0x48, 0x0f, 0xb8, 0xc0]).length, 0);
-    assert_eq!(decoded(&[0x0f, 0x01, 0xd0]), Decoded { instruction: Other, length: 3, forced: false, rex_w: false });
+    let xgetbv = decoded(&[0x0f, 0x01, 0xd0]);
+    assert_eq!((xgetbv.instruction, xgetbv.length, xgetbv.forced), (Other, 3, false));
     assert_eq!(decoded(&[0x0f, 0x00, 0x20]).length, 3); // verr [rax]
     assert_eq!(decoded(&[0xf0, 0x90]).instruction, Other);
     assert!(decoded(&with_forced_prefix(&[0x90])).forced);
@@ -289,4 +290,34 @@ fn short_sequences_never_panic() {
         }
     }
     assert!(count > 600_000);
+}
+
+#[test]
+fn memory_and_register_operands_of_the_stores() {
+    use crate::trap::decode::{MemoryOperand, Operand, Segment};
+    // sgdt [rdi]
+    let d = decoded(&[0x0f, 0x01, 0x07]);
+    let plain = MemoryOperand { base: Some(Gpr::Rdi), index: None, scale: 1, displacement: 0, rip_relative: false, address_32: false, segment: None };
+    assert_eq!(d.operand, Some(Operand::Memory(plain)));
+    // sidt gs:[r8 + r9*8 - 16]  (65 43 0f 01 4c c8 f0)
+    let d = decoded(&[0x65, 0x43, 0x0f, 0x01, 0x4c, 0xc8, 0xf0]);
+    let expect = MemoryOperand {
+        base: Some(Gpr::R8),
+        index: Some(Gpr::R9),
+        scale: 8,
+        displacement: -16,
+        rip_relative: false,
+        address_32: false,
+        segment: Some(Segment::Gs),
+    };
+    assert_eq!((d.instruction, d.operand), (Instruction::Sidt, Some(Operand::Memory(expect))));
+    // sgdt [rip + 0x100]
+    let d = decoded(&[0x0f, 0x01, 0x05, 0x00, 0x01, 0x00, 0x00]);
+    assert!(matches!(d.operand, Some(Operand::Memory(MemoryOperand { rip_relative: true, displacement: 0x100, .. }))));
+    // str r10 (41 0f 00 ca), smsw eax (0f 01 e0)
+    assert_eq!(decoded(&[0x41, 0x0f, 0x00, 0xca]).operand, Some(Operand::Register(Gpr::R10)));
+    assert_eq!(decoded(&[0x0f, 0x01, 0xe0]).operand, Some(Operand::Register(Gpr::Rax)));
+    // [disp32] through a SIB with no base and no index (0f 01 04 25 10 00 00 00)
+    let d = decoded(&[0x0f, 0x01, 0x04, 0x25, 0x10, 0, 0, 0]);
+    assert!(matches!(d.operand, Some(Operand::Memory(MemoryOperand { base: None, index: None, displacement: 0x10, .. }))));
 }

@@ -107,7 +107,7 @@ fn io_and_interrupt_flag_follow_the_virtual_iopl() {
 fn everything_else_is_a_general_protection_fault() {
     let mut f = Fixture::new();
     let rip = f.regs.rip;
-    for insn in [&[0xf4][..], &[0x0f, 0x01, 0x10], &[0x0f, 0x00, 0xd8], &[0x0f, 0x01, 0x38], &[0x90]] {
+    for insn in [&[0xf4][..], &[0x0f, 0x01, 0x10], &[0x0f, 0x00, 0xd8], &[0x0f, 0x01, 0x38], &[0x90], &[0x0f, 0x00, 0x18]] {
         assert_eq!(f.ctx().privileged(insn), Emulation::GeneralProtection, "{insn:x?}");
     }
     f.traps.mode = GuestMode::User;
@@ -141,4 +141,36 @@ fn debug_registers_through_mov() {
     assert_eq!(f.ctx().privileged(&[0x0f, 0x23, 0xc8]), Emulation::GeneralProtection, "dr1 on the hypervisor");
     f.regs.rax = 1 << 13;
     assert_eq!(f.ctx().privileged(&[0x0f, 0x23, 0xf8]), Emulation::GeneralProtection, "dr7 with GD");
+}
+
+#[test]
+fn table_stores_show_xens_limits_and_hide_the_bases() {
+    let mut f = Fixture::new();
+    f.regs.rdi = 0x40_0100;
+    // sgdt [rdi + 8]
+    match f.ctx().privileged(&[0x0f, 0x01, 0x47, 0x08]) {
+        Emulation::Store { address, bytes, len, next_rip } => {
+            assert_eq!((address, len, next_rip), (0x40_0108, 10, 0x10_0004));
+            assert_eq!(bytes, [0xff, 0xef, 0, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.regs.rip, 0x10_0000, "rip moves only once the store is done");
+    // str eax; sldt eax; smsw eax (register forms are done at once), from user mode too.
+    f.traps.mode = GuestMode::User;
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x00, 0xc8]), Emulation::Done);
+    assert_eq!(f.regs.rax, 0xe040);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x00, 0xc0]), Emulation::Done);
+    assert_eq!(f.regs.rax, 0);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x01, 0xe0]), Emulation::Done);
+    assert_eq!(f.regs.rax, 0x0033);
+    // sidt fs:[rip + 0x10]: segment base and rip-relative addressing.
+    f.traps.fs_base = 0x7000_0000;
+    match f.ctx().privileged(&[0x64, 0x0f, 0x01, 0x0d, 0x10, 0, 0, 0]) {
+        Emulation::Store { address, bytes, .. } => {
+            assert_eq!(address, 0x7000_0000 + f.regs.rip + 8 + 0x10);
+            assert_eq!(&bytes[..2], &[0xff, 0x0f]);
+        }
+        other => panic!("{other:?}"),
+    }
 }
