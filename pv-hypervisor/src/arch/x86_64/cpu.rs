@@ -25,6 +25,22 @@ pub unsafe fn load_cr3(l4_phys: u64) {
     let frame = PhysFrame::containing_address(PhysAddr::new(l4_phys));
     // SAFETY: the caller guarantees the hypervisor stays mapped in the new tables.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+    LOADED_CR3.store(l4_phys, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The L4 [`load_cr3`] loaded last (0 before the first): the exit path compares with it
+/// instead of reading CR3 every time.
+static LOADED_CR3: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Switches to `l4_phys` unless it is already loaded.
+///
+/// # Safety
+/// As for [`load_cr3`].
+pub unsafe fn switch_cr3(l4_phys: u64) {
+    if LOADED_CR3.load(core::sync::atomic::Ordering::Relaxed) != l4_phys {
+        // SAFETY: the caller's guarantee.
+        unsafe { load_cr3(l4_phys) };
+    }
 }
 
 /// Sets or clears CR0.TS: set, the next FPU/SSE instruction raises #NM. The hypervisor

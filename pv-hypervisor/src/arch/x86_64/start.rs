@@ -305,12 +305,9 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
         domain.traps.segment_bases_dirty = true;
         domain.traps.bases_loaded_for = Some(domain.traps.mode);
     }
-    let l4 = domain.active_l4();
-    if cpu::cr3() != l4 {
-        // SAFETY: every guest L4 carries the hypervisor's slots (the builder copies them;
-        // user tables pass the same check when registered).
-        unsafe { cpu::load_cr3(l4) };
-    }
+    // SAFETY: every guest L4 carries the hypervisor's slots (filled when it is
+    // validated as an L4).
+    unsafe { cpu::switch_cr3(domain.active_l4()) };
     cpu::set_task_switched(domain.traps.fpu_ts);
     // The frame passed check_return_frame above (or the domain is gone).
     if frame.sysret_can_resume() {
