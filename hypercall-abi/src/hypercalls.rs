@@ -32,6 +32,9 @@ impl HypercallInfo {
 
 define_hypercalls! {
     handled {
+        /// Physical device operations (`ops::physdev`): so far PHYSDEVOP_set_iopl, the
+        /// virtual I/O privilege level; other commands answer -ENOSYS.
+        physdev_op = 33 (cmd: u32, arg: GuestAddr);
         /// Installs a GDT of `entries` descriptors held in the guest frames listed (at
         /// most 14); each frame is checked whole and stays typed as descriptors in use.
         set_gdt = 2 (frame_list: GuestAddr, entries: u32);
@@ -118,8 +121,6 @@ define_hypercalls! {
         xenoprof_op = 31 (op: u32, arg: GuestAddr);
         /// Event-channel operations (EVTCHNOP_*).
         event_channel_op = 32 (cmd: u32, arg: GuestAddr);
-        /// Physical device operations (PHYSDEVOP_*).
-        physdev_op = 33 (cmd: u32, arg: GuestAddr);
         /// HVM operations.
         hvm_op = 34 (op: u64, arg: GuestAddr);
         /// System control for the toolstack.
@@ -272,6 +273,10 @@ mod tests {
         }
         fn mmuext_op(&mut self, ops: GuestAddr, count: u32, _done: GuestAddr, _foreign: u16) -> Result<i64, Errno> {
             self.calls.push(("mmuext_op", [ops.0, count as u64, 0]));
+            Ok(0)
+        }
+        fn physdev_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("physdev_op", [cmd as u64, arg.0, 0]));
             Ok(0)
         }
         fn set_gdt(&mut self, frames: GuestAddr, entries: u32) -> Result<i64, Errno> {

@@ -209,7 +209,7 @@ fn traps_conform_to_xen() {
 
 #[test]
 fn privops_conform_to_xen() {
-    conforms_to_xen("privops", 46);
+    conforms_to_xen("privops", 51);
 }
 
 #[test]

@@ -16,3 +16,5 @@ pub mod vm_assist;
 pub mod mmu;
 /// multicall entries (xen.h).
 pub mod multicall;
+/// physdev_op commands (physdev.h).
+pub mod physdev;

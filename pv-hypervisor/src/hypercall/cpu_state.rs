@@ -8,7 +8,8 @@ use crate::mm::is_canonical;
 use crate::trap::debugreg;
 use hypercall_abi::arch_x86_64::FLAT_RING3_DS32;
 use hypercall_abi::ops::traps::{SEGBASE_FS, SEGBASE_GS_KERNEL, SEGBASE_GS_USER, SEGBASE_GS_USER_SEL};
-use hypercall_abi::Errno;
+use hypercall_abi::ops::physdev::{PhysdevSetIopl, PHYSDEVOP_SET_IOPL};
+use hypercall_abi::{Errno, GuestAddr};
 
 pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, which: u32, base: u64) -> Result<i64, Errno> {
     let traps = &mut ctx.domain.traps;
@@ -35,6 +36,23 @@ pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, whi
     *slot = base;
     traps.segment_bases_dirty = true;
     Ok(0)
+}
+
+/// physdev_op: PHYSDEVOP_set_iopl sets the virtual IOPL that in/out/cli/sti emulation
+/// checks (physdev.h); the other commands need devices this hypervisor does not pass
+/// through yet.
+pub fn physdev_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+    match cmd {
+        PHYSDEVOP_SET_IOPL => {
+            let request: PhysdevSetIopl = ctx.read_guest(arg)?;
+            if request.iopl > 3 {
+                return Err(Errno::EINVAL);
+            }
+            ctx.domain.traps.iopl = request.iopl as u8;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
 }
 
 pub fn set_debugreg<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, register: u32, value: u64) -> Result<i64, Errno> {
@@ -64,6 +82,19 @@ mod tests {
         assert_eq!(g.domain.traps.gs_selector_pending, Some(0xe02b));
         assert_eq!(g.call(nr::set_segment_base, [3, 0xe008, 0, 0, 0, 0]), 0, "a ring-0 selector loads null");
         assert_eq!(g.domain.traps.gs_selector_pending, Some(0));
+    }
+
+    #[test]
+    fn set_iopl() {
+        use super::super::test_support::GUEST_DATA_VA;
+        let mut g = TestGuest::new();
+        g.poke(GUEST_DATA_VA, &1u32.to_le_bytes());
+        assert_eq!(g.call(nr::physdev_op, [6, GUEST_DATA_VA, 0, 0, 0, 0]), 0);
+        assert_eq!(g.domain.traps.iopl, 1);
+        g.poke(GUEST_DATA_VA, &4u32.to_le_bytes());
+        assert_eq!(g.call(nr::physdev_op, [6, GUEST_DATA_VA, 0, 0, 0, 0]), -22);
+        assert_eq!(g.call(nr::physdev_op, [6, 0x10, 0, 0, 0, 0]), -14);
+        assert_eq!(g.call(nr::physdev_op, [99, GUEST_DATA_VA, 0, 0, 0, 0]), -38);
     }
 
     #[test]

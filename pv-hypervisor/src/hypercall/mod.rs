@@ -111,6 +111,10 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
         mmu::mmuext_op(self, ops, count, done_out, foreign_domid)
     }
 
+    fn physdev_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+        cpu_state::physdev_op(self, cmd, arg)
+    }
+
     fn set_gdt(&mut self, frame_list: GuestAddr, entries: u32) -> Result<i64, Errno> {
         descriptors::set_gdt(self, frame_list, entries)
     }
