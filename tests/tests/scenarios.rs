@@ -226,6 +226,7 @@ fn fatal_entry_attacks_crash_only_the_domain() {
         ("bad-kernel-stack", "guest kernel stack not mapped writable"),
         ("iret-to-user-without-table", "iret: return to user mode without a user page table"),
         ("user-entry-on-unmapped-stack", "guest kernel stack not mapped writable"),
+        ("noncanonical-rip-without-handler", "non-canonical rip"),
     ] {
         let cmdline = format!("entry-attack {attack}");
         let outcome = boot(&format!("entry-attack-{attack}"), &dom0_bundle(&guest_image(), &cmdline));

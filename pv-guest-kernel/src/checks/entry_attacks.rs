@@ -187,6 +187,27 @@ pub fn run_fatal(info: &StartInfo, name: &str) {
             unsafe { core::arch::asm!("mov rsp, {}", "ud2", in(reg) UNMAPPED, options(noreturn)) }
         }
         // Returning to user mode with no user page table registered.
+        // An iret to a non-canonical rip with no trap table left to take the #GP that
+        // Xen (and we) hand the guest for it: the domain is crashed.
+        "noncanonical-rip-without-handler" => {
+            // SAFETY: clearing our own trap table; the iret below must end the domain.
+            unsafe { hypercall_abi::guest::calls::set_trap_table(hypercall_abi::GuestAddr::NULL) };
+            // SAFETY: the hypervisor must end the domain at this iret; nothing returns.
+            unsafe {
+                core::arch::asm!(
+                    "mov rcx, rsp",
+                    "push 0xe02b",
+                    "push rcx",
+                    "pushfq",
+                    "push 0xe030",
+                    "push {rip}",
+                    "push 0",
+                    "jmp hypercall_page + 23 * 32",
+                    rip = in(reg) NON_CANONICAL_RIP,
+                    options(noreturn)
+                )
+            }
+        }
         // A user-mode system call while the kernel's stack_switch stack is unmapped.
         "user-entry-on-unmapped-stack" => super::usermode::run_with_kernel_stack(info, Some(UNMAPPED)),
         "iret-to-user-without-table" => {
