@@ -1,6 +1,7 @@
 //! Domains: the boot bundle, guest images, the PV memory layout, the builder, and the
 //! per-domain state the rest of the hypervisor works on.
 
+pub mod boot;
 pub mod builder;
 pub mod crash;
 pub mod frames;

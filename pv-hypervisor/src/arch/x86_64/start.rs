@@ -4,11 +4,12 @@
 use super::machine_memory::DirectMap;
 use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, protect, pvh, serial};
 use crate::boot_options::BootOptions;
-use crate::domain::builder::{build_domain, DomainSpec};
-use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
+use crate::domain::boot::{build_and_adopt, dom0_files, plan_memory};
+use crate::domain::builder::DomainSpec;
+use crate::domain::bundle::DOM0_KERNEL;
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
-use crate::domain::frames::{adopt_frames, release_frames};
+use crate::domain::frames::release_frames;
 use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::mm::frame_table::FrameTable;
 use crate::hypercall::HypercallContext;
@@ -117,22 +118,19 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     // SAFETY: boot is single-threaded and this is the only reference ever made.
     let bitmap = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_BITMAP) };
     let mut frames = FrameAllocator::new(bitmap);
-    let mut ram_end = 0;
-    for entry in pvh.memmap.iter().filter(|e| e.kind == pvh::MEMMAP_TYPE_RAM) {
-        let end = entry.addr.saturating_add(entry.size);
-        ram_end = ram_end.max(end);
-        frames.add_free(entry.addr.div_ceil(4096)..end / 4096);
-        if end > super::DIRECTMAP_SIZE {
-            log::warn!("RAM above 4 GiB ({:#x}-{:#x}) is not used", entry.addr.max(super::DIRECTMAP_SIZE), end);
-        }
-    }
-    // The first MiB holds firmware data and the PVH structures; then our image and the
-    // boot modules.
-    frames.reserve(0..256);
+    let ram = pvh.memmap.iter().filter(|e| e.kind == pvh::MEMMAP_TYPE_RAM).map(|e| e.addr..e.addr.saturating_add(e.size));
     let image = (core::ptr::addr_of!(__image_phys_start) as u64)..(core::ptr::addr_of!(__image_phys_end) as u64);
-    frames.reserve(image.start / 4096..image.end.div_ceil(4096));
-    for module in pvh.modules {
-        frames.reserve(module.paddr / 4096..(module.paddr + module.size).div_ceil(4096));
+    let mut reserved: [core::ops::Range<u64>; 9] = core::array::from_fn(|_| image.clone());
+    for (slot, module) in reserved[1..].iter_mut().zip(pvh.modules.iter()) {
+        *slot = module.paddr..module.paddr.saturating_add(module.size);
+    }
+    if pvh.modules.len() > reserved.len() - 1 {
+        boot_error("pvh-start-info", &"more than 8 boot modules");
+    }
+    let plan = plan_memory(&mut frames, ram, &reserved[..1 + pvh.modules.len()], super::DIRECTMAP_SIZE);
+    let ram_end = plan.ram_end;
+    if let Some(high) = plan.unused_high {
+        log::warn!("RAM above 4 GiB ({:#x}-{:#x}) is not used", high.start, high.end);
     }
     let Some(heap) = frames.alloc_contiguous(HEAP_FRAMES) else {
         boot_error("hypervisor-heap", &"no room for the hypervisor heap");
@@ -146,31 +144,18 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     };
     // SAFETY: the module stays reserved above; QEMU put it in RAM below 4 GiB.
     let bundle_bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(module.paddr) as *const u8, module.size as usize) };
-    let bundle = match Bundle::parse(bundle_bytes) {
-        Ok(b) => b,
-        Err(e) => boot_error("bundle", &e),
+    let (kernel, cmdline) = match dom0_files(bundle_bytes) {
+        Ok(files) => files,
+        Err((file, reason)) => boot_error(file, &reason),
     };
-    let Some(kernel) = bundle.file(DOM0_KERNEL) else {
-        boot_error(DOM0_KERNEL, &"missing from the boot bundle");
-    };
-    let cmdline = bundle.file(DOM0_CMDLINE).unwrap_or(b"");
-    let cmdline = cmdline.strip_suffix(b"\n").unwrap_or(cmdline);
 
     let mut memory = DirectMap::new(ram_end);
     // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
     let hypervisor_l4: [u64; 512] = unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
     let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
     let started = cpu::rdtsc();
-    let frames_cell = core::cell::RefCell::new(frames);
-    let dom0 = match build_domain(
-        &spec,
-        &mut memory,
-        &mut || frames_cell.borrow_mut().alloc(),
-        &mut |mfn| {
-            let _ = frames_cell.borrow_mut().free(mfn);
-        },
-        &hypervisor_l4,
-    ) {
+    let mut frame_table = FrameTable::new(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
+    let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4) {
         Ok(d) => d,
         Err(e) => boot_error(DOM0_KERNEL, &e),
     };
@@ -188,12 +173,8 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
     let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
     let host_view = HostView { cr0, cr4, efer };
-    let mut frame_table = FrameTable::new(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
-    if let Err(e) = adopt_frames(&dom0, &mut frame_table, &mut memory, &hypervisor_l4) {
-        boot_error(DOM0_KERNEL, &format_args!("initial page tables refused: {e:?}"));
-    }
     *HV.lock() = Some(Hypervisor {
-        frames: frames_cell.into_inner(),
+        frames,
         frame_table,
         hypervisor_l4,
         memory,

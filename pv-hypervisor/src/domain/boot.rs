@@ -1,0 +1,113 @@
+//! The boot flow's decisions, apart from the hardware: which machine frames are free,
+//! what the boot bundle gives dom0, and building dom0 into the frame table. `arch`
+//! reads the PVH structures and runs these in order.
+
+use super::builder::{build_domain, DomainSpec};
+use super::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
+use super::frames::adopt_frames;
+use super::Domain;
+use crate::mm::frame_alloc::FrameAllocator;
+use crate::mm::frame_table::FrameTable;
+use crate::mm::guest_walk::MachineMemory;
+use alloc::format;
+use alloc::string::String;
+use core::ops::Range;
+
+/// The first MiB holds firmware data and the PVH structures.
+const LOW_MEMORY_FRAMES: Range<u64> = 0..256;
+
+/// What the memory map left after the reservations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootMemory {
+    /// One past the highest RAM byte.
+    pub ram_end: u64,
+    /// RAM the direct map does not reach (not used yet), if any.
+    pub unused_high: Option<Range<u64>>,
+}
+
+/// Gives `frames` every RAM page below `direct_map_end`, minus low memory and the
+/// `reserved` byte ranges (the hypervisor image, the boot modules).
+pub fn plan_memory(
+    frames: &mut FrameAllocator<'_>,
+    ram: impl Iterator<Item = Range<u64>>,
+    reserved: &[Range<u64>],
+    direct_map_end: u64,
+) -> BootMemory {
+    let mut plan = BootMemory { ram_end: 0, unused_high: None };
+    for region in ram {
+        plan.ram_end = plan.ram_end.max(region.end);
+        frames.add_free(region.start.div_ceil(4096)..region.end / 4096);
+        if region.end > direct_map_end {
+            let high = region.start.max(direct_map_end)..region.end;
+            plan.unused_high = Some(plan.unused_high.map_or(high.clone(), |h| h.start.min(high.start)..h.end.max(high.end)));
+        }
+    }
+    frames.reserve(LOW_MEMORY_FRAMES);
+    for range in reserved {
+        frames.reserve(range.start / 4096..range.end.div_ceil(4096));
+    }
+    plan
+}
+
+/// dom0's kernel and command line from the boot bundle, or (file, reason) to refuse.
+pub fn dom0_files(bundle_bytes: &[u8]) -> Result<(&[u8], &[u8]), (&'static str, String)> {
+    let bundle = Bundle::parse(bundle_bytes).map_err(|e| ("bundle", format!("{e}")))?;
+    let kernel = bundle.file(DOM0_KERNEL).ok_or((DOM0_KERNEL, String::from("missing from the boot bundle")))?;
+    let cmdline = bundle.file(DOM0_CMDLINE).unwrap_or(b"");
+    Ok((kernel, cmdline.strip_suffix(b"\n").unwrap_or(cmdline)))
+}
+
+/// Builds a domain and gives it its frames in the frame table (initial page tables
+/// validated and pinned). On failure every frame goes back to `frames`.
+pub fn build_and_adopt<M: MachineMemory>(
+    spec: &DomainSpec<'_>,
+    memory: &mut M,
+    frames: &mut FrameAllocator<'_>,
+    frame_table: &mut FrameTable,
+    hypervisor_l4: &[u64; 512],
+) -> Result<Domain, String> {
+    let allocator = core::cell::RefCell::new(frames);
+    let domain = build_domain(
+        spec,
+        memory,
+        &mut || allocator.borrow_mut().alloc(),
+        &mut |mfn| {
+            let _ = allocator.borrow_mut().free(mfn);
+        },
+        hypervisor_l4,
+    )
+    .map_err(|e| format!("{e}"))?;
+    if let Err(e) = adopt_frames(&domain, frame_table, memory, hypervisor_l4) {
+        for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
+            let _ = allocator.borrow_mut().free(mfn);
+        }
+        return Err(format!("initial page tables refused: {e:?}"));
+    }
+    Ok(domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    #[test]
+    fn free_memory_is_ram_minus_low_memory_image_and_modules() {
+        let mut bitmap = vec![0u64; 64];
+        let mut frames = FrameAllocator::new(&mut bitmap);
+        let ram = [0..0x9f000, 0x10_0000..0x40_0000];
+        let plan = plan_memory(&mut frames, ram.iter().cloned(), &[0x20_0000..0x20_3001, 0x30_0000..0x30_1000], 0x100_0000);
+        assert_eq!(plan, BootMemory { ram_end: 0x40_0000, unused_high: None });
+        // 3 MiB of RAM above 1 MiB = 768 frames, minus 4 + 1 reserved.
+        assert_eq!(frames.free_frames(), 768 - 5);
+        let mut bitmap = vec![0u64; 64];
+        let mut frames = FrameAllocator::new(&mut bitmap);
+        let plan = plan_memory(&mut frames, [0x10_0000..0x80_0000].into_iter(), &[], 0x40_0000);
+        assert_eq!(plan.unused_high, Some(0x40_0000..0x80_0000));
+    }
+
+    #[test]
+    fn bundle_errors_name_the_file() {
+        assert_eq!(dom0_files(b"garbage").unwrap_err().0, "bundle");
+    }
+}
