@@ -49,8 +49,11 @@ pub fn plan_memory(
     plan
 }
 
-/// dom0's kernel and command line from the boot bundle, or (file, reason) to refuse.
-pub fn dom0_files(bundle_bytes: &[u8]) -> Result<(&[u8], &[u8]), (&'static str, String)> {
+/// Why boot input is refused: the file and the reason.
+pub type Refusal = (&'static str, String);
+
+/// dom0's kernel and command line from the boot bundle.
+pub fn dom0_files(bundle_bytes: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
     let bundle = Bundle::parse(bundle_bytes).map_err(|e| ("bundle", format!("{e}")))?;
     let kernel = bundle.file(DOM0_KERNEL).ok_or((DOM0_KERNEL, String::from("missing from the boot bundle")))?;
     let cmdline = bundle.file(DOM0_CMDLINE).unwrap_or(b"");
@@ -102,7 +105,7 @@ mod tests {
         assert_eq!(frames.free_frames(), 768 - 5);
         let mut bitmap = vec![0u64; 64];
         let mut frames = FrameAllocator::new(&mut bitmap);
-        let plan = plan_memory(&mut frames, [0x10_0000..0x80_0000].into_iter(), &[], 0x40_0000);
+        let plan = plan_memory(&mut frames, core::iter::once(0x10_0000..0x80_0000), &[], 0x40_0000);
         assert_eq!(plan.unused_high, Some(0x40_0000..0x80_0000));
     }
 
