@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, descriptors, entry-attacks, entry-attack NAME, bench-hypercall [N]";
+    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, descriptors, entry-attacks, entry-attack NAME, bench-hypercall [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -42,6 +42,7 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "entry-attacks" => crate::checks::entry_attacks::run(info),
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
         "bench-hypercall" => crate::checks::bench::run(info, command),
+        "fuzz" => crate::checks::fuzz::run(info, command),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");
             println!("RESULT test={other} status=fail reason=unknown-command");

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod descriptors;
 pub mod entry_attacks;
+pub mod fuzz;
 pub mod hypercalls;
 pub mod privops;
 pub mod usermode;

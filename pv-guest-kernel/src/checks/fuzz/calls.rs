@@ -1,0 +1,546 @@
+//! What the fuzzer calls and what it accepts back: one generator per implemented
+//! hypercall, which draws arguments from interesting sets and predicts the result from
+//! the ABI (and, for calls that read guest structures, from the bytes it left there).
+
+use super::memory::{self, Layout, MAX_WRITE, PAGE, SCRATCH_LEN};
+use hypercall_abi::nr;
+use hypercall_abi::ops::callback::{CALLBACKOP_REGISTER, CALLBACKOP_UNREGISTER};
+use hypercall_abi::ops::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
+use hypercall_abi::ops::sched_op::*;
+use hypercall_abi::ops::vm_assist::{VMASST_CMD_DISABLE, VMASST_CMD_ENABLE};
+use hypercall_abi::ops::xen_version::*;
+
+pub const EPERM: i64 = -1;
+pub const E2BIG: i64 = -7;
+pub const ESRCH: i64 = -3;
+pub const EFAULT: i64 = -14;
+pub const EINVAL: i64 = -22;
+pub const ENOSYS: i64 = -38;
+pub const ENOBUFS: i64 = -105;
+
+/// splitmix64: tiny, fast, and every seed (0 included) gives a full-period stream.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A value for a C `unsigned int` argument: usually `value`, sometimes with garbage
+    /// in the register's upper half, which the hypervisor must ignore.
+    pub fn widen(&mut self, value: u32) -> u64 {
+        if self.percent(20) {
+            (self.next() & !0xffff_ffff) | value as u64
+        } else {
+            value as u64
+        }
+    }
+}
+
+/// Small integers, sub-operation numbers and boundary values.
+pub fn small(rng: &mut Rng) -> u64 {
+    match rng.below(10) {
+        0..=5 => rng.below(17),
+        6 => rng.pick(&[0xffff_ffff, u64::MAX, i32::MIN as u32 as u64, i32::MIN as u64, 0x7fff_ffff]),
+        7 => rng.pick(&[0x8000_0000_0000_0000, 1 << 32, 0xffff, 0x1_0000, 255, 256]),
+        _ => rng.next(),
+    }
+}
+
+/// A pointer argument and what the model knows about it: how many bytes from `addr`
+/// are readable and writable (contiguously), and how many the fuzzer lets the
+/// hypervisor write (the rest of that memory is the guest's own code and data).
+#[derive(Clone, Copy, Debug)]
+pub struct Ptr {
+    pub addr: u64,
+    pub read_room: u64,
+    pub write_room: u64,
+    pub may_write: u64,
+    /// It points into a checksummed region (hypercall page, start_info, page tables).
+    pub guarded: bool,
+    /// It points into the scratch buffer, at this offset.
+    pub scratch: Option<u64>,
+}
+
+impl Ptr {
+    fn bad(addr: u64) -> Ptr {
+        Ptr { addr, read_room: 0, write_room: 0, may_write: 0, guarded: false, scratch: None }
+    }
+}
+
+fn scratch_ptr(rng: &mut Rng) -> Ptr {
+    let room = SCRATCH_LEN as u64 - MAX_WRITE;
+    let offset = if rng.percent(70) { rng.below(room / 8) * 8 } else { rng.below(room) };
+    let addr = memory::scratch_address(offset);
+    Ptr { addr, read_room: u64::MAX, write_room: u64::MAX, may_write: SCRATCH_LEN as u64 - offset, guarded: false, scratch: Some(offset) }
+}
+
+/// Any pointer: into our memory (scratch, unused low memory, read-only page tables,
+/// start_info, the hypercall page, the last bytes of the mapping, the start_info/page
+/// table boundary) or outside it (unmapped, the hypervisor's range, our own scratch
+/// through the hypervisor's direct map, non-canonical, wrapping).
+pub fn pointer(rng: &mut Rng, l: &Layout) -> Ptr {
+    let mapped = |addr: u64, write_end: u64, may_write: u64, guarded: bool| Ptr {
+        addr,
+        read_room: l.v_end - addr,
+        write_room: write_end.saturating_sub(addr),
+        may_write,
+        guarded,
+        scratch: None,
+    };
+    match rng.below(20) {
+        0..=6 => scratch_ptr(rng),
+        7 | 8 => {
+            let addr = rng.pick(&[0, 1, 8, 0x10, 0xff8, 0xfff, 0x1000, 0x8_0000]);
+            mapped(addr, l.pt_base, l.kernel_start - addr, false)
+        }
+        9 | 10 => {
+            let addr = l.pt_base + rng.below(l.nr_pt_frames) * PAGE + rng.pick(&[0, 8, 0x800, 0xff8, 0xffc, 0xfff]);
+            mapped(addr, 0, 0, true)
+        }
+        11 => mapped(l.start_info + rng.pick(&[0, 8, 0x58, 0x80, 0x400]), l.pt_base, 0, true),
+        12 => mapped(l.hypercall_page + rng.pick(&[0, 8, 32 * 18, 32 * 23, 0xff8]), l.pt_base, 0, true),
+        13 => {
+            let k = rng.pick(&[1, 2, 3, 4, 7, 8, 15, 16, 17, 24, 100, 1000, 4096]);
+            Ptr { addr: l.v_end - k, read_room: k, write_room: k, may_write: k, guarded: false, scratch: None }
+        }
+        14 => {
+            // Writable start_info tail, then read-only page tables.
+            let k = rng.pick(&[1, 4, 8, 16, 64]);
+            let mut p = mapped(l.pt_base - k, l.pt_base, 0, true);
+            p.write_room = k;
+            p
+        }
+        15 => Ptr::bad(rng.pick(&[l.v_end, l.v_end + PAGE, 0x7fff_dead_0000, 0x7fff_ffff_f000, 0x7fff_ffff_fff8, 0x4000_0000, 1 << 32])),
+        16 => Ptr::bad(rng.pick(&[
+            0xffff_8000_0000_0000,
+            0xffff_8300_0000_0000,
+            0xffff_8300_0000_0000 + l.scratch_maddr,
+            0xffff_8300_0010_0000,
+            0xffff_87ff_ffff_fff0,
+        ])),
+        17 => Ptr::bad(rng.pick(&[0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xdead_beef_dead_beef, 0x7fff_ffff_ffff_ffff, 0xffff_7fff_ffff_fff8])),
+        18 => Ptr::bad(rng.pick(&[0xffff_8800_0000_0000, 0xffff_ffff_ffff_f000, u64::MAX, u64::MAX - 7, 0xffff_ffff_8000_0000])),
+        _ => Ptr::bad(rng.next() | 0x8000_0000_0000_0000),
+    }
+}
+
+/// A pointer that the hypervisor may write `size` bytes through without hurting us:
+/// either it can (and we allow it), or it cannot at all (so the call must fail).
+fn write_target(rng: &mut Rng, l: &Layout, size: u64) -> Ptr {
+    let p = pointer(rng, l);
+    if p.write_room >= size && p.may_write < size {
+        scratch_ptr(rng)
+    } else {
+        p
+    }
+}
+
+/// A pointer to a structure whose every readable value is harmless: scratch (the caller
+/// then writes a harmless value there) or memory the hypervisor cannot read `size` bytes
+/// of.
+fn harmless_read_target(rng: &mut Rng, l: &Layout, size: u64) -> Ptr {
+    let p = pointer(rng, l);
+    if p.scratch.is_some() || p.read_room < size {
+        p
+    } else {
+        scratch_ptr(rng)
+    }
+}
+
+/// What a call may return.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    Exact(i64),
+    /// Xen's answer, and the one pv-hypervisor is known to give instead (reported as a
+    /// known deviation, not a failure).
+    Xen { xen: i64, ours: i64 },
+    NonNegative,
+    /// 0, or one of these errors.
+    ZeroOr(&'static [i64]),
+    /// One of these errors.
+    OneOf(&'static [i64]),
+    /// A count from 0 to `max`, or one of these errors.
+    UpTo(u64, &'static [i64]),
+}
+
+pub enum Verdict {
+    Pass,
+    KnownDeviation,
+    Fail,
+}
+
+impl Expect {
+    pub fn judge(&self, ret: i64) -> Verdict {
+        let ok = match *self {
+            Expect::Exact(v) => ret == v,
+            Expect::Xen { xen, ours } => {
+                if ret == ours && ret != xen {
+                    return Verdict::KnownDeviation;
+                }
+                ret == xen
+            }
+            Expect::NonNegative => ret >= 0,
+            Expect::ZeroOr(errors) => ret == 0 || errors.contains(&ret),
+            Expect::OneOf(errors) => errors.contains(&ret),
+            Expect::UpTo(max, errors) => (ret >= 0 && ret as u64 <= max) || errors.contains(&ret),
+        };
+        if ok {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }
+    }
+}
+
+/// What the fuzzer must put back after the call.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Restore {
+    Nothing,
+    TrapTable,
+    Fpu,
+    KernelStack,
+    NmiCallback,
+}
+
+pub struct Call {
+    pub nr: u64,
+    pub args: [u64; 6],
+    pub expect: Expect,
+    pub restore: Restore,
+    /// A pointer argument aimed at a checksummed region.
+    pub guarded: bool,
+}
+
+impl Call {
+    fn new(nr: u64, args: [u64; 6], expect: Expect) -> Call {
+        Call { nr, args, expect, restore: Restore::Nothing, guarded: false }
+    }
+}
+
+/// Success if the hypervisor can read `size` bytes at `p`, else -EFAULT.
+fn read_or_efault(p: &Ptr, size: u64) -> i64 {
+    if p.read_room >= size {
+        0
+    } else {
+        EFAULT
+    }
+}
+
+/// Success if the hypervisor can write `size` bytes at `p`, else -EFAULT.
+fn write_or_efault(p: &Ptr, size: u64) -> i64 {
+    if p.write_room >= size {
+        0
+    } else {
+        EFAULT
+    }
+}
+
+/// Any argument at all: a number or a pointer.
+pub fn any_arg(rng: &mut Rng, l: &Layout) -> u64 {
+    if rng.percent(50) {
+        small(rng)
+    } else {
+        pointer(rng, l).addr
+    }
+}
+
+fn random_args(rng: &mut Rng, l: &Layout) -> [u64; 6] {
+    core::array::from_fn(|_| any_arg(rng, l))
+}
+
+/// A call to an implemented hypercall, with its expected result.
+pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64) -> Call {
+    let mut args = random_args(rng, l);
+    match number {
+        nr::set_trap_table => set_trap_table(rng, l, args),
+        nr::stack_switch => Call { restore: Restore::KernelStack, ..Call::new(number, args, Expect::Exact(0)) },
+        nr::set_callbacks => Call::new(number, args, Expect::Exact(0)),
+        nr::fpu_taskswitch => Call { restore: Restore::Fpu, ..Call::new(number, args, Expect::Exact(0)) },
+        nr::vm_assist => {
+            let cmd = rng.pick(&[VMASST_CMD_ENABLE, VMASST_CMD_DISABLE, 2, 0xffff_ffff]);
+            let kind = if rng.percent(70) { rng.below(40) as u32 } else { small(rng) as u32 };
+            args[0] = rng.widen(cmd);
+            args[1] = rng.widen(kind);
+            let valid_type = kind <= 5 || kind == 32;
+            let expect = if !valid_type {
+                EINVAL
+            } else if cmd > VMASST_CMD_DISABLE {
+                ENOSYS
+            } else {
+                0
+            };
+            Call::new(number, args, Expect::Exact(expect))
+        }
+        nr::callback_op => callback_op(rng, l, args),
+        nr::xen_version => xen_version(rng, l, args, version),
+        nr::console_io => console_io(rng, l, args),
+        nr::sched_op => sched_op(rng, l, args),
+        nr::hypercall_count => {
+            let n = if rng.percent(70) { rng.below(80) } else { small(rng) };
+            args[0] = n;
+            let expect = if (n as u32) < 64 { Expect::NonNegative } else { Expect::Exact(EINVAL) };
+            Call::new(number, args, expect)
+        }
+        // A handled hypercall this model does not know yet: any Xen error will do.
+        _ => Call::new(number, args, Expect::ZeroOr(&[EPERM, EFAULT, EINVAL, ENOSYS])),
+    }
+}
+
+fn guarded(mut call: Call, p: &Ptr) -> Call {
+    call.guarded = p.guarded;
+    call
+}
+
+/// The array ends at the first entry with address 0; a non-canonical address is
+/// -EINVAL; an unreadable entry -EFAULT (Xen's pv/traps.c). The model walks the same
+/// bytes the hypervisor will.
+fn set_trap_table(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
+    let p = pointer(rng, l);
+    args[0] = p.addr;
+    if let (Some(offset), true) = (p.scratch, rng.percent(60)) {
+        // Valid-looking entries, then an ending: terminator, non-canonical, or noise.
+        let entries = rng.below(12);
+        for i in 0..entries {
+            let (near, far) = (0x10_0000 + rng.below(0x10_0000), rng.next() & 0x7fff_ffff_ffff);
+            let address = rng.pick(&[near, 0xffff_8300_0000_1000, 0xffff_ffff_8000_0000, 1, far]);
+            let mut entry = [0u8; 16];
+            entry[0] = rng.next() as u8;
+            entry[1] = rng.next() as u8;
+            entry[2..4].copy_from_slice(&(rng.next() as u16).to_le_bytes());
+            entry[8..].copy_from_slice(&address.to_le_bytes());
+            memory::poke_scratch(offset + i * 16, &entry);
+        }
+        let noise = rng.next();
+        let ending: u64 = rng.pick(&[0, 0x8000_0000_0000_0000, noise]);
+        memory::poke_scratch(offset + entries * 16 + 8, &ending.to_le_bytes());
+    }
+    let expect = if p.addr == 0 { 0 } else { walk_trap_table(&p) };
+    let call = Call { restore: Restore::TrapTable, ..Call::new(nr::set_trap_table, args, Expect::Exact(expect)) };
+    guarded(call, &p)
+}
+
+fn walk_trap_table(p: &Ptr) -> i64 {
+    let mut offset = 0u64;
+    loop {
+        if p.read_room < offset.saturating_add(16) {
+            return EFAULT;
+        }
+        let address = memory::peek_u64(p.addr + offset + 8);
+        if address == 0 {
+            return 0;
+        }
+        if !is_canonical(address) {
+            return EINVAL;
+        }
+        offset += 16;
+    }
+}
+
+pub fn is_canonical(address: u64) -> bool {
+    let top = address >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// callback.h: register checks the address (canonical, else -EINVAL) and then the type
+/// (-ENOSYS for one x86_64 lacks); unregister takes back only the NMI callback.
+fn callback_op(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
+    const REGISTERABLE: [u16; 6] = [0, 1, 2, 4, 5, 7];
+    let other = rng.below(16) as u32;
+    let cmd = rng.pick(&[CALLBACKOP_REGISTER, CALLBACKOP_UNREGISTER, 2, 0xffff_ffff, other]);
+    let p = pointer(rng, l);
+    args[0] = rng.widen(cmd);
+    args[1] = p.addr;
+    if let Some(offset) = p.scratch {
+        if rng.percent(70) {
+            let kind = if rng.percent(80) { rng.below(9) as u16 } else { rng.next() as u16 };
+            let noise = rng.next();
+            let address = rng.pick(&[0x10_0000, 0xffff_8300_0000_0000, 0x8000_0000_0000_0000, 0, noise]);
+            memory::poke_scratch(offset, &kind.to_le_bytes());
+            memory::poke_scratch(offset + 8, &address.to_le_bytes());
+        }
+    }
+    let expect = match cmd {
+        CALLBACKOP_REGISTER if p.read_room < 16 => EFAULT,
+        CALLBACKOP_REGISTER => {
+            let kind = memory::peek_u16(p.addr);
+            if !is_canonical(memory::peek_u64(p.addr + 8)) {
+                EINVAL
+            } else if REGISTERABLE.contains(&kind) {
+                0
+            } else {
+                ENOSYS
+            }
+        }
+        CALLBACKOP_UNREGISTER if p.read_room < 4 => EFAULT,
+        CALLBACKOP_UNREGISTER => match memory::peek_u16(p.addr) {
+            4 => 0,
+            k if REGISTERABLE.contains(&k) => EINVAL,
+            _ => ENOSYS,
+        },
+        _ => ENOSYS,
+    };
+    let call = Call { restore: Restore::NmiCallback, ..Call::new(nr::callback_op, args, Expect::Exact(expect)) };
+    guarded(call, &p)
+}
+
+/// version.h: sub-operations that write a structure of this many bytes.
+fn xen_version_output(cmd: u32) -> Option<u64> {
+    Some(match cmd {
+        XENVER_EXTRAVERSION | XENVER_GUEST_HANDLE => 16,
+        XENVER_COMPILE_INFO => 176,
+        XENVER_CAPABILITIES | XENVER_COMMANDLINE => 1024,
+        XENVER_CHANGESET => 64,
+        XENVER_PLATFORM_PARAMETERS | XENVER_GET_FEATURES => 8,
+        XENVER_BUILD_ID => 260,
+        _ => return None,
+    })
+}
+
+fn xen_version(rng: &mut Rng, l: &Layout, mut args: [u64; 6], version: i64) -> Call {
+    let cmd = if rng.percent(85) { rng.below(12) as u32 } else { small(rng) as u32 };
+    args[0] = rng.widen(cmd);
+    let expect = match (cmd, xen_version_output(cmd)) {
+        (XENVER_VERSION, _) => Expect::Exact(version),
+        (XENVER_PAGESIZE, _) => Expect::Exact(PAGE as i64),
+        (_, Some(size)) => {
+            let p = write_target(rng, l, size);
+            args[1] = p.addr;
+            if cmd == XENVER_BUILD_ID {
+                if let Some(offset) = p.scratch {
+                    memory::poke_scratch(offset, &(rng.below(size - 4) as u32).to_le_bytes());
+                }
+            }
+            let ret = write_or_efault(&p, size).min(read_or_efault(&p, size));
+            let call = match cmd {
+                XENVER_EXTRAVERSION | XENVER_CAPABILITIES | XENVER_PLATFORM_PARAMETERS | XENVER_GET_FEATURES => {
+                    Call::new(nr::xen_version, args, Expect::Exact(ret))
+                }
+                // Xen has these; pv-hypervisor does not offer them yet.
+                _ if ret == 0 => Call::new(nr::xen_version, args, Expect::ZeroOr(&[ENOSYS, EPERM, ENOBUFS])),
+                _ => Call::new(nr::xen_version, args, Expect::OneOf(&[EFAULT, ENOSYS, EPERM])),
+            };
+            return guarded(call, &p);
+        }
+        _ => Expect::Exact(ENOSYS),
+    };
+    Call::new(nr::xen_version, args, expect)
+}
+
+/// CONSOLEIO_write prints `count` bytes (-EFAULT if any is unreadable); CONSOLEIO_read
+/// is dom0's; anything else is -ENOSYS (Xen's drivers/char/console.c).
+fn console_io(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
+    let other = rng.below(16) as u32;
+    let cmd = rng.pick(&[CONSOLEIO_WRITE, CONSOLEIO_WRITE, CONSOLEIO_WRITE, CONSOLEIO_READ, 2, 0xffff_ffff, other]);
+    args[0] = rng.widen(cmd);
+    // Keep what a successful write prints short: a huge count only where the readable
+    // bytes run out soon.
+    let mut p = pointer(rng, l);
+    let huge = rng.percent(30);
+    let count: u32 = if huge {
+        while p.read_room > 256 {
+            p = pointer(rng, l);
+        }
+        rng.pick(&[257, 4096, 65536, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff])
+    } else {
+        rng.pick(&[0, 1, 2, 3, 7, 8, 15, 16, 31, 64])
+    };
+    args[1] = rng.widen(count);
+    args[2] = p.addr;
+    let expect = match cmd {
+        CONSOLEIO_WRITE if count == 0 => Expect::Exact(0),
+        CONSOLEIO_WRITE if count as u64 <= p.read_room => Expect::Exact(0),
+        CONSOLEIO_WRITE if count > i32::MAX as u32 => Expect::OneOf(&[EFAULT, E2BIG]),
+        CONSOLEIO_WRITE => Expect::Exact(EFAULT),
+        CONSOLEIO_READ => {
+            if p.write_room >= count as u64 && p.may_write < count as u64 {
+                // It could overwrite our own memory with console input: do not ask.
+                p = Ptr::bad(0x7fff_dead_0000);
+                args[2] = p.addr;
+            }
+            Expect::UpTo(count as u64, &[EFAULT, ENOSYS, EPERM, E2BIG])
+        }
+        _ => Expect::Xen { xen: ENOSYS, ours: EINVAL },
+    };
+    guarded(Call::new(nr::console_io, args, expect), &p)
+}
+
+/// sched.h. Never asked: SCHEDOP_block (waits for an event that never comes), and any
+/// shutdown, remote shutdown, watchdog or poll the hypervisor could act on; those get
+/// only invalid reasons or unreadable arguments.
+fn sched_op(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
+    let mut cmd = if rng.percent(85) { rng.below(10) as u32 } else { small(rng) as u32 };
+    if cmd == SCHEDOP_BLOCK {
+        cmd = SCHEDOP_YIELD;
+    }
+    args[0] = rng.widen(cmd);
+    let invalid_reason = |rng: &mut Rng| rng.pick(&[6u32, 7, 255, 256, 0x8000_0000, 0xffff_ffff]).max(6);
+    let (p, expect) = match cmd {
+        SCHEDOP_YIELD => (None, Expect::Exact(0)),
+        SCHEDOP_SHUTDOWN | SCHEDOP_SHUTDOWN_CODE => {
+            let p = harmless_read_target(rng, l, 4);
+            if let Some(offset) = p.scratch {
+                memory::poke_scratch(offset, &invalid_reason(rng).to_le_bytes());
+            }
+            let expect = if p.read_room < 4 {
+                Expect::OneOf(&[EFAULT, ENOSYS])
+            } else if cmd == SCHEDOP_SHUTDOWN {
+                // Xen passes any reason on to domain_shutdown; refusing one it does not
+                // know is the only answer that lets the caller go on.
+                Expect::Exact(EINVAL)
+            } else {
+                Expect::OneOf(&[EINVAL, ENOSYS])
+            };
+            (Some(p), expect)
+        }
+        SCHEDOP_REMOTE_SHUTDOWN => {
+            let p = harmless_read_target(rng, l, 8);
+            if let Some(offset) = p.scratch {
+                memory::poke_scratch(offset, &(rng.next() as u16).to_le_bytes());
+                memory::poke_scratch(offset + 4, &invalid_reason(rng).to_le_bytes());
+            }
+            let expect = if p.read_room < 8 { Expect::OneOf(&[EFAULT, ENOSYS]) } else { Expect::OneOf(&[EINVAL, ESRCH, EPERM, ENOSYS]) };
+            (Some(p), expect)
+        }
+        SCHEDOP_POLL | SCHEDOP_WATCHDOG => {
+            let mut p = pointer(rng, l);
+            while p.read_room > 0 {
+                p = pointer(rng, l);
+            }
+            (Some(p), Expect::OneOf(&[EFAULT, ENOSYS]))
+        }
+        SCHEDOP_PIN_OVERRIDE => {
+            let p = pointer(rng, l);
+            let expect = if p.read_room < 4 { Expect::OneOf(&[EFAULT, ENOSYS]) } else { Expect::ZeroOr(&[EINVAL, EPERM, ENOSYS]) };
+            (Some(p), expect)
+        }
+        _ => (None, Expect::Exact(ENOSYS)),
+    };
+    match p {
+        Some(p) => {
+            args[1] = p.addr;
+            guarded(Call::new(nr::sched_op, args, expect), &p)
+        }
+        None => Call::new(nr::sched_op, args, expect),
+    }
+}
