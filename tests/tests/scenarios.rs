@@ -185,6 +185,22 @@ fn non_elf_dom0_is_refused() {
     assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("greeting")));
 }
 
+/// A hostile dom0: 100,000 hypercalls with garbage arguments (and privileged
+/// instructions) must each get an answer the ABI allows, never panic or hang the
+/// hypervisor, never change read-only guest memory, and leave dom0 able to power off.
+#[test]
+fn fuzz_100k_calls_do_not_hurt_the_hypervisor() {
+    let outcome = boot("fuzz", &dom0_bundle(&guest_image(), "fuzz 1 100000"));
+    let failures: Vec<&str> = outcome.log.lines().filter(|l| l.contains("fuzz: FAIL")).collect();
+    let r = expect(&outcome, &[("test", "fuzz"), ("seed", "1")]);
+    assert_eq!(r["status"], "pass", "fuzzer failures:\n{}", failures.join("\n"));
+    assert_eq!(number(&r["calls"]), 100_000);
+    assert_eq!(number(&r["failures"]), 0);
+    assert!(!outcome.log.contains("RESULT event=domain_crash"), "dom0 crashed; log tail:\n{}", outcome.tail(30));
+    expect(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "poweroff")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
 /// The differential conformance test: `command` on both hypervisors, every guest
 /// RESULT line compared field by field (tests/src/conformance.rs). Our run must pass
 /// its own expectations too.

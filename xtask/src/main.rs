@@ -2,6 +2,7 @@
 //! debugging. Run `cargo xtask --help`.
 
 mod bench;
+mod fuzz;
 
 use pv_tests::{bundle, qemu};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ commands:
                                 guest commands: hello (default), fault, badptr, hypercall-count,
                                 traps, privops, usermode, hypercalls, descriptors, entry-attacks,
                                 entry-attack NAME,
-                                bench-hypercall [N]
+                                bench-hypercall [N], fuzz SEED COUNT [TRACE_FROM]
   test                          host unit tests of every crate, then every QEMU scenario
                                 (PV_SKIP_REAL_XEN=1 skips the real-Xen one)
   bench [boot|rings|hypercall|all] [--runs R]
@@ -31,6 +32,10 @@ commands:
                                 iret, ours vs real Xen under TCG (medians of R paired runs,
                                 default 5), plus ours' instruction counts under -icount;
                                 tables on stdout, JSON in target/bench/
+  fuzz [--count N] [--seed S] [--trace-from I]
+                                boot with dom0 fuzzing hypercalls and privileged instructions
+                                (N calls, default 100000, seed S, default 1; --trace-from prints
+                                every call from iteration I); prints the summary and calls/s
   gdb [--guest-cmdline STR]     boot with QEMU waiting for gdb on :1234, symbols loaded
 ";
 
@@ -44,7 +49,7 @@ fn main() {
     }
 }
 
-fn option(args: &[String], name: &str) -> Option<String> {
+pub fn option(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
@@ -62,6 +67,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             bench::bench(&sh, which, runs)
         }
         Some("gdb") => gdb(&sh, &guest_cmdline),
+        Some("fuzz") => fuzz::fuzz(&sh, args),
         Some("--help" | "-h" | "help") | None => {
             print!("{HELP}");
             Ok(())
