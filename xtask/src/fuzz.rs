@@ -20,8 +20,13 @@ pub fn fuzz(sh: &Shell, args: &[String]) -> Result<(), String> {
     };
     let count = number("--count", 100_000)?;
     let seed = number("--seed", 1)?;
-    let trace = option(args, "--trace-from").map(|t| format!(" {t}")).unwrap_or_default();
-    let cmdline = format!("fuzz {seed} {count}{trace}");
+    let mut cmdline = format!("fuzz {seed} {count}");
+    if let Some(from) = option(args, "--trace-from") {
+        cmdline.push_str(&format!(" trace={from}"));
+    }
+    if args.iter().any(|a| a == "--known-bugs") {
+        cmdline.push_str(" known-bugs");
+    }
     let built = build(sh, &cmdline)?;
     qemu::check_qemu()?;
     let guest = std::fs::read(&built.guest).map_err(|e| e.to_string())?;
@@ -33,7 +38,7 @@ pub fn fuzz(sh: &Shell, args: &[String]) -> Result<(), String> {
     let options = Options { timeout, stop_on: vec![], mark: Some(FUZZ_START), log_path: Some(log_path.clone()) };
     let outcome = run(qemu::hypervisor_command(&built.hypervisor, &bundle, "loglvl=info"), &options)?;
 
-    for line in outcome.log.lines().filter(|l| l.contains("fuzz: FAIL") || l.contains("known deviation") || l.contains("RESULT ")) {
+    for line in outcome.log.lines().filter(|l| l.contains("fuzz: FAIL") || l.contains("known deviation") || l.contains("fuzz: coverage") || l.contains("RESULT ")) {
         println!("{line}");
     }
     let exit = outcome.exit_code();

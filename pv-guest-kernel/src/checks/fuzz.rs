@@ -8,17 +8,22 @@
 //! legitimate effect would end the run (block, a valid shutdown, iret) and repairs what
 //! its calls legitimately change (trap table, CR0.TS, kernel stack, callbacks).
 
-mod calls;
+mod args;
 mod memory;
+mod model;
 mod privops;
+mod raw;
 
 use crate::console::println;
-use calls::{Call, Restore, Rng, Verdict};
+use core::fmt::Write;
+use args::Rng;
+use model::{Call, Restore, Verdict};
 use hypercall_abi::arch_x86_64::FLAT_KERNEL_SS64;
 use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::ops::vm_assist::{VMASST_CMD_ENABLE, VMASST_TYPE_ARCHITECTURAL_IOPL};
 use hypercall_abi::{nr, HYPERCALLS};
 use memory::{Integrity, Layout};
+use raw::{raw_hypercall, Stack};
 
 /// How many failures are printed in full (all are counted).
 const MAX_REPORTED: u64 = 20;
@@ -30,85 +35,16 @@ const INTEGRITY_EVERY: u64 = 1_000;
 const UNPREDICTABLE_COUNTS: [u64; 3] = [nr::console_io, nr::iret, nr::hypercall_count];
 const COUNTED: usize = 64;
 
-/// The values the six callee-saved registers hold across every fuzzed call.
-const PRESERVED: [u64; 6] = [
-    0x1111_2222_3333_4444,
-    0x5555_6666_7777_8888,
-    0x9999_aaaa_bbbb_cccc,
-    0xdddd_eeee_ffff_0001,
-    0x0123_4567_89ab_cdef,
-    0xfedc_ba98_7654_3210,
-];
+/// Stack pointers that pv-hypervisor refuses to return to from a hypercall: it crashes
+/// the domain ("non-canonical rsp") where Xen 4.17 returns with `sysretq`, which does
+/// not check RSP. Only with `known-bugs`, since it ends the run.
+const NON_CANONICAL_STACKS: [u64; 2] = [0x8000_0000_0000_0000, 0x0000_8000_0000_0000];
 
 /// A kernel stack for stack_switch to point back at after a fuzzed one (never used:
 /// the kernel never runs user mode).
 #[repr(C, align(16))]
 struct KernelStack([u8; 4096]);
 static KERNEL_STACK: KernelStack = KernelStack([0; 4096]);
-
-/// Makes hypercall `number` with `syscall`, either through the hypercall page or
-/// directly (needed past its 128 stubs, and a guest may do it anyway). Returns RAX and
-/// whether rbx, rbp and r12-r15 survived.
-fn raw_hypercall(number: u64, args: [u64; 6], via_page: bool) -> (i64, bool) {
-    let ret: i64;
-    let (rbx, rbp): (u64, u64);
-    let (r12, r13, r14, r15): (u64, u64, u64, u64);
-    let entry = hypercall_abi::guest::hypercall_page_address() + (number & 127) * hypercall_abi::guest::STUB_SIZE;
-    // The stub's address is in rcx, which `syscall` clobbers anyway: a generic register
-    // operand could be given rbx or rbp, which the block loads with its own values.
-    // SAFETY: the call targets the hypercall page's stub for `number` (< 128) or is a
-    // `syscall` with RAX = number, the 64-bit PV hypercall instruction; every argument
-    // register, rcx and r11 are declared clobbered, rbx and rbp are saved on the stack
-    // around it, and the fuzzer only passes arguments whose effect it can repair.
-    unsafe {
-        if via_page {
-            core::arch::asm!(
-                "push rbx", "push rbp",
-                "mov rbx, {b}", "mov rbp, {p}",
-                "call rcx",
-                "mov rdi, rbx", "mov rsi, rbp",
-                "pop rbp", "pop rbx",
-                b = const PRESERVED[0], p = const PRESERVED[1],
-                inlateout("rax") number as i64 => ret,
-                inlateout("rdi") args[0] => rbx,
-                inlateout("rsi") args[1] => rbp,
-                inlateout("rdx") args[2] => _,
-                inlateout("r10") args[3] => _,
-                inlateout("r8") args[4] => _,
-                inlateout("r9") args[5] => _,
-                inout("r12") PRESERVED[2] => r12,
-                inout("r13") PRESERVED[3] => r13,
-                inout("r14") PRESERVED[4] => r14,
-                inout("r15") PRESERVED[5] => r15,
-                inlateout("rcx") entry => _,
-                lateout("r11") _,
-            );
-        } else {
-            core::arch::asm!(
-                "push rbx", "push rbp",
-                "mov rbx, {b}", "mov rbp, {p}",
-                "syscall",
-                "mov rdi, rbx", "mov rsi, rbp",
-                "pop rbp", "pop rbx",
-                b = const PRESERVED[0], p = const PRESERVED[1],
-                inlateout("rax") number as i64 => ret,
-                inlateout("rdi") args[0] => rbx,
-                inlateout("rsi") args[1] => rbp,
-                inlateout("rdx") args[2] => _,
-                inlateout("r10") args[3] => _,
-                inlateout("r8") args[4] => _,
-                inlateout("r9") args[5] => _,
-                inout("r12") PRESERVED[2] => r12,
-                inout("r13") PRESERVED[3] => r13,
-                inout("r14") PRESERVED[4] => r14,
-                inout("r15") PRESERVED[5] => r15,
-                lateout("rcx") _,
-                lateout("r11") _,
-            );
-        }
-    }
-    (ret, [rbx, rbp, r12, r13, r14, r15] == PRESERVED)
-}
 
 struct Fuzzer {
     rng: Rng,
@@ -118,12 +54,18 @@ struct Fuzzer {
     handled_len: usize,
     /// Hypercalls we made per number (those below 64), for the count cross-check.
     made: [u64; COUNTED],
+    /// Fuzzed calls per number below 64 and how many of them succeeded (ret >= 0);
+    /// index COUNTED holds the numbers above.
+    fuzzed: [(u64, u64); COUNTED + 1],
     calls: u64,
     probes: u64,
     failures: u64,
     deviations: u64,
-    /// Print every iteration from this one on (the optional third argument).
+    /// Print every iteration from this one on (`trace=N`).
     trace_from: u64,
+    /// Also make the calls that hit known hypervisor bugs (`known-bugs`), which end the
+    /// run; see NON_CANONICAL_STACKS.
+    known_bugs: bool,
     /// Whether vm_assist architectural_iopl is on: then the kernel counts as ring 0 and
     /// cli, sti, in and out are allowed (and do nothing).
     architectural_iopl: bool,
@@ -133,7 +75,7 @@ impl Fuzzer {
     /// A call we make ourselves (repairs, setup): counted like the fuzzed ones.
     fn call(&mut self, number: u64, args: [u64; 6]) -> i64 {
         self.count(number);
-        raw_hypercall(number, args, true).0
+        raw_hypercall(number, args, true, Stack::Own, 0).0
     }
 
     fn count(&mut self, number: u64) {
@@ -151,7 +93,7 @@ impl Fuzzer {
 
     /// The next hypercall: 80% implemented, 12% Xen numbers (and gaps) we do not
     /// implement, 8% out of range (including numbers with high bits set).
-    fn next_call(&mut self) -> (Call, bool) {
+    fn next_call(&mut self) -> (Call, bool, Stack, u64) {
         let rng = &mut self.rng;
         let roll = rng.below(100);
         let number = if roll < 80 {
@@ -168,17 +110,28 @@ impl Fuzzer {
             rng.pick(&[128, 129, 255, 256, 1000, 0xffff_ffff, (1 << 32) | low, u64::MAX, i32::MIN as u64, 0x8000_0000_0000_0000 | low])
         };
         let via_page = number < 128 && rng.percent(70);
+        let stack = if !via_page && rng.percent(10) {
+            let l = &self.layout;
+            let odd = [0, 8, 0xfff, l.v_end, l.pt_base + 0x800, l.hypercall_page, 0xffff_8300_0000_1000, 0xffff_ffff_ffff_fff0, 0x7fff_ffff_fff8];
+            if self.known_bugs && rng.percent(20) {
+                Stack::Odd(rng.pick(&NON_CANONICAL_STACKS))
+            } else {
+                Stack::Odd(rng.pick(&odd))
+            }
+        } else {
+            Stack::Own
+        };
+        let rflags = if via_page { 0 } else { rng.next() & raw::HOSTILE_RFLAGS };
         if rng.percent(90) {
             // Random bytes where the structures are read from.
             memory::fill_scratch(|| rng.next());
         }
         let call = if HYPERCALLS.iter().any(|h| h.handled && h.number == number) {
-            calls::implemented(rng, &self.layout, number, self.version)
+            model::implemented(rng, &self.layout, number, self.version)
         } else {
-            let args = core::array::from_fn(|_| calls::any_arg(rng, &self.layout));
-            Call { nr: number, args, expect: calls::Expect::Exact(calls::ENOSYS), restore: Restore::Nothing, guarded: false }
+            model::unimplemented(rng, &self.layout, number)
         };
-        (call, via_page)
+        (call, via_page, stack, rflags)
     }
 
     fn restore(&mut self, what: Restore) {
@@ -206,19 +159,26 @@ impl Fuzzer {
 
     /// One fuzzed hypercall; says whether it aimed at a checksummed region.
     fn one_hypercall(&mut self, i: u64) -> bool {
-        let (call, via_page) = self.next_call();
-        let (ret, preserved) = raw_hypercall(call.nr, call.args, via_page);
+        let (call, via_page, stack, rflags) = self.next_call();
+        let name = HYPERCALLS.iter().find(|h| h.number == call.nr).map_or("out-of-range", |h| h.name);
+        let args = call.args;
+        if i >= self.trace_from {
+            // Before the call, so a call that never returns is the last line.
+            println!("fuzz: trace iteration={i} call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={}", call.nr, Args(args));
+        }
+        let (ret, preserved) = raw_hypercall(call.nr, call.args, via_page, stack, rflags);
         self.count(call.nr);
         self.calls += 1;
+        let slot = &mut self.fuzzed[(call.nr as usize).min(COUNTED)];
+        slot.0 += 1;
+        slot.1 += u64::from(ret >= 0);
         self.restore(call.restore);
         if call.nr == nr::console_io && call.args[0] as u32 == 0 && call.args[1] as u32 != 0 {
             // End whatever line the fuzzed bytes started, so our own lines stay whole.
             let _ = crate::platform::console_write(b"\n");
         }
-        let name = HYPERCALLS.iter().find(|h| h.number == call.nr).map_or("out-of-range", |h| h.name);
-        let args = call.args;
         if i >= self.trace_from {
-            println!("fuzz: trace iteration={i} call={name}({}) via_page={via_page} args={} ret={ret}", call.nr, Args(args));
+            println!("fuzz: trace iteration={i} ret={ret}");
         }
         if call.nr == nr::vm_assist && ret == 0 && args[1] as u32 == VMASST_TYPE_ARCHITECTURAL_IOPL {
             self.architectural_iopl = args[0] as u32 == VMASST_CMD_ENABLE;
@@ -231,7 +191,7 @@ impl Fuzzer {
                     println!("fuzz: known deviation from Xen (first of its kind): {name}({}) args={} ret={ret} expected={:?}", call.nr, Args(args), call.expect);
                 }
             }
-            Verdict::Fail => self.fail(i, format_args!("call={name}({}) via_page={via_page} args={} ret={ret} expected={:?}", call.nr, Args(args), call.expect)),
+            Verdict::Fail => self.fail(i, format_args!("call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={} ret={ret} expected={:?}", call.nr, Args(args), call.expect)),
         }
         if !preserved {
             self.fail(i, format_args!("call={name}({}) args={} clobbered a callee-saved register", call.nr, Args(args)));
@@ -241,6 +201,18 @@ impl Fuzzer {
             memory::set_canaries();
         }
         call.guarded
+    }
+
+    /// Calls/successes per implemented hypercall, then the rest in bulk.
+    fn print_coverage(&self) {
+        let mut line = LineText::default();
+        for h in HYPERCALLS.iter().filter(|h| h.handled && h.number != nr::iret && (h.number as usize) < COUNTED) {
+            let (calls, ok) = self.fuzzed[h.number as usize];
+            let _ = write!(line, " {}={calls}/{ok}", h.name);
+        }
+        let unimplemented = (0..COUNTED).filter(|&n| !self.handled[..self.handled_len].contains(&(n as u64))).map(|n| self.fuzzed[n].0).sum::<u64>();
+        println!("fuzz: coverage (calls/succeeded){}", line.as_str());
+        println!("fuzz: coverage unimplemented_below_64={unimplemented} from_64_up={}", self.fuzzed[COUNTED].0);
     }
 
     fn one_probe(&mut self, i: u64) {
@@ -257,6 +229,33 @@ impl Fuzzer {
     }
 }
 
+/// A fixed-size line for the coverage summary.
+struct LineText {
+    bytes: [u8; 400],
+    len: usize,
+}
+
+impl Default for LineText {
+    fn default() -> Self {
+        LineText { bytes: [0; 400], len: 0 }
+    }
+}
+
+impl LineText {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
+    }
+}
+
+impl Write for LineText {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let take = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
 /// Six arguments on one line, in hex.
 struct Args([u64; 6]);
 
@@ -270,12 +269,27 @@ impl core::fmt::Display for Args {
 /// The argument of the NMI unregistration done after every callback_op.
 static NMI_UNREGISTER: [u16; 2] = [4, 0];
 
-fn parse(args: &str) -> Option<(u64, u64, u64)> {
+/// `fuzz SEED COUNT [trace=ITERATION] [known-bugs]`.
+struct Options {
+    seed: u64,
+    count: u64,
+    trace_from: u64,
+    known_bugs: bool,
+}
+
+fn parse(args: &str) -> Option<Options> {
     let mut words = args.split_ascii_whitespace().skip(1);
     let seed = words.next().map_or(Some(1), |w| w.parse().ok())?;
     let count = words.next().map_or(Some(10_000), |w| w.parse().ok())?;
-    let trace_from = words.next().map_or(Some(u64::MAX), |w| w.parse().ok())?;
-    Some((seed, count, trace_from))
+    let mut options = Options { seed, count, trace_from: u64::MAX, known_bugs: false };
+    for word in words {
+        match word.split_once('=') {
+            Some(("trace", from)) => options.trace_from = from.parse().ok()?,
+            None if word == "known-bugs" => options.known_bugs = true,
+            _ => return None,
+        }
+    }
+    Some(options)
 }
 
 fn counts_now() -> [u64; COUNTED] {
@@ -284,8 +298,8 @@ fn counts_now() -> [u64; COUNTED] {
 }
 
 pub fn run(info: &StartInfo, command: &str) {
-    let Some((seed, count, trace_from)) = parse(command) else {
-        println!("usage: fuzz SEED COUNT [TRACE_FROM_ITERATION]");
+    let Some(Options { seed, count, trace_from, known_bugs }) = parse(command) else {
+        println!("usage: fuzz SEED COUNT [trace=ITERATION] [known-bugs]");
         println!("RESULT test=fuzz status=fail reason=usage");
         return;
     };
@@ -301,11 +315,13 @@ pub fn run(info: &StartInfo, command: &str) {
         handled: [0; 16],
         handled_len: 0,
         made: [0; COUNTED],
+        fuzzed: [(0, 0); COUNTED + 1],
         calls: 0,
         probes: 0,
         failures: 0,
         deviations: 0,
         trace_from,
+        known_bugs,
         architectural_iopl: false,
     };
     let (major, minor) = crate::platform::hypervisor_version();
@@ -334,14 +350,14 @@ pub fn run(info: &StartInfo, command: &str) {
             fuzzer.one_probe(i);
         } else {
             let guarded = fuzzer.one_hypercall(i);
-            if guarded || fuzzer.calls % INTEGRITY_EVERY == 0 {
+            if guarded || fuzzer.calls.is_multiple_of(INTEGRITY_EVERY) {
                 if let Some(region) = Integrity::take(&layout).first_difference(&before) {
                     fuzzer.fail(i, format_args!("the hypervisor changed {region}"));
                     println!("RESULT test=fuzz status=fail seed={seed} calls={} failures={} reason=changed-{region}", fuzzer.calls, fuzzer.failures);
                     return;
                 }
             }
-            if fuzzer.calls % PROGRESS_EVERY == 0 {
+            if fuzzer.calls.is_multiple_of(PROGRESS_EVERY) {
                 println!("fuzz: progress calls={} probes={} failures={}", fuzzer.calls, fuzzer.probes, fuzzer.failures);
             }
         }
@@ -363,6 +379,7 @@ pub fn run(info: &StartInfo, command: &str) {
             fuzzer.fail(i, format_args!("hypercall_count({n}) grew by {counted}, we made {made} calls"));
         }
     }
+    fuzzer.print_coverage();
     let status = if fuzzer.failures == 0 { "pass" } else { "fail" };
     println!(
         "RESULT test=fuzz status={status} seed={seed} calls={} failures={} probes={} known_deviations={}",

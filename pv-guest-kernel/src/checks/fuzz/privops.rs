@@ -2,7 +2,7 @@
 //! handler. Each must either complete (the hypervisor emulated it) or come back to us as
 //! #GP or #UD at the instruction; some must be exactly #GP(0).
 
-use super::calls::Rng;
+use super::args::Rng;
 use crate::checks::{probe, Probed};
 
 const MSR_FS_BASE: u32 = 0xC000_0100;
