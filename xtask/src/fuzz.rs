@@ -24,9 +24,6 @@ pub fn fuzz(sh: &Shell, args: &[String]) -> Result<(), String> {
     if let Some(from) = option(args, "--trace-from") {
         cmdline.push_str(&format!(" trace={from}"));
     }
-    if args.iter().any(|a| a == "--known-bugs") {
-        cmdline.push_str(" known-bugs");
-    }
     let built = build(sh, &cmdline)?;
     qemu::check_qemu()?;
     let guest = std::fs::read(&built.guest).map_err(|e| e.to_string())?;

@@ -22,7 +22,7 @@ commands:
                                 guest commands: hello (default), fault, badptr, hypercall-count,
                                 traps, privops, usermode, hypercalls, descriptors, entry-attacks,
                                 entry-attack NAME,
-                                bench-hypercall [N], fuzz SEED COUNT [trace=I] [known-bugs]
+                                bench-hypercall [N], fuzz SEED COUNT [trace=I]
   test                          host unit tests of every crate, then every QEMU scenario
                                 (PV_SKIP_REAL_XEN=1 skips the real-Xen one)
   bench [boot|rings|hypercall|all] [--runs R]
@@ -32,11 +32,10 @@ commands:
                                 iret, ours vs real Xen under TCG (medians of R paired runs,
                                 default 5), plus ours' instruction counts under -icount;
                                 tables on stdout, JSON in target/bench/
-  fuzz [--count N] [--seed S] [--trace-from I] [--known-bugs]
+  fuzz [--count N] [--seed S] [--trace-from I]
                                 boot with dom0 fuzzing hypercalls and privileged instructions
                                 (N calls, default 100000, seed S, default 1; --trace-from prints
-                                every call from iteration I; --known-bugs also makes the calls
-                                that hit known hypervisor bugs); prints the summary and calls/s
+                                every call from iteration I); prints the summary and calls/s
   gdb [--guest-cmdline STR]     boot with QEMU waiting for gdb on :1234, symbols loaded
 ";
 

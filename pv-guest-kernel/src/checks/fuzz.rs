@@ -11,6 +11,7 @@
 mod args;
 mod memory;
 mod model;
+mod model_cpu;
 mod privops;
 mod raw;
 
@@ -35,9 +36,8 @@ const INTEGRITY_EVERY: u64 = 1_000;
 const UNPREDICTABLE_COUNTS: [u64; 3] = [nr::console_io, nr::iret, nr::hypercall_count];
 const COUNTED: usize = 64;
 
-/// Stack pointers that pv-hypervisor refuses to return to from a hypercall: it crashes
-/// the domain ("non-canonical rsp") where Xen 4.17 returns with `sysretq`, which does
-/// not check RSP. Only with `known-bugs`, since it ends the run.
+/// Non-canonical stack pointers: a hypercall made with one returns (sysretq does not
+/// load RSP from a frame), on Xen 4.17 and here.
 const NON_CANONICAL_STACKS: [u64; 2] = [0x8000_0000_0000_0000, 0x0000_8000_0000_0000];
 
 /// A kernel stack for stack_switch to point back at after a fuzzed one (never used:
@@ -50,7 +50,7 @@ struct Fuzzer {
     rng: Rng,
     layout: Layout,
     version: i64,
-    handled: [u64; 16],
+    handled: [u64; 32],
     handled_len: usize,
     /// Hypercalls we made per number (those below 64), for the count cross-check.
     made: [u64; COUNTED],
@@ -63,9 +63,6 @@ struct Fuzzer {
     deviations: u64,
     /// Print every iteration from this one on (`trace=N`).
     trace_from: u64,
-    /// Also make the calls that hit known hypervisor bugs (`known-bugs`), which end the
-    /// run; see NON_CANONICAL_STACKS.
-    known_bugs: bool,
     /// Whether vm_assist architectural_iopl is on: then the kernel counts as ring 0 and
     /// cli, sti, in and out are allowed (and do nothing).
     architectural_iopl: bool,
@@ -113,7 +110,7 @@ impl Fuzzer {
         let stack = if !via_page && rng.percent(10) {
             let l = &self.layout;
             let odd = [0, 8, 0xfff, l.v_end, l.pt_base + 0x800, l.hypercall_page, 0xffff_8300_0000_1000, 0xffff_ffff_ffff_fff0, 0x7fff_ffff_fff8];
-            if self.known_bugs && rng.percent(20) {
+            if rng.percent(20) {
                 Stack::Odd(rng.pick(&NON_CANONICAL_STACKS))
             } else {
                 Stack::Odd(rng.pick(&odd))
@@ -149,6 +146,19 @@ impl Fuzzer {
                 let top = core::ptr::addr_of!(KERNEL_STACK) as u64 + 4096;
                 self.call(nr::stack_switch, [FLAT_KERNEL_SS64 as u64, top, 0, 0, 0, 0]);
             }
+            Restore::SegmentBases => {
+                for which in 0..3 {
+                    self.call(nr::set_segment_base, [which, 0, 0, 0, 0, 0]);
+                }
+                self.call(nr::set_segment_base, [3, 0, 0, 0, 0, 0]);
+            }
+            Restore::DebugRegisters => {
+                self.call(nr::set_debugreg, [7, 0x400, 0, 0, 0, 0]);
+            }
+            Restore::Iopl => {
+                static IOPL_ZERO: u32 = 0;
+                self.call(nr::physdev_op, [6, &IOPL_ZERO as *const u32 as u64, 0, 0, 0, 0]);
+            }
             Restore::NmiCallback => {
                 // An NMI delivered to a garbage callback would crash us; the other
                 // callbacks cannot be taken back, and nothing here raises them.
@@ -168,6 +178,15 @@ impl Fuzzer {
         }
         let (ret, preserved) = raw_hypercall(call.nr, call.args, via_page, stack, rflags);
         self.count(call.nr);
+        if call.nr == nr::multicall && ret == 0 {
+            // The hypervisor counts the calls a multicall made (not a nested multicall).
+            for entry in 0..call.args[1] as u32 as u64 {
+                let op = memory::peek_u64(call.args[0] + entry * 64);
+                if op != nr::multicall {
+                    self.count(op);
+                }
+            }
+        }
         self.calls += 1;
         let slot = &mut self.fuzzed[(call.nr as usize).min(COUNTED)];
         slot.0 += 1;
@@ -269,23 +288,21 @@ impl core::fmt::Display for Args {
 /// The argument of the NMI unregistration done after every callback_op.
 static NMI_UNREGISTER: [u16; 2] = [4, 0];
 
-/// `fuzz SEED COUNT [trace=ITERATION] [known-bugs]`.
+/// `fuzz SEED COUNT [trace=ITERATION]`.
 struct Options {
     seed: u64,
     count: u64,
     trace_from: u64,
-    known_bugs: bool,
 }
 
 fn parse(args: &str) -> Option<Options> {
     let mut words = args.split_ascii_whitespace().skip(1);
     let seed = words.next().map_or(Some(1), |w| w.parse().ok())?;
     let count = words.next().map_or(Some(10_000), |w| w.parse().ok())?;
-    let mut options = Options { seed, count, trace_from: u64::MAX, known_bugs: false };
+    let mut options = Options { seed, count, trace_from: u64::MAX };
     for word in words {
         match word.split_once('=') {
             Some(("trace", from)) => options.trace_from = from.parse().ok()?,
-            None if word == "known-bugs" => options.known_bugs = true,
             _ => return None,
         }
     }
@@ -298,8 +315,8 @@ fn counts_now() -> [u64; COUNTED] {
 }
 
 pub fn run(info: &StartInfo, command: &str) {
-    let Some(Options { seed, count, trace_from, known_bugs }) = parse(command) else {
-        println!("usage: fuzz SEED COUNT [trace=ITERATION] [known-bugs]");
+    let Some(Options { seed, count, trace_from }) = parse(command) else {
+        println!("usage: fuzz SEED COUNT [trace=ITERATION]");
         println!("RESULT test=fuzz status=fail reason=usage");
         return;
     };
@@ -312,7 +329,7 @@ pub fn run(info: &StartInfo, command: &str) {
         rng: Rng::new(seed),
         layout,
         version: crate::platform::hypervisor_version().0 as i64,
-        handled: [0; 16],
+        handled: [0; 32],
         handled_len: 0,
         made: [0; COUNTED],
         fuzzed: [(0, 0); COUNTED + 1],
@@ -321,7 +338,6 @@ pub fn run(info: &StartInfo, command: &str) {
         failures: 0,
         deviations: 0,
         trace_from,
-        known_bugs,
         architectural_iopl: false,
     };
     let (major, minor) = crate::platform::hypervisor_version();

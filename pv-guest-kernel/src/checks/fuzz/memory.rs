@@ -121,6 +121,10 @@ pub struct Layout {
     pub scratch_maddr: u64,
     /// Where the kernel image starts; everything below is mapped and unused.
     pub kernel_start: u64,
+    /// Machine frame of the running L4 (the first initial page-table frame).
+    pub l4_mfn: u64,
+    /// Machine frame of an L1 of the initial mapping (the one mapping address 0).
+    pub low_l1_mfn: u64,
 }
 
 impl Layout {
@@ -136,6 +140,9 @@ impl Layout {
             hypercall_page: hypercall_abi::guest::hypercall_page_address(),
             scratch_maddr,
             kernel_start: 0x10_0000,
+            l4_mfn: platform::pfn_to_mfn(info, (info.pt_base - platform::virt_base()) / PAGE).unwrap_or(0),
+            // The builder lays out L4, L3, L2, then the L1s: the first L1 maps address 0.
+            low_l1_mfn: platform::pfn_to_mfn(info, (info.pt_base - platform::virt_base()) / PAGE + 3).unwrap_or(0),
         }
     }
 }
