@@ -265,7 +265,7 @@ fn hypercalls_conform_to_xen() {
 
 #[test]
 fn descriptors_conform_to_xen() {
-    conforms_to_xen("descriptors", 15);
+    conforms_to_xen("descriptors", 16);
 }
 
 /// The hypervisor's own mappings are W^X with guard pages below its stacks: breaking

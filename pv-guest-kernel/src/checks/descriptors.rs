@@ -13,6 +13,7 @@ use hypercall_abi::GuestAddr;
 
 const WINDOW: u64 = 0x3f_f000;
 const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+const CODE64_DPL3: u64 = 0x00af_fa00_0000_ffff;
 const CODE64_DPL0: u64 = 0x00af_9a00_0000_ffff;
 const TSS: u64 = 0x0000_8900_0000_0067;
 /// A 64-bit call gate to the flat 64-bit code selector, DPL 3 as written.
@@ -52,7 +53,7 @@ pub fn run(info: &StartInfo) {
     returned(&mut tally, "set_gdt_writable_frame", set_gdt(&[data_mfn], 16), -22);
 
     // A GDT with a DPL 0 code segment (raised to DPL 3) and a data segment.
-    let filled = super::usermode::fill_frame(info, gdt, &[(2, CODE64_DPL0), (3, DATA_DPL3)]);
+    let filled = super::usermode::fill_frame(info, gdt, &[(1, CODE64_DPL3), (2, CODE64_DPL0), (3, DATA_DPL3)]);
     returned(&mut tally, "fill_frame", i64::from(!filled), 0);
     returned(&mut tally, "set_gdt", set_gdt(&[gdt], 16), 0);
     let dpl = read_back(info, gdt, 2).map_or(99, |d| (d >> 45) & 3);
@@ -67,6 +68,12 @@ pub fn run(info: &StartInfo) {
     }
     println!("RESULT test=descriptors check=load_data_segment ds={loaded:#x} status={}", if loaded == 0x1b { "pass" } else { "fail" });
     tally.add(loaded == 0x1b);
+
+    // Return (iret) into the guest's own 64-bit code segment (selector 0x0b), read CS
+    // there, and far-return to the flat selector.
+    let seen = run_on_own_code_segment();
+    println!("RESULT test=descriptors check=iret_to_own_code_segment cs={seen:#x} status={}", if seen == 0x0b { "pass" } else { "fail" });
+    tally.add(seen == 0x0b);
 
     // update_descriptor: a call gate (kept with DPL 0), a TSS (refused), misaligned.
     // SAFETY: plain values.
@@ -99,4 +106,45 @@ pub fn run(info: &StartInfo) {
     returned(&mut tally, "map_former_gdt_frame_writable", ret, 0);
     platform::update_va_mapping(WINDOW, (window_mfn << 12) | 0x67);
     tally.finish();
+}
+
+/// Enters selector 0x0b (entry 1 of our GDT; the frame says 0x08, RPL 0 meaning the
+/// kernel) through the iret hypercall and comes back
+/// to 0xe033 with a far return; returns the CS seen in between (0 if the iret was
+/// refused, which the armed trap handler turns into a resume after it all).
+fn run_on_own_code_segment() -> u64 {
+    super::arm();
+    let seen: u64;
+    // SAFETY: the iret frame resumes at label 2 on this stack; label 4 is where the trap
+    // handler resumes if the hypervisor refuses the frame; every register used is
+    // declared.
+    unsafe {
+        core::arch::asm!(
+            "xor {seen:e}, {seen:e}",
+            "lea rax, [rip + 4f]",
+            "mov qword ptr [rip + {resume}], rax",
+            "mov rcx, rsp",
+            "push 0xe02b",
+            "push rcx",
+            "pushfq",
+            "push 0x08", // RPL 0: stay in the kernel; the hypervisor makes it 0x0b
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "push 0",
+            "jmp hypercall_page + 23 * 32",
+            "2:",
+            "mov {seen:e}, cs",
+            "push 0xe033",
+            "lea rax, [rip + 4f]",
+            "push rax",
+            "retfq",
+            "4:",
+            seen = out(reg) seen,
+            resume = sym crate::traps::RESUME_RIP,
+            out("rax") _,
+            out("rcx") _,
+        );
+    }
+    super::disarm(0, 0);
+    seen
 }

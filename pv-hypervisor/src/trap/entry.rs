@@ -139,12 +139,21 @@ fn emulate_instead<M: MachineMemory>(
     }
 }
 
+/// Entry `selector >> 3` of the GDT the guest installed (set_gdt), if it has one there.
+fn guest_descriptor<M: MachineMemory>(domain: &Domain, memory: &M, selector: u16) -> Option<u64> {
+    let index = (selector >> 3) as usize;
+    let traps = &domain.traps;
+    let frame = *traps.gdt_frames.get(..traps.gdt_frame_count)?.get(index / 512)?;
+    memory.read_u64(frame * 4096 + (index % 512) as u64 * 8)
+}
+
 /// The check before every return to a running guest. A frame `iretq` would fault on is
 /// not a fault in ring 0 here: Xen lets the `iretq` fault and hands the guest the #GP at
 /// the target state, and so do we, having checked first. A frame still bad after that
 /// (no #GP handler, or it leads to garbage again) crashes the domain.
 pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frame: &mut GuestRegisters) {
-    let Err(bad) = check_return_frame(frame) else { return };
+    let descriptor = |selector: u16| guest_descriptor(domain, memory, selector);
+    let Err(bad) = check_return_frame(frame, &descriptor) else { return };
     let error_code = match bad {
         BadFrame::NonCanonicalRip | BadFrame::RipBeyond32Bits | BadFrame::Rflags => 0,
         BadFrame::CodeSelector => frame.cs & 0xfff8,
@@ -156,7 +165,8 @@ pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, f
     };
     let gp = GuestException { vector: VECTOR_GENERAL_PROTECTION, error_code, cr2: 0 };
     let delivered = deliver::deliver_exception(domain, memory, frame, gp);
-    if delivered.is_err() || check_return_frame(frame).is_err() {
+    let descriptor = |selector: u16| guest_descriptor(domain, memory, selector);
+    if delivered.is_err() || check_return_frame(frame, &descriptor).is_err() {
         domain.crash(bad.describe());
     }
 }

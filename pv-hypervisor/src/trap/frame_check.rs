@@ -34,22 +34,64 @@ impl BadFrame {
 /// RFLAGS bits that are reserved (must be zero): 3, 5, 15 and 22-63.
 const RFLAGS_RESERVED: u64 = (1 << 3) | (1 << 5) | (1 << 15) | !((1 << 22) - 1);
 
-/// Checks a return frame. Only the hypervisor's flat ring-3 selectors exist for guests
-/// until guest GDTs do (set_gdt).
-pub fn check_return_frame(regs: &GuestRegisters) -> Result<(), BadFrame> {
-    let cs = regs.cs;
-    if cs == FLAT_RING3_CS64 as u64 {
-        if !is_canonical(regs.rip) {
-            return Err(BadFrame::NonCanonicalRip);
-        }
-    } else if cs == FLAT_RING3_CS32 as u64 {
-        if regs.rip > u32::MAX as u64 {
-            return Err(BadFrame::RipBeyond32Bits);
-        }
-    } else {
-        return Err(BadFrame::CodeSelector);
+/// Descriptor bits the checks read.
+const PRESENT: u64 = 1 << 47;
+const DPL3: u64 = 3 << 45;
+const CODE_OR_DATA: u64 = 1 << 44;
+const CODE: u64 = 1 << 43;
+const WRITABLE_DATA: u64 = 1 << 41;
+const LONG_MODE: u64 = 1 << 53;
+const GRANULARITY: u64 = 1 << 55;
+
+/// What a code selector from a guest's own GDT allows, or None if `iretq` would refuse
+/// it: present, a code segment, DPL 3 (RPL 3 is required of the selector itself).
+fn guest_code_segment(descriptor: u64) -> Option<CodeSegment> {
+    let ok = descriptor & (PRESENT | CODE_OR_DATA | CODE) == PRESENT | CODE_OR_DATA | CODE && descriptor & DPL3 == DPL3;
+    if !ok {
+        return None;
     }
-    if regs.ss != FLAT_RING3_SS64 as u64 {
+    if descriptor & LONG_MODE != 0 {
+        return Some(CodeSegment::Long);
+    }
+    let raw_limit = (descriptor & 0xffff) | ((descriptor >> 32) & 0xf_0000);
+    let limit = if descriptor & GRANULARITY != 0 { (raw_limit << 12) | 0xfff } else { raw_limit };
+    Some(CodeSegment::Compat { limit })
+}
+
+enum CodeSegment {
+    Long,
+    Compat { limit: u64 },
+}
+
+/// Whether a stack selector's descriptor is a present, writable data segment of DPL 3.
+fn guest_stack_segment(descriptor: u64) -> bool {
+    descriptor & (PRESENT | CODE_OR_DATA | CODE | WRITABLE_DATA | DPL3) == PRESENT | CODE_OR_DATA | WRITABLE_DATA | DPL3
+}
+
+/// Checks a return frame. Besides the hypervisor's flat ring-3 selectors, selectors
+/// with RPL 3 into the guest's own GDT pass if `guest_descriptor` (which reads entry
+/// `selector >> 3` of the GDT the guest installed) shows a segment `iretq` accepts.
+pub fn check_return_frame(regs: &GuestRegisters, guest_descriptor: &dyn Fn(u16) -> Option<u64>) -> Result<(), BadFrame> {
+    let cs = regs.cs;
+    let code = if cs == FLAT_RING3_CS64 as u64 {
+        Some(CodeSegment::Long)
+    } else if cs == FLAT_RING3_CS32 as u64 {
+        Some(CodeSegment::Compat { limit: u32::MAX as u64 })
+    } else if cs & 7 == 3 && cs <= u16::MAX as u64 {
+        guest_descriptor(cs as u16).and_then(guest_code_segment)
+    } else {
+        None
+    };
+    match code {
+        Some(CodeSegment::Long) if !is_canonical(regs.rip) => return Err(BadFrame::NonCanonicalRip),
+        Some(CodeSegment::Compat { limit }) if regs.rip > limit => return Err(BadFrame::RipBeyond32Bits),
+        Some(_) => {}
+        None => return Err(BadFrame::CodeSelector),
+    }
+    let ss = regs.ss;
+    let stack_ok = ss == FLAT_RING3_SS64 as u64
+        || (ss & 7 == 3 && ss <= u16::MAX as u64 && guest_descriptor(ss as u16).is_some_and(guest_stack_segment));
+    if !stack_ok {
         return Err(BadFrame::StackSelector);
     }
     // `sysretq` does not load RSP from a frame (the exit path moves it there first, in
@@ -67,6 +109,14 @@ pub fn check_return_frame(regs: &GuestRegisters) -> Result<(), BadFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn none(_: u16) -> Option<u64> {
+        None
+    }
+
+    fn check_return_frame(regs: &GuestRegisters) -> Result<(), BadFrame> {
+        super::check_return_frame(regs, &none)
+    }
 
     fn good() -> GuestRegisters {
         GuestRegisters { rip: 0x10_0000, cs: 0xe033, rflags: 0x202, rsp: 0x12_0000, ss: 0xe02b, ..Default::default() }
@@ -103,5 +153,43 @@ mod tests {
         for (regs, why) in cases {
             assert_eq!(check_return_frame(&regs), Err(why), "{regs:x?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod guest_gdt_tests {
+    use super::*;
+
+    const CODE64: u64 = 0x00af_fa00_0000_ffff;
+    const CODE32_1MIB: u64 = 0x000f_fa00_0000_ffff; // byte granular: limit 0xfffff
+    const DATA: u64 = 0x00cf_f200_0000_ffff;
+    const CODE64_NOT_PRESENT: u64 = CODE64 & !(1 << 47);
+
+    fn gdt(selector: u16) -> Option<u64> {
+        match selector >> 3 {
+            1 => Some(CODE64),
+            2 => Some(DATA),
+            3 => Some(CODE32_1MIB),
+            4 => Some(CODE64_NOT_PRESENT),
+            _ => Some(0),
+        }
+    }
+
+    fn frame(cs: u64, ss: u64, rip: u64) -> GuestRegisters {
+        GuestRegisters { rip, cs, rflags: 0x202, rsp: 0x1000, ss, rcx: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn the_guests_own_segments_are_checked_like_the_cpu_would() {
+        assert_eq!(check_return_frame(&frame(0x0b, 0x13, 0x40_0000), &gdt), Ok(()));
+        assert_eq!(check_return_frame(&frame(0x1b, 0x13, 0xf_ffff), &gdt), Ok(()));
+        assert_eq!(check_return_frame(&frame(0x1b, 0x13, 0x10_0000), &gdt), Err(BadFrame::RipBeyond32Bits), "past the limit");
+        assert_eq!(check_return_frame(&frame(0x08, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "RPL 0");
+        assert_eq!(check_return_frame(&frame(0x13, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "data as code");
+        assert_eq!(check_return_frame(&frame(0x23, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "not present");
+        assert_eq!(check_return_frame(&frame(0x0f, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "LDT");
+        assert_eq!(check_return_frame(&frame(0x0b, 0x0b, 0x1000), &gdt), Err(BadFrame::StackSelector), "code as stack");
+        assert_eq!(check_return_frame(&frame(0x0b, 0x2b, 0x1000), &gdt), Err(BadFrame::StackSelector), "null descriptor");
+        assert_eq!(check_return_frame(&frame(0x0b, 0x13, 0x8000_0000_0000), &gdt), Err(BadFrame::NonCanonicalRip));
     }
 }
