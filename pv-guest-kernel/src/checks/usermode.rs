@@ -136,8 +136,10 @@ static FAILED: AtomicU64 = AtomicU64::new(0);
 static BENCH_CYCLES: AtomicU64 = AtomicU64::new(0);
 static CHECKS: AtomicU64 = AtomicU64::new(0);
 
-/// The kernel stack user-mode events arrive on (stack_switch).
-#[repr(C, align(16))]
+/// The kernel stack user-mode events arrive on (stack_switch). Page-aligned, so the
+/// frames at its top do not straddle a page (and measurements do not depend on where
+/// the linker put it).
+#[repr(C, align(4096))]
 struct KernelStack([u8; 16 * 1024]);
 static mut USER_ENTRY_STACK: KernelStack = KernelStack([0; 16 * 1024]);
 

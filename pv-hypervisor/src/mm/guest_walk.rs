@@ -76,10 +76,19 @@ fn for_each_piece(
         return Ok(());
     }
     let end = va.checked_add(len as u64 - 1).ok_or(Errno::EFAULT)?;
-    // The common case (a frame, a small structure) stays within one page: one walk.
-    if va & !(PAGE - 1) == end & !(PAGE - 1) {
+    // The common cases (a frame, a small structure) stay within one page, or cross into
+    // the next: one walk per page, both done before anything is copied.
+    let first_page = va & !(PAGE - 1);
+    if first_page == end & !(PAGE - 1) {
         let maddr = translate(mem, l4_maddr, va, access)?;
         return each(maddr, 0, len);
+    }
+    if first_page.wrapping_add(PAGE) == end & !(PAGE - 1) {
+        let first = translate(mem, l4_maddr, va, access)?;
+        let second = translate(mem, l4_maddr, first_page + PAGE, access)?;
+        let split = (first_page + PAGE - va) as usize;
+        each(first, 0, split)?;
+        return each(second, split, len - split);
     }
     let mut page = va & !(PAGE - 1);
     loop {

@@ -62,12 +62,9 @@ impl BounceFrame {
         &self.words[..self.len]
     }
 
-    pub fn bytes(&self) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        for (chunk, word) in out.chunks_exact_mut(8).zip(self.words()) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        out
+    /// The frame as the bytes to write (x86 is little-endian, like the words).
+    pub fn bytes(&self) -> &[u8] {
+        zerocopy::IntoBytes::as_bytes(self.words())
     }
 
     pub fn byte_len(&self) -> usize {
@@ -76,15 +73,13 @@ impl BounceFrame {
 }
 
 /// Builds the frame for `target` on the stack whose top is `stack_top` (the current
-/// rsp in guest kernel mode, the stack_switch stack from user mode), and the registers
-/// the handler starts with. Registers other than rip, rsp, rflags, cs and ss are left
-/// as they were: the handler sees the interrupted context's values.
+/// rsp in guest kernel mode, the stack_switch stack from user mode).
 pub fn build_bounce(
     regs: &GuestRegisters,
     stack_top: u64,
     interrupted: Interrupted,
     target: &BounceTarget,
-) -> Result<(BounceFrame, GuestRegisters), BounceError> {
+) -> Result<BounceFrame, BounceError> {
     if target.handler == 0 {
         return Err(BounceError::NoHandler);
     }
@@ -121,21 +116,26 @@ pub fn build_bounce(
         push(w);
     }
 
-    let mut next = *regs;
-    next.rip = target.handler;
-    next.cs = FLAT_KERNEL_CS64 as u64;
-    next.ss = FLAT_KERNEL_SS64 as u64;
-    next.rsp = address;
+    Ok(BounceFrame { address, words, len })
+}
+
+/// The registers the handler starts with, once `frame` is written. Registers other than
+/// rip, rsp, rflags, cs, ss, rcx and r11 are left as they were: the handler sees the
+/// interrupted context's values.
+pub fn enter_handler(regs: &mut GuestRegisters, frame: &BounceFrame, target: &BounceTarget) {
+    regs.rip = target.handler;
+    regs.cs = FLAT_KERNEL_CS64 as u64;
+    regs.ss = FLAT_KERNEL_SS64 as u64;
+    regs.rsp = frame.address;
     // Like a hardware exception: no single-stepping, task nesting, resume or alignment
     // checks in the handler. The real IF stays on: the guest's interrupt flag is its
     // event mask.
-    next.rflags = (regs.rflags & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_AC | RFLAGS_VM | RFLAGS_IOPL)) | RFLAGS_IF;
+    regs.rflags = (regs.rflags & !(RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_AC | RFLAGS_VM | RFLAGS_IOPL)) | RFLAGS_IF;
     // rcx and r11 are saved in the frame, so the handler starts with them holding its own
     // rip and rflags, as after `sysret` (Xen enters handlers that way too; here it lets
     // the exit path use `sysretq`).
-    next.rcx = next.rip;
-    next.r11 = next.rflags;
-    Ok((BounceFrame { address, words, len }, next))
+    regs.rcx = regs.rip;
+    regs.r11 = regs.rflags;
 }
 
 #[cfg(test)]
@@ -162,7 +162,9 @@ mod tests {
     fn kernel_mode_frame_without_error_code() {
         let regs = interrupted_kernel();
         let from = Interrupted { in_kernel: true, event_mask: 0, visible_iopl: 0 };
-        let (frame, next) = build_bounce(&regs, regs.rsp, from, &HANDLER).unwrap();
+        let frame = build_bounce(&regs, regs.rsp, from, &HANDLER).unwrap();
+        let mut next = regs;
+        enter_handler(&mut next, &frame, &HANDLER);
         // 0x123458 rounds down to 0x123450; seven words below it.
         assert_eq!(frame.address, 0x12_3450 - 7 * 8);
         let saved_rflags = (0x202 | RFLAGS_TF | RFLAGS_AC) & !RFLAGS_IOPL;
@@ -181,21 +183,21 @@ mod tests {
         let regs = interrupted_kernel();
         let from = Interrupted { in_kernel: true, event_mask: 1, visible_iopl: 0 };
         let target = BounceTarget { error_code: Some(0x6a), ..HANDLER };
-        let (frame, _) = build_bounce(&regs, 0x12_3460, from, &target).unwrap();
+        let frame = build_bounce(&regs, 0x12_3460, from, &target).unwrap();
         assert_eq!(frame.address, 0x12_3460 - 64);
         let w = frame.words();
         assert_eq!(w[2], 0x6a);
         assert_eq!(w[4], 0xe030 | (1 << 32), "mask travels in cs bits 32-39");
         assert_eq!(w[5] & RFLAGS_IF, 0, "IF mirrors the mask");
         assert_eq!(frame.bytes()[16], 0x6a);
-        assert_eq!(frame.byte_len(), 64);
+        assert_eq!((frame.byte_len(), frame.bytes().len()), (64, 64));
     }
 
     #[test]
     fn user_mode_keeps_rpl3_and_shows_virtual_iopl() {
         let regs = GuestRegisters { cs: 0xe033, rflags: 0x202 | RFLAGS_IOPL, ..interrupted_kernel() };
         let from = Interrupted { in_kernel: false, event_mask: 0, visible_iopl: 1 };
-        let (frame, _) = build_bounce(&regs, 0x20_0000, from, &HANDLER).unwrap();
+        let frame = build_bounce(&regs, 0x20_0000, from, &HANDLER).unwrap();
         assert_eq!(frame.words()[3], 0xe033);
         assert_eq!(frame.words()[4] & RFLAGS_IOPL, 1 << 12);
         assert_eq!(frame.address, 0x20_0000 - 56);

@@ -2,7 +2,7 @@
 //! the `int n` rule. Works on a [`Domain`] and guest memory only, so it is host-tested;
 //! `arch` calls it with the registers the CPU saved.
 
-use super::bounce::{build_bounce, BounceError, BounceTarget, Interrupted};
+use super::bounce::{build_bounce, enter_handler, BounceError, BounceTarget, Interrupted};
 use super::state::GuestMode;
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
@@ -92,18 +92,18 @@ pub fn bounce_to<M: MachineMemory>(
     let event_mask = read_event_mask(domain, memory)?;
     let visible_iopl = if domain.traps.architectural_iopl() { domain.traps.iopl } else { 0 };
     let interrupted = Interrupted { in_kernel, event_mask, visible_iopl };
-    let (frame, next) = build_bounce(regs, stack_top, interrupted, &target).map_err(|e| match e {
+    let frame = build_bounce(regs, stack_top, interrupted, &target).map_err(|e| match e {
         BounceError::NoHandler => Undeliverable::NoHandler { vector: 0 },
         BounceError::BadStack => Undeliverable::BadStack,
     })?;
     // The frame goes through the kernel's page tables: that is where the handler runs.
-    copy_to_guest(memory, domain.l4_maddr, frame.address, &frame.bytes()[..frame.byte_len()])
+    copy_to_guest(memory, domain.l4_maddr, frame.address, frame.bytes())
         .map_err(|_| Undeliverable::StackNotWritable)?;
     if target.mask_events {
         write_event_mask(domain, memory, 1)?;
     }
     domain.traps.mode = GuestMode::Kernel;
-    *regs = next;
+    enter_handler(regs, &frame, &target);
     Ok(())
 }
 

@@ -281,11 +281,6 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
         drop(guard);
         domain_stopped();
     }
-    if domain.traps.bases_loaded_for != Some(domain.traps.mode) {
-        // Kernel and user mode each have their GS base (swapgs in a native kernel).
-        domain.traps.segment_bases_dirty = true;
-        domain.traps.bases_loaded_for = Some(domain.traps.mode);
-    }
     // SAFETY: every guest L4 carries the hypervisor's slots (filled when it is
     // validated as an L4).
     unsafe { cpu::switch_cr3(domain.active_l4()) };
@@ -294,21 +289,32 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     if frame.sysret_can_resume() {
         frame.vector = SYSRET_VECTOR;
     }
-    if let Some(selector) = domain.traps.gs_selector_pending.take() {
+    if domain.traps.cpu_state_changed() {
+        load_guest_cpu_state(&mut domain.traps);
+    }
+}
+
+/// The rarely changing CPU state a guest owns: its GS selector, GDT, debug registers
+/// and segment bases (kernel and user mode each have their GS base, as swapgs gives a
+/// native kernel).
+fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
+    if t.bases_loaded_for != Some(t.mode) {
+        t.segment_bases_dirty = true;
+        t.bases_loaded_for = Some(t.mode);
+    }
+    if let Some(selector) = t.gs_selector_pending.take() {
         cpu::load_gs_selector(selector);
-        domain.traps.segment_bases_dirty = true;
+        t.segment_bases_dirty = true;
     }
-    if domain.traps.gdt_dirty {
-        let t = &domain.traps;
+    if t.gdt_dirty {
         super::gdt_area::map_guest_frames(&t.gdt_frames[..t.gdt_frame_count.min(t.gdt_frames.len())]);
-        domain.traps.gdt_dirty = false;
+        t.gdt_dirty = false;
     }
-    if domain.traps.debugreg_dirty {
-        cpu::load_debug_registers(&domain.traps.debugreg);
-        domain.traps.debugreg_dirty = false;
+    if t.debugreg_dirty {
+        cpu::load_debug_registers(&t.debugreg);
+        t.debugreg_dirty = false;
     }
-    if domain.traps.segment_bases_dirty {
-        let t = &mut domain.traps;
+    if t.segment_bases_dirty {
         let (gs, shadow) = match t.mode {
             GuestMode::Kernel => (t.gs_base_kernel, t.gs_base_user),
             GuestMode::User => (t.gs_base_user, t.gs_base_kernel),
