@@ -201,6 +201,22 @@ fn fuzz_100k_calls_do_not_hurt_the_hypervisor() {
     expect_exit(&outcome, ExitCode::Poweroff);
 }
 
+/// The fuzzer's model of the ABI checked against the reference: on real Xen every
+/// answer must be exactly Xen's (what pv-hypervisor is known to answer differently is
+/// required as Xen answers it), and Xen must not report a failure either.
+#[test]
+fn fuzz_model_agrees_with_real_xen() {
+    if !real_xen_wanted("fuzz_model_agrees_with_real_xen") {
+        return;
+    }
+    let outcome = boot_xen("fuzz", "fuzz 1 100000");
+    let failures: Vec<&str> = outcome.log.lines().filter(|l| l.contains("fuzz: FAIL")).collect();
+    let r = expect(&outcome, &[("test", "fuzz"), ("seed", "1")]);
+    assert_eq!(r["status"], "pass", "fuzzer failures on real Xen:\n{}", failures.join("\n"));
+    assert_eq!(number(&r["calls"]), 100_000);
+    assert_eq!(outcome.stopped_on.as_deref(), Some(qemu::XEN_DOM0_HALTED), "dom0 did not power off cleanly");
+}
+
 /// The differential conformance test: `command` on both hypervisors, every guest
 /// RESULT line compared field by field (tests/src/conformance.rs). Our run must pass
 /// its own expectations too.

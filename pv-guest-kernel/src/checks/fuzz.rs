@@ -18,10 +18,11 @@ mod raw;
 use crate::console::println;
 use core::fmt::Write;
 use args::Rng;
-use model::{Call, Restore, Verdict};
+use model::{Call, Expect, Restore, Verdict};
 use hypercall_abi::arch_x86_64::FLAT_KERNEL_SS64;
 use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::ops::vm_assist::{VMASST_CMD_ENABLE, VMASST_TYPE_ARCHITECTURAL_IOPL};
+use hypercall_abi::hypercalls::XEN_NUMBERS;
 use hypercall_abi::{nr, HYPERCALLS};
 use memory::{Integrity, Layout};
 use raw::{raw_hypercall, Stack};
@@ -61,6 +62,8 @@ struct Fuzzer {
     probes: u64,
     failures: u64,
     deviations: u64,
+    /// Known deviations from Xen, per kind, in order of first appearance.
+    deviation_kinds: [(&'static str, u64); 8],
     /// Print every iteration from this one on (`trace=N`).
     trace_from: u64,
     /// Whether vm_assist architectural_iopl is on: then the kernel counts as ring 0 and
@@ -97,8 +100,15 @@ impl Fuzzer {
             self.handled[rng.below(self.handled_len as u64) as usize]
         } else if roll < 92 {
             let n = rng.below(128);
-            if HYPERCALLS.iter().any(|h| h.handled && h.number == n) {
-                nr::mmu_update
+            if model::on_xen() && XEN_NUMBERS.contains(&n) {
+                // Xen implements it: garbage could really change our page tables.
+                11
+            } else if HYPERCALLS.iter().any(|h| h.handled && h.number == n) {
+                if model::on_xen() {
+                    11
+                } else {
+                    nr::mmu_update
+                }
             } else {
                 n
             }
@@ -170,7 +180,7 @@ impl Fuzzer {
     /// One fuzzed hypercall; says whether it aimed at a checksummed region.
     fn one_hypercall(&mut self, i: u64) -> bool {
         let (call, via_page, stack, rflags) = self.next_call();
-        let name = HYPERCALLS.iter().find(|h| h.number == call.nr).map_or("out-of-range", |h| h.name);
+        let name = HYPERCALLS.iter().find(|h| h.number == call.nr).map_or("unassigned", |h| h.name);
         let args = call.args;
         if i >= self.trace_from {
             // Before the call, so a call that never returns is the last line.
@@ -206,8 +216,21 @@ impl Fuzzer {
             Verdict::Pass => {}
             Verdict::KnownDeviation => {
                 self.deviations += 1;
-                if self.deviations == 1 {
-                    println!("fuzz: known deviation from Xen (first of its kind): {name}({}) args={} ret={ret} expected={:?}", call.nr, Args(args), call.expect);
+                let kind = match call.expect {
+                    Expect::Xen { kind, .. } => kind,
+                    _ => "?",
+                };
+                let slot = self.deviation_kinds.iter().position(|(k, _)| *k == kind || k.is_empty());
+                if let Some(slot) = slot {
+                    if self.deviation_kinds[slot].1 == 0 {
+                        println!(
+                            "fuzz: known deviation {kind} (first seen) iteration={i} call={name}({}) via_page={via_page} args={} ret={ret} expected={:?}",
+                            call.nr,
+                            Args(args),
+                            call.expect
+                        );
+                    }
+                    self.deviation_kinds[slot] = (kind, self.deviation_kinds[slot].1 + 1);
                 }
             }
             Verdict::Fail => self.fail(i, format_args!("call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={} ret={ret} expected={:?}", call.nr, Args(args), call.expect)),
@@ -239,7 +262,7 @@ impl Fuzzer {
         if i >= self.trace_from {
             println!("fuzz: trace iteration={i} privileged instruction");
         }
-        if let Err(f) = privops::run_one(&mut self.rng, self.architectural_iopl) {
+        if let Err(f) = privops::run_one(&mut self.rng, self.architectural_iopl, model::on_xen()) {
             self.fail(
                 i,
                 format_args!("instruction={} operand={:#x} vector={:?} error_code={:#x}", f.name, f.operand, f.vector, f.error_code),
@@ -325,10 +348,13 @@ pub fn run(info: &StartInfo, command: &str) {
         return;
     }
     let layout = Layout::find(info);
+    let on_xen = !crate::platform::hypervisor_extraversion().starts_with(b"-pvhv");
+    model::set_on_xen(on_xen);
+    let (major, minor) = crate::platform::hypervisor_version();
     let mut fuzzer = Fuzzer {
         rng: Rng::new(seed),
         layout,
-        version: crate::platform::hypervisor_version().0 as i64,
+        version: ((major << 16) | minor) as i64,
         handled: [0; 32],
         handled_len: 0,
         made: [0; COUNTED],
@@ -337,19 +363,25 @@ pub fn run(info: &StartInfo, command: &str) {
         probes: 0,
         failures: 0,
         deviations: 0,
+        deviation_kinds: [("", 0); 8],
         trace_from,
         architectural_iopl: false,
     };
-    let (major, minor) = crate::platform::hypervisor_version();
-    fuzzer.version = ((major << 16) | minor) as i64;
-    for h in HYPERCALLS.iter().filter(|h| h.handled && h.number != nr::iret) {
+    // On Xen, our own hypercall_count does not exist (and the counts are not checked),
+    // and the PV MMU calls are left out: their hostile-only model is confirmed against
+    // Xen only in part (Xen writes plain pages through mmu_update, answers -ESRCH for
+    // itself as foreign domain, -EBUSY/-EINVAL as recorded in docs/xen-abi.md), and some
+    // of its requests change Xen's page tables where ours refuse (the PV MMU issue
+    // finishes that model).
+    let xen_skips = [nr::hypercall_count, nr::mmu_update, nr::mmuext_op, nr::update_va_mapping, nr::update_descriptor, nr::set_gdt];
+    for h in HYPERCALLS.iter().filter(|h| h.handled && h.number != nr::iret && !(on_xen && xen_skips.contains(&h.number))) {
         if fuzzer.handled_len < fuzzer.handled.len() {
             fuzzer.handled[fuzzer.handled_len] = h.number;
             fuzzer.handled_len += 1;
         }
     }
     println!(
-        "fuzz: seed={seed} count={count} pt_base={:#x} nr_pt_frames={} v_end={:#x} scratch={:#x} hypercall_page={:#x}",
+        "fuzz: seed={seed} count={count} on_xen={on_xen} pt_base={:#x} nr_pt_frames={} v_end={:#x} scratch={:#x} hypercall_page={:#x}",
         layout.pt_base,
         layout.nr_pt_frames,
         layout.v_end,
@@ -386,16 +418,19 @@ pub fn run(info: &StartInfo, command: &str) {
     }
     let counts_after = counts_now();
     for n in 0..COUNTED {
-        if UNPREDICTABLE_COUNTS.contains(&(n as u64)) {
+        if on_xen || UNPREDICTABLE_COUNTS.contains(&(n as u64)) {
             continue;
         }
-        let counted = counts_after[n] - counts_before[n];
+        let counted = counts_after[n].wrapping_sub(counts_before[n]);
         let made = fuzzer.made[n];
         if counted != made {
             fuzzer.fail(i, format_args!("hypercall_count({n}) grew by {counted}, we made {made} calls"));
         }
     }
     fuzzer.print_coverage();
+    for (kind, n) in fuzzer.deviation_kinds.iter().filter(|(_, n)| *n > 0) {
+        println!("fuzz: known deviation {kind} count={n}");
+    }
     let status = if fuzzer.failures == 0 { "pass" } else { "fail" };
     println!(
         "RESULT test=fuzz status={status} seed={seed} calls={} failures={} probes={} known_deviations={}",

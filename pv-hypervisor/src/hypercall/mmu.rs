@@ -18,12 +18,14 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
         PageTables { frames: &mut *self.frames, memory: &mut *self.memory, domain: self.domain.id }
     }
 
+    /// Only DOMID_SELF: naming itself by number is refused like an unknown domain, as
+    /// Xen 4.17 does ("cannot specify itself as foreign domain": -ESRCH), and mapping
+    /// another domain's frames needs grant tables or a toolstack.
     fn check_foreign(&self, foreign: u16) -> Result<(), Errno> {
-        if foreign == DOMID_SELF || foreign == self.domain.id {
+        if foreign == DOMID_SELF {
             Ok(())
         } else {
-            // Mapping another domain's frames needs grant tables or a toolstack.
-            Err(Errno::EINVAL)
+            Err(Errno::ESRCH)
         }
     }
 
@@ -76,14 +78,26 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
                 return Err(Errno::EINVAL);
             }
             let table = ptr >> 12;
-            let level = table_level(ctx, table)?;
+            if ctx.frames.owner(table) != Some(ctx.domain.id) {
+                return Err(Errno::EINVAL);
+            }
+            let Some(level) = ctx.frames.page_type(table).level() else {
+                // Not a page table: an ordinary page of the guest's is simply written, as
+                // Xen does (seen on 4.17); anything typed otherwise is refused.
+                ctx.frames.get_type(table, PageType::Writable).map_err(|_| Errno::EINVAL)?;
+                let written = ctx.memory.write_bytes(ptr, &request.val.to_le_bytes());
+                let _ = ctx.frames.put_type(table);
+                return written.ok_or(Errno::EFAULT);
+            };
             let index = ((ptr & 0xfff) / 8) as usize;
             let mut value = request.val;
             if command == MMU_PT_UPDATE_PRESERVE_AD {
                 let old = ctx.memory.read_u64(ptr).ok_or(Errno::EFAULT)?;
                 value = (value & !(PTE_ACCESSED | PTE_DIRTY)) | (old & (PTE_ACCESSED | PTE_DIRTY));
             }
-            ctx.tables().update_entry(table, level, index, value)?;
+            // Xen's mmu_update answers any entry it refuses with -EINVAL (seen on 4.17,
+            // where update_va_mapping says -EBUSY for the same writable page table).
+            ctx.tables().update_entry(table, level, index, value).map_err(|e| if e == Errno::EBUSY { Errno::EINVAL } else { e })?;
             ctx.flush_tlb = true;
             Ok(())
         }
@@ -108,7 +122,8 @@ fn pin<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, page_type:
     if ctx.frames.owner(mfn) != Some(ctx.domain.id) || ctx.frames.is_pinned(mfn) {
         return Err(Errno::EINVAL);
     }
-    ctx.tables().get_page_and_type(mfn, page_type)?;
+    // Any reason the frame cannot take the type is -EINVAL here (Xen 4.17's answer).
+    ctx.tables().get_page_and_type(mfn, page_type).map_err(|_| Errno::EINVAL)?;
     ctx.frames.set_pinned(mfn, true);
     if page_type == PageType::L4 {
         fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4)?;
@@ -202,10 +217,8 @@ fn l1_slot<M: MachineMemory>(ctx: &HypercallContext<'_, M>, va: u64) -> Result<(
     Ok((table, ((va >> 12) & 511) as usize))
 }
 
-pub fn update_va_mapping<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, va: u64, pte: u64, flags: u64) -> Result<i64, Errno> {
-    if flags & UVMF_FLUSHTYPE_MASK == UVMF_FLUSHTYPE_MASK {
-        return Err(Errno::EINVAL);
-    }
+/// The flush `flags` asks for does not matter here: every change flushes the whole TLB.
+pub fn update_va_mapping<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, va: u64, pte: u64, _flags: u64) -> Result<i64, Errno> {
     let (table, index) = l1_slot(ctx, va)?;
     if table_level(ctx, table)? != 1 {
         return Err(Errno::EINVAL);

@@ -33,6 +33,8 @@ pub const PTE_NX: u64 = 1 << 63;
 pub const PTE_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// Bits 9-11: free for the guest's own use.
 const PTE_AVAILABLE: u64 = 7 << 9;
+/// Bits 52-58 of an L1 entry: ignored by the CPU, the guest's to use (Xen accepts them).
+const PTE_HIGH_AVAILABLE: u64 = 0x7f << 52;
 
 /// The L4 slots that belong to the hypervisor in every address space
 /// (0xFFFF800000000000-0xFFFF880000000000, arch-x86/xen-x86_64.h).
@@ -42,7 +44,7 @@ pub const HYPERVISOR_L4_SLOTS: Range<usize> = 256..272;
 fn allowed_flags(level: u8) -> u64 {
     let common = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED | PTE_AVAILABLE | PTE_NX;
     match level {
-        1 => common | PTE_PWT | PTE_PCD | PTE_DIRTY | PTE_PS_OR_PAT | PTE_GLOBAL,
+        1 => common | PTE_PWT | PTE_PCD | PTE_DIRTY | PTE_PS_OR_PAT | PTE_GLOBAL | PTE_HIGH_AVAILABLE,
         _ => common | PTE_PWT | PTE_PCD,
     }
 }
@@ -70,6 +72,11 @@ impl<M: MachineMemory> PageTables<'_, M> {
         }
         let target = entry_target(entry);
         if level == 1 {
+            // A frame beyond RAM is I/O memory, which this domain may not map (Xen:
+            // -EPERM); a RAM frame of someone else's is -EINVAL.
+            if target >= self.frames.len() {
+                return Err(Errno::EPERM);
+            }
             self.frames.get_ref(target, self.domain)?;
             if entry & PTE_RW != 0 {
                 if let Err(e) = self.frames.get_type(target, PageType::Writable) {

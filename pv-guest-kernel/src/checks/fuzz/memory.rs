@@ -100,6 +100,10 @@ pub fn peek_u16(address: u64) -> u16 {
     u16::from_le_bytes([peek_u8(address), peek_u8(address + 1)])
 }
 
+pub fn peek_u32(address: u64) -> u32 {
+    u32::from_le_bytes(core::array::from_fn(|i| peek_u8(address + i as u64)))
+}
+
 pub fn peek_u64(address: u64) -> u64 {
     let value: u64;
     // SAFETY: as in peek_u8 (unaligned reads are fine on x86).
@@ -160,14 +164,19 @@ fn first_unmapped_page(from: u64) -> u64 {
     page
 }
 
-/// FNV-1a over `len` bytes at `address` (mapped memory only).
-fn checksum(address: u64, len: u64) -> u64 {
+/// FNV-1a over the `len / 8` words at `address` (mapped memory only), each masked with
+/// `mask`.
+fn checksum(address: u64, len: u64, mask: u64) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     for i in 0..len / 8 {
-        hash = (hash ^ peek_u64(address + i * 8)).wrapping_mul(0x0100_0000_01b3);
+        hash = (hash ^ (peek_u64(address + i * 8) & mask)).wrapping_mul(0x0100_0000_01b3);
     }
     hash
 }
+
+/// Page-table entries without Accessed and Dirty, which the CPU sets as we run (Xen's
+/// initial tables do not preset them).
+const PTE_MASK: u64 = !0x60;
 
 /// Checksums of what the hypervisor must never change: the hypercall page, the start
 /// of start_info (the structure itself) and every initial page-table frame.
@@ -183,11 +192,11 @@ impl Integrity {
     pub fn take(layout: &Layout) -> Integrity {
         let mut page_tables = [0; MAX_PT_FRAMES];
         for (i, sum) in page_tables.iter_mut().enumerate().take(layout.nr_pt_frames as usize) {
-            *sum = checksum(layout.pt_base + i as u64 * PAGE, PAGE);
+            *sum = checksum(layout.pt_base + i as u64 * PAGE, PAGE, PTE_MASK);
         }
         Integrity {
-            hypercall_page: checksum(layout.hypercall_page, PAGE),
-            start_info: checksum(layout.start_info, START_INFO_BYTES & !7),
+            hypercall_page: checksum(layout.hypercall_page, PAGE, !0),
+            start_info: checksum(layout.start_info, START_INFO_BYTES & !7, !0),
             page_tables,
         }
     }

@@ -57,7 +57,8 @@ fn the_classic_attacks_are_refused_and_leave_nothing_behind() {
         ("L4 entry naming itself (linear page table)", 1, 1, (1 << 12) | TABLE),
         ("a 2 MiB page", 3, 1, (10 << 12) | TABLE | PTE_PS_OR_PAT),
         ("a 1 GiB page", 2, 1, (10 << 12) | TABLE | PTE_PS_OR_PAT),
-        ("reserved bit 52", 4, 2, (12 << 12) | DATA_RO | (1 << 52)),
+        ("reserved bit 62 (a protection key)", 4, 2, (12 << 12) | DATA_RO | (1 << 62)),
+        ("bit 52 in an L2", 3, 1, (5 << 12) | TABLE | (1 << 52)),
         ("global bit in an L2", 3, 1, (5 << 12) | TABLE | PTE_GLOBAL),
     ];
     for &(what, table, index, entry) in cases {
