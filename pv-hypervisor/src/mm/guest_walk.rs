@@ -117,6 +117,13 @@ pub fn copy_from_guest(mem: &impl MachineMemory, l4_maddr: u64, va: u64, out: &m
 }
 
 pub fn copy_to_guest(mem: &mut impl MachineMemory, l4_maddr: u64, va: u64, data: &[u8]) -> Result<(), Errno> {
+    // Within one page (a bounce frame, a result): one walk, one write.
+    if let Some(end) = (data.len() as u64).checked_sub(1).and_then(|n| va.checked_add(n)) {
+        if va & !(PAGE - 1) == end & !(PAGE - 1) {
+            let maddr = translate(&*mem, l4_maddr, va, Access::Write)?;
+            return mem.write_bytes(maddr, data).ok_or(Errno::EFAULT);
+        }
+    }
     let mut pieces: [(u64, usize, usize); 2] = [(0, 0, 0); 2];
     let mut count = 0;
     // Collect translations first (a buffer of at most one page crosses at most two pages
