@@ -73,6 +73,7 @@ macro_rules! define_hypercalls {
 
         /// Decodes hypercall `number` with its six argument registers and calls the
         /// handler. Unknown and unimplemented numbers return `-ENOSYS`.
+        #[inline(always)]
         pub fn dispatch<H: HypercallHandler + ?Sized>(
             handler: &mut H,
             number: u64,

@@ -151,6 +151,7 @@ fn guest_descriptor<M: MachineMemory>(domain: &Domain, memory: &M, selector: u16
 /// not a fault in ring 0 here: Xen lets the `iretq` fault and hands the guest the #GP at
 /// the target state, and so do we, having checked first. A frame still bad after that
 /// (no #GP handler, or it leads to garbage again) crashes the domain.
+#[inline(always)]
 pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frame: &mut GuestRegisters) {
     let descriptor = |selector: u16| guest_descriptor(domain, memory, selector);
     let Err(bad) = check_return_frame(frame, &descriptor) else { return };

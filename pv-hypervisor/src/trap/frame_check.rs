@@ -71,6 +71,7 @@ fn guest_stack_segment(descriptor: u64) -> bool {
 /// Checks a return frame. Besides the hypervisor's flat ring-3 selectors, selectors
 /// with RPL 3 into the guest's own GDT pass if `guest_descriptor` (which reads entry
 /// `selector >> 3` of the GDT the guest installed) shows a segment `iretq` accepts.
+#[inline(always)]
 pub fn check_return_frame(regs: &GuestRegisters, guest_descriptor: &dyn Fn(u16) -> Option<u64>) -> Result<(), BadFrame> {
     let cs = regs.cs;
     let code = if cs == FLAT_RING3_CS64 as u64 {

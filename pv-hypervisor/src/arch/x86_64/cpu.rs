@@ -36,6 +36,7 @@ static LOADED_CR3: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 ///
 /// # Safety
 /// As for [`load_cr3`].
+#[inline(always)]
 pub unsafe fn switch_cr3(l4_phys: u64) {
     if LOADED_CR3.load(core::sync::atomic::Ordering::Relaxed) != l4_phys {
         // SAFETY: the caller's guarantee.

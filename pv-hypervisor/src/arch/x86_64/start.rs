@@ -193,7 +193,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
 
 /// Every hypercall lands here, with the guest's registers at the top of the stack.
 #[no_mangle]
-extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
+extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
@@ -203,7 +203,6 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
             domain.crash(why.describe());
         }
         resume_guest(guard, frame);
-        return;
     }
     let number = frame.rax;
     domain.count_hypercall(number);
@@ -226,7 +225,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) {
 
 /// `syscall` from 32-bit compatibility mode (trap::entry::compat_syscall).
 #[no_mangle]
-extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) {
+extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = HV.lock();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
@@ -240,12 +239,13 @@ const VECTOR_MACHINE_CHECK: u64 = 18;
 
 /// Every CPU exception lands here.
 #[no_mangle]
-extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
+extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let cr2 = cpu::cr2();
     // NMIs are the platform's, not the guest's, whatever was running: note and resume.
     if frame.vector == VECTOR_NMI {
         serial::write_emergency(format_args!("(hv) WARN  NMI at rip {:#x}\n", frame.rip));
-        return;
+        // SAFETY: `frame` is the one the entry stub pushed; nothing above it is needed.
+        unsafe { entry::resume_frame(frame) };
     }
     // A machine check is a hardware failure, not something a guest did; a double fault
     // means the hypervisor could not take an exception.
@@ -267,8 +267,10 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) {
 
 /// The one way back to a running guest after a hypercall or an exception: stop the
 /// domain if a handler crashed or shut it down, check the frame `iretq` will load, and
-/// load the page table and CR0.TS the vCPU runs with.
-fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) {
+/// load the page table and CR0.TS the vCPU runs with, then leave through `frame`
+/// (the frame the entry stub pushed) with a jump: no return through the Rust frames.
+#[inline(always)]
+fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
@@ -292,6 +294,10 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     if domain.traps.cpu_state_changed() {
         load_guest_cpu_state(&mut domain.traps);
     }
+    drop(guard);
+    // SAFETY: `frame` is the one the entry stub pushed at the top of the hypervisor
+    // stack; the lock is released and no Rust frame below it is needed any more.
+    unsafe { entry::resume_frame(frame) }
 }
 
 /// The rarely changing CPU state a guest owns: its GS selector, GDT, debug registers
