@@ -22,8 +22,9 @@ pub const FIRST_RESERVED_GDT_ENTRY: usize = FIRST_RESERVED_GDT_BYTE / 8;
 /// The virtual range every guest leaves to the hypervisor (L4 slots 256-271).
 pub const HYPERVISOR_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
 pub const HYPERVISOR_VIRT_END: u64 = 0xFFFF_8800_0000_0000;
-/// The read-only machine-to-phys table guests may read starts the reserved range.
-pub const MACH2PHYS_VIRT_START: u64 = HYPERVISOR_VIRT_START;
+/// The read-only machine-to-phys table guests may read starts the reserved range
+/// (`ops::memory` has its bounds).
+const _: () = assert!(crate::ops::memory::MACH2PHYS_VIRT_START == HYPERVISOR_VIRT_START);
 
 pub const PAGE_SHIFT: u32 = 12;
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;

@@ -89,6 +89,11 @@ define_hypercalls! {
         /// Scheduler operations: `cmd` is an `ops::sched_op` SCHEDOP_* number, `arg`
         /// points at its argument structure (e.g. `SchedShutdown`).
         sched_op = 29 (cmd: u32, arg: GuestAddr);
+        /// Memory information and reservations (`ops::memory`): `cmd`'s low 6 bits are
+        /// the XENMEM_* command, the bits above the extent a reservation continues
+        /// from. So far maximum_ram_page, current/maximum_reservation,
+        /// machphys_mapping, machphys_mfn_list, machine_memory_map and memory_map.
+        memory_op = 12 (cmd: u64, arg: GuestAddr);
         /// Ours (arch_2): how many times the calling domain has made hypercall
         /// `number` so far, this call included when it asks about itself. The worked
         /// example of docs/adding-a-hypercall.md.
@@ -99,8 +104,6 @@ define_hypercalls! {
         sched_op_compat = 6 (cmd: u32, arg: u64);
         /// Platform-wide operations for dom0 (formerly dom0_op).
         platform_op = 7 (op: GuestAddr);
-        /// Memory reservation and physmap operations.
-        memory_op = 12 (cmd: u32, arg: GuestAddr);
         /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
         set_timer_op = 15 (timeout_ns: u64);
         /// Old form of event_channel_op with a combined argument.
@@ -275,6 +278,10 @@ mod tests {
             self.calls.push(("mmuext_op", [ops.0, count as u64, 0]));
             Ok(0)
         }
+        fn memory_op(&mut self, cmd: u64, arg: GuestAddr) -> Result<i64, Errno> {
+            self.calls.push(("memory_op", [cmd, arg.0, 0]));
+            Ok(0)
+        }
         fn physdev_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
             self.calls.push(("physdev_op", [cmd as u64, arg.0, 0]));
             Ok(0)
@@ -319,7 +326,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::memory_op, 11, 48, 49, 55, 1000, u64::MAX] {
+        for n in [nr::set_timer_op, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

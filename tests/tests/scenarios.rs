@@ -279,6 +279,13 @@ fn hypercalls_conform_to_xen() {
     conforms_to_xen("hypercalls", 40);
 }
 
+/// memory_op's answers and the M2P table: sizes, the table's place, its contents for
+/// our frames, read-only to the guest, MMU_MACHPHYS_UPDATE on own and foreign frames.
+#[test]
+fn memory_conforms_to_xen() {
+    conforms_to_xen("memory", 30);
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

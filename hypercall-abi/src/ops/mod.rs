@@ -18,3 +18,5 @@ pub mod mmu;
 pub mod multicall;
 /// physdev_op commands (physdev.h).
 pub mod physdev;
+/// memory_op commands and structures, the M2P table's place (memory.h).
+pub mod memory;

@@ -12,6 +12,7 @@ mod args;
 mod memory;
 mod model;
 mod model_cpu;
+mod model_memory;
 mod privops;
 mod raw;
 
@@ -51,6 +52,7 @@ struct Fuzzer {
     rng: Rng,
     layout: Layout,
     version: i64,
+    memory_facts: model_memory::MemoryFacts,
     handled: [u64; 32],
     handled_len: usize,
     /// Hypercalls we made per number (those below 64), for the count cross-check.
@@ -134,7 +136,7 @@ impl Fuzzer {
             memory::fill_scratch(|| rng.next());
         }
         let call = if HYPERCALLS.iter().any(|h| h.handled && h.number == number) {
-            model::implemented(rng, &self.layout, number, self.version)
+            model::implemented(rng, &self.layout, number, self.version, &self.memory_facts)
         } else {
             model::unimplemented(rng, &self.layout, number)
         };
@@ -355,6 +357,7 @@ pub fn run(info: &StartInfo, command: &str) {
         rng: Rng::new(seed),
         layout,
         version: ((major << 16) | minor) as i64,
+        memory_facts: model_memory::MemoryFacts::ask(),
         handled: [0; 32],
         handled_len: 0,
         made: [0; COUNTED],

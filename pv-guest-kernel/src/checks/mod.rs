@@ -8,6 +8,7 @@ pub mod descriptors;
 pub mod entry_attacks;
 pub mod fuzz;
 pub mod hypercalls;
+pub mod memory;
 pub mod privops;
 pub mod usermode;
 pub mod traps;

@@ -9,6 +9,7 @@ use super::Domain;
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
+use crate::mm::m2p::{self, MachToPhys};
 use alloc::format;
 use alloc::string::String;
 use core::ops::Range;
@@ -60,6 +61,18 @@ pub fn dom0_files(bundle_bytes: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
     Ok((kernel, cmdline.strip_suffix(b"\n").unwrap_or(cmdline)))
 }
 
+/// Makes the machine-to-phys table for frames 0..`nr_frames` (contiguous frames, all
+/// entries invalid) and the read-only page tables that map it. Returns the table and the
+/// L4 entry for slot [`m2p::L4_SLOT`], which every guest L4 then gets with the
+/// hypervisor's other slots.
+pub fn set_up_m2p<M: MachineMemory>(frames: &mut FrameAllocator<'_>, memory: &mut M, nr_frames: u64) -> Result<(MachToPhys, u64), &'static str> {
+    let table_frames = MachToPhys::frames_for(nr_frames);
+    let first = frames.alloc_contiguous(table_frames).ok_or("no room for the machine-to-phys table")?;
+    let table = MachToPhys::init(memory, first, nr_frames).ok_or("the machine-to-phys table is outside RAM")?;
+    let l3 = table.map(memory, &mut || frames.alloc()).ok_or("no room for the machine-to-phys table's page tables")?;
+    Ok((table, m2p::l4_entry(l3)))
+}
+
 /// Builds a domain and gives it its frames in the frame table (initial page tables
 /// validated and pinned). On failure every frame goes back to `frames`.
 pub fn build_and_adopt<M: MachineMemory>(
@@ -68,6 +81,7 @@ pub fn build_and_adopt<M: MachineMemory>(
     frames: &mut FrameAllocator<'_>,
     frame_table: &mut FrameTable,
     hypervisor_l4: &[u64; 512],
+    m2p: &MachToPhys,
 ) -> Result<Domain, String> {
     let allocator = core::cell::RefCell::new(frames);
     let domain = build_domain(
@@ -85,6 +99,9 @@ pub fn build_and_adopt<M: MachineMemory>(
             let _ = allocator.borrow_mut().free(mfn);
         }
         return Err(format!("initial page tables refused: {e:?}"));
+    }
+    for (pfn, &mfn) in domain.p2m.iter().enumerate() {
+        m2p.set(memory, mfn, pfn as u64).map_err(|e| format!("frame {mfn:#x} has no M2P entry: {e:?}"))?;
     }
     Ok(domain)
 }
@@ -107,6 +124,28 @@ mod tests {
         let mut frames = FrameAllocator::new(&mut bitmap);
         let plan = plan_memory(&mut frames, core::iter::once(0x10_0000..0x80_0000), &[], 0x40_0000);
         assert_eq!(plan.unused_high, Some(0x40_0000..0x80_0000));
+    }
+
+    #[test]
+    fn the_m2p_table_takes_its_frames_from_the_allocator_and_starts_invalid() {
+        use crate::mm::test_memory::SparseMemory;
+        use hypercall_abi::ops::memory::INVALID_M2P_ENTRY;
+        let mut bitmap = vec![0u64; 64];
+        let mut frames = FrameAllocator::new(&mut bitmap);
+        frames.add_free(0x100..0x400);
+        let mut memory = SparseMemory::default();
+        for mfn in 0x100..0x400 {
+            memory.add_frame(mfn, 0xcc);
+        }
+        let before = frames.free_frames();
+        // 0x400 frames of RAM: 2 frames of table, mapped by an L3, an L2 and an L1.
+        let (table, l4_entry) = set_up_m2p(&mut frames, &mut memory, 0x400).unwrap();
+        assert_eq!(before - frames.free_frames(), 2 + 3);
+        assert_eq!(table.get(&memory, 0x3ff), Some(INVALID_M2P_ENTRY));
+        assert_eq!(l4_entry & 0x7, 0x5, "present, user, read-only");
+        let mut none = vec![0u64; 64];
+        let mut empty = FrameAllocator::new(&mut none);
+        assert!(set_up_m2p(&mut empty, &mut memory, 0x400).is_err());
     }
 
     #[test]

@@ -211,6 +211,7 @@ fn populate<M: MachineMemory>(
         privileged: spec.privileged,
         state: DomainState::Running,
         p2m: Vec::new(),
+        max_pages: spec.nr_pages,
         l4_maddr,
         shared_info_mfn,
         vcpu,

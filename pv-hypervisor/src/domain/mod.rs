@@ -49,6 +49,8 @@ pub struct Domain {
     pub state: DomainState,
     /// Guest-physical to machine frame numbers; its length is the domain's memory size.
     pub p2m: Vec<u64>,
+    /// The most pages it may hold (XENMEM_maximum_reservation).
+    pub max_pages: u64,
     /// Machine address of the L4 the vCPU runs on (its CR3).
     pub l4_maddr: u64,
     pub shared_info_mfn: u64,

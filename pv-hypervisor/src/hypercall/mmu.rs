@@ -101,8 +101,16 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
             ctx.flush_tlb = true;
             Ok(())
         }
-        // There is no machine-to-phys table yet for the guest to update.
-        MMU_MACHPHYS_UPDATE => Err(Errno::ENOSYS),
+        // The guest names the frame (any address in it) and the guest frame number it
+        // now stands for; only its own frames, whatever their type (Xen 4.17: -EINVAL
+        // for a frame it cannot take a reference to).
+        MMU_MACHPHYS_UPDATE => {
+            let mfn = ptr >> 12;
+            if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+                return Err(Errno::EINVAL);
+            }
+            ctx.machine.m2p.set(ctx.memory, mfn, request.val)
+        }
         _ => Err(Errno::EINVAL),
     }
 }

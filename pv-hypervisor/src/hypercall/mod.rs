@@ -8,6 +8,7 @@ mod cpu_state;
 mod descriptors;
 mod hypercall_count;
 mod iret;
+mod memory;
 mod mmu;
 mod multicall;
 mod sched_op;
@@ -21,8 +22,21 @@ use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{self, MachineMemory};
+use crate::mm::m2p::MachToPhys;
+use alloc::vec::Vec;
+use hypercall_abi::ops::memory::E820Entry;
 use hypercall_abi::{Errno, GuestAddr, HypercallHandler};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// What the machine is, as memory_op reports it; fixed after boot.
+pub struct MachineInfo {
+    /// The machine-to-phys table every guest sees read-only.
+    pub m2p: MachToPhys,
+    /// One past the highest RAM frame (XENMEM_maximum_ram_page, Xen's `max_page`).
+    pub max_page: u64,
+    /// The firmware's memory map (XENMEM_machine_memory_map, dom0 only).
+    pub memory_map: Vec<E820Entry>,
+}
 
 /// Everything a handler may touch: the calling domain, guest memory, and the calling
 /// vCPU's saved registers (which `iret` replaces; the result goes into RAX after).
@@ -34,6 +48,7 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     pub frames: &'a mut FrameTable,
     /// The hypervisor's own L4, whose reserved slots every guest L4 gets.
     pub hypervisor_l4: &'a [u64; 512],
+    pub machine: &'a MachineInfo,
     /// Set by a handler that changed a page-table entry: the TLB must be flushed
     /// before the guest runs again.
     pub flush_tlb: bool,
@@ -137,6 +152,10 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn set_segment_base(&mut self, which: u32, base: u64) -> Result<i64, Errno> {
         cpu_state::set_segment_base(self, which, base)
+    }
+
+    fn memory_op(&mut self, cmd: u64, arg: GuestAddr) -> Result<i64, Errno> {
+        memory::memory_op(self, cmd, arg)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

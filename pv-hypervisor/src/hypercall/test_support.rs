@@ -1,7 +1,9 @@
 //! A fake guest for host tests of hypercall handlers: machine memory as a byte array
 //! with a 4-level page table mapping a few data pages.
 
-use super::HypercallContext;
+use super::{HypercallContext, MachineInfo};
+use crate::mm::m2p::MachToPhys;
+use hypercall_abi::ops::memory::{E820Entry, E820_RAM, E820_RESERVED};
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
 use crate::mm::frame_table::{FrameTable, PageType};
@@ -35,7 +37,12 @@ pub struct TestGuest {
     pub frames: FrameTable,
     /// The registers of the vCPU making the calls (what the entry code saved).
     pub regs: GuestRegisters,
+    pub machine: MachineInfo,
 }
+
+/// The fake machine's M2P table: one hypervisor frame, describing all 64 frames.
+pub const M2P_MFN: u64 = 0x30;
+pub const MACHINE_FRAMES: u64 = 64;
 
 impl TestGuest {
     pub const MAPPED_BYTES: u64 = PAGES * 4096;
@@ -64,6 +71,7 @@ impl TestGuest {
             privileged: true,
             state: DomainState::Running,
             p2m: vec![0; 16],
+            max_pages: 16,
             l4_maddr: L4,
             shared_info_mfn: SHARED_INFO >> 12,
             vcpu: GuestRegisters::default(),
@@ -87,7 +95,15 @@ impl TestGuest {
         tables.get_page_and_type(L4 >> 12, PageType::L4).expect("the test tables validate");
         frames.set_pinned(L4 >> 12, true);
         let regs = GuestRegisters { rip: 0x10_0000, cs: 0xe033, rflags: 0x202, rsp: GUEST_DATA_VA + Self::MAPPED_BYTES, ss: 0xe02b, ..Default::default() };
-        TestGuest { domain, memory, frames, regs }
+        memory.add_frame(M2P_MFN, 0);
+        let m2p = MachToPhys::init(&mut memory, M2P_MFN, MACHINE_FRAMES).expect("the M2P frame exists");
+        let memory_map = vec![
+            E820Entry { addr: 0, size: 0x2_0000, kind: E820_RAM },
+            E820Entry { addr: 0x2_0000, size: 0x1000, kind: E820_RESERVED },
+            E820Entry { addr: 0x2_1000, size: MACHINE_FRAMES * 4096 - 0x2_1000, kind: E820_RAM },
+        ];
+        let machine = MachineInfo { m2p, max_page: MACHINE_FRAMES, memory_map };
+        TestGuest { domain, memory, frames, regs, machine }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -115,6 +131,7 @@ impl TestGuest {
             regs: &mut self.regs,
             frames: &mut self.frames,
             hypervisor_l4: &HYPERVISOR_L4,
+            machine: &self.machine,
             flush_tlb: false,
         };
         hypercall_abi::dispatch(&mut ctx, number, args)

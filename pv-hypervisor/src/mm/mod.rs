@@ -4,6 +4,7 @@ pub mod descriptors;
 pub mod frame_alloc;
 pub mod frame_table;
 pub mod guest_walk;
+pub mod m2p;
 pub mod pagetable;
 #[cfg(test)]
 pub mod test_memory;

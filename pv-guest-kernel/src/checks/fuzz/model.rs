@@ -133,7 +133,7 @@ pub fn unimplemented(rng: &mut Rng, l: &Layout, number: u64) -> Call {
 }
 
 /// A call to an implemented hypercall, with its expected result.
-pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64) -> Call {
+pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64, memory_facts: &super::model_memory::MemoryFacts) -> Call {
     let mut args = random_args(rng, l);
     match number {
         nr::set_trap_table => set_trap_table(rng, l, args),
@@ -180,12 +180,13 @@ pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64) -> Call
         nr::set_gdt => super::model_cpu::set_gdt(rng, l, args),
         nr::update_descriptor => super::model_cpu::update_descriptor(rng, l, args),
         nr::multicall => super::model_cpu::multicall(rng, args),
+        nr::memory_op => super::model_memory::memory_op(rng, l, args, memory_facts),
         // A handled hypercall this model does not know yet: any Xen error will do.
         _ => Call::new(number, args, Expect::ZeroOr(&[EPERM, EFAULT, EINVAL, ENOSYS])),
     }
 }
 
-fn guarded(mut call: Call, p: &Ptr) -> Call {
+pub(super) fn guarded(mut call: Call, p: &Ptr) -> Call {
     call.guarded = p.guarded;
     call
 }

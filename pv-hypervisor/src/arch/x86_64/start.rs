@@ -4,7 +4,7 @@
 use super::machine_memory::DirectMap;
 use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, protect, pvh, serial};
 use crate::boot_options::BootOptions;
-use crate::domain::boot::{build_and_adopt, dom0_files, plan_memory};
+use crate::domain::boot::{build_and_adopt, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
 use crate::domain::bundle::DOM0_KERNEL;
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
@@ -12,7 +12,10 @@ use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::frames::release_frames;
 use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::mm::frame_table::FrameTable;
-use crate::hypercall::HypercallContext;
+use crate::hypercall::{HypercallContext, MachineInfo};
+use crate::mm::guest_walk::MachineMemory;
+use crate::mm::m2p;
+use hypercall_abi::ops::memory::E820Entry;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::trap::cpuid::CpuidPolicy;
 use crate::trap::emulate::HostView;
@@ -42,6 +45,8 @@ struct Hypervisor {
     /// The hypervisor's own L4: its reserved slots go into every guest L4.
     hypervisor_l4: [u64; 512],
     memory: DirectMap,
+    /// The M2P table, the RAM size and the memory map, as memory_op reports them.
+    machine: MachineInfo,
     cpuid: CpuidPolicy,
     /// CR0 (without TS), CR4 and EFER as guests read them: fixed after boot.
     host_view: HostView,
@@ -150,12 +155,22 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     };
 
     let mut memory = DirectMap::new(ram_end);
+    let nr_frames = ram_end.min(super::DIRECTMAP_SIZE) / 4096;
+    let (m2p, m2p_l4_entry) = match set_up_m2p(&mut frames, &mut memory, nr_frames) {
+        Ok(table) => table,
+        Err(reason) => boot_error("machine-to-phys table", &reason),
+    };
+    if memory.write_bytes(cpu::cr3() + m2p::L4_SLOT as u64 * 8, &m2p_l4_entry.to_le_bytes()).is_none() {
+        boot_error("machine-to-phys table", &"the boot L4 is outside RAM");
+    }
+    let memory_map = pvh.memmap.iter().map(|e| E820Entry { addr: e.addr, size: e.size, kind: e.kind }).collect();
+    let machine = MachineInfo { m2p, max_page: nr_frames, memory_map };
     // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
     let hypervisor_l4: [u64; 512] = unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
     let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
     let started = cpu::rdtsc();
-    let mut frame_table = FrameTable::new(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
-    let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4) {
+    let mut frame_table = FrameTable::new(nr_frames);
+    let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
         Ok(d) => d,
         Err(e) => boot_error(DOM0_KERNEL, &e),
     };
@@ -178,6 +193,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         frame_table,
         hypervisor_l4,
         memory,
+        machine,
         cpuid,
         host_view,
         current: Some(dom0),
@@ -213,6 +229,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         regs: frame,
         frames: &mut hv.frame_table,
         hypervisor_l4: &hv.hypervisor_l4,
+        machine: &hv.machine,
         flush_tlb: false,
     };
     let result = hypercall_abi::dispatch(&mut ctx, number, args);
@@ -372,6 +389,7 @@ fn domain_stopped() -> ! {
     super::gdt_area::map_guest_frames(&[]);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
     for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
+        hv.machine.m2p.invalidate(&mut hv.memory, mfn);
         if let Err(e) = hv.frame_table.release(mfn) {
             log::error!("domain {domid}'s frame {mfn:#x} is still referenced: {e:?}");
         }

@@ -1,0 +1,163 @@
+//! `memory`: what memory_op tells a PV kernel and the machine-to-phys table it reads
+//! directly, one RESULT line per check, so the conformance harness compares the answers
+//! with Xen's: the machine's and the domain's sizes, where the M2P table is, that it
+//! maps our frames back to our frame numbers, that it is read-only to us, and that
+//! MMU_MACHPHYS_UPDATE changes our own entries and no one else's.
+
+use super::{probe, report, Expect, Tally};
+use crate::console::println;
+use hypercall_abi::guest::calls;
+use hypercall_abi::ops::memory::*;
+use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF, MMU_MACHPHYS_UPDATE};
+use hypercall_abi::start_info::StartInfo;
+use hypercall_abi::GuestAddr;
+
+const ESRCH: i64 = -3;
+const EFAULT: i64 = -14;
+const EINVAL: i64 = -22;
+const ENOSYS: i64 = -38;
+const UNMAPPED: u64 = 0x7fff_dead_0000;
+
+fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
+    let pass = ret == expected;
+    println!("RESULT test=memory check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
+    tally.add(pass);
+}
+
+fn memory_op(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: every caller passes a pointer to a live, correctly sized local, NULL, or
+    // an address that is not mapped (which the hypervisor must refuse).
+    unsafe { calls::memory_op(cmd, GuestAddr(arg)) }
+}
+
+fn reservation(cmd: u32, domid: u16) -> i64 {
+    memory_op(cmd.into(), &domid as *const u16 as u64)
+}
+
+/// Entry `mfn` of the M2P table, read as a PV kernel reads it: a plain load.
+fn m2p(mfn: u64) -> u64 {
+    let entry = (MACH2PHYS_VIRT_START + mfn * 8) as *const u64;
+    // SAFETY: both hypervisors map the table read-only at this address in every
+    // guest, for every machine frame of RAM, and our frames are RAM.
+    unsafe { entry.read_volatile() }
+}
+
+fn machphys_update(mfn: u64, pfn: u64) -> i64 {
+    let request = MmuUpdate { ptr: (mfn << 12) | MMU_MACHPHYS_UPDATE, val: pfn };
+    // SAFETY: one readable request; MACHPHYS_UPDATE changes only the M2P table.
+    unsafe { calls::mmu_update(GuestAddr::from_ptr(&request), 1, GuestAddr::NULL, DOMID_SELF) }
+}
+
+pub fn run(info: &StartInfo) {
+    let mut tally = Tally::new("memory");
+    if crate::traps::install() != 0 {
+        tally.add(false);
+        tally.finish();
+        return;
+    }
+    // SAFETY: the builder maps the p2m list (nr_pages entries) at mfn_list.
+    let p2m = unsafe { core::slice::from_raw_parts(info.mfn_list as *const u64, info.nr_pages as usize) };
+
+    let max_page = memory_op(XENMEM_MAXIMUM_RAM_PAGE.into(), 0);
+    let ours_below = p2m.iter().all(|&mfn| (mfn as i64) < max_page);
+    println!("RESULT test=memory check=maximum_ram_page ret={max_page} above_our_frames={}", u8::from(ours_below));
+    tally.add(ours_below);
+    line(&mut tally, "maximum_ram_page_with_extent", memory_op(u64::from(XENMEM_MAXIMUM_RAM_PAGE) | 1 << MEMOP_EXTENT_SHIFT, 0), EINVAL);
+
+    let current = reservation(XENMEM_CURRENT_RESERVATION, DOMID_SELF);
+    let pass = current == info.nr_pages as i64;
+    println!("RESULT test=memory check=current_reservation is_nr_pages={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    line(&mut tally, "current_reservation_own_id", reservation(XENMEM_CURRENT_RESERVATION, 0), current);
+    line(&mut tally, "current_reservation_no_such_domain", reservation(XENMEM_CURRENT_RESERVATION, 9), ESRCH);
+    line(&mut tally, "current_reservation_domid_io", reservation(XENMEM_CURRENT_RESERVATION, 0x7ff1), ESRCH);
+    line(&mut tally, "current_reservation_unmapped", memory_op(XENMEM_CURRENT_RESERVATION.into(), UNMAPPED), EFAULT);
+    let maximum = reservation(XENMEM_MAXIMUM_RESERVATION, DOMID_SELF);
+    let pass = maximum >= current;
+    println!("RESULT test=memory check=maximum_reservation at_least_current={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+
+    let mut mapping = MachphysMapping::default();
+    let ret = memory_op(XENMEM_MACHPHYS_MAPPING.into(), &mut mapping as *mut _ as u64);
+    let pass = ret == 0 && mapping.v_start == MACH2PHYS_VIRT_START;
+    println!(
+        "RESULT test=memory check=machphys_mapping ret={ret} v_start={:#x} v_end={:#x} max_mfn={:#x} status={}",
+        mapping.v_start,
+        mapping.v_end,
+        mapping.max_mfn,
+        if pass { "pass" } else { "fail" }
+    );
+    tally.add(pass);
+    let with_extent = u64::from(XENMEM_MACHPHYS_MAPPING) | 3 << MEMOP_EXTENT_SHIFT;
+    // Xen's x86 commands take no extent: with one they are commands it does not know.
+    line(&mut tally, "machphys_mapping_with_extent", memory_op(with_extent, &mut mapping as *mut _ as u64), ENOSYS);
+    let mut count = MemoryMap::default();
+    let with_extent = u64::from(XENMEM_MACHINE_MEMORY_MAP) | 1 << MEMOP_EXTENT_SHIFT;
+    line(&mut tally, "machine_memory_map_with_extent", memory_op(with_extent, &mut count as *mut _ as u64), ENOSYS);
+    let mut list = MachphysMfnList::default();
+    let with_extent = u64::from(XENMEM_MACHPHYS_MFN_LIST) | 1 << MEMOP_EXTENT_SHIFT;
+    line(&mut tally, "machphys_mfn_list_with_extent", memory_op(with_extent, &mut list as *mut _ as u64), ENOSYS);
+    line(&mut tally, "machphys_mapping_unmapped", memory_op(XENMEM_MACHPHYS_MAPPING.into(), UNMAPPED), EFAULT);
+
+    // Every frame of ours maps back to its frame number (sampled: first, last, some).
+    let n = p2m.len();
+    let samples = [0, 1, n / 3, n / 2, n - 2, n - 1];
+    let consistent = samples.iter().all(|&pfn| m2p(p2m[pfn]) == pfn as u64);
+    println!("RESULT test=memory check=m2p_maps_our_frames_back consistent={} status={}", u8::from(consistent), if consistent { "pass" } else { "fail" });
+    tally.add(consistent);
+    // Entry 0 (machine frame 0 is RAM on both), so the fault address is the same.
+    let p = probe!("", "mov qword ptr [rdi], rsi", MACH2PHYS_VIRT_START, 0u64);
+    tally.add(report("memory", "m2p_is_read_only", &p, &Expect { cr2: Some(MACH2PHYS_VIRT_START), ..Expect::fault(14, 3) }));
+
+    // MMU_MACHPHYS_UPDATE: our own frame's entry changes and reads back; then restored.
+    let pfn = n / 2;
+    let mfn = p2m[pfn];
+    line(&mut tally, "machphys_update_own_frame", machphys_update(mfn, 0x1234_5678), 0);
+    let seen = m2p(mfn);
+    let pass = seen == 0x1234_5678;
+    println!("RESULT test=memory check=machphys_update_reads_back value={seen:#x} status={}", if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    line(&mut tally, "machphys_update_restore", machphys_update(mfn, pfn as u64), 0);
+    tally.add(m2p(mfn) == pfn as u64);
+
+    let mut list_mfns = [0u64; 4];
+    let mut list = MachphysMfnList { max_extents: 4, extent_start: list_mfns.as_mut_ptr() as u64, ..Default::default() };
+    let ret = memory_op(XENMEM_MACHPHYS_MFN_LIST.into(), &mut list as *mut _ as u64);
+    let pass = ret == 0 && list.nr_extents >= 1;
+    println!("RESULT test=memory check=machphys_mfn_list ret={ret} nr_extents={} status={}", list.nr_extents, if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    // Not ours: the M2P table's own first frame, and a frame far beyond RAM.
+    line(&mut tally, "machphys_update_m2p_frame", machphys_update(list_mfns[0], 0), EINVAL);
+    line(&mut tally, "machphys_update_beyond_ram", machphys_update(0x7_ffff_ff00, 0), EINVAL);
+
+    // The pseudo-physical map: none was set for a PV dom0.
+    let mut map = MemoryMap::default();
+    line(&mut tally, "memory_map", memory_op(XENMEM_MEMORY_MAP.into(), &mut map as *mut _ as u64), ENOSYS);
+    // The machine's map: dom0 may read it.
+    let mut count = MemoryMap::default();
+    line(&mut tally, "machine_memory_map_count", memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut count as *mut _ as u64), 0);
+    let mut entries = [E820Entry::default(); 32];
+    let mut small = MemoryMap { nr_entries: count.nr_entries, _pad: 0, buffer: entries.as_mut_ptr() as u64 };
+    line(&mut tally, "machine_memory_map_no_spare_entry", memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut small as *mut _ as u64), EINVAL);
+    let mut full = MemoryMap { nr_entries: entries.len() as u32, _pad: 0, buffer: entries.as_mut_ptr() as u64 };
+    let ret = memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut full as *mut _ as u64);
+    let written = (full.nr_entries as usize).min(entries.len());
+    let ram_frames: u64 = entries[..written].iter().filter(|e| e.kind == E820_RAM).map(|e| e.size / 4096).sum();
+    let pass = ret == 0 && full.nr_entries == count.nr_entries && ram_frames >= info.nr_pages;
+    println!("RESULT test=memory check=machine_memory_map ret={ret} same_count={} ram_holds_us={} status={}", u8::from(full.nr_entries == count.nr_entries), u8::from(ram_frames >= info.nr_pages), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+
+    // The order of Xen's answers: entries are written while they fit, then the spare
+    // one is asked for, so a bad buffer is -EINVAL with no room and -EFAULT with room.
+    let bad_map = |room: u32, buffer: u64| {
+        let mut m = MemoryMap { nr_entries: room, _pad: 0, buffer };
+        memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut m as *mut _ as u64)
+    };
+    let n = count.nr_entries;
+    line(&mut tally, "machine_memory_map_no_room_bad_buffer", bad_map(0, 0xffff_8000_0000_0000), EINVAL);
+    line(&mut tally, "machine_memory_map_unmapped_buffer", bad_map(n, UNMAPPED), EFAULT);
+    line(&mut tally, "machine_memory_map_hypervisor_buffer", bad_map(n + 1, 0xffff_8000_0000_0000), EFAULT);
+    line(&mut tally, "machine_memory_map_read_only_buffer", bad_map(n + 1, info.pt_base), EFAULT);
+    line(&mut tally, "unknown_command", memory_op(63, 0), ENOSYS);
+    tally.finish();
+}
