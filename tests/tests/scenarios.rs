@@ -2,7 +2,7 @@
 //! (pv-hypervisor, pv-guest-kernel) and checks RESULT lines and the exit status.
 
 use hypercall_abi::debug_exit::ExitCode;
-use pv_tests::bundle::{dom0_bundle, header_offsets};
+use pv_tests::bundle::{dom0_bundle, header_offsets, NewcWriter, DOM0_CMDLINE, DOM0_KERNEL};
 use pv_tests::results::{find, ResultLine};
 use pv_tests::scenario::{run, Options, Outcome};
 use pv_tests::{conformance, qemu, results};
@@ -183,6 +183,60 @@ fn non_elf_dom0_is_refused() {
     assert!(error["reason"].contains("ELF"), "reason: {}", error["reason"]);
     expect_exit(&outcome, ExitCode::HypervisorError);
     assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("greeting")));
+}
+
+/// Bad boot input ends in one reported error naming the input and the reason, never a
+/// hypervisor panic: options the hypervisor cannot honour (each error is printed
+/// without allocating, as some come before the heap exists), a command line longer
+/// than start_info holds, and ambiguous or malformed HYPERCALL_PAGE notes.
+#[test]
+fn bad_boot_input_is_refused_with_a_reason() {
+    let hello = dom0_bundle(&guest_image(), "hello");
+    let options = [
+        ("loglvl=loud", "loglvl"),
+        ("dom0_mem=1M", "dom0_mem"),
+        ("dom0_mem=100000M", "dom0_mem"),
+    ];
+    for (i, (option, named)) in options.iter().enumerate() {
+        let outcome = boot_with(&format!("bad-option-{i}"), &hello, option);
+        let error = expect_hv(&outcome, &[("event", "boot_error"), ("file", "hypervisor-cmdline")]);
+        assert!(error["reason"].contains(named), "{option}: {}", error["reason"]);
+        expect_exit(&outcome, ExitCode::HypervisorError);
+    }
+    let long = format!("hello {}", "x".repeat(1100));
+    let outcome = boot("long-cmdline", &dom0_bundle(&guest_image(), &long));
+    let error = expect_hv(&outcome, &[("event", "boot_error"), ("file", "dom0/cmdline")]);
+    assert!(error["reason"].contains("1106 bytes"), "reason: {}", error["reason"]);
+    expect_exit(&outcome, ExitCode::HypervisorError);
+
+    // Our kernel's ENTRY note retyped as a second HYPERCALL_PAGE note; then its
+    // HYPERCALL_PAGE note shortened to 2 bytes.
+    let note = |kind: u8| [4, 0, 0, 0, 8, 0, 0, 0, kind, 0, 0, 0, b'X', b'e', b'n', 0];
+    let at = |image: &[u8], kind: u8| image.windows(16).position(|w| w == note(kind)).expect("the note is in our kernel");
+    let mut twice = guest_image();
+    let entry = at(&twice, 1);
+    twice[entry + 8] = 2;
+    let mut short = guest_image();
+    let page = at(&short, 2);
+    short[page + 4] = 2;
+    for (name, image, why) in [("duplicate-note", twice, "more than once"), ("malformed-note", short, "note")] {
+        let outcome = boot(name, &dom0_bundle(&image, "hello"));
+        let error = expect_hv(&outcome, &[("event", "boot_error"), ("file", "dom0/kernel")]);
+        assert!(error["reason"].contains(why), "{name}: {}", error["reason"]);
+        expect_exit(&outcome, ExitCode::HypervisorError);
+    }
+}
+
+/// A newc archive aligns files to 4 bytes only: a kernel at a 4- but not 8-aligned
+/// offset (first in the archive, after a 124-byte header) boots like any other.
+#[test]
+fn a_kernel_at_a_4_byte_aligned_offset_boots() {
+    let bundle = NewcWriter::new().file(DOM0_KERNEL, &guest_image()).file(DOM0_CMDLINE, b"hello").finish();
+    assert_eq!(header_offsets(&bundle)[0], 0);
+    assert_eq!((110 + DOM0_KERNEL.len() + 1).next_multiple_of(4) % 8, 4, "the kernel's data starts 4 bytes off");
+    let outcome = boot("kernel-4-aligned", &bundle);
+    expect(&outcome, &[("test", "hello"), ("status", "pass")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
 }
 
 /// A hostile dom0: 100,000 hypercalls with garbage arguments (and privileged

@@ -56,3 +56,40 @@ impl log::Log for Logger {
 }
 
 pub static LOGGER: Logger = Logger;
+
+/// Shows a value inside a quoted RESULT field: its double quotes become single ones.
+/// Formats straight through, so it works before the heap exists (boot errors).
+pub struct InQuotes<'a>(pub &'a dyn fmt::Display);
+
+impl fmt::Display for InQuotes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Replacing<'a, 'b>(&'a mut fmt::Formatter<'b>);
+        impl fmt::Write for Replacing<'_, '_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                for piece in s.split_inclusive('"') {
+                    match piece.strip_suffix('"') {
+                        Some(text) => {
+                            self.0.write_str(text)?;
+                            self.0.write_str("'")?;
+                        }
+                        None => self.0.write_str(piece)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+        fmt::write(&mut Replacing(f), format_args!("{}", self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InQuotes;
+    use std::format;
+
+    #[test]
+    fn quotes_inside_a_field_become_single() {
+        assert_eq!(format!("{}", InQuotes(&"a \"b\" c\"")), "a 'b' c'");
+        assert_eq!(format!("{}", InQuotes(&42)), "42");
+    }
+}

@@ -2,7 +2,7 @@
 //! what the boot bundle gives dom0, and building dom0 into the frame table. `arch`
 //! reads the PVH structures and runs these in order.
 
-use super::builder::{build_domain, DomainSpec};
+use super::builder::{build_domain, BuildError, DomainSpec};
 use super::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
 use super::frames::adopt_frames;
 use super::Domain;
@@ -61,6 +61,33 @@ pub fn dom0_files(bundle_bytes: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
     Ok((kernel, cmdline.strip_suffix(b"\n").unwrap_or(cmdline)))
 }
 
+/// dom0_mem asked for more than there is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dom0TooLarge {
+    pub asked_pages: u64,
+    pub free_pages: u64,
+}
+
+impl core::fmt::Display for Dom0TooLarge {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "option 'dom0_mem': {} MiB asked, {} MiB free for domains (RAM minus the hypervisor's own)",
+            self.asked_pages / 256,
+            self.free_pages / 256
+        )
+    }
+}
+
+/// Whether dom0's pages (and its shared_info frame) fit in the free frames.
+pub fn check_dom0_fits(dom0_pages: u64, free_pages: u64) -> Result<(), Dom0TooLarge> {
+    if dom0_pages.saturating_add(1) <= free_pages {
+        Ok(())
+    } else {
+        Err(Dom0TooLarge { asked_pages: dom0_pages, free_pages })
+    }
+}
+
 /// Makes the machine-to-phys table for frames 0..`nr_frames` (contiguous frames, all
 /// entries invalid) and the read-only page tables that map it. Returns the table and the
 /// L4 entry for slot [`m2p::L4_SLOT`], which every guest L4 then gets with the
@@ -73,6 +100,14 @@ pub fn set_up_m2p<M: MachineMemory>(frames: &mut FrameAllocator<'_>, memory: &mu
     Ok((table, m2p::l4_entry(l3)))
 }
 
+/// Why a domain could not be built, and which of its inputs is to blame: its kernel
+/// image or its command line (the bundle's file for dom0).
+#[derive(Debug)]
+pub struct BuildRefusal {
+    pub cmdline_at_fault: bool,
+    pub reason: String,
+}
+
 /// Builds a domain and gives it its frames in the frame table (initial page tables
 /// validated and pinned). On failure every frame goes back to `frames`.
 pub fn build_and_adopt<M: MachineMemory>(
@@ -82,7 +117,7 @@ pub fn build_and_adopt<M: MachineMemory>(
     frame_table: &mut FrameTable,
     hypervisor_l4: &[u64; 512],
     m2p: &MachToPhys,
-) -> Result<Domain, String> {
+) -> Result<Domain, BuildRefusal> {
     let allocator = core::cell::RefCell::new(frames);
     let domain = build_domain(
         spec,
@@ -93,15 +128,16 @@ pub fn build_and_adopt<M: MachineMemory>(
         },
         hypervisor_l4,
     )
-    .map_err(|e| format!("{e}"))?;
+    .map_err(|e| BuildRefusal { cmdline_at_fault: matches!(e, BuildError::CommandLineTooLong(_)), reason: format!("{e}") })?;
     if let Err(e) = adopt_frames(&domain, frame_table, memory, hypervisor_l4) {
         for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
             let _ = allocator.borrow_mut().free(mfn);
         }
-        return Err(format!("initial page tables refused: {e:?}"));
+        return Err(BuildRefusal { cmdline_at_fault: false, reason: format!("initial page tables refused: {e:?}") });
     }
     for (pfn, &mfn) in domain.p2m.iter().enumerate() {
-        m2p.set(memory, mfn, pfn as u64).map_err(|e| format!("frame {mfn:#x} has no M2P entry: {e:?}"))?;
+        m2p.set(memory, mfn, pfn as u64)
+            .map_err(|e| BuildRefusal { cmdline_at_fault: false, reason: format!("frame {mfn:#x} has no M2P entry: {e:?}") })?;
     }
     Ok(domain)
 }
@@ -146,6 +182,14 @@ mod tests {
         let mut none = vec![0u64; 64];
         let mut empty = FrameAllocator::new(&mut none);
         assert!(set_up_m2p(&mut empty, &mut memory, 0x400).is_err());
+    }
+
+    #[test]
+    fn dom0_must_fit_in_free_memory() {
+        assert!(check_dom0_fits(16384, 16385).is_ok());
+        let e = check_dom0_fits(16384, 16384).unwrap_err();
+        assert_eq!(std::format!("{e}"), "option 'dom0_mem': 64 MiB asked, 64 MiB free for domains (RAM minus the hypervisor's own)");
+        assert!(check_dom0_fits(u64::MAX, 10).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Pure logic over [`MachineMemory`] and a frame source, so the whole build is tested on
 //! the host.
 
-use super::elf_image::{GuestImage, ImageError};
+use super::elf_image::{AlignedImage, GuestImage, ImageError};
 use super::hypercall_page::hypercall_page;
 use super::layout::{initial_page_tables, DomainLayout, LayoutError, LayoutInput};
 use super::vcpu::GuestRegisters;
@@ -99,7 +99,8 @@ pub fn build_domain<M: MachineMemory>(
     release: &mut dyn FnMut(u64),
     hypervisor_l4: &[u64; 512],
 ) -> Result<Domain, BuildError> {
-    let image = GuestImage::parse(spec.kernel).map_err(BuildError::Image)?;
+    let aligned = AlignedImage::new(spec.kernel).map_err(BuildError::Image)?;
+    let image = GuestImage::parse(aligned.bytes()).map_err(BuildError::Image)?;
     let layout = DomainLayout::compute(&LayoutInput {
         virt_base: image.virt_base,
         virt_kstart: image.virt_kstart,

@@ -36,6 +36,10 @@ pub enum ImageError {
     EntryOutsideImage(u64),
     BadHypercallPage(u64),
     OverlapsHypervisor { start: u64, end: u64 },
+    /// A Xen note that holds an address given twice (which one counts would be a
+    /// guess), or with a description that is not a 4- or 8-byte number.
+    DuplicateNote(&'static str),
+    MalformedNote(&'static str),
 }
 
 impl fmt::Display for ImageError {
@@ -58,6 +62,8 @@ impl fmt::Display for ImageError {
             ImageError::OverlapsHypervisor { start, end } => {
                 write!(f, "kernel {start:#x}-{end:#x} overlaps the hypervisor's reserved range or is not canonical")
             }
+            ImageError::DuplicateNote(name) => write!(f, "Xen ELF note {name} is given more than once"),
+            ImageError::MalformedNote(name) => write!(f, "Xen ELF note {name} is not a 4- or 8-byte number"),
         }
     }
 }
@@ -103,12 +109,54 @@ fn note_number(desc: &[u8]) -> Option<u64> {
     }
 }
 
+/// Records an address note: once, and only as a number.
+fn set_address(slot: &mut Option<u64>, desc: &[u8], name: &'static str) -> Result<(), ImageError> {
+    if slot.is_some() {
+        return Err(ImageError::DuplicateNote(name));
+    }
+    *slot = Some(note_number(desc).ok_or(ImageError::MalformedNote(name))?);
+    Ok(())
+}
+
 fn note_string(desc: &[u8]) -> Option<&str> {
     let end = desc.iter().position(|&b| b == 0).unwrap_or(desc.len());
     core::str::from_utf8(&desc[..end]).ok()
 }
 
 type Header = FileHeader64<LittleEndian>;
+
+/// An image at an 8-aligned address, where `object` reads ELF structures in place:
+/// borrowed when the input already is, copied otherwise (a newc archive aligns its
+/// files to 4 bytes only). The copy is a fallible allocation: a kernel larger than
+/// the heap can hold is an error, not a panic.
+pub struct AlignedImage<'a> {
+    borrowed: Option<&'a [u8]>,
+    words: alloc::vec::Vec<u64>,
+    len: usize,
+}
+
+impl<'a> AlignedImage<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<AlignedImage<'a>, ImageError> {
+        if (bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<u64>()) {
+            return Ok(AlignedImage { borrowed: Some(bytes), words: alloc::vec::Vec::new(), len: bytes.len() });
+        }
+        let mut words = alloc::vec::Vec::new();
+        words.try_reserve_exact(bytes.len().div_ceil(8)).map_err(|_| ImageError::Malformed("too large to copy to an aligned buffer"))?;
+        words.extend(bytes.chunks(8).map(|chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            u64::from_le_bytes(word)
+        }));
+        Ok(AlignedImage { borrowed: None, words, len: bytes.len() })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self.borrowed {
+            Some(bytes) => bytes,
+            None => &zerocopy::IntoBytes::as_bytes(self.words.as_slice())[..self.len],
+        }
+    }
+}
 
 impl<'a> GuestImage<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<GuestImage<'a>, ImageError> {
@@ -161,10 +209,10 @@ impl<'a> GuestImage<'a> {
                         found_notes = true;
                         let desc = note.desc();
                         match note.n_type(endian) {
-                            NOTE_ENTRY => notes.entry = note_number(desc),
-                            NOTE_HYPERCALL_PAGE => notes.hypercall_page = note_number(desc),
-                            NOTE_VIRT_BASE => notes.virt_base = note_number(desc),
-                            NOTE_PADDR_OFFSET => notes.paddr_offset = note_number(desc),
+                            NOTE_ENTRY => set_address(&mut notes.entry, desc, "ENTRY")?,
+                            NOTE_HYPERCALL_PAGE => set_address(&mut notes.hypercall_page, desc, "HYPERCALL_PAGE")?,
+                            NOTE_VIRT_BASE => set_address(&mut notes.virt_base, desc, "VIRT_BASE")?,
+                            NOTE_PADDR_OFFSET => set_address(&mut notes.paddr_offset, desc, "PADDR_OFFSET")?,
                             NOTE_XEN_VERSION => notes.xen_version = note_string(desc),
                             NOTE_GUEST_OS => notes.guest_os = note_string(desc),
                             NOTE_LOADER => notes.loader = note_string(desc),
@@ -312,6 +360,34 @@ pub(crate) mod tests {
     /// A valid kernel at 1 MiB: 0x3000 bytes of code, hypercall page at 0x101000.
     pub fn valid_kernel() -> Vec<u8> {
         elf(0x100000, &[0x90; 0x3000], 0x1000, &standard_notes(&0x101000u64.to_le_bytes()))
+    }
+
+    #[test]
+    fn a_hypercall_page_note_given_twice_or_malformed_is_refused() {
+        let page = 0x101000u64.to_le_bytes();
+        let mut twice = standard_notes(&page);
+        twice.push(Note(NOTE_HYPERCALL_PAGE, &page));
+        let kernel = elf(0x100000, &[0x90; 0x3000], 0x1000, &twice);
+        assert_eq!(GuestImage::parse(&kernel).err(), Some(ImageError::DuplicateNote("HYPERCALL_PAGE")));
+        let mut odd = standard_notes(&page);
+        odd.pop();
+        odd.push(Note(NOTE_HYPERCALL_PAGE, &page[..3]));
+        let kernel = elf(0x100000, &[0x90; 0x3000], 0x1000, &odd);
+        assert_eq!(GuestImage::parse(&kernel).err(), Some(ImageError::MalformedNote("HYPERCALL_PAGE")));
+    }
+
+    #[test]
+    fn an_image_at_a_4_but_not_8_aligned_address_parses_like_any_other() {
+        let bytes = valid_kernel();
+        let mut storage = std::vec![0u64; bytes.len() / 8 + 2];
+        let raw = zerocopy::IntoBytes::as_mut_bytes(storage.as_mut_slice());
+        raw[4..4 + bytes.len()].copy_from_slice(&bytes);
+        let misaligned = &raw[4..4 + bytes.len()];
+        assert_eq!(misaligned.as_ptr() as usize % 8, 4);
+        let aligned = AlignedImage::new(misaligned).unwrap();
+        assert_eq!(aligned.bytes(), &bytes[..]);
+        let image = GuestImage::parse(aligned.bytes()).unwrap();
+        assert_eq!((image.virt_entry, image.hypercall_page), (0x100000, Some(0x101000)));
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use super::machine_memory::DirectMap;
 use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, protect, pvh, serial};
 use crate::boot_options::BootOptions;
-use crate::domain::boot::{build_and_adopt, dom0_files, plan_memory, set_up_m2p};
+use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
-use crate::domain::bundle::DOM0_KERNEL;
+use crate::domain::bundle::{DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::frames::release_frames;
@@ -66,10 +66,10 @@ fn console_output(args: core::fmt::Arguments<'_>) {
 }
 
 /// Refuses boot input: one line naming what and why, a RESULT line, and the exit code.
+/// Reports a bad boot input (an option, the bundle, a kernel) and stops. It allocates
+/// nothing: it also serves before the heap exists.
 fn boot_error(file: &str, reason: &dyn core::fmt::Display) -> ! {
-    let mut text = alloc::string::String::new();
-    let _ = write!(text, "{reason}");
-    let text = text.replace('"', "'");
+    let text = console::InQuotes(reason);
     hv_println!("error: {file}: {text}");
     hv_result!("event=boot_error file={file} reason=\"{text}\"");
     exit(ExitCode::HypervisorError)
@@ -167,12 +167,15 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let machine = MachineInfo { m2p, max_page: nr_frames, memory_map };
     // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
     let hypervisor_l4: [u64; 512] = unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
+    if let Err(e) = check_dom0_fits(options.dom0_pages, frames.free_frames()) {
+        boot_error("hypervisor-cmdline", &e);
+    }
     let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
     let started = cpu::rdtsc();
     let mut frame_table = FrameTable::new(nr_frames);
     let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
         Ok(d) => d,
-        Err(e) => boot_error(DOM0_KERNEL, &e),
+        Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
     };
     log::info!(
         "dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles",
