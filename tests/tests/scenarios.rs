@@ -55,8 +55,14 @@ fn expect_hv(outcome: &Outcome, wanted: &[(&str, &str)]) -> ResultLine {
     find(&lines, wanted).cloned().unwrap_or_else(|| panic!("no hypervisor RESULT line with {wanted:?}; log tail:\n{}", outcome.tail(30)))
 }
 
+/// The exit code QEMU reported. When a domain's end ended the run, its teardown must
+/// have given back every frame and every byte of heap it had (so every scenario, the
+/// hostile ones included, is also a leak test).
 fn expect_exit(outcome: &Outcome, code: ExitCode) {
     assert_eq!(outcome.exit_code(), Some(code), "QEMU status {:?}; log tail:\n{}", outcome.status, outcome.tail(30));
+    if matches!(code, ExitCode::Poweroff | ExitCode::Reboot | ExitCode::DomainCrash) {
+        expect_hv(outcome, &[("event", "teardown"), ("frames_leaked", "0"), ("frames_still_owned", "0"), ("heap_bytes_leaked", "0")]);
+    }
 }
 
 fn number(value: &str) -> u64 {

@@ -52,6 +52,15 @@ struct Hypervisor {
     host_view: HostView,
     /// The running domain. Only dom0 exists until domain creation lands.
     current: Option<Domain>,
+    /// Free frames and heap in use just before dom0 was built: what its teardown must
+    /// give back to the last frame and byte.
+    before_dom0: Usage,
+}
+
+#[derive(Clone, Copy)]
+struct Usage {
+    free_frames: u64,
+    heap_bytes: usize,
 }
 
 static HV: Mutex<Option<Hypervisor>> = Mutex::new(None);
@@ -173,6 +182,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
     let started = cpu::rdtsc();
     let mut frame_table = FrameTable::new(nr_frames);
+    let before_dom0 = Usage { free_frames: frames.free_frames(), heap_bytes: HEAP.lock().used() };
     let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
         Ok(d) => d,
         Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
@@ -200,6 +210,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         cpuid,
         host_view,
         current: Some(dom0),
+        before_dom0,
     });
     hv_println!("starting dom0");
     // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
@@ -391,7 +402,9 @@ fn domain_stopped() -> ! {
     // Its breakpoints and its GDT go with it.
     super::gdt_area::map_guest_frames(&[]);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
-    for &mfn in domain.p2m.iter().chain([domain.shared_info_mfn].iter()) {
+    // Every frame the frame table says it owns, whatever the builder gave it.
+    let owned: alloc::vec::Vec<u64> = hv.frame_table.frames_of(domid).collect();
+    for mfn in owned {
         hv.machine.m2p.invalidate(&mut hv.memory, mfn);
         if let Err(e) = hv.frame_table.release(mfn) {
             log::error!("domain {domid}'s frame {mfn:#x} is still referenced: {e:?}");
@@ -402,6 +415,14 @@ fn domain_stopped() -> ! {
     }
     let code = exit_code_for(domain.state);
     hv_println!("domain {domid} ({}) is gone; no domain left", domain.name);
+    drop(domain);
+    // What the domain did not give back. Its frames are all free again only if no
+    // reference or type outlived it; its heap only if nothing of it was kept.
+    let before = hv.before_dom0;
+    let frames_leaked = before.free_frames as i64 - hv.frames.free_frames() as i64;
+    let still_owned = hv.frame_table.frames_of(domid).count();
+    let heap_leaked = HEAP.lock().used() as i64 - before.heap_bytes as i64;
+    hv_result!("event=teardown domid={domid} frames_leaked={frames_leaked} frames_still_owned={still_owned} heap_bytes_leaked={heap_leaked}");
     drop(guard);
     exit(code)
 }
