@@ -91,8 +91,9 @@ define_hypercalls! {
         sched_op = 29 (cmd: u32, arg: GuestAddr);
         /// Memory information and reservations (`ops::memory`): `cmd`'s low 6 bits are
         /// the XENMEM_* command, the bits above the extent a reservation continues
-        /// from. So far maximum_ram_page, current/maximum_reservation,
-        /// machphys_mapping, machphys_mfn_list, machine_memory_map and memory_map.
+        /// from: increase/decrease_reservation and populate_physmap (single pages),
+        /// maximum_ram_page, current/maximum_reservation, machphys_mapping,
+        /// machphys_mfn_list, machine_memory_map and memory_map.
         memory_op = 12 (cmd: u64, arg: GuestAddr);
         /// Ours (arch_2): how many times the calling domain has made hypercall
         /// `number` so far, this call included when it asks about itself. The worked

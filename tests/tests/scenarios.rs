@@ -343,7 +343,7 @@ fn hypercalls_conform_to_xen() {
 /// our frames, read-only to the guest, MMU_MACHPHYS_UPDATE on own and foreign frames.
 #[test]
 fn memory_conforms_to_xen() {
-    conforms_to_xen("memory", 30);
+    conforms_to_xen("memory", 43);
 }
 
 #[test]

@@ -30,7 +30,7 @@ fn memory_op(cmd: u64, arg: u64) -> i64 {
     unsafe { calls::memory_op(cmd, GuestAddr(arg)) }
 }
 
-fn reservation(cmd: u32, domid: u16) -> i64 {
+fn reservation_query(cmd: u32, domid: u16) -> i64 {
     memory_op(cmd.into(), &domid as *const u16 as u64)
 }
 
@@ -46,6 +46,61 @@ fn machphys_update(mfn: u64, pfn: u64) -> i64 {
     let request = MmuUpdate { ptr: (mfn << 12) | MMU_MACHPHYS_UPDATE, val: pfn };
     // SAFETY: one readable request; MACHPHYS_UPDATE changes only the M2P table.
     unsafe { calls::mmu_update(GuestAddr::from_ptr(&request), 1, GuestAddr::NULL, DOMID_SELF) }
+}
+
+/// A reservation command on `extents` (frame numbers in or out), for ourselves.
+fn reservation(op: u32, extents: &mut [u64]) -> i64 {
+    reservation_at(op, extents.len() as u64, extents.as_mut_ptr() as u64)
+}
+
+fn reservation_at(op: u32, nr_extents: u64, list: u64) -> i64 {
+    let r = MemoryReservation { extent_start: list, nr_extents, domid: DOMID_SELF, ..Default::default() };
+    memory_op(op.into(), &r as *const MemoryReservation as u64)
+}
+
+/// Ballooning: our last frames (outside the initial mapping, so nothing maps them) go
+/// back and come again, and the counts and M2P entries follow.
+fn balloon(tally: &mut Tally, info: &StartInfo, m2p_frame: u64, max_page: i64) {
+    // SAFETY: the p2m list is ours, mapped writable, nr_pages entries; we keep it
+    // current as a PV kernel must when its frames change.
+    let p2m = unsafe { core::slice::from_raw_parts_mut(info.mfn_list as *mut u64, info.nr_pages as usize) };
+    let n = p2m.len();
+    let current = || reservation_of(XENMEM_CURRENT_RESERVATION);
+    let before = current();
+    let mut one = [p2m[n - 1]];
+    line(tally, "decrease_reservation", reservation(XENMEM_DECREASE_RESERVATION, &mut one), 1);
+    let pass = current() == before - 1;
+    println!("RESULT test=memory check=decrease_reservation_counts one_less={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    line(tally, "decrease_reservation_again", reservation(XENMEM_DECREASE_RESERVATION, &mut one), 0);
+    line(tally, "decrease_reservation_not_ours", reservation(XENMEM_DECREASE_RESERVATION, &mut [m2p_frame]), 0);
+    line(tally, "decrease_reservation_unmapped_list", reservation_at(XENMEM_DECREASE_RESERVATION, 1, UNMAPPED), 0);
+    line(tally, "decrease_reservation_unreadable", memory_op(XENMEM_DECREASE_RESERVATION.into(), UNMAPPED), 0);
+
+    let mut new = [0u64];
+    line(tally, "increase_reservation", reservation(XENMEM_INCREASE_RESERVATION, &mut new), 1);
+    let pass = current() == before && (new[0] as i64) < max_page;
+    println!("RESULT test=memory check=increase_reservation_counts back_to_start={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    line(tally, "machphys_update_new_frame", machphys_update(new[0], (n - 1) as u64), 0);
+    p2m[n - 1] = new[0];
+    tally.add(m2p(new[0]) == (n - 1) as u64);
+
+    let mut second = [p2m[n - 2]];
+    line(tally, "decrease_before_populate", reservation(XENMEM_DECREASE_RESERVATION, &mut second), 1);
+    second[0] = (n - 2) as u64;
+    line(tally, "populate_physmap", reservation(XENMEM_POPULATE_PHYSMAP, &mut second), 1);
+    let populated = second[0];
+    let pass = m2p(populated) == (n - 2) as u64 && current() == before;
+    println!("RESULT test=memory check=populate_physmap_sets_m2p m2p_set={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    p2m[n - 2] = populated;
+    let maximum = reservation_of(XENMEM_MAXIMUM_RESERVATION);
+    println!("RESULT test=memory check=reservation_room more_allowed={} maximum={maximum}", u8::from(maximum > current()));
+}
+
+fn reservation_of(cmd: u32) -> i64 {
+    reservation_query(cmd, DOMID_SELF)
 }
 
 pub fn run(info: &StartInfo) {
@@ -64,15 +119,15 @@ pub fn run(info: &StartInfo) {
     tally.add(ours_below);
     line(&mut tally, "maximum_ram_page_with_extent", memory_op(u64::from(XENMEM_MAXIMUM_RAM_PAGE) | 1 << MEMOP_EXTENT_SHIFT, 0), EINVAL);
 
-    let current = reservation(XENMEM_CURRENT_RESERVATION, DOMID_SELF);
+    let current = reservation_query(XENMEM_CURRENT_RESERVATION, DOMID_SELF);
     let pass = current == info.nr_pages as i64;
     println!("RESULT test=memory check=current_reservation is_nr_pages={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(&mut tally, "current_reservation_own_id", reservation(XENMEM_CURRENT_RESERVATION, 0), current);
-    line(&mut tally, "current_reservation_no_such_domain", reservation(XENMEM_CURRENT_RESERVATION, 9), ESRCH);
-    line(&mut tally, "current_reservation_domid_io", reservation(XENMEM_CURRENT_RESERVATION, 0x7ff1), ESRCH);
+    line(&mut tally, "current_reservation_own_id", reservation_query(XENMEM_CURRENT_RESERVATION, 0), current);
+    line(&mut tally, "current_reservation_no_such_domain", reservation_query(XENMEM_CURRENT_RESERVATION, 9), ESRCH);
+    line(&mut tally, "current_reservation_domid_io", reservation_query(XENMEM_CURRENT_RESERVATION, 0x7ff1), ESRCH);
     line(&mut tally, "current_reservation_unmapped", memory_op(XENMEM_CURRENT_RESERVATION.into(), UNMAPPED), EFAULT);
-    let maximum = reservation(XENMEM_MAXIMUM_RESERVATION, DOMID_SELF);
+    let maximum = reservation_query(XENMEM_MAXIMUM_RESERVATION, DOMID_SELF);
     let pass = maximum >= current;
     println!("RESULT test=memory check=maximum_reservation at_least_current={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
@@ -158,6 +213,7 @@ pub fn run(info: &StartInfo) {
     line(&mut tally, "machine_memory_map_unmapped_buffer", bad_map(n, UNMAPPED), EFAULT);
     line(&mut tally, "machine_memory_map_hypervisor_buffer", bad_map(n + 1, 0xffff_8000_0000_0000), EFAULT);
     line(&mut tally, "machine_memory_map_read_only_buffer", bad_map(n + 1, info.pt_base), EFAULT);
+    balloon(&mut tally, info, list_mfns[0], max_page);
     line(&mut tally, "unknown_command", memory_op(63, 0), ENOSYS);
     tally.finish();
 }

@@ -212,7 +212,10 @@ fn populate<M: MachineMemory>(
         privileged: spec.privileged,
         state: DomainState::Running,
         p2m: Vec::new(),
-        max_pages: spec.nr_pages,
+        // dom0 may balloon up as far as free memory goes: Xen 4.17 gives it UINT_MAX
+        // unless dom0_mem names a max: (seen by `memory`). Others get their size.
+        max_pages: if spec.privileged { u64::from(u32::MAX) } else { spec.nr_pages },
+        tot_pages: spec.nr_pages,
         l4_maddr,
         shared_info_mfn,
         vcpu,

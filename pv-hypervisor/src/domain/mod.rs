@@ -51,6 +51,9 @@ pub struct Domain {
     pub p2m: Vec<u64>,
     /// The most pages it may hold (XENMEM_maximum_reservation).
     pub max_pages: u64,
+    /// The pages it holds now (XENMEM_current_reservation): p2m's length at build,
+    /// then changed by ballooning.
+    pub tot_pages: u64,
     /// Machine address of the L4 the vCPU runs on (its CR3).
     pub l4_maddr: u64,
     pub shared_info_mfn: u64,

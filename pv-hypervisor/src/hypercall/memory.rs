@@ -1,6 +1,5 @@
-//! `memory_op` (memory.h): what a PV kernel asks about memory at boot, and the
-//! machine-to-phys table's place. The reservation commands (ballooning) come with the
-//! frame allocator's hypercall interface and answer -ENOSYS until then.
+//! `memory_op` (memory.h): what a PV kernel asks about memory at boot, the
+//! machine-to-phys table's place, and (in `reservation`) ballooning.
 
 use super::HypercallContext;
 use crate::mm::guest_walk::MachineMemory;
@@ -21,6 +20,9 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
         XENMEM_MACHPHYS_MAPPING | XENMEM_MACHPHYS_MFN_LIST | XENMEM_MACHINE_MEMORY_MAP | XENMEM_MEMORY_MAP if start_extent != 0 => {
             Err(Errno::ENOSYS)
         }
+        XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
+            Ok(super::reservation::reservation_op(ctx, op, start_extent, arg))
+        }
         XENMEM_MAXIMUM_RAM_PAGE => Ok(ctx.machine.max_page as i64),
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
             let domid: u16 = ctx.read_guest(arg)?;
@@ -29,7 +31,7 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
             if domid != DOMID_SELF && domid != ctx.domain.id {
                 return Err(Errno::ESRCH);
             }
-            Ok(if op == XENMEM_CURRENT_RESERVATION { ctx.domain.nr_pages() } else { ctx.domain.max_pages } as i64)
+            Ok(if op == XENMEM_CURRENT_RESERVATION { ctx.domain.tot_pages } else { ctx.domain.max_pages } as i64)
         }
         XENMEM_MACHPHYS_MAPPING => {
             // The largest frame there is, not the most the range could hold (Xen 4.17

@@ -9,6 +9,7 @@ mod descriptors;
 mod hypercall_count;
 mod iret;
 mod memory;
+mod reservation;
 mod mmu;
 mod multicall;
 mod sched_op;
@@ -22,6 +23,7 @@ use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{self, MachineMemory};
+use crate::mm::frame_alloc::FrameSource;
 use crate::mm::m2p::MachToPhys;
 use alloc::vec::Vec;
 use hypercall_abi::ops::memory::E820Entry;
@@ -49,6 +51,8 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     /// The hypervisor's own L4, whose reserved slots every guest L4 gets.
     pub hypervisor_l4: &'a [u64; 512],
     pub machine: &'a MachineInfo,
+    /// Free machine frames, for memory_op's reservations.
+    pub frame_source: &'a mut dyn FrameSource,
     /// Set by a handler that changed a page-table entry: the TLB must be flushed
     /// before the guest runs again.
     pub flush_tlb: bool,

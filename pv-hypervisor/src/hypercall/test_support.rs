@@ -38,6 +38,23 @@ pub struct TestGuest {
     /// The registers of the vCPU making the calls (what the entry code saved).
     pub regs: GuestRegisters,
     pub machine: MachineInfo,
+    /// Free frames for reservations (the fake machine's frames 0x38-0x3f).
+    pub free_frames: FreeList,
+}
+
+/// A frame source over a plain list, lowest frame first.
+pub struct FreeList(pub Vec<u64>);
+
+impl crate::mm::frame_alloc::FrameSource for FreeList {
+    fn take_below(&mut self, limit: u64) -> Option<u64> {
+        let at = self.0.iter().position(|&mfn| mfn < limit)?;
+        Some(self.0.remove(at))
+    }
+
+    fn give_back(&mut self, mfn: u64) {
+        self.0.push(mfn);
+        self.0.sort_unstable();
+    }
 }
 
 /// The fake machine's M2P table: one hypervisor frame, describing all 64 frames.
@@ -72,6 +89,7 @@ impl TestGuest {
             state: DomainState::Running,
             p2m: vec![0; 16],
             max_pages: 16,
+            tot_pages: 16,
             l4_maddr: L4,
             shared_info_mfn: SHARED_INFO >> 12,
             vcpu: GuestRegisters::default(),
@@ -103,7 +121,11 @@ impl TestGuest {
             E820Entry { addr: 0x2_1000, size: MACHINE_FRAMES * 4096 - 0x2_1000, kind: E820_RAM },
         ];
         let machine = MachineInfo { m2p, max_page: MACHINE_FRAMES, memory_map };
-        TestGuest { domain, memory, frames, regs, machine }
+        let free: Vec<u64> = (0x38..0x40).collect();
+        for &mfn in &free {
+            memory.add_frame(mfn, 0xee);
+        }
+        TestGuest { domain, memory, frames, regs, machine, free_frames: FreeList(free) }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -132,6 +154,7 @@ impl TestGuest {
             frames: &mut self.frames,
             hypervisor_l4: &HYPERVISOR_L4,
             machine: &self.machine,
+            frame_source: &mut self.free_frames,
             flush_tlb: false,
         };
         hypercall_abi::dispatch(&mut ctx, number, args)

@@ -244,6 +244,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         frames: &mut hv.frame_table,
         hypervisor_l4: &hv.hypervisor_l4,
         machine: &hv.machine,
+        frame_source: &mut hv.frames,
         flush_tlb: false,
     };
     let result = hypercall_abi::dispatch(&mut ctx, number, args);

@@ -1,4 +1,5 @@
 use super::super::test_support::{TestGuest, GUEST_DATA_VA, L1, M2P_MFN, MACHINE_FRAMES, SPARE_FRAMES};
+use crate::mm::guest_walk::MachineMemory;
 use hypercall_abi::nr;
 use hypercall_abi::ops::memory::*;
 use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF, MMU_MACHPHYS_UPDATE};
@@ -101,4 +102,68 @@ fn machphys_update_sets_entries_of_own_frames_only() {
     assert_eq!(update(&mut g, 0x3f << 12, 1), EINVAL);
     assert_eq!(update(&mut g, 0x1000 << 12, 1), EINVAL);
     assert_eq!(g.machine.m2p.get(&g.memory, 0x3f), Some(INVALID_M2P_ENTRY));
+}
+
+fn reservation(g: &mut TestGuest, op: u32, extents: &[u64], list_va: u64, domid: u16, order: u32) -> i64 {
+    let list: std::vec::Vec<u8> = extents.iter().flat_map(|e| e.to_le_bytes()).collect();
+    g.poke(BUFFER, &list);
+    let r = MemoryReservation { extent_start: list_va, nr_extents: extents.len() as u64, extent_order: order, domid, ..Default::default() };
+    g.poke(ARG, r.as_bytes());
+    memory_op(g, op.into(), ARG)
+}
+
+fn extent(g: &TestGuest, i: u64) -> u64 {
+    read(g, BUFFER + i * 8)
+}
+
+#[test]
+fn ballooning_down_and_up_within_the_maximum() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare, spare + 1], BUFFER, DOMID_SELF, 0), 2);
+    assert_eq!(g.domain.tot_pages, 14);
+    assert_eq!(g.frames.owner(spare), None);
+    // Not ours any more; mapped (the data pages); the shared_info page: none done.
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 0);
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[super::super::test_support::DATA >> 12], BUFFER, DOMID_SELF, 0), 0);
+    assert_eq!(g.domain.tot_pages, 14);
+
+    // Three asked, two fit under the maximum; each new frame is zeroed and ours.
+    assert_eq!(reservation(&mut g, XENMEM_INCREASE_RESERVATION, &[0, 0, 0], BUFFER, DOMID_SELF, 0), 2);
+    assert_eq!(g.domain.tot_pages, 16);
+    let new = extent(&g, 0);
+    assert_eq!(g.frames.owner(new), Some(0));
+    let mut page = [0xffu8; 4096];
+    g.memory.read_bytes(new << 12, &mut page).unwrap();
+    assert!(page.iter().all(|&b| b == 0), "a new frame carries nothing of its last owner");
+
+    // populate_physmap: the frame takes the guest frame number given, M2P included.
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare + 2], BUFFER, DOMID_SELF, 0), 1);
+    assert_eq!(reservation(&mut g, XENMEM_POPULATE_PHYSMAP, &[9], BUFFER, DOMID_SELF, 0), 1);
+    let populated = extent(&g, 0);
+    assert_eq!(g.machine.m2p.get(&g.memory, populated), Some(9));
+    assert_eq!(g.frames.owner(populated), Some(0));
+}
+
+#[test]
+fn a_bad_reservation_is_no_extent_done() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    // Another domain, a larger extent, an unreadable structure or list: 0 done.
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, 9, 0), 0);
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 1), 0);
+    assert_eq!(memory_op(&mut g, XENMEM_DECREASE_RESERVATION.into(), 0x10), 0);
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], 0xffff_8000_0000_0000, DOMID_SELF, 0), 0);
+    assert_eq!(g.domain.tot_pages, 16);
+    // A continuation past the end answers where it stands.
+    g.poke(ARG, MemoryReservation { extent_start: BUFFER, nr_extents: 1, ..Default::default() }.as_bytes());
+    assert_eq!(memory_op(&mut g, u64::from(XENMEM_DECREASE_RESERVATION) | 5 << MEMOP_EXTENT_SHIFT, ARG), 5);
+    // increase_reservation with no list allocates without telling (Xen does the same).
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 1);
+    assert_eq!(reservation(&mut g, XENMEM_INCREASE_RESERVATION, &[0], 0, DOMID_SELF, 0), 1);
+    assert_eq!(g.domain.tot_pages, 16);
+    // Frames that must fit in 12 bits of address cannot exist.
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare + 1], BUFFER, DOMID_SELF, 0), 1);
+    g.poke(ARG, MemoryReservation { extent_start: BUFFER, nr_extents: 1, mem_flags: 12, domid: DOMID_SELF, ..Default::default() }.as_bytes());
+    assert_eq!(memory_op(&mut g, XENMEM_INCREASE_RESERVATION.into(), ARG), 0);
 }

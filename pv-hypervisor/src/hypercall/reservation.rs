@@ -1,0 +1,93 @@
+//! memory_op's reservation commands (memory.h): a PV domain gives frames back
+//! (decrease_reservation, ballooning down) and takes new ones up to its maximum
+//! (increase_reservation, or populate_physmap, which also sets their M2P entries).
+//!
+//! As on Xen, the answer is the number of extents done: a bad structure, domain or
+//! list is not an errno but "0 more done", and the first extent that fails stops the
+//! batch. Extents are single pages (extent_order 0); a larger order does nothing
+//! (Xen allows up to 2 MiB extents, which needs aligned runs of frames).
+
+use super::HypercallContext;
+use crate::mm::guest_walk::MachineMemory;
+use crate::mm::is_guest_range;
+use hypercall_abi::ops::memory::*;
+use hypercall_abi::ops::mmu::DOMID_SELF;
+use hypercall_abi::GuestAddr;
+
+const PAGE: u64 = 4096;
+
+pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u32, start_extent: u64, arg: GuestAddr) -> i64 {
+    let done = start_extent;
+    let Ok(r) = ctx.read_guest::<MemoryReservation>(arg) else { return done as i64 };
+    // Too many to encode a continuation, already done, another domain, larger extents.
+    let too_many = r.nr_extents > u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT);
+    let other_domain = r.domid != DOMID_SELF && r.domid != ctx.domain.id;
+    if too_many || start_extent >= r.nr_extents || other_domain || r.extent_order != 0 {
+        return done as i64;
+    }
+    let list = r.extent_start;
+    // The list must lie in guest memory as a whole (Xen's guest_handle_subrange_okay);
+    // increase_reservation alone may pass none (frames allocated but not reported).
+    let list_ok = is_guest_range(list.wrapping_add(start_extent * 8), list.wrapping_add(r.nr_extents * 8));
+    let unreported = op == XENMEM_INCREASE_RESERVATION && list == 0;
+    if !list_ok && !unreported {
+        return done as i64;
+    }
+    // The address width the frames must fit (XENMEMF_address_bits, the low 8 bits).
+    let limit = match r.mem_flags & 0xff {
+        0 | 64.. => u64::MAX,
+        bits if bits <= 12 => return done as i64,
+        bits => 1u64 << (bits - 12),
+    };
+    let mut i = start_extent;
+    while i < r.nr_extents {
+        let slot = GuestAddr(list + i * 8);
+        let ok = match op {
+            XENMEM_DECREASE_RESERVATION => ctx.read_guest::<u64>(slot).is_ok_and(|mfn| give_back(ctx, mfn)),
+            XENMEM_INCREASE_RESERVATION => take(ctx, limit).is_some_and(|mfn| list == 0 || ctx.write_guest(slot, &mfn).is_ok()),
+            _ => match ctx.read_guest::<u64>(slot) {
+                Ok(pfn) => take(ctx, limit).is_some_and(|mfn| {
+                    let _ = ctx.machine.m2p.set(ctx.memory, mfn, pfn);
+                    ctx.write_guest(slot, &mfn).is_ok()
+                }),
+                Err(_) => false,
+            },
+        };
+        if !ok {
+            break;
+        }
+        i += 1;
+    }
+    i as i64
+}
+
+/// A new, zeroed frame for the caller, within its maximum.
+fn take<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, limit: u64) -> Option<u64> {
+    if ctx.domain.tot_pages >= ctx.domain.max_pages {
+        return None;
+    }
+    let mfn = ctx.frame_source.take_below(limit)?;
+    // Nothing of a frame's last owner may reach its next one.
+    if ctx.memory.write_bytes(mfn * PAGE, &[0u8; PAGE as usize]).is_none() || ctx.frames.assign(mfn, ctx.domain.id).is_err() {
+        ctx.frame_source.give_back(mfn);
+        return None;
+    }
+    ctx.domain.tot_pages += 1;
+    Some(mfn)
+}
+
+/// Takes back one of the caller's frames that nothing maps and nothing types (Xen
+/// defers the free of a frame still mapped until its last reference goes; here the
+/// guest must unmap it first, as a balloon driver does anyway).
+fn give_back<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64) -> bool {
+    if ctx.frames.owner(mfn) != Some(ctx.domain.id) || mfn == ctx.domain.shared_info_mfn {
+        return false;
+    }
+    if ctx.frames.release(mfn).is_err() {
+        return false;
+    }
+    ctx.machine.m2p.invalidate(ctx.memory, mfn);
+    ctx.frame_source.give_back(mfn);
+    ctx.domain.tot_pages -= 1;
+    true
+}
