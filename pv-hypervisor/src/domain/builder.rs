@@ -43,6 +43,8 @@ pub enum BuildError {
     HypercallPageUnmapped(u64),
     /// The command line does not fit start_info (1024 bytes with the NUL).
     CommandLineTooLong(usize),
+    /// The hypervisor heap cannot hold the list of the domain's frames.
+    HeapExhausted { pages: u64 },
     /// Writing the domain's memory failed: the frame source gave a frame the memory
     /// accessor refuses (a hypervisor bug, reported rather than panicking).
     MemoryWrite(u64),
@@ -54,6 +56,7 @@ impl fmt::Display for BuildError {
             BuildError::Image(e) => write!(f, "{e}"),
             BuildError::Layout(e) => write!(f, "{e}"),
             BuildError::OutOfMemory { needed } => write!(f, "not enough free memory: needs {needed} pages"),
+            BuildError::HeapExhausted { pages } => write!(f, "the hypervisor heap cannot hold the frame list of {pages} pages"),
             BuildError::HypercallPageUnmapped(va) => write!(f, "hypercall page {va:#x} is outside the initial mapping"),
             BuildError::CommandLineTooLong(len) => write!(f, "command line of {len} bytes does not fit start_info (max 1023)"),
             BuildError::MemoryWrite(maddr) => write!(f, "cannot write machine address {maddr:#x}"),
@@ -114,6 +117,8 @@ pub fn build_domain<M: MachineMemory>(
     }
 
     let mut frames: Vec<u64> = Vec::new();
+    let count = usize::try_from(spec.nr_pages + 1).map_err(|_| BuildError::HeapExhausted { pages: spec.nr_pages })?;
+    frames.try_reserve_exact(count).map_err(|_| BuildError::HeapExhausted { pages: spec.nr_pages })?;
     let result = (|| {
         for _ in 0..spec.nr_pages + 1 {
             let mfn = alloc_frame().ok_or(BuildError::OutOfMemory { needed: spec.nr_pages + 1 })?;
@@ -154,8 +159,14 @@ fn populate<M: MachineMemory>(
         layout.pfn_of(va).ok_or(BuildError::HypercallPageUnmapped(va))?;
         writer.write(va, &hypercall_page())?;
     }
-    let p2m_bytes: Vec<u8> = p2m.iter().flat_map(|mfn| mfn.to_le_bytes()).collect();
-    writer.write(layout.p2m.start, &p2m_bytes)?;
+    // A page of entries at a time: no second copy of the list on the heap.
+    let mut page = [0u8; PAGE as usize];
+    for (i, chunk) in p2m.chunks(PAGE as usize / 8).enumerate() {
+        for (bytes, mfn) in page.chunks_exact_mut(8).zip(chunk) {
+            bytes.copy_from_slice(&mfn.to_le_bytes());
+        }
+        writer.write(layout.p2m.start + i as u64 * PAGE, &page[..chunk.len() * 8])?;
+    }
 
     let mut start_info = StartInfo::new_zeroed();
     start_info.magic[..StartInfo::MAGIC.len()].copy_from_slice(StartInfo::MAGIC);

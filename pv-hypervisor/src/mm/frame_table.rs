@@ -109,6 +109,14 @@ impl FrameTable {
         FrameTable { frames: vec![FREE; nr_frames as usize] }
     }
 
+    /// As `new`, but `None` when the heap cannot hold it (boot reports that).
+    pub fn try_new(nr_frames: u64) -> Option<FrameTable> {
+        let mut frames = alloc::vec::Vec::new();
+        frames.try_reserve_exact(usize::try_from(nr_frames).ok()?).ok()?;
+        frames.resize(nr_frames as usize, FREE);
+        Some(FrameTable { frames })
+    }
+
     pub fn len(&self) -> u64 {
         self.frames.len() as u64
     }

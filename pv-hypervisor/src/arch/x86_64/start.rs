@@ -31,8 +31,12 @@ use spin::Mutex;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
-/// 16 MiB: the frame table alone takes 12 bytes per frame of RAM (1.5 MiB per 512 MiB).
-const HEAP_FRAMES: u64 = 4096;
+/// The heap holds the frame table (12 bytes per frame of RAM) and each domain's frame
+/// list (8 bytes per page), so it grows with RAM: 4 MiB plus 24 bytes per frame, and
+/// never less than 16 MiB.
+fn heap_frames(ram_frames: u64) -> u64 {
+    (4 * 1024 * 1024 + ram_frames * 24).div_ceil(4096).max(4096)
+}
 
 /// One bit per frame of the direct-mapped 4 GiB.
 static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_SIZE / 4096 / 64) as usize] = [0; (super::DIRECTMAP_SIZE / 4096 / 64) as usize];
@@ -146,11 +150,12 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     if let Some(high) = plan.unused_high {
         log::warn!("RAM above 4 GiB ({:#x}-{:#x}) is not used", high.start, high.end);
     }
-    let Some(heap) = frames.alloc_contiguous(HEAP_FRAMES) else {
+    let heap_frames = heap_frames(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
+    let Some(heap) = frames.alloc_contiguous(heap_frames) else {
         boot_error("hypervisor-heap", &"no room for the hypervisor heap");
     };
     // SAFETY: the frames were just taken from the allocator, so nothing else uses them.
-    unsafe { HEAP.lock().init(phys_to_virt(heap * 4096) as *mut u8, (HEAP_FRAMES * 4096) as usize) };
+    unsafe { HEAP.lock().init(phys_to_virt(heap * 4096) as *mut u8, (heap_frames * 4096) as usize) };
     log::info!("memory: {} MiB free for domains, RAM ends at {:#x}", frames.free_frames() / 256, ram_end);
 
     let Some(module) = pvh.modules.first() else {
@@ -181,7 +186,9 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     }
     let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
     let started = cpu::rdtsc();
-    let mut frame_table = FrameTable::new(nr_frames);
+    let Some(mut frame_table) = FrameTable::try_new(nr_frames) else {
+        boot_error("hypervisor-heap", &"no room for the frame table");
+    };
     let before_dom0 = Usage { free_frames: frames.free_frames(), heap_bytes: HEAP.lock().used() };
     let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
         Ok(d) => d,
@@ -403,9 +410,12 @@ fn domain_stopped() -> ! {
     // Its breakpoints and its GDT go with it.
     super::gdt_area::map_guest_frames(&[]);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
-    // Every frame the frame table says it owns, whatever the builder gave it.
-    let owned: alloc::vec::Vec<u64> = hv.frame_table.frames_of(domid).collect();
-    for mfn in owned {
+    // Every frame the frame table says it owns, whatever the builder gave it (walked by
+    // number: a list of them could be more than the heap holds for a large domain).
+    for mfn in 0..hv.frame_table.len() {
+        if hv.frame_table.owner(mfn) != Some(domid) {
+            continue;
+        }
         hv.machine.m2p.invalidate(&mut hv.memory, mfn);
         if let Err(e) = hv.frame_table.release(mfn) {
             log::error!("domain {domid}'s frame {mfn:#x} is still referenced: {e:?}");
