@@ -33,6 +33,7 @@ const PAGE: u64 = 4096;
 
 
 /// The machine address `va` maps to in the address space rooted at `l4_maddr`.
+#[inline]
 pub fn translate(mem: &impl MachineMemory, l4_maddr: u64, va: u64, access: Access) -> Result<u64, Errno> {
     if !super::is_guest_range(va, va.saturating_add(1)) {
         return Err(Errno::EFAULT);
@@ -64,6 +65,7 @@ pub fn translate(mem: &impl MachineMemory, l4_maddr: u64, va: u64, access: Acces
 
 /// Translates every page of `[va, va + len)` first, so a failure anywhere happens before
 /// any byte is copied; then calls `each(maddr, offset_in_buffer, len)` per piece.
+#[inline]
 fn for_each_piece(
     mem: &impl MachineMemory,
     l4_maddr: u64,
@@ -109,6 +111,7 @@ fn for_each_piece(
     Ok(())
 }
 
+#[inline]
 pub fn copy_from_guest(mem: &impl MachineMemory, l4_maddr: u64, va: u64, out: &mut [u8]) -> Result<(), Errno> {
     let len = out.len();
     for_each_piece(mem, l4_maddr, va, len, Access::Read, |maddr, at, n| {
@@ -116,6 +119,7 @@ pub fn copy_from_guest(mem: &impl MachineMemory, l4_maddr: u64, va: u64, out: &m
     })
 }
 
+#[inline]
 pub fn copy_to_guest(mem: &mut impl MachineMemory, l4_maddr: u64, va: u64, data: &[u8]) -> Result<(), Errno> {
     // Within one page (a bounce frame, a result): one walk, one write.
     if let Some(end) = (data.len() as u64).checked_sub(1).and_then(|n| va.checked_add(n)) {
@@ -146,12 +150,14 @@ pub fn copy_to_guest(mem: &mut impl MachineMemory, l4_maddr: u64, va: u64, data:
     Ok(())
 }
 
+#[inline]
 pub fn read_guest<T: FromBytes + IntoBytes>(mem: &impl MachineMemory, l4_maddr: u64, va: u64) -> Result<T, Errno> {
     let mut value = T::new_zeroed();
     copy_from_guest(mem, l4_maddr, va, value.as_mut_bytes())?;
     Ok(value)
 }
 
+#[inline]
 pub fn write_guest<T: IntoBytes + Immutable>(mem: &mut impl MachineMemory, l4_maddr: u64, va: u64, value: &T) -> Result<(), Errno> {
     copy_to_guest(mem, l4_maddr, va, value.as_bytes())
 }

@@ -12,6 +12,7 @@ pub mod test_memory;
 use hypercall_abi::arch_x86_64::{HYPERVISOR_VIRT_END, HYPERVISOR_VIRT_START};
 
 /// Whether `va` is a canonical 48-bit virtual address.
+#[inline]
 pub fn is_canonical(va: u64) -> bool {
     let top = (va as i64) >> 47;
     top == 0 || top == -1
@@ -19,6 +20,7 @@ pub fn is_canonical(va: u64) -> bool {
 
 /// Whether a guest may own `[start, end)`: canonical and clear of the range every guest
 /// leaves to the hypervisor (arch-x86/xen-x86_64.h).
+#[inline]
 pub fn is_guest_range(start: u64, end: u64) -> bool {
     start < end && is_canonical(start) && is_canonical(end - 1) && !(start < HYPERVISOR_VIRT_END && end > HYPERVISOR_VIRT_START)
 }

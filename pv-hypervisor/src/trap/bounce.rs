@@ -74,6 +74,7 @@ impl BounceFrame {
 
 /// Builds the frame for `target` on the stack whose top is `stack_top` (the current
 /// rsp in guest kernel mode, the stack_switch stack from user mode).
+#[inline]
 pub fn build_bounce(
     regs: &GuestRegisters,
     stack_top: u64,
@@ -122,6 +123,7 @@ pub fn build_bounce(
 /// The registers the handler starts with, once `frame` is written. Registers other than
 /// rip, rsp, rflags, cs, ss, rcx and r11 are left as they were: the handler sees the
 /// interrupted context's values.
+#[inline]
 pub fn enter_handler(regs: &mut GuestRegisters, frame: &BounceFrame, target: &BounceTarget) {
     regs.rip = target.handler;
     regs.cs = FLAT_KERNEL_CS64 as u64;

@@ -81,6 +81,7 @@ fn record_cr2<M: MachineMemory>(domain: &mut Domain, memory: &mut M, cr2: u64) -
 /// Enters `target` on the guest kernel stack, switching from guest user mode to its
 /// kernel first when needed. On success `regs` holds the handler's state and the
 /// domain is in kernel mode.
+#[inline]
 pub fn bounce_to<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,
@@ -108,6 +109,7 @@ pub fn bounce_to<M: MachineMemory>(
 }
 
 /// Delivers vector `vector` through the guest's trap table.
+#[inline]
 pub fn bounce_vector<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,
@@ -127,6 +129,7 @@ pub fn bounce_vector<M: MachineMemory>(
 }
 
 /// Delivers a hardware exception the guest took. `regs` is the state the CPU saved.
+#[inline]
 pub fn deliver_exception<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,

@@ -21,6 +21,7 @@ pub struct IretOutcome {
 /// to the guest kernel. Selectors get RPL 3 forced (the guest runs in ring 3 whatever it
 /// asks), rflags loses IOPL and VM and keeps IF on (the real interrupt flag is never the
 /// guest's). With VGCF_in_syscall, rcx and r11 keep their current values.
+#[inline]
 pub fn apply_iret(ctx: &IretContext, regs: &mut GuestRegisters) -> IretOutcome {
     let mode = if ctx.cs & 3 == 3 { GuestMode::User } else { GuestMode::Kernel };
     regs.rax = ctx.rax;
