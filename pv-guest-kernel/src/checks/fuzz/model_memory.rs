@@ -1,6 +1,8 @@
 //! memory_op for the fuzzer: the information commands with hostile pointers, domain ids
-//! and continuation bits. The reservation commands are left out: on Xen they really
-//! move memory (the run would balloon itself), and pv-hypervisor does not offer them yet.
+//! and continuation bits, and the reservation commands with everything that must come
+//! to "no extent done" (frames not ours, lists outside guest memory, other domains,
+//! too many extents, a continuation past the end). Reservations that would succeed are
+//! left to the `memory` check: on Xen they really move memory.
 
 use super::args::{harmless_read_target, small, write_target, Ptr, Rng};
 use super::memory::{self, Layout};
@@ -54,6 +56,9 @@ pub fn memory_op(rng: &mut Rng, l: &Layout, mut args: [u64; 6], facts: &MemoryFa
         XENMEM_MACHPHYS_MAPPING,
     ];
     // Commands Xen 4.17 does not have (it has up to 29) are -ENOSYS on both.
+    if rng.percent(20) {
+        return reservation(rng, l, args);
+    }
     let cmd = if rng.percent(90) { rng.pick(&COMMANDS) } else { 40 + rng.below(24) as u32 };
     let extent = if rng.percent(20) { small(rng) & 0xffff } else { 0 };
     args[0] = u64::from(cmd) | extent << MEMOP_EXTENT_SHIFT;
@@ -137,4 +142,38 @@ pub fn memory_op(rng: &mut Rng, l: &Layout, mut args: [u64; 6], facts: &MemoryFa
         }
         _ => Call::new(nr::memory_op, args, Expect::Exact(ENOSYS)),
     }
+}
+
+/// A reservation command that must do nothing: the answer is the extent it started at.
+fn reservation(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
+    let op = rng.pick(&[XENMEM_DECREASE_RESERVATION, XENMEM_INCREASE_RESERVATION, XENMEM_POPULATE_PHYSMAP]);
+    let start = if rng.percent(20) { rng.below(4) } else { 0 };
+    args[0] = u64::from(op) | start << MEMOP_EXTENT_SHIFT;
+    let p = structure(rng, l, 32);
+    args[1] = p.addr;
+    let Some(offset) = p.scratch else { return Call::new(nr::memory_op, args, Expect::Exact(start as i64)) };
+    // Lists outside guest memory (both hypervisors check the range first), or for
+    // decrease_reservation a scratch list of frames that are not ours.
+    let outside = rng.pick(&[0xffff_8000_0000_0000u64, 0xffff_8300_0000_0000, 0x8000_0000_0000_0000, 0x0000_8000_0000_0000]);
+    let list = if op == XENMEM_DECREASE_RESERVATION && rng.percent(60) {
+        let list_offset = offset + 64;
+        for i in 0..4 {
+            let frame: u64 = rng.pick(&[0, 1, 0x7_ffff_ff00, 0xf_ffff_ffff]);
+            memory::poke_scratch(list_offset + i * 8, &frame.to_le_bytes());
+        }
+        memory::scratch_address(list_offset)
+    } else {
+        outside
+    };
+    let nr_extents: u64 = rng.pick(&[0, 1, 2, 4, u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT) + 1, u64::MAX]);
+    let order: u32 = if op == XENMEM_DECREASE_RESERVATION { rng.pick(&[0, 0, 1]) } else { 0 };
+    let domid = rng.pick(&[DOMID_SELF, DOMID_SELF, DOMID_SELF, 9]);
+    // MemoryReservation's layout: extent_start @0, nr_extents @8, extent_order @16,
+    // mem_flags @20, domid @24.
+    memory::poke_scratch(offset, &list.to_le_bytes());
+    memory::poke_scratch(offset + 8, &nr_extents.to_le_bytes());
+    memory::poke_scratch(offset + 16, &order.to_le_bytes());
+    memory::poke_scratch(offset + 20, &0u32.to_le_bytes());
+    memory::poke_scratch(offset + 24, &domid.to_le_bytes());
+    Call::new(nr::memory_op, args, Expect::Exact(start as i64))
 }
