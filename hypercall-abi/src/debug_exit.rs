@@ -25,13 +25,8 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 5] = [
-        ExitCode::Poweroff,
-        ExitCode::Reboot,
-        ExitCode::DomainCrash,
-        ExitCode::HypervisorError,
-        ExitCode::HypervisorPanic,
-    ];
+    pub const ALL: [ExitCode; 5] =
+        [ExitCode::Poweroff, ExitCode::Reboot, ExitCode::DomainCrash, ExitCode::HypervisorError, ExitCode::HypervisorPanic];
 
     /// The process exit status QEMU reports for this code.
     pub const fn qemu_status(self) -> i32 {

@@ -153,8 +153,8 @@ define_hypercalls! {
 /// Every number Xen 4.17 assigns on x86 (xen.h `__HYPERVISOR_*`; 11 was never used):
 /// 0-42 and the two arch-specific ones x86 takes, 48 `mca` and 49 `paging_domctl_cont`.
 pub const XEN_NUMBERS: &[u64] = &[
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 48, 49,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39,
+    40, 41, 42, 48, 49,
 ];
 
 /// Our own extensions. They live in the arch-specific range (48-55) above the numbers

@@ -14,10 +14,14 @@ macro_rules! xen_note_string {
             ".balign 4\n",
             ".long 4\n",
             ".long 2f - 1f\n",
-            ".long ", $kind, "\n",
+            ".long ",
+            $kind,
+            "\n",
             ".asciz \"Xen\"\n",
             ".balign 4\n",
-            "1: .asciz \"", $text, "\"\n",
+            "1: .asciz \"",
+            $text,
+            "\"\n",
             "2: .balign 4\n"
         )
     };
@@ -29,10 +33,14 @@ macro_rules! xen_note_u64 {
             ".balign 4\n",
             ".long 4\n",
             ".long 8\n",
-            ".long ", $kind, "\n",
+            ".long ",
+            $kind,
+            "\n",
             ".asciz \"Xen\"\n",
             ".balign 4\n",
-            ".quad ", $value, "\n",
+            ".quad ",
+            $value,
+            "\n",
             ".balign 4\n"
         )
     };
@@ -53,7 +61,6 @@ core::arch::global_asm!(
     xen_note_u64!("1", "_start"),
     xen_note_u64!("2", "hypercall_page"),
     ".popsection",
-
     ".pushsection .text.start, \"ax\"",
     ".globl _start",
     "_start:",
@@ -62,7 +69,6 @@ core::arch::global_asm!(
     "call guest_main",
     "ud2",
     ".popsection",
-
     ".pushsection .bss.guest_stack, \"aw\", @nobits",
     ".balign 16",
     "guest_stack_bottom: .skip 64 * 1024",

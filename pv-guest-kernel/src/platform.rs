@@ -5,8 +5,8 @@
 use hypercall_abi::guest::calls;
 use hypercall_abi::ops::console_io::CONSOLEIO_WRITE;
 use hypercall_abi::ops::sched_op::{SchedShutdown, SCHEDOP_SHUTDOWN};
-use hypercall_abi::ops::xen_version::{XENVER_EXTRAVERSION, XENVER_VERSION};
 use hypercall_abi::ops::traps::TrapInfo;
+use hypercall_abi::ops::xen_version::{XENVER_EXTRAVERSION, XENVER_VERSION};
 use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::{Errno, GuestAddr};
 

@@ -74,8 +74,7 @@ impl BootOptions {
                     }
                 }
                 "dom0_mem" => {
-                    let bytes = parse_size(value)
-                        .ok_or(OptionError { option: word, reason: "expected a size such as 64M" })?;
+                    let bytes = parse_size(value).ok_or(OptionError { option: word, reason: "expected a size such as 64M" })?;
                     if bytes < (4 << 20) {
                         return Err(OptionError { option: word, reason: "dom0 needs at least 4M" });
                     }

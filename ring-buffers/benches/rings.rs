@@ -83,10 +83,7 @@ fn ours(batch: usize, notify_checks: bool) -> (f64, u64) {
         assert_eq!(checksum, 0, "every response answers its request, in order");
         notifications + server.join().unwrap()
     });
-    (
-        MESSAGES as f64 / start.elapsed().as_secs_f64(),
-        notifications,
-    )
+    (MESSAGES as f64 / start.elapsed().as_secs_f64(), notifications)
 }
 
 /// One run of the reference: the same traffic over two rtrb queues, using rtrb's chunk
@@ -157,41 +154,16 @@ fn reference(batch: usize, capacity: usize) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let slots = FrontRing::<Msg, Msg>::attach_at(Page::new().words(), 0)
-        .unwrap()
-        .slots() as usize;
+    let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    let slots = FrontRing::<Msg, Msg>::attach_at(Page::new().words(), 0).unwrap().slots() as usize;
     let rows = [
-        Row {
-            name: "single, notify checks",
-            batch: 1,
-            notify_checks: true,
-        },
-        Row {
-            name: "single, no notify checks",
-            batch: 1,
-            notify_checks: false,
-        },
-        Row {
-            name: "batched 32, notify checks",
-            batch: 32,
-            notify_checks: true,
-        },
-        Row {
-            name: "batched 32, no notify checks",
-            batch: 32,
-            notify_checks: false,
-        },
+        Row { name: "single, notify checks", batch: 1, notify_checks: true },
+        Row { name: "single, no notify checks", batch: 1, notify_checks: false },
+        Row { name: "batched 32, notify checks", batch: 32, notify_checks: true },
+        Row { name: "batched 32, no notify checks", batch: 32, notify_checks: false },
     ];
     println!("{MESSAGES} request/response messages between two threads, 16-byte messages, {slots} slots, best of {RUNS}");
-    println!(
-        "{:<30} {:>14} {:>14} {:>7} {:>16}",
-        "row", "ours msg/s", "rtrb msg/s", "ratio", "notifies/1k msg"
-    );
+    println!("{:<30} {:>14} {:>14} {:>7} {:>16}", "row", "ours msg/s", "rtrb msg/s", "ratio", "notifies/1k msg");
     let mut entries = Vec::new();
     for row in &rows {
         let (mut best_ours, mut best_theirs, mut notifications) = (0f64, 0f64, 0u64);
@@ -204,15 +176,8 @@ fn main() {
         }
         let ratio = best_ours / best_theirs;
         let per_k = notifications as f64 * 1000.0 / MESSAGES as f64;
-        let shown = if row.notify_checks {
-            format!("{per_k:.2}")
-        } else {
-            "-".into()
-        };
-        println!(
-            "{:<30} {best_ours:>14.0} {best_theirs:>14.0} {ratio:>7.2} {shown:>16}",
-            row.name
-        );
+        let shown = if row.notify_checks { format!("{per_k:.2}") } else { "-".into() };
+        println!("{:<30} {best_ours:>14.0} {best_theirs:>14.0} {ratio:>7.2} {shown:>16}", row.name);
         entries.push(format!(
             "    {{\"row\": \"{}\", \"batch\": {}, \"notify_checks\": {}, \"ours_msgs_per_s\": {best_ours:.0}, \"rtrb_msgs_per_s\": {best_theirs:.0}, \"ratio\": {ratio:.3}, \"notifications_per_1k_msgs\": {}}}",
             row.name,

@@ -26,22 +26,11 @@ pub struct ByteRingLayout {
 impl ByteRingLayout {
     /// Checks the layout (a programming error if wrong) and that `mem` holds it.
     fn check(&self, mem: &SharedWords<'_>) -> Result<(), RingError> {
-        assert!(
-            self.size.is_power_of_two() && self.size >= 4,
-            "ring size must be a power of two >= 4"
-        );
-        assert!(
-            self.data % 4 == 0 && self.cons % 4 == 0 && self.prod % 4 == 0,
-            "fields must be word-aligned"
-        );
-        let needed = (self.data + self.size as usize)
-            .max(self.cons + 4)
-            .max(self.prod + 4);
+        assert!(self.size.is_power_of_two() && self.size >= 4, "ring size must be a power of two >= 4");
+        assert!(self.data % 4 == 0 && self.cons % 4 == 0 && self.prod % 4 == 0, "fields must be word-aligned");
+        let needed = (self.data + self.size as usize).max(self.cons + 4).max(self.prod + 4);
         if mem.len_bytes() < needed {
-            return Err(RingError::AreaTooSmall {
-                bytes: mem.len_bytes(),
-                needed,
-            });
+            return Err(RingError::AreaTooSmall { bytes: mem.len_bytes(), needed });
         }
         Ok(())
     }
@@ -87,10 +76,7 @@ impl<'a> ByteWriter<'a> {
         let cons = self.mem.word(l.cons).load(Ordering::Acquire);
         let used = distance(self.prod, cons);
         if used > l.size {
-            return Err(RingError::ConsumerOutOfRange {
-                producer: self.prod,
-                consumer: cons,
-            });
+            return Err(RingError::ConsumerOutOfRange { producer: self.prod, consumer: cons });
         }
         let n = data.len().min((l.size - used) as usize);
         if n == 0 {
@@ -146,15 +132,8 @@ pub struct ByteDuplex<'a> {
 }
 
 impl<'a> ByteDuplex<'a> {
-    pub fn attach(
-        mem: SharedWords<'a>,
-        tx: ByteRingLayout,
-        rx: ByteRingLayout,
-    ) -> Result<Self, RingError> {
-        Ok(ByteDuplex {
-            tx: ByteWriter::attach(mem, tx)?,
-            rx: ByteReader::attach(mem, rx)?,
-        })
+    pub fn attach(mem: SharedWords<'a>, tx: ByteRingLayout, rx: ByteRingLayout) -> Result<Self, RingError> {
+        Ok(ByteDuplex { tx: ByteWriter::attach(mem, tx)?, rx: ByteReader::attach(mem, rx)? })
     }
 
     /// Writes what fits of `data`; notify the peer if the count is non-zero.

@@ -21,9 +21,7 @@ pub struct XenconsInterface {
 }
 
 const _: () = assert!(offset_of!(XenconsInterface, output) == 1024);
-const _: () = assert!(
-    offset_of!(XenconsInterface, in_cons) == 3072 && offset_of!(XenconsInterface, out_prod) == 3084
-);
+const _: () = assert!(offset_of!(XenconsInterface, in_cons) == 3072 && offset_of!(XenconsInterface, out_prod) == 3084);
 const _: () = assert!(size_of::<XenconsInterface>() == 3088);
 
 /// Back end to guest.

@@ -26,11 +26,7 @@ pub fn needs_notify(old: u32, new: u32, event: u32) -> bool {
 pub fn check_producer(producer: u32, consumer: u32, limit: u32) -> Result<u32, RingError> {
     let unconsumed = distance(producer, consumer);
     if unconsumed > limit {
-        return Err(RingError::ProducerOverrun {
-            producer,
-            consumer,
-            limit,
-        });
+        return Err(RingError::ProducerOverrun { producer, consumer, limit });
     }
     Ok(unconsumed)
 }

@@ -56,16 +56,8 @@ const _: () = assert!(PAD == 16 && HEADER_BYTES == 64);
 /// Size of a slot holding either a request or a response: what C gives a union of the
 /// two (the larger size, rounded up to the stricter alignment).
 pub const fn slot_bytes(request: (usize, usize), response: (usize, usize)) -> usize {
-    let size = if request.0 > response.0 {
-        request.0
-    } else {
-        response.0
-    };
-    let align = if request.1 > response.1 {
-        request.1
-    } else {
-        response.1
-    };
+    let size = if request.0 > response.0 { request.0 } else { response.0 };
+    let align = if request.1 > response.1 { request.1 } else { response.1 };
     size.div_ceil(align) * align
 }
 
@@ -92,15 +84,9 @@ struct Slot<Req, Rsp>(PhantomData<(Req, Rsp)>);
 
 impl<Req, Rsp> Slot<Req, Rsp> {
     const BYTES: usize = {
-        let bytes = slot_bytes(
-            (size_of::<Req>(), align_of::<Req>()),
-            (size_of::<Rsp>(), align_of::<Rsp>()),
-        );
+        let bytes = slot_bytes((size_of::<Req>(), align_of::<Req>()), (size_of::<Rsp>(), align_of::<Rsp>()));
         // Slots are copied word by word; every Xen ring's slot is a multiple of 4.
-        assert!(
-            bytes % 4 == 0 && bytes > 0,
-            "ring slots must be a non-zero multiple of 4 bytes"
-        );
+        assert!(bytes % 4 == 0 && bytes > 0, "ring slots must be a non-zero multiple of 4 bytes");
         bytes
     };
 }
@@ -127,10 +113,7 @@ impl<'a> Geometry<'a> {
     fn new(mem: SharedWords<'a>, slot: usize) -> Result<Self, RingError> {
         let slots = slot_count(mem.len_bytes(), slot);
         if slots == 0 {
-            return Err(RingError::AreaTooSmall {
-                bytes: mem.len_bytes(),
-                needed: HEADER_BYTES + slot,
-            });
+            return Err(RingError::AreaTooSmall { bytes: mem.len_bytes(), needed: HEADER_BYTES + slot });
         }
         // More than 2^31 slots would break the wrapping distance arithmetic.
         let slots = slots.min(1 << 31) as u32;
@@ -142,12 +125,8 @@ impl<'a> Geometry<'a> {
     /// entry, padding zeroed.
     fn init_header(&self, start: u32) {
         self.mem.write_bytes(PAD, &[0; HEADER_BYTES - PAD]);
-        self.mem
-            .word(REQ_EVENT)
-            .store(start.wrapping_add(1), Ordering::Relaxed);
-        self.mem
-            .word(RSP_EVENT)
-            .store(start.wrapping_add(1), Ordering::Relaxed);
+        self.mem.word(REQ_EVENT).store(start.wrapping_add(1), Ordering::Relaxed);
+        self.mem.word(RSP_EVENT).store(start.wrapping_add(1), Ordering::Relaxed);
         self.mem.word(RSP_PROD).store(start, Ordering::Relaxed);
         // Release: a back end that sees this index (Acquire) also sees the header above.
         self.mem.word(REQ_PROD).store(start, Ordering::Release);
@@ -162,8 +141,7 @@ impl<'a> Geometry<'a> {
     #[inline]
     fn read<T: FromBytes + IntoBytes>(&self, index: u32) -> T {
         let mut value = T::new_zeroed();
-        self.mem
-            .read_bytes(self.offset(index), value.as_mut_bytes());
+        self.mem.read_bytes(self.offset(index), value.as_mut_bytes());
         value
     }
 
@@ -209,20 +187,12 @@ impl<'a> Geometry<'a> {
     /// The final check before sleeping: if nothing is unconsumed, ask to be woken at
     /// `consumer + 1` and look again. Returns the checked producer index; work is
     /// pending iff it differs from `consumer`.
-    fn final_check(
-        &self,
-        prod_at: usize,
-        event_at: usize,
-        consumer: u32,
-        limit: u32,
-    ) -> Result<u32, RingError> {
+    fn final_check(&self, prod_at: usize, event_at: usize, consumer: u32, limit: u32) -> Result<u32, RingError> {
         let producer = self.peer_producer(prod_at, consumer, limit)?;
         if producer != consumer {
             return Ok(producer);
         }
-        self.mem
-            .word(event_at)
-            .store(consumer.wrapping_add(1), Ordering::Relaxed);
+        self.mem.word(event_at).store(consumer.wrapping_add(1), Ordering::Relaxed);
         // SeqCst fence: our event store is ordered before the producer re-read, pairing
         // with the fence in `publish` (one of the two sides must see the other's store).
         fence(Ordering::SeqCst);

@@ -38,11 +38,7 @@ pub enum RingError {
     /// The peer's producer index claims more unconsumed entries than it can have made
     /// (more than the free slots, more responses than requests, more bytes than the
     /// ring holds).
-    ProducerOverrun {
-        producer: u32,
-        consumer: u32,
-        limit: u32,
-    },
+    ProducerOverrun { producer: u32, consumer: u32, limit: u32 },
     /// The peer's consumer index is ahead of our producer index or more than a ring
     /// behind it.
     ConsumerOutOfRange { producer: u32, consumer: u32 },
@@ -53,11 +49,9 @@ pub enum RingError {
 impl core::fmt::Display for RingError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            RingError::ProducerOverrun { producer, consumer, limit } => write!(
-                f,
-                "peer producer index {producer} is {} past consumer {consumer}, at most {limit} possible",
-                producer.wrapping_sub(consumer)
-            ),
+            RingError::ProducerOverrun { producer, consumer, limit } => {
+                write!(f, "peer producer index {producer} is {} past consumer {consumer}, at most {limit} possible", producer.wrapping_sub(consumer))
+            }
             RingError::ConsumerOutOfRange { producer, consumer } => {
                 write!(f, "peer consumer index {consumer} is not within one ring behind producer {producer}")
             }

@@ -98,11 +98,7 @@ impl<'a> SharedWords<'a> {
             let in_word = at % 4;
             let take = (4 - in_word).min(data.len() - done);
             let word = &self.words[at / 4];
-            let mut bytes = if take == 4 {
-                [0; 4]
-            } else {
-                word.load(Ordering::Relaxed).to_le_bytes()
-            };
+            let mut bytes = if take == 4 { [0; 4] } else { word.load(Ordering::Relaxed).to_le_bytes() };
             bytes[in_word..in_word + take].copy_from_slice(&data[done..done + take]);
             word.store(u32::from_le_bytes(bytes), Ordering::Relaxed);
             done += take;

@@ -20,11 +20,7 @@ fn ring_area() -> Arc<Vec<AtomicU32>> {
 /// Runs `body` under loom, exhaustively or with at most `preemptions` preemptions per
 /// execution (for models too large to exhaust), and prints how many interleavings it
 /// explored.
-fn explore_bounded(
-    name: &str,
-    preemptions: Option<usize>,
-    body: impl Fn() + Sync + Send + 'static,
-) -> usize {
+fn explore_bounded(name: &str, preemptions: Option<usize>, body: impl Fn() + Sync + Send + 'static) -> usize {
     let explored = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = explored.clone();
     let mut builder = loom::model::Builder::new();
@@ -34,9 +30,7 @@ fn explore_bounded(
         body();
     });
     let n = explored.load(Ordering::Relaxed);
-    let bound = preemptions.map_or("exhaustive".to_string(), |p| {
-        format!("at most {p} preemptions")
-    });
+    let bound = preemptions.map_or("exhaustive".to_string(), |p| format!("at most {p} preemptions"));
     println!("loom: {name}: {n} interleavings explored ({bound})");
     n
 }
@@ -103,8 +97,7 @@ fn round_trip_model(count: u32) {
     let server = {
         let (words, to_back, to_front) = (words.clone(), to_back.clone(), to_front.clone());
         loom::thread::spawn(move || {
-            let mut back =
-                BackRing::<u32, u32>::attach_at(SharedWords::new(&words), START).unwrap();
+            let mut back = BackRing::<u32, u32>::attach_at(SharedWords::new(&words), START).unwrap();
             let mut served = 0;
             while served < count {
                 while let Some(request) = back.poll_request().unwrap() {
@@ -132,11 +125,7 @@ fn round_trip_model(count: u32) {
         }
         while let Some(response) = front.poll_response().unwrap() {
             answered += 1;
-            assert_eq!(
-                response,
-                answered * 2,
-                "responses arrive in order and intact"
-            );
+            assert_eq!(response, answered * 2, "responses arrive in order and intact");
         }
         // Sleep only when there is nothing to send (all sent, or no free slot) and
         // nothing to read.
@@ -154,12 +143,7 @@ fn round_trip_model(count: u32) {
 /// before it was written (a missing Acquire/Release on `prod`) or overwritten before it
 /// was read (the same on `cons`) fails. No spinning, so the model is exhaustive.
 fn byte_stream_model() {
-    const LAYOUT: ByteRingLayout = ByteRingLayout {
-        data: 0,
-        size: 4,
-        cons: 4,
-        prod: 8,
-    };
+    const LAYOUT: ByteRingLayout = ByteRingLayout { data: 0, size: 4, cons: 4, prod: 8 };
     const STREAM: [u8; 6] = [1, 2, 3, 4, 5, 6];
     let words: Arc<Vec<AtomicU32>> = Arc::new((0..3).map(|_| AtomicU32::new(0)).collect());
     let reader = {
@@ -180,11 +164,7 @@ fn byte_stream_model() {
     let written = 4 + w.write(&STREAM[4..]).unwrap();
     let got = reader.join().unwrap();
     assert!(got.len() <= written);
-    assert_eq!(
-        got[..],
-        STREAM[..got.len()],
-        "bytes arrive in order and intact"
-    );
+    assert_eq!(got[..], STREAM[..got.len()], "bytes arrive in order and intact");
 }
 
 #[test]

@@ -8,12 +8,7 @@ use std::collections::BTreeMap;
 /// Fields allowed to differ, as (test, check, field, why). `check` "*" means every
 /// check of that test.
 pub const HYPERVISOR_SPECIFIC: &[(&str, &str, &str, &str)] = &[
-    (
-        "privops",
-        "cpuid_vendor",
-        "vendor",
-        "not compared at all: reported for the log (both run on the same QEMU CPU, so it matches anyway)",
-    ),
+    ("privops", "cpuid_vendor", "vendor", "not compared at all: reported for the log (both run on the same QEMU CPU, so it matches anyway)"),
     (
         "privops",
         "smsw_value",

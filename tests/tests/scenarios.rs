@@ -46,12 +46,8 @@ fn expect<'a>(outcome: &'a Outcome, wanted: &[(&str, &str)]) -> &'a ResultLine {
 /// A RESULT line the hypervisor itself printed (a guest cannot forge one: its output
 /// always carries its own `(dN)` prefix).
 fn expect_hv(outcome: &Outcome, wanted: &[(&str, &str)]) -> ResultLine {
-    let lines: Vec<ResultLine> = outcome
-        .log
-        .lines()
-        .filter(|l| conformance::source_of(l) == conformance::Source::Hypervisor)
-        .filter_map(results::parse_line)
-        .collect();
+    let lines: Vec<ResultLine> =
+        outcome.log.lines().filter(|l| conformance::source_of(l) == conformance::Source::Hypervisor).filter_map(results::parse_line).collect();
     find(&lines, wanted).cloned().unwrap_or_else(|| panic!("no hypervisor RESULT line with {wanted:?}; log tail:\n{}", outcome.tail(30)))
 }
 
@@ -198,11 +194,7 @@ fn non_elf_dom0_is_refused() {
 #[test]
 fn bad_boot_input_is_refused_with_a_reason() {
     let hello = dom0_bundle(&guest_image(), "hello");
-    let options = [
-        ("loglvl=loud", "loglvl"),
-        ("dom0_mem=1M", "dom0_mem"),
-        ("dom0_mem=100000M", "dom0_mem"),
-    ];
+    let options = [("loglvl=loud", "loglvl"), ("dom0_mem=1M", "dom0_mem"), ("dom0_mem=100000M", "dom0_mem")];
     for (i, (option, named)) in options.iter().enumerate() {
         let outcome = boot_with(&format!("bad-option-{i}"), &hello, option);
         let error = expect_hv(&outcome, &[("event", "boot_error"), ("file", "hypervisor-cmdline")]);

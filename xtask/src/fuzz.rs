@@ -35,7 +35,11 @@ pub fn fuzz(sh: &Shell, args: &[String]) -> Result<(), String> {
     let options = Options { timeout, stop_on: vec![], mark: Some(FUZZ_START), log_path: Some(log_path.clone()) };
     let outcome = run(qemu::hypervisor_command(&built.hypervisor, &bundle, "loglvl=info"), &options)?;
 
-    for line in outcome.log.lines().filter(|l| l.contains("fuzz: FAIL") || l.contains("known deviation") || l.contains("fuzz: coverage") || l.contains("RESULT ")) {
+    for line in outcome
+        .log
+        .lines()
+        .filter(|l| l.contains("fuzz: FAIL") || l.contains("known deviation") || l.contains("fuzz: coverage") || l.contains("RESULT "))
+    {
         println!("{line}");
     }
     let exit = outcome.exit_code();

@@ -20,11 +20,13 @@ commands:
                                 build, then boot with the serial console on this terminal;
                                 --xen boots the same guest as dom0 on real Xen 4.17
                                 guest commands: hello (default), fault, badptr, hypercall-count,
-                                traps, privops, usermode, hypercalls, descriptors, entry-attacks,
+                                traps, privops, usermode, hypercalls, memory, descriptors, entry-attacks,
                                 entry-attack NAME,
                                 bench-hypercall [N], fuzz SEED COUNT [trace=I]
   test                          host unit tests of every crate, then every QEMU scenario
                                 (PV_SKIP_REAL_XEN=1 skips the real-Xen one)
+  lint                          rustfmt check (rustfmt.toml) and clippy with warnings denied,
+                                for the host crates and for the two kernels' target
   bench [boot|rings|hypercall|all] [--runs R]
                                 boot: boot-to-greeting time, ours vs real Xen (5 runs each);
                                 rings: ring-buffer throughput;
@@ -59,10 +61,14 @@ fn dispatch(args: &[String]) -> Result<()> {
     let guest_cmdline = option(args, "--guest-cmdline").unwrap_or_else(|| "hello".into());
     match args.first().map(String::as_str) {
         Some("build") => build(&sh, &guest_cmdline).map(|_| ()),
-        Some("run") => run(&sh, &guest_cmdline, &option(args, "--hv-cmdline").unwrap_or_else(|| "loglvl=info".into()), args.iter().any(|a| a == "--xen")),
+        Some("run") => {
+            run(&sh, &guest_cmdline, &option(args, "--hv-cmdline").unwrap_or_else(|| "loglvl=info".into()), args.iter().any(|a| a == "--xen"))
+        }
         Some("test") => test(&sh),
+        Some("lint") => lint(&sh),
         Some("bench") => {
-            let runs = option(args, "--runs").map(|r| r.parse().ok().filter(|&n| n > 0).ok_or(format!("--runs {r}: not a positive number"))).transpose()?;
+            let runs =
+                option(args, "--runs").map(|r| r.parse().ok().filter(|&n| n > 0).ok_or(format!("--runs {r}: not a positive number"))).transpose()?;
             let which = args.get(1).map(String::as_str).filter(|w| !w.starts_with("--")).unwrap_or("all");
             bench::bench(&sh, which, runs)
         }
@@ -138,6 +144,17 @@ fn run(sh: &Shell, guest_cmdline: &str, hv_cmdline: &str, on_xen: bool) -> Resul
     Ok(())
 }
 
+/// Formatting and clippy, warnings denied: the host build of every crate (tests
+/// included) and the kernels' own target, whose code differs by `cfg`.
+fn lint(sh: &Shell) -> Result<()> {
+    cmd!(sh, "rustup component add rustfmt clippy").run().map_err(|e| e.to_string())?;
+    cmd!(sh, "cargo fmt --all --check").run().map_err(|e| format!("{e}: run `cargo fmt --all`"))?;
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(|e| e.to_string())?;
+    cmd!(sh, "cargo clippy -p pv-hypervisor -p pv-guest-kernel -p hypercall-abi --target {TARGET} --release -- -D warnings")
+        .run()
+        .map_err(|e| e.to_string())
+}
+
 fn test(sh: &Shell) -> Result<()> {
     let started = Instant::now();
     let mut steps: Vec<(&str, f64)> = Vec::new();
@@ -166,10 +183,7 @@ fn test(sh: &Shell) -> Result<()> {
     step("build kernels", &mut || build(sh, "hello").map(|_| ()))?;
     step("QEMU scenarios", &mut || {
         qemu::check_qemu()?;
-        cmd!(sh, "cargo test -p pv-tests --test scenarios -- --test-threads=2")
-            .env("PV_ARTIFACTS", artifacts_dir())
-            .run()
-            .map_err(|e| e.to_string())
+        cmd!(sh, "cargo test -p pv-tests --test scenarios -- --test-threads=2").env("PV_ARTIFACTS", artifacts_dir()).run().map_err(|e| e.to_string())
     })?;
     eprintln!("xtask: test summary");
     for (name, secs) in &steps {

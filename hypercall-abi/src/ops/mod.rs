@@ -1,22 +1,22 @@
 //! Sub-operation numbers and argument structures, one module per hypercall family.
 
-/// console_io commands (xen.h).
-pub mod console_io;
-/// sched_op commands, shutdown reasons and argument structures (sched.h).
-pub mod sched_op;
-/// xen_version commands and their output structures (version.h).
-pub mod xen_version;
 /// callback_op commands, callback types and structures (callback.h).
 pub mod callback;
-/// set_trap_table entries and the iret frame (arch-x86/xen.h, xen-x86_64.h).
-pub mod traps;
-/// vm_assist commands and types (xen.h).
-pub mod vm_assist;
+/// console_io commands (xen.h).
+pub mod console_io;
+/// memory_op commands and structures, the M2P table's place (memory.h).
+pub mod memory;
 /// mmu_update, mmuext_op and update_va_mapping (xen.h).
 pub mod mmu;
 /// multicall entries (xen.h).
 pub mod multicall;
 /// physdev_op commands (physdev.h).
 pub mod physdev;
-/// memory_op commands and structures, the M2P table's place (memory.h).
-pub mod memory;
+/// sched_op commands, shutdown reasons and argument structures (sched.h).
+pub mod sched_op;
+/// set_trap_table entries and the iret frame (arch-x86/xen.h, xen-x86_64.h).
+pub mod traps;
+/// vm_assist commands and types (xen.h).
+pub mod vm_assist;
+/// xen_version commands and their output structures (version.h).
+pub mod xen_version;

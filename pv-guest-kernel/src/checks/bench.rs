@@ -41,9 +41,13 @@ pub fn run(info: &hypercall_abi::start_info::StartInfo, command: &str) {
     }
 
     report("loop_overhead", iterations, measure(iterations, nothing));
-    report("null_hypercall", iterations, measure(iterations, || {
-        core::hint::black_box(platform::hypervisor_version());
-    }));
+    report(
+        "null_hypercall",
+        iterations,
+        measure(iterations, || {
+            core::hint::black_box(platform::hypervisor_version());
+        }),
+    );
     let bounce = measure(iterations, breakpoint_round_trip);
     // Every int3 disarms the handler when it bounces; still armed means the last did not.
     if ARMED.swap(false, SeqCst) {
@@ -68,10 +72,7 @@ pub fn run(info: &hypercall_abi::start_info::StartInfo, command: &str) {
 }
 
 fn report(op: &str, iterations: u64, total_cycles: u64) {
-    println!(
-        "RESULT test=bench-hypercall op={op} iterations={iterations} cycles_per_op={} total_cycles={total_cycles}",
-        total_cycles / iterations
-    );
+    println!("RESULT test=bench-hypercall op={op} iterations={iterations} cycles_per_op={} total_cycles={total_cycles}", total_cycles / iterations);
 }
 
 /// The TSC after every earlier instruction has completed (`lfence` keeps `rdtsc` from

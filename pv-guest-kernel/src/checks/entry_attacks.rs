@@ -60,7 +60,9 @@ fn map_top_of_lower_half(info: &StartInfo) -> bool {
     let l4 = platform::pfn_to_mfn(info, (info.pt_base - platform::virt_base()) >> 12).unwrap_or(0);
     let update = MmuUpdate { ptr: (l4 << 12) + 255 * 8, val: (l3 << 12) | 0x27 };
     // SAFETY: one readable request; it adds a mapping nothing else uses.
-    let ret = unsafe { hypercall_abi::guest::calls::mmu_update(hypercall_abi::GuestAddr::from_ptr(&update), 1, hypercall_abi::GuestAddr::NULL, DOMID_SELF) };
+    let ret = unsafe {
+        hypercall_abi::guest::calls::mmu_update(hypercall_abi::GuestAddr::from_ptr(&update), 1, hypercall_abi::GuestAddr::NULL, DOMID_SELF)
+    };
     ret == 0
 }
 
@@ -74,21 +76,14 @@ pub fn run(info: &StartInfo) {
 
     // An iret frame naming a non-canonical rip: on hardware the iretq would fault in
     // ring 0. Xen lets it fault and hands the guest a #GP at the target state.
-    let p = probe!(
-        "mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe030\npush rdi\npush 0",
-        "jmp hypercall_page + 23 * 32",
-        NON_CANONICAL_RIP,
-        0u64
-    );
+    let p =
+        probe!("mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe030\npush rdi\npush 0", "jmp hypercall_page + 23 * 32", NON_CANONICAL_RIP, 0u64);
     let expect = Expect { rip: RipIs::Address(NON_CANONICAL_RIP), ..Expect::fault(13, 0) };
     tally.add(report("entry-attacks", "iret_noncanonical_rip", &p, &expect));
 
     // A ring-0 code selector: the hypervisor forces RPL 3, and 0xe00b is then a ring-0
     // segment with RPL 3, which the CPU refuses: #GP naming the selector.
-    let p = probe!(
-        "mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe008\nlea rax, [rip + 3f]\npush rax\npush 0",
-        "jmp hypercall_page + 23 * 32"
-    );
+    let p = probe!("mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe008\nlea rax, [rip + 3f]\npush rax\npush 0", "jmp hypercall_page + 23 * 32");
     tally.add(report("entry-attacks", "iret_ring0_cs", &p, &Expect { rip: RipIs::Next, ..Expect::fault(13, 0xe008) }));
 
     // IOPL 3 in the frame is dropped: back at label 3 with IOPL 0 and no exception.

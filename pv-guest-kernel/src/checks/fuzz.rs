@@ -17,15 +17,15 @@ mod privops;
 mod raw;
 
 use crate::console::println;
-use core::fmt::Write;
 use args::Rng;
-use model::{Call, Expect, Restore, Verdict};
+use core::fmt::Write;
 use hypercall_abi::arch_x86_64::FLAT_KERNEL_SS64;
-use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::ops::vm_assist::{VMASST_CMD_ENABLE, VMASST_TYPE_ARCHITECTURAL_IOPL};
 use hypercall_abi::hypercalls::XEN_NUMBERS;
+use hypercall_abi::ops::vm_assist::{VMASST_CMD_ENABLE, VMASST_TYPE_ARCHITECTURAL_IOPL};
+use hypercall_abi::start_info::StartInfo;
 use hypercall_abi::{nr, HYPERCALLS};
 use memory::{Integrity, Layout};
+use model::{Call, Expect, Restore, Verdict};
 use raw::{raw_hypercall, Stack};
 
 /// How many failures are printed in full (all are counted).
@@ -186,7 +186,11 @@ impl Fuzzer {
         let args = call.args;
         if i >= self.trace_from {
             // Before the call, so a call that never returns is the last line.
-            println!("fuzz: trace iteration={i} call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={}", call.nr, Args(args));
+            println!(
+                "fuzz: trace iteration={i} call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={}",
+                call.nr,
+                Args(args)
+            );
         }
         let (ret, preserved) = raw_hypercall(call.nr, call.args, via_page, stack, rflags);
         self.count(call.nr);
@@ -235,7 +239,15 @@ impl Fuzzer {
                     self.deviation_kinds[slot] = (kind, self.deviation_kinds[slot].1 + 1);
                 }
             }
-            Verdict::Fail => self.fail(i, format_args!("call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={} ret={ret} expected={:?}", call.nr, Args(args), call.expect)),
+            Verdict::Fail => self.fail(
+                i,
+                format_args!(
+                    "call={name}({}) via_page={via_page} stack={stack:x?} rflags={rflags:#x} args={} ret={ret} expected={:?}",
+                    call.nr,
+                    Args(args),
+                    call.expect
+                ),
+            ),
         }
         if !preserved {
             self.fail(i, format_args!("call={name}({}) args={} clobbered a callee-saved register", call.nr, Args(args)));
@@ -265,10 +277,7 @@ impl Fuzzer {
             println!("fuzz: trace iteration={i} privileged instruction");
         }
         if let Err(f) = privops::run_one(&mut self.rng, self.architectural_iopl, model::on_xen()) {
-            self.fail(
-                i,
-                format_args!("instruction={} operand={:#x} vector={:?} error_code={:#x}", f.name, f.operand, f.vector, f.error_code),
-            );
+            self.fail(i, format_args!("instruction={} operand={:#x} vector={:?} error_code={:#x}", f.name, f.operand, f.vector, f.error_code));
         }
     }
 }

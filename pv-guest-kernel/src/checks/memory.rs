@@ -158,7 +158,11 @@ pub fn run(info: &StartInfo) {
     let n = p2m.len();
     let samples = [0, 1, n / 3, n / 2, n - 2, n - 1];
     let consistent = samples.iter().all(|&pfn| m2p(p2m[pfn]) == pfn as u64);
-    println!("RESULT test=memory check=m2p_maps_our_frames_back consistent={} status={}", u8::from(consistent), if consistent { "pass" } else { "fail" });
+    println!(
+        "RESULT test=memory check=m2p_maps_our_frames_back consistent={} status={}",
+        u8::from(consistent),
+        if consistent { "pass" } else { "fail" }
+    );
     tally.add(consistent);
     // Entry 0 (machine frame 0 is RAM on both), so the fault address is the same.
     let p = probe!("", "mov qword ptr [rdi], rsi", MACH2PHYS_VIRT_START, 0u64);
@@ -199,7 +203,12 @@ pub fn run(info: &StartInfo) {
     let written = (full.nr_entries as usize).min(entries.len());
     let ram_frames: u64 = entries[..written].iter().filter(|e| e.kind == E820_RAM).map(|e| e.size / 4096).sum();
     let pass = ret == 0 && full.nr_entries == count.nr_entries && ram_frames >= info.nr_pages;
-    println!("RESULT test=memory check=machine_memory_map ret={ret} same_count={} ram_holds_us={} status={}", u8::from(full.nr_entries == count.nr_entries), u8::from(ram_frames >= info.nr_pages), if pass { "pass" } else { "fail" });
+    println!(
+        "RESULT test=memory check=machine_memory_map ret={ret} same_count={} ram_holds_us={} status={}",
+        u8::from(full.nr_entries == count.nr_entries),
+        u8::from(ram_frames >= info.nr_pages),
+        if pass { "pass" } else { "fail" }
+    );
     tally.add(pass);
 
     // The order of Xen's answers: entries are written while they fit, then the spare

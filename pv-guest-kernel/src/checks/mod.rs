@@ -10,8 +10,8 @@ pub mod fuzz;
 pub mod hypercalls;
 pub mod memory;
 pub mod privops;
-pub mod usermode;
 pub mod traps;
+pub mod usermode;
 
 use crate::traps::{clear, last, TrapRecord, ARMED, PROBE_RIP, RESUME_RIP};
 use core::sync::atomic::Ordering::SeqCst;
@@ -140,10 +140,7 @@ fn describe_rip(rip: u64, probed: &Probed) -> ([u8; 18], usize) {
 pub fn report(test: &str, check: &str, probed: &Probed, expect: &Expect) -> bool {
     let Some(trap) = probed.trap else {
         let pass = expect.vector.is_none();
-        crate::console::println!(
-            "RESULT test={test} check={check} vector=none status={}",
-            if pass { "pass" } else { "fail" }
-        );
+        crate::console::println!("RESULT test={test} check={check} vector=none status={}", if pass { "pass" } else { "fail" });
         return pass;
     };
     let (rip_text, rip_len) = describe_rip(trap.rip, probed);
@@ -154,7 +151,11 @@ pub fn report(test: &str, check: &str, probed: &Probed, expect: &Expect) -> bool
         RipIs::Address(a) => trap.rip == a,
     };
     let cr2_ok = expect.cr2.is_none_or(|c| c == trap.cr2);
-    let pass = expect.vector == Some(trap.vector) && expect.error_code == trap.error_code && rip_ok && cr2_ok && trap.cs & 3 == if expect.from_user { 3 } else { 0 };
+    let pass = expect.vector == Some(trap.vector)
+        && expect.error_code == trap.error_code
+        && rip_ok
+        && cr2_ok
+        && trap.cs & 3 == if expect.from_user { 3 } else { 0 };
     let saved_mask = (trap.cs >> 32) & 0xff;
     let saved_if = (trap.rflags >> 9) & 1;
     if trap.vector == 14 {
@@ -200,11 +201,6 @@ impl Tally {
 
     pub fn finish(&self) {
         let status = if self.failed == 0 { "pass" } else { "fail" };
-        crate::console::println!(
-            "RESULT test={} status={status} checks={} failed={}",
-            self.test,
-            self.passed + self.failed,
-            self.failed
-        );
+        crate::console::println!("RESULT test={} status={status} checks={} failed={}", self.test, self.passed + self.failed, self.failed);
     }
 }

@@ -32,8 +32,12 @@ macro_rules! user_probe {
             "lea rsi, [rip + 7f]\n",
             "mov eax, 2\n",
             "syscall\n",
-            "7: ", $insn, "\n",
-            "8: mov edi, ", stringify!($id), "\n",
+            "7: ",
+            $insn,
+            "\n",
+            "8: mov edi, ",
+            stringify!($id),
+            "\n",
             "mov eax, 4\n",
             "syscall\n"
         )
@@ -284,11 +288,7 @@ pub fn run_with_kernel_stack(info: &StartInfo, kernel_stack: Option<u64>) {
         tally(true);
     }
     let failed = FAILED.load(SeqCst);
-    println!(
-        "RESULT test=usermode status={} checks={} failed={failed}",
-        pass_fail(failed == 0),
-        CHECKS.load(SeqCst)
-    );
+    println!("RESULT test=usermode status={} checks={} failed={failed}", pass_fail(failed == 0), CHECKS.load(SeqCst));
 }
 
 /// Builds and registers the user address space, the kernel entry stack and the syscall

@@ -38,13 +38,17 @@ pub enum BuildError {
     Image(ImageError),
     Layout(LayoutError),
     /// Not enough free machine frames for the domain's memory.
-    OutOfMemory { needed: u64 },
+    OutOfMemory {
+        needed: u64,
+    },
     /// The image's hypercall page is not inside the initial mapping.
     HypercallPageUnmapped(u64),
     /// The command line does not fit start_info (1024 bytes with the NUL).
     CommandLineTooLong(usize),
     /// The hypervisor heap cannot hold the list of the domain's frames.
-    HeapExhausted { pages: u64 },
+    HeapExhausted {
+        pages: u64,
+    },
     /// Writing the domain's memory failed: the frame source gave a frame the memory
     /// accessor refuses (a hypervisor bug, reported rather than panicking).
     MemoryWrite(u64),
@@ -180,16 +184,20 @@ fn populate<M: MachineMemory>(
     writer.write(layout.start_info.start, start_info.as_bytes())?;
 
     let mut pt_error = None;
-    initial_page_tables(layout, |pfn| p2m.get(pfn as usize).copied().unwrap_or(0), |w| {
-        let Some(&table_mfn) = p2m.get(w.table_pfn as usize) else {
-            pt_error = Some(BuildError::MemoryWrite(w.table_pfn));
-            return;
-        };
-        let maddr = table_mfn * PAGE + w.index as u64 * 8;
-        if memory.write_bytes(maddr, &w.value.to_le_bytes()).is_none() {
-            pt_error = Some(BuildError::MemoryWrite(maddr));
-        }
-    });
+    initial_page_tables(
+        layout,
+        |pfn| p2m.get(pfn as usize).copied().unwrap_or(0),
+        |w| {
+            let Some(&table_mfn) = p2m.get(w.table_pfn as usize) else {
+                pt_error = Some(BuildError::MemoryWrite(w.table_pfn));
+                return;
+            };
+            let maddr = table_mfn * PAGE + w.index as u64 * 8;
+            if memory.write_bytes(maddr, &w.value.to_le_bytes()).is_none() {
+                pt_error = Some(BuildError::MemoryWrite(maddr));
+            }
+        },
+    );
     if let Some(e) = pt_error {
         return Err(e);
     }
@@ -204,9 +212,7 @@ fn populate<M: MachineMemory>(
     // Events stay masked until the guest is ready for upcalls (Xen enters the same way).
     shared_info.vcpu_info[0].evtchn_upcall_mask = 1;
     shared_info.arch.max_pfn = spec.nr_pages;
-    memory
-        .write_bytes(shared_info_mfn * PAGE, shared_info.as_bytes())
-        .ok_or(BuildError::MemoryWrite(shared_info_mfn * PAGE))?;
+    memory.write_bytes(shared_info_mfn * PAGE, shared_info.as_bytes()).ok_or(BuildError::MemoryWrite(shared_info_mfn * PAGE))?;
 
     let vcpu = GuestRegisters {
         rip: image.virt_entry,
@@ -309,7 +315,16 @@ pub(crate) mod tests {
         let mut memory = Frames::default();
         let spec = DomainSpec { id: 0, name: "d0", kernel: b"not an elf", cmdline: b"", nr_pages: 1024, privileged: true };
         let mut allocated = 0;
-        let result = build_domain(&spec, &mut memory, &mut || { allocated += 1; None }, &mut |_| {}, &[0; 512]);
+        let result = build_domain(
+            &spec,
+            &mut memory,
+            &mut || {
+                allocated += 1;
+                None
+            },
+            &mut |_| {},
+            &[0; 512],
+        );
         assert!(matches!(result, Err(BuildError::Image(_))));
         assert_eq!(allocated, 0);
     }

@@ -80,11 +80,7 @@ pub fn write_hypervisor_fault_report(out: &mut dyn Write, regs: &GuestRegisters,
         regs.cs & 3
     )?;
     write_registers(out, regs, cr2)?;
-    writeln!(
-        out,
-        "(hv) RESULT event=hypervisor_fault vector={} error_code={:#x} rip={:#x} cr2={:#x}",
-        regs.vector, regs.error_code, regs.rip, cr2
-    )
+    writeln!(out, "(hv) RESULT event=hypervisor_fault vector={} error_code={:#x} rip={:#x} cr2={:#x}", regs.vector, regs.error_code, regs.rip, cr2)
 }
 
 #[cfg(test)]

@@ -12,10 +12,9 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::LittleEndian;
 
 use hypercall_abi::elfnote::{
-    XEN_ELFNOTE_ENTRY as NOTE_ENTRY, XEN_ELFNOTE_FEATURES as NOTE_FEATURES, XEN_ELFNOTE_GUEST_OS as NOTE_GUEST_OS,
-    XEN_ELFNOTE_HYPERCALL_PAGE as NOTE_HYPERCALL_PAGE, XEN_ELFNOTE_LOADER as NOTE_LOADER,
-    XEN_ELFNOTE_PADDR_OFFSET as NOTE_PADDR_OFFSET, XEN_ELFNOTE_SUPPORTED_FEATURES as NOTE_SUPPORTED_FEATURES,
-    XEN_ELFNOTE_VIRT_BASE as NOTE_VIRT_BASE, XEN_ELFNOTE_XEN_VERSION as NOTE_XEN_VERSION, OWNER,
+    OWNER, XEN_ELFNOTE_ENTRY as NOTE_ENTRY, XEN_ELFNOTE_FEATURES as NOTE_FEATURES, XEN_ELFNOTE_GUEST_OS as NOTE_GUEST_OS,
+    XEN_ELFNOTE_HYPERCALL_PAGE as NOTE_HYPERCALL_PAGE, XEN_ELFNOTE_LOADER as NOTE_LOADER, XEN_ELFNOTE_PADDR_OFFSET as NOTE_PADDR_OFFSET,
+    XEN_ELFNOTE_SUPPORTED_FEATURES as NOTE_SUPPORTED_FEATURES, XEN_ELFNOTE_VIRT_BASE as NOTE_VIRT_BASE, XEN_ELFNOTE_XEN_VERSION as NOTE_XEN_VERSION,
 };
 use hypercall_abi::features::feature_from_name;
 
@@ -35,7 +34,10 @@ pub enum ImageError {
     UnsupportedLoader,
     EntryOutsideImage(u64),
     BadHypercallPage(u64),
-    OverlapsHypervisor { start: u64, end: u64 },
+    OverlapsHypervisor {
+        start: u64,
+        end: u64,
+    },
     /// A Xen note that holds an address given twice (which one counts would be a
     /// guess), or with a description that is not a 4- or 8-byte number.
     DuplicateNote(&'static str),
@@ -269,16 +271,7 @@ impl<'a> GuestImage<'a> {
                 return Err(ImageError::BadHypercallPage(page));
             }
         }
-        Ok(GuestImage {
-            bytes,
-            notes,
-            virt_base,
-            virt_offset,
-            virt_kstart,
-            virt_kend,
-            virt_entry,
-            hypercall_page: notes.hypercall_page,
-        })
+        Ok(GuestImage { bytes, notes, virt_base, virt_offset, virt_kstart, virt_kend, virt_entry, hypercall_page: notes.hypercall_page })
     }
 
     /// The loadable segments, at their destination virtual addresses.

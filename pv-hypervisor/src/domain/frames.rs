@@ -10,12 +10,7 @@ use crate::mm::pagetable::{fill_hypervisor_slots, PageTables};
 use hypercall_abi::Errno;
 
 /// Assigns and types the domain's frames. On failure everything taken is given back.
-pub fn adopt_frames<M: MachineMemory>(
-    domain: &Domain,
-    frames: &mut FrameTable,
-    memory: &mut M,
-    hypervisor_l4: &[u64; 512],
-) -> Result<(), Errno> {
+pub fn adopt_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable, memory: &mut M, hypervisor_l4: &[u64; 512]) -> Result<(), Errno> {
     let all: alloc::vec::Vec<u64> = domain.p2m.iter().copied().chain([domain.shared_info_mfn]).collect();
     for (done, &mfn) in all.iter().enumerate() {
         if let Err(e) = frames.assign(mfn, domain.id) {

@@ -12,7 +12,6 @@ const PAGE: u64 = 4096;
 const FOUR_MIB: u64 = 4 << 20;
 const MIN_SLACK: u64 = 512 << 10;
 
-
 /// Present | writable | user | accessed | dirty: an ordinary guest page.
 pub const PTE_DATA: u64 = 0x67;
 /// Present | user | accessed | dirty: a page-table page, which the guest may read but
@@ -216,7 +215,14 @@ mod tests {
     #[test]
     fn high_virt_base_kernels_are_laid_out_from_their_base() {
         let base = 0xffff_ffff_8000_0000;
-        let l = DomainLayout::compute(&LayoutInput { virt_base: base, virt_kstart: base + 0x200000, virt_kend: base + 0x300000, nr_pages: 8192, module_len: 0 }).unwrap();
+        let l = DomainLayout::compute(&LayoutInput {
+            virt_base: base,
+            virt_kstart: base + 0x200000,
+            virt_kend: base + 0x300000,
+            nr_pages: 8192,
+            module_len: 0,
+        })
+        .unwrap();
         assert_eq!(l.v_start, base);
         assert_eq!(l.pfn_of(base + 0x200000), Some(0x200));
         assert_eq!(l.pfn_of(base - 1), None);
@@ -232,7 +238,13 @@ mod tests {
         ));
         assert_eq!(DomainLayout::compute(&LayoutInput { virt_kend: 0x100000, ..small_kernel(8192) }), Err(LayoutError::EmptyKernel));
         assert_eq!(
-            DomainLayout::compute(&LayoutInput { virt_base: u64::MAX - 0x1000, virt_kstart: u64::MAX - 0x1000, virt_kend: u64::MAX, nr_pages: 8192, module_len: 0 }),
+            DomainLayout::compute(&LayoutInput {
+                virt_base: u64::MAX - 0x1000,
+                virt_kstart: u64::MAX - 0x1000,
+                virt_kend: u64::MAX,
+                nr_pages: 8192,
+                module_len: 0
+            }),
             Err(LayoutError::AddressOverflow)
         );
     }

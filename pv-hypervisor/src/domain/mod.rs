@@ -3,20 +3,20 @@
 
 pub mod boot;
 pub mod builder;
-pub mod crash;
-pub mod frames;
 pub mod bundle;
+pub mod crash;
 pub mod elf_image;
+pub mod frames;
 pub mod hypercall_page;
 pub mod layout;
 pub mod vcpu;
 
 use crate::console::guest_line::GuestLineBuffer;
+use crate::trap::state::{GuestMode, TrapState};
 use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::debug_exit::ExitCode;
 use hypercall_abi::ops::sched_op::ShutdownReason;
-use crate::trap::state::{GuestMode, TrapState};
 use vcpu::GuestRegisters;
 
 pub type DomainId = u16;

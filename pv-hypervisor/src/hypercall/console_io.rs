@@ -11,12 +11,7 @@ use hypercall_abi::{Errno, GuestAddr};
 /// proportional to the guest's own (mapped) memory, never hypervisor memory.
 const CHUNK: usize = 128;
 
-pub fn console_io<M: MachineMemory>(
-    ctx: &mut HypercallContext<'_, M>,
-    cmd: u32,
-    count: u32,
-    buffer: GuestAddr,
-) -> Result<i64, Errno> {
+pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, count: u32, buffer: GuestAddr) -> Result<i64, Errno> {
     match cmd {
         CONSOLEIO_WRITE => write(ctx, count, buffer),
         // Reading the console is dom0's and needs the input path; not offered yet.

@@ -7,8 +7,8 @@ use crate::mm::guest_walk::MachineMemory;
 use crate::mm::is_canonical;
 use crate::trap::debugreg;
 use hypercall_abi::arch_x86_64::FLAT_RING3_DS32;
-use hypercall_abi::ops::traps::{SEGBASE_FS, SEGBASE_GS_KERNEL, SEGBASE_GS_USER, SEGBASE_GS_USER_SEL};
 use hypercall_abi::ops::physdev::{PhysdevSetIopl, PHYSDEVOP_SET_IOPL};
+use hypercall_abi::ops::traps::{SEGBASE_FS, SEGBASE_GS_KERNEL, SEGBASE_GS_USER, SEGBASE_GS_USER_SEL};
 use hypercall_abi::{Errno, GuestAddr};
 
 pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, which: u32, base: u64) -> Result<i64, Errno> {

@@ -45,7 +45,7 @@ pub fn release_gdt<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) {
 
 pub fn update_descriptor<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, maddr: u64, descriptor: u64) -> Result<i64, Errno> {
     let mfn = maddr >> 12;
-    if maddr % 8 != 0 || ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+    if !maddr.is_multiple_of(8) || ctx.frames.owner(mfn) != Some(ctx.domain.id) {
         return Err(Errno::EINVAL);
     }
     // Checked wherever it goes, as Xen does (seen on 4.17: a TSS descriptor is refused

@@ -12,14 +12,10 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
     // Only the reservation commands continue from an extent; the rest refuse one.
     let start_extent = cmd >> MEMOP_EXTENT_SHIFT;
     match op {
-        XENMEM_MAXIMUM_RAM_PAGE | XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION if start_extent != 0 => {
-            Err(Errno::EINVAL)
-        }
+        XENMEM_MAXIMUM_RAM_PAGE | XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION if start_extent != 0 => Err(Errno::EINVAL),
         // Xen hands these to its x86 code with the whole `cmd`, where extent bits
         // make a command it does not know (seen on 4.17).
-        XENMEM_MACHPHYS_MAPPING | XENMEM_MACHPHYS_MFN_LIST | XENMEM_MACHINE_MEMORY_MAP | XENMEM_MEMORY_MAP if start_extent != 0 => {
-            Err(Errno::ENOSYS)
-        }
+        XENMEM_MACHPHYS_MAPPING | XENMEM_MACHPHYS_MFN_LIST | XENMEM_MACHINE_MEMORY_MAP | XENMEM_MEMORY_MAP if start_extent != 0 => Err(Errno::ENOSYS),
         XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
             Ok(super::reservation::reservation_op(ctx, op, start_extent, arg))
         }

@@ -74,7 +74,7 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
     let ptr = request.ptr & !3;
     match command {
         MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD => {
-            if ptr % 8 != 0 {
+            if !ptr.is_multiple_of(8) {
                 return Err(Errno::EINVAL);
             }
             let table = ptr >> 12;
@@ -187,8 +187,7 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             ctx.domain.traps.user_l4 = mfn * 4096;
             Ok(())
         }
-        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_INVLPG_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_INVLPG_MULTI | MMUEXT_TLB_FLUSH_ALL
-        | MMUEXT_INVLPG_ALL => {
+        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_INVLPG_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_INVLPG_MULTI | MMUEXT_TLB_FLUSH_ALL | MMUEXT_INVLPG_ALL => {
             ctx.flush_tlb = true;
             Ok(())
         }

@@ -44,10 +44,7 @@ mod tests {
     use zerocopy::{FromBytes, IntoBytes};
 
     fn entries(g: &mut TestGuest, calls: &[(u64, [u64; 6])]) {
-        let bytes: std::vec::Vec<u8> = calls
-            .iter()
-            .flat_map(|&(op, args)| MulticallEntry { op, result: 0xdead, args }.as_bytes().to_vec())
-            .collect();
+        let bytes: std::vec::Vec<u8> = calls.iter().flat_map(|&(op, args)| MulticallEntry { op, result: 0xdead, args }.as_bytes().to_vec()).collect();
         g.poke(GUEST_DATA_VA, &bytes);
     }
 
@@ -58,7 +55,16 @@ mod tests {
     #[test]
     fn runs_in_order_and_writes_each_result() {
         let mut g = TestGuest::new();
-        entries(&mut g, &[(nr::xen_version, [0; 6]), (nr::vm_assist, [0, 6, 0, 0, 0, 0]), (999, [0; 6]), (nr::multicall, [0; 6]), (nr::hypercall_count, [nr::xen_version, 0, 0, 0, 0, 0])]);
+        entries(
+            &mut g,
+            &[
+                (nr::xen_version, [0; 6]),
+                (nr::vm_assist, [0, 6, 0, 0, 0, 0]),
+                (999, [0; 6]),
+                (nr::multicall, [0; 6]),
+                (nr::hypercall_count, [nr::xen_version, 0, 0, 0, 0, 0]),
+            ],
+        );
         assert_eq!(g.call(nr::multicall, [GUEST_DATA_VA, 5, 0, 0, 0, 0]), 0);
         assert_eq!((result(&g, 0), result(&g, 1), result(&g, 2), result(&g, 3)), ((4 << 16) | 17, -22, -38, -22));
         assert_eq!(result(&g, 4), 1, "the inner call was counted");

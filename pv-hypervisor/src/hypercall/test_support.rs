@@ -2,14 +2,14 @@
 //! with a 4-level page table mapping a few data pages.
 
 use super::{HypercallContext, MachineInfo};
-use crate::mm::m2p::MachToPhys;
-use hypercall_abi::ops::memory::{E820Entry, E820_RAM, E820_RESERVED};
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
 use crate::mm::frame_table::{FrameTable, PageType};
 use crate::mm::guest_walk::MachineMemory;
+use crate::mm::m2p::MachToPhys;
 use crate::mm::pagetable::PageTables;
 pub use crate::mm::test_memory::SparseMemory as FakeMemory;
+use hypercall_abi::ops::memory::{E820Entry, E820_RAM, E820_RESERVED};
 use std::vec;
 use std::vec::Vec;
 
@@ -70,12 +70,8 @@ impl TestGuest {
             memory.add_frame(frame >> 12, 0);
         }
         let mut set = |table: u64, index: u64, value: u64| memory.set_entry(table, index, value);
-        let (l4i, l3i, l2i, l1i) = (
-            (GUEST_DATA_VA >> 39) & 511,
-            (GUEST_DATA_VA >> 30) & 511,
-            (GUEST_DATA_VA >> 21) & 511,
-            (GUEST_DATA_VA >> 12) & 511,
-        );
+        let (l4i, l3i, l2i, l1i) =
+            ((GUEST_DATA_VA >> 39) & 511, (GUEST_DATA_VA >> 30) & 511, (GUEST_DATA_VA >> 21) & 511, (GUEST_DATA_VA >> 12) & 511);
         set(L4, l4i, L3 | 0x27);
         set(L3, l3i, L2 | 0x27);
         set(L2, l2i, L1 | 0x27);
@@ -95,7 +91,7 @@ impl TestGuest {
             vcpu: GuestRegisters::default(),
             traps: Default::default(),
             hypercall_counts: [0; COUNTED_HYPERCALLS],
-        crash_reason: None,
+            crash_reason: None,
             console: Default::default(),
         };
         let mut frames = FrameTable::new(64);
@@ -112,7 +108,8 @@ impl TestGuest {
         tables.get_page_and_type(L4 >> 12, PageType::L4).expect("the test tables validate");
         tables.get_page_and_type(L4 >> 12, PageType::L4).expect("the test tables validate");
         frames.set_pinned(L4 >> 12, true);
-        let regs = GuestRegisters { rip: 0x10_0000, cs: 0xe033, rflags: 0x202, rsp: GUEST_DATA_VA + Self::MAPPED_BYTES, ss: 0xe02b, ..Default::default() };
+        let regs =
+            GuestRegisters { rip: 0x10_0000, cs: 0xe033, rflags: 0x202, rsp: GUEST_DATA_VA + Self::MAPPED_BYTES, ss: 0xe02b, ..Default::default() };
         memory.add_frame(M2P_MFN, 0);
         let m2p = MachToPhys::init(&mut memory, M2P_MFN, MACHINE_FRAMES).expect("the M2P frame exists");
         let memory_map = vec![

@@ -7,8 +7,8 @@ use crate::mm::guest_walk::MachineMemory;
 use crate::mm::is_canonical;
 use crate::trap::state::Callback;
 use hypercall_abi::ops::callback::{
-    CallbackRegister, CallbackUnregister, CALLBACKF_MASK_EVENTS, CALLBACKOP_REGISTER, CALLBACKOP_UNREGISTER,
-    CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_NMI, CALLBACKTYPE_SYSCALL,
+    CallbackRegister, CallbackUnregister, CALLBACKF_MASK_EVENTS, CALLBACKOP_REGISTER, CALLBACKOP_UNREGISTER, CALLBACKTYPE_EVENT,
+    CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_NMI, CALLBACKTYPE_SYSCALL,
 };
 use hypercall_abi::ops::traps::TrapInfo;
 use hypercall_abi::ops::vm_assist::*;
@@ -57,12 +57,7 @@ fn register(ctx: &mut HypercallContext<'_, impl MachineMemory>, request: &Callba
 /// The older form: event, failsafe and syscall entry points at once, none masking
 /// events. Like Xen, it always succeeds: an address that cannot be registered
 /// (non-canonical) is skipped.
-pub fn set_callbacks<M: MachineMemory>(
-    ctx: &mut HypercallContext<'_, M>,
-    event: u64,
-    failsafe: u64,
-    syscall: u64,
-) -> Result<i64, Errno> {
+pub fn set_callbacks<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, event: u64, failsafe: u64, syscall: u64) -> Result<i64, Errno> {
     for (callback_type, address) in [(CALLBACKTYPE_EVENT, event), (CALLBACKTYPE_FAILSAFE, failsafe), (CALLBACKTYPE_SYSCALL, syscall)] {
         let _ = register(ctx, &CallbackRegister { callback_type, flags: 0, _pad: 0, address });
     }

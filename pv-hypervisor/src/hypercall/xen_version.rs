@@ -2,12 +2,11 @@
 
 use super::HypercallContext;
 use crate::mm::guest_walk::MachineMemory;
+use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
 use hypercall_abi::features::{XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB};
 use hypercall_abi::ops::xen_version::{
-    XenFeatureInfo, XENVER_CAPABILITIES, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XENVER_PAGESIZE,
-    XENVER_PLATFORM_PARAMETERS, XENVER_VERSION,
+    XenFeatureInfo, XENVER_CAPABILITIES, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XENVER_PAGESIZE, XENVER_PLATFORM_PARAMETERS, XENVER_VERSION,
 };
-use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
 use hypercall_abi::{Errno, GuestAddr};
 
 /// We report the Xen release whose public ABI we follow; the extraversion says who we are.

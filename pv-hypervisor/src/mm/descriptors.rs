@@ -76,7 +76,7 @@ mod tests {
     fn segments_never_reach_below_ring_3() {
         assert_eq!(check_descriptor(CODE64_DPL3), Some(CODE64_DPL3));
         assert_eq!(check_descriptor(CODE64_DPL0), Some(CODE64_DPL3), "DPL 0 code raised to 3");
-        assert_eq!(check_descriptor(DATA_DPL1) .map(|d| (d >> 45) & 3), Some(3));
+        assert_eq!(check_descriptor(DATA_DPL1).map(|d| (d >> 45) & 3), Some(3));
         assert_eq!(check_descriptor(0), Some(0));
         assert_eq!(check_descriptor(CODE64_DPL0 & !PRESENT), Some(CODE64_DPL0 & !PRESENT), "not present: kept as is");
     }

@@ -134,6 +134,32 @@ impl<'a> FrameAllocator<'a> {
     }
 }
 
+/// Where hypercalls get machine frames from and give them back to (memory_op's
+/// reservations): the frame allocator at run time, a plain list in host tests.
+pub trait FrameSource {
+    /// A free frame below frame `limit` (exclusive), if there is one.
+    fn take_below(&mut self, limit: u64) -> Option<u64>;
+    fn give_back(&mut self, mfn: u64);
+}
+
+impl FrameSource for FrameAllocator<'_> {
+    fn take_below(&mut self, limit: u64) -> Option<u64> {
+        let mfn = self.alloc()?;
+        if mfn < limit {
+            return Some(mfn);
+        }
+        // The lowest free frame is what a bounded request can best hope for.
+        let _ = self.free(mfn);
+        let low = (0..limit.min(self.capacity())).find(|&pfn| self.is_free(pfn))?;
+        self.set(low, false);
+        Some(low)
+    }
+
+    fn give_back(&mut self, mfn: u64) {
+        let _ = self.free(mfn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,31 +212,5 @@ mod tests {
         assert_eq!(a.free(f), Ok(()));
         assert_eq!(a.free(f), Err(FrameError::AlreadyFree(f)));
         assert_eq!(a.free_frames(), 8);
-    }
-}
-
-/// Where hypercalls get machine frames from and give them back to (memory_op's
-/// reservations): the frame allocator at run time, a plain list in host tests.
-pub trait FrameSource {
-    /// A free frame below frame `limit` (exclusive), if there is one.
-    fn take_below(&mut self, limit: u64) -> Option<u64>;
-    fn give_back(&mut self, mfn: u64);
-}
-
-impl FrameSource for FrameAllocator<'_> {
-    fn take_below(&mut self, limit: u64) -> Option<u64> {
-        let mfn = self.alloc()?;
-        if mfn < limit {
-            return Some(mfn);
-        }
-        // The lowest free frame is what a bounded request can best hope for.
-        let _ = self.free(mfn);
-        let low = (0..limit.min(self.capacity())).find(|&pfn| self.is_free(pfn))?;
-        self.set(low, false);
-        Some(low)
-    }
-
-    fn give_back(&mut self, mfn: u64) {
-        let _ = self.free(mfn);
     }
 }

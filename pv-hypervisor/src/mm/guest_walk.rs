@@ -31,7 +31,6 @@ const LARGE: u64 = 1 << 7;
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 const PAGE: u64 = 4096;
 
-
 /// The machine address `va` maps to in the address space rooted at `l4_maddr`.
 #[inline]
 pub fn translate(mem: &impl MachineMemory, l4_maddr: u64, va: u64, access: Access) -> Result<u64, Errno> {
@@ -114,9 +113,7 @@ fn for_each_piece(
 #[inline]
 pub fn copy_from_guest(mem: &impl MachineMemory, l4_maddr: u64, va: u64, out: &mut [u8]) -> Result<(), Errno> {
     let len = out.len();
-    for_each_piece(mem, l4_maddr, va, len, Access::Read, |maddr, at, n| {
-        mem.read_bytes(maddr, &mut out[at..at + n]).ok_or(Errno::EFAULT)
-    })
+    for_each_piece(mem, l4_maddr, va, len, Access::Read, |maddr, at, n| mem.read_bytes(maddr, &mut out[at..at + n]).ok_or(Errno::EFAULT))
 }
 
 #[inline]

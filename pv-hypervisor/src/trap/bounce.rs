@@ -75,12 +75,7 @@ impl BounceFrame {
 /// Builds the frame for `target` on the stack whose top is `stack_top` (the current
 /// rsp in guest kernel mode, the stack_switch stack from user mode).
 #[inline]
-pub fn build_bounce(
-    regs: &GuestRegisters,
-    stack_top: u64,
-    interrupted: Interrupted,
-    target: &BounceTarget,
-) -> Result<BounceFrame, BounceError> {
+pub fn build_bounce(regs: &GuestRegisters, stack_top: u64, interrupted: Interrupted, target: &BounceTarget) -> Result<BounceFrame, BounceError> {
     if target.handler == 0 {
         return Err(BounceError::NoHandler);
     }

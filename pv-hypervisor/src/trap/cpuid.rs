@@ -82,10 +82,7 @@ impl CpuidPolicy {
             return self.hypervisor_leaf(leaf, subleaf);
         }
         let indexed = matches!(leaf, 7 | 0xb | 0xd);
-        self.leaves[..self.count]
-            .iter()
-            .find(|(l, s, _)| *l == leaf && (!indexed || *s == subleaf))
-            .map_or([0; 4], |(_, _, regs)| *regs)
+        self.leaves[..self.count].iter().find(|(l, s, _)| *l == leaf && (!indexed || *s == subleaf)).map_or([0; 4], |(_, _, regs)| *regs)
     }
 
     fn hypervisor_leaf(&self, leaf: u32, subleaf: u32) -> [u32; 4] {

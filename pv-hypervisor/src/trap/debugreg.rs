@@ -102,6 +102,6 @@ mod tests {
         assert_eq!(set(&mut t, 7, 0xd803 | (1 << 16)), Ok(()));
         assert_eq!(get(&t, 7), Ok(0x1_0403), "reserved bits fixed, write breakpoint on DR0 enabled");
         record_debug_status(&mut t, 0xffff_4ff1);
-        assert_eq!(get(&t, 6) .map(|v| v & 0xe00f), Ok(0x4001));
+        assert_eq!(get(&t, 6).map(|v| v & 0xe00f), Ok(0x4001));
     }
 }

@@ -69,7 +69,11 @@ impl Prefixes {
     }
     /// Word or Dword for the non-byte forms of in/out/ins/outs.
     fn io_size(self) -> OperandSize {
-        if self.operand_size { OperandSize::Word } else { OperandSize::Dword }
+        if self.operand_size {
+            OperandSize::Word
+        } else {
+            OperandSize::Dword
+        }
     }
 }
 
@@ -258,11 +262,7 @@ fn decode_two_byte(cursor: &mut Cursor, prefixes: Prefixes) -> Measured {
 /// REX.B) the GPR, and the mod field is ignored, always taken as 11b (Intel SDM Vol.
 /// 2B, MOV—Move to/from Control Registers, MOV—Move to/from Debug Registers).
 /// AMD's `lock mov cr0` spelling of cr8 is not accepted: lock makes these Invalid.
-fn decode_mov_cr_dr(
-    cursor: &mut Cursor,
-    prefixes: Prefixes,
-    opcode: u8,
-) -> Result<Instruction, DecodeError> {
+fn decode_mov_cr_dr(cursor: &mut Cursor, prefixes: Prefixes, opcode: u8) -> Result<Instruction, DecodeError> {
     let modrm = cursor.next()?;
     let register = ((modrm >> 3) & 7) | (prefixes.rex_r() << 3);
     let gpr = Gpr::from_index((modrm & 7) | (prefixes.rex_b() << 3)).ok_or(DecodeError::Invalid)?;

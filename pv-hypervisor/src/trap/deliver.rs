@@ -98,8 +98,7 @@ pub fn bounce_to<M: MachineMemory>(
         BounceError::BadStack => Undeliverable::BadStack,
     })?;
     // The frame goes through the kernel's page tables: that is where the handler runs.
-    copy_to_guest(memory, domain.l4_maddr, frame.address, frame.bytes())
-        .map_err(|_| Undeliverable::StackNotWritable)?;
+    copy_to_guest(memory, domain.l4_maddr, frame.address, frame.bytes()).map_err(|_| Undeliverable::StackNotWritable)?;
     if target.mask_events {
         write_event_mask(domain, memory, 1)?;
     }

@@ -5,11 +5,11 @@
 
 use super::cpuid::CpuidPolicy;
 use super::debugreg;
-use hypercall_abi::Errno;
 use super::decode::{decode, Decoded, Gpr, Instruction, MemoryOperand, Operand, OperandSize, PortOperand, Segment};
 use super::state::{GuestMode, TrapState};
 use crate::domain::vcpu::GuestRegisters;
 use crate::mm::is_canonical;
+use hypercall_abi::Errno;
 
 pub const MSR_APIC_BASE: u32 = 0x1b;
 pub const MSR_EFER: u32 = 0xC000_0080;
@@ -182,9 +182,7 @@ impl EmulationContext<'_> {
                 self.cpuid_into_registers();
                 self.finish(&decoded)
             }
-            Err(super::decode::DecodeError::Truncated) if bytes.len() < super::decode::XEN_EMULATE_PREFIX.len() => {
-                Emulation::Unreadable
-            }
+            Err(super::decode::DecodeError::Truncated) if bytes.len() < super::decode::XEN_EMULATE_PREFIX.len() => Emulation::Unreadable,
             _ => Emulation::InvalidOpcode,
         }
     }

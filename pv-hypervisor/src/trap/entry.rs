@@ -4,10 +4,10 @@
 //! through. `arch` only saves the registers, reads the hardware state these need, and
 //! loads the results into the CPU.
 
+use super::bounce::BounceTarget;
 use super::cpuid::CpuidPolicy;
 use super::debugreg;
 use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
-use super::bounce::BounceTarget;
 use super::emulate::{Emulation, EmulationContext, HostView};
 use super::frame_check::{check_return_frame, BadFrame};
 use crate::domain::vcpu::GuestRegisters;

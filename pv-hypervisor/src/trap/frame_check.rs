@@ -90,8 +90,8 @@ pub fn check_return_frame(regs: &GuestRegisters, guest_descriptor: &dyn Fn(u16) 
         None => return Err(BadFrame::CodeSelector),
     }
     let ss = regs.ss;
-    let stack_ok = ss == FLAT_RING3_SS64 as u64
-        || (ss & 7 == 3 && ss <= u16::MAX as u64 && guest_descriptor(ss as u16).is_some_and(guest_stack_segment));
+    let stack_ok =
+        ss == FLAT_RING3_SS64 as u64 || (ss & 7 == 3 && ss <= u16::MAX as u64 && guest_descriptor(ss as u16).is_some_and(guest_stack_segment));
     if !stack_ok {
         return Err(BadFrame::StackSelector);
     }

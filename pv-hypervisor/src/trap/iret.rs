@@ -36,11 +36,7 @@ pub fn apply_iret(ctx: &IretContext, regs: &mut GuestRegisters) -> IretOutcome {
         regs.r11 = ctx.r11;
         regs.rcx = ctx.rcx;
     }
-    IretOutcome {
-        mode,
-        event_mask: u8::from(ctx.rflags & RFLAGS_IF == 0),
-        requested_iopl: ((ctx.rflags & RFLAGS_IOPL) >> 12) as u8,
-    }
+    IretOutcome { mode, event_mask: u8::from(ctx.rflags & RFLAGS_IF == 0), requested_iopl: ((ctx.rflags & RFLAGS_IOPL) >> 12) as u8 }
 }
 
 #[cfg(test)]
@@ -48,17 +44,7 @@ mod tests {
     use super::*;
 
     fn context() -> IretContext {
-        IretContext {
-            rax: 7,
-            r11: 0x246,
-            rcx: 0x1234,
-            flags: 0,
-            rip: 0x10_2000,
-            cs: 0xe030,
-            rflags: 0x3246 | RFLAGS_VM,
-            rsp: 0x12_0000,
-            ss: 0xe02b,
-        }
+        IretContext { rax: 7, r11: 0x246, rcx: 0x1234, flags: 0, rip: 0x10_2000, cs: 0xe030, rflags: 0x3246 | RFLAGS_VM, rsp: 0x12_0000, ss: 0xe02b }
     }
 
     #[test]

@@ -26,17 +26,10 @@ fn console_round_trip_fills_and_drains() {
     let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
     assert_eq!(guest.write(&data), Ok(2048), "full at the ring size");
     assert_eq!(guest.write(b"x"), Ok(0));
-    assert_eq!(
-        (get(&page, CONSOLE_OUT.prod), get(&page, CONSOLE_OUT.cons)),
-        (2048, 0)
-    );
+    assert_eq!((get(&page, CONSOLE_OUT.prod), get(&page, CONSOLE_OUT.cons)), (2048, 0));
     assert_eq!(daemon.read(&mut out[..100]), Ok(100));
     assert_eq!(&out[..100], &data[..100]);
-    assert_eq!(
-        guest.write(&data[2048..]),
-        Ok(100),
-        "wraps inside the array"
-    );
+    assert_eq!(guest.write(&data[2048..]), Ok(100), "wraps inside the array");
     assert_eq!(daemon.read(&mut out), Ok(2048));
     assert_eq!(&out[..1948], &data[100..2048]);
     assert_eq!(&out[1948..2048], &data[2048..2148]);
@@ -48,10 +41,7 @@ fn console_round_trip_fills_and_drains() {
     assert_eq!(daemon.write(b"ls\n"), Ok(3));
     assert_eq!(guest.read(&mut out), Ok(3));
     assert_eq!(&out[..3], b"ls\n");
-    assert_eq!(
-        (get(&page, CONSOLE_IN.prod), get(&page, CONSOLE_IN.cons)),
-        (3, 3)
-    );
+    assert_eq!((get(&page, CONSOLE_IN.prod), get(&page, CONSOLE_IN.cons)), (3, 3));
 }
 
 #[test]
@@ -76,11 +66,7 @@ fn attach_resumes_from_the_page() {
     set(&page, CONSOLE_OUT.cons, 4);
     let mut guest = console::front(page.words()).unwrap();
     let mut daemon = console::back(page.words()).unwrap();
-    assert_eq!(
-        daemon.read(&mut [0; 64]),
-        Ok(6),
-        "six bytes left by an earlier run"
-    );
+    assert_eq!(daemon.read(&mut [0; 64]), Ok(6), "six bytes left by an earlier run");
     assert_eq!(guest.write(b"abc"), Ok(3));
     assert_eq!(get(&page, CONSOLE_OUT.prod), 13);
 }
@@ -89,13 +75,7 @@ fn attach_resumes_from_the_page() {
 fn small_area_is_an_error() {
     let words: Vec<_> = (0..512).map(|_| crate::shared::AtomicU32::new(0)).collect();
     let half = SharedWords::new(&words);
-    assert_eq!(
-        console::front(half).err(),
-        Some(RingError::AreaTooSmall {
-            bytes: 2048,
-            needed: 3088
-        })
-    );
+    assert_eq!(console::front(half).err(), Some(RingError::AreaTooSmall { bytes: 2048, needed: 3088 }));
     assert!(xenstore::client(half).is_err());
 }
 
@@ -113,10 +93,7 @@ fn wraps_near_u32_max() {
         assert_eq!(r.read(&mut out), Ok(37));
         assert!(out[..37].iter().all(|&b| b == round));
     }
-    assert_eq!(
-        get(&page, XENSTORE_REQ.prod),
-        (u32::MAX - 10).wrapping_add(3700)
-    );
+    assert_eq!(get(&page, XENSTORE_REQ.prod), (u32::MAX - 10).wrapping_add(3700));
 }
 
 #[test]
@@ -124,35 +101,14 @@ fn garbage_indexes_are_errors() {
     let page = Page::new();
     let mut guest = console::front(page.words()).unwrap();
     set(&page, CONSOLE_IN.prod, 1025);
-    assert_eq!(
-        guest.read(&mut [0; 16]),
-        Err(RingError::ProducerOverrun {
-            producer: 1025,
-            consumer: 0,
-            limit: 1024
-        })
-    );
+    assert_eq!(guest.read(&mut [0; 16]), Err(RingError::ProducerOverrun { producer: 1025, consumer: 0, limit: 1024 }));
     set(&page, CONSOLE_IN.prod, 1024);
-    assert_eq!(
-        guest.read(&mut [0; 16]),
-        Ok(16),
-        "a full ring is legitimate"
-    );
+    assert_eq!(guest.read(&mut [0; 16]), Ok(16), "a full ring is legitimate");
     set(&page, CONSOLE_OUT.cons, 7);
-    assert_eq!(
-        guest.write(b"hi"),
-        Err(RingError::ConsumerOutOfRange {
-            producer: 0,
-            consumer: 7
-        })
-    );
+    assert_eq!(guest.write(b"hi"), Err(RingError::ConsumerOutOfRange { producer: 0, consumer: 7 }));
     set(&page, CONSOLE_OUT.cons, 0);
     set(&page, CONSOLE_OUT.prod, 99);
-    assert_eq!(
-        guest.write(b"hi"),
-        Ok(2),
-        "our own producer index is private"
-    );
+    assert_eq!(guest.write(b"hi"), Ok(2), "our own producer index is private");
     assert_eq!(get(&page, CONSOLE_OUT.prod), 2);
 }
 
@@ -213,11 +169,7 @@ proptest! {
 /// order (a position-derived pattern), with a running checksum compared at the end.
 #[test]
 fn stress_two_threads_byte_stream() {
-    const BYTES: u64 = if cfg!(debug_assertions) {
-        2_000_000
-    } else {
-        50_000_000
-    };
+    const BYTES: u64 = if cfg!(debug_assertions) { 2_000_000 } else { 50_000_000 };
     let pattern = |i: u64| (i ^ (i >> 8) ^ (i >> 16)) as u8;
     let page = Page::new();
     std::thread::scope(|s| {
@@ -245,9 +197,7 @@ fn stress_two_threads_byte_stream() {
                 got += 1;
             }
         }
-        let expected = (0..BYTES).fold(0u64, |s, i| {
-            s.wrapping_mul(31).wrapping_add(pattern(i) as u64)
-        });
+        let expected = (0..BYTES).fold(0u64, |s, i| s.wrapping_mul(31).wrapping_add(pattern(i) as u64));
         assert_eq!(sum, expected);
     });
 }

@@ -68,9 +68,7 @@ where
     /// front end claiming more requests than fit is an error.
     pub fn poll_request(&mut self) -> Result<Option<Req>, RingError> {
         if self.req_prod_seen == self.req_cons {
-            self.req_prod_seen =
-                self.ring
-                    .peer_producer(REQ_PROD, self.req_cons, self.request_limit())?;
+            self.req_prod_seen = self.ring.peer_producer(REQ_PROD, self.req_cons, self.request_limit())?;
             if self.req_prod_seen == self.req_cons {
                 return Ok(None);
             }
@@ -95,9 +93,7 @@ where
     /// Makes the pushed responses visible. Returns whether the front end asked to be
     /// notified for one of them.
     pub fn publish_responses(&mut self) -> bool {
-        let notify = self
-            .ring
-            .publish(RSP_PROD, RSP_EVENT, self.rsp_prod, self.rsp_prod_pvt);
+        let notify = self.ring.publish(RSP_PROD, RSP_EVENT, self.rsp_prod, self.rsp_prod_pvt);
         self.rsp_prod = self.rsp_prod_pvt;
         notify
     }
@@ -118,9 +114,7 @@ where
         if self.req_prod_seen != self.req_cons {
             return Ok(true);
         }
-        self.req_prod_seen =
-            self.ring
-                .final_check(REQ_PROD, REQ_EVENT, self.req_cons, self.request_limit())?;
+        self.req_prod_seen = self.ring.final_check(REQ_PROD, REQ_EVENT, self.req_cons, self.request_limit())?;
         Ok(self.req_prod_seen != self.req_cons)
     }
 }

@@ -81,9 +81,7 @@ where
     /// Makes the pushed requests visible. Returns whether the back end asked to be
     /// notified for one of them (then send its event-channel notification).
     pub fn publish_requests(&mut self) -> bool {
-        let notify = self
-            .ring
-            .publish(REQ_PROD, REQ_EVENT, self.req_prod, self.req_prod_pvt);
+        let notify = self.ring.publish(REQ_PROD, REQ_EVENT, self.req_prod, self.req_prod_pvt);
         self.req_prod = self.req_prod_pvt;
         notify
     }
@@ -108,9 +106,7 @@ where
     /// responses than published requests is an error.
     pub fn poll_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if self.rsp_prod_seen == self.rsp_cons {
-            self.rsp_prod_seen =
-                self.ring
-                    .peer_producer(RSP_PROD, self.rsp_cons, self.awaiting_response())?;
+            self.rsp_prod_seen = self.ring.peer_producer(RSP_PROD, self.rsp_cons, self.awaiting_response())?;
             if self.rsp_prod_seen == self.rsp_cons {
                 return Ok(None);
             }
@@ -128,9 +124,7 @@ where
         if self.rsp_prod_seen != self.rsp_cons {
             return Ok(true);
         }
-        self.rsp_prod_seen =
-            self.ring
-                .final_check(RSP_PROD, RSP_EVENT, self.rsp_cons, self.awaiting_response())?;
+        self.rsp_prod_seen = self.ring.final_check(RSP_PROD, RSP_EVENT, self.rsp_cons, self.awaiting_response())?;
         Ok(self.rsp_prod_seen != self.rsp_cons)
     }
 }

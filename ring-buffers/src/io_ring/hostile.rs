@@ -19,39 +19,19 @@ fn hostile_producer_indexes_are_errors() {
     let page = Page::new();
     let (mut front, mut back) = pair(&page, 0);
     scribble(&page, REQ_PROD, 129);
-    assert_eq!(
-        back.poll_request(),
-        Err(RingError::ProducerOverrun {
-            producer: 129,
-            consumer: 0,
-            limit: 128
-        })
-    );
+    assert_eq!(back.poll_request(), Err(RingError::ProducerOverrun { producer: 129, consumer: 0, limit: 128 }));
     scribble(&page, REQ_PROD, u32::MAX);
-    assert!(
-        back.poll_request().is_err(),
-        "a producer behind the consumer is an overrun too"
-    );
+    assert!(back.poll_request().is_err(), "a producer behind the consumer is an overrun too");
     assert!(back.final_check_for_requests().is_err());
     scribble(&page, REQ_PROD, 128);
-    assert!(
-        back.poll_request().unwrap().is_some(),
-        "a full ring is legitimate"
-    );
+    assert!(back.poll_request().unwrap().is_some(), "a full ring is legitimate");
 
     // Responses nobody asked for: one request published, a second only pushed.
     front.push_request(&msg(1)).unwrap();
     front.publish_requests();
     front.push_request(&msg(2)).unwrap();
     scribble(&page, RSP_PROD, 2);
-    assert_eq!(
-        front.poll_response(),
-        Err(RingError::ProducerOverrun {
-            producer: 2,
-            consumer: 0,
-            limit: 1
-        })
-    );
+    assert_eq!(front.poll_response(), Err(RingError::ProducerOverrun { producer: 2, consumer: 0, limit: 1 }));
     assert!(front.final_check_for_responses().is_err());
     scribble(&page, RSP_PROD, 1);
     assert!(front.poll_response().unwrap().is_some());
@@ -67,10 +47,7 @@ fn peer_scribbling_on_our_own_indexes_changes_nothing() {
     scribble(&page, REQ_PROD, 1_000_000);
     scribble(&page, REQ_EVENT, 2);
     front.push_request(&msg(2)).unwrap();
-    assert!(
-        front.publish_requests(),
-        "the rule uses our private old index (1), not the scribble"
-    );
+    assert!(front.publish_requests(), "the rule uses our private old index (1), not the scribble");
     assert_eq!(shared(&page, REQ_PROD), 2);
     assert_eq!(back.poll_request(), Ok(Some(msg(1))));
     assert_eq!(back.poll_request(), Ok(Some(msg(2))));
@@ -80,9 +57,7 @@ fn peer_scribbling_on_our_own_indexes_changes_nothing() {
 fn lcg(seed: u64) -> impl FnMut() -> u32 {
     let mut state = seed;
     move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 32) as u32
     }
 }
@@ -97,13 +72,7 @@ fn random_headers_and_slots_never_hang_or_escape() {
             let _ = front.push_request(&msg(7));
         }
         front.publish_requests();
-        for at in [
-            REQ_PROD,
-            REQ_EVENT,
-            RSP_PROD,
-            RSP_EVENT,
-            HEADER_BYTES + 4 * (next() as usize % 512),
-        ] {
+        for at in [REQ_PROD, REQ_EVENT, RSP_PROD, RSP_EVENT, HEADER_BYTES + 4 * (next() as usize % 512)] {
             if next() % 2 == 0 {
                 scribble(&page, at, next());
             }
@@ -147,15 +116,10 @@ fn concurrent_garbage_writer_is_survived() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let (mut errors, mut calls, mut round) = (0u64, 0u64, 0u32);
         while errors < 10_000 || round < 100_000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {errors} errors in {calls} calls"
-            );
+            assert!(std::time::Instant::now() < deadline, "only {errors} errors in {calls} calls");
             round += 1;
-            let (mut front, mut back) = (
-                FrontRing::<Msg, Msg>::attach_at(page.words(), round).unwrap(),
-                BackRing::<Msg, Msg>::attach_at(page.words(), round).unwrap(),
-            );
+            let (mut front, mut back) =
+                (FrontRing::<Msg, Msg>::attach_at(page.words(), round).unwrap(), BackRing::<Msg, Msg>::attach_at(page.words(), round).unwrap());
             for _ in 0..3 {
                 let _ = front.push_request(&msg(1));
             }
@@ -183,9 +147,6 @@ fn concurrent_garbage_writer_is_survived() {
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            errors < calls,
-            "valid states were met too ({errors} errors in {calls} calls)"
-        );
+        assert!(errors < calls, "valid states were met too ({errors} errors in {calls} calls)");
     });
 }

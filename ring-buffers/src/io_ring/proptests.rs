@@ -37,11 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn start() -> impl Strategy<Value = u32> {
-    prop_oneof![
-        any::<u32>(),
-        (0u32..64).prop_map(|d| u32::MAX - d),
-        (0u32..64).prop_map(|d| (1 << 31) - d)
-    ]
+    prop_oneof![any::<u32>(), (0u32..64).prop_map(|d| u32::MAX - d), (0u32..64).prop_map(|d| (1 << 31) - d)]
 }
 
 /// What each index must be, kept with plain counters (messages carry their number).

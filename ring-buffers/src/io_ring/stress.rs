@@ -8,25 +8,14 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// Messages each thread sends (and so also serves) in the polling test.
-pub const POLLING_MESSAGES: u64 = if cfg!(debug_assertions) {
-    1_000_000
-} else {
-    10_000_000
-};
+pub const POLLING_MESSAGES: u64 = if cfg!(debug_assertions) { 1_000_000 } else { 10_000_000 };
 /// Messages each thread sends in the test that sleeps on notifications.
-pub const SLEEPING_MESSAGES: u64 = if cfg!(debug_assertions) {
-    200_000
-} else {
-    2_000_000
-};
+pub const SLEEPING_MESSAGES: u64 = if cfg!(debug_assertions) { 200_000 } else { 2_000_000 };
 
 /// The answer to a request: a different checksum, so a response can never be mistaken
 /// for the request still sitting in its slot.
 fn answer(request: &Msg) -> Msg {
-    Msg {
-        seq: request.seq,
-        check: !request.check,
-    }
+    Msg { seq: request.seq, check: !request.check }
 }
 
 /// A latched event channel: a notification sent while nobody waits stays pending, as an
@@ -38,10 +27,7 @@ struct EventChannel {
 
 impl EventChannel {
     fn new() -> Self {
-        EventChannel {
-            pending: Mutex::new(false),
-            wake: Condvar::new(),
-        }
+        EventChannel { pending: Mutex::new(false), wake: Condvar::new() }
     }
 
     fn notify(&self) {
@@ -53,14 +39,8 @@ impl EventChannel {
     fn wait(&self) {
         let mut pending = self.pending.lock().unwrap();
         while !*pending {
-            let (guard, timeout) = self
-                .wake
-                .wait_timeout(pending, Duration::from_secs(20))
-                .unwrap();
-            assert!(
-                !timeout.timed_out(),
-                "lost wake-up: asleep 20 s with no notification"
-            );
+            let (guard, timeout) = self.wake.wait_timeout(pending, Duration::from_secs(20)).unwrap();
+            assert!(!timeout.timed_out(), "lost wake-up: asleep 20 s with no notification");
             pending = guard;
         }
         *pending = false;
@@ -70,12 +50,7 @@ impl EventChannel {
 /// One thread's share: front end of `mine` (sending `count` requests), back end of
 /// `theirs` (answering the other thread's). With `channels`, it sleeps whenever the
 /// final checks say there is nothing to do, and relies on notifications to wake.
-fn run_side(
-    mine: &Page,
-    theirs: &Page,
-    count: u64,
-    channels: Option<(&EventChannel, &EventChannel)>,
-) {
+fn run_side(mine: &Page, theirs: &Page, count: u64, channels: Option<(&EventChannel, &EventChannel)>) {
     let mut front: FrontRing<Msg, Msg> = FrontRing::attach_at(mine.words(), 0).unwrap();
     let mut back: BackRing<Msg, Msg> = BackRing::attach(theirs.words()).unwrap();
     let (mut sent, mut answered, mut served) = (0u64, 0u64, 0u64);
@@ -103,11 +78,7 @@ fn run_side(
             notify_peer();
         }
         while let Some(response) = front.poll_response().unwrap() {
-            assert_eq!(
-                response,
-                answer(&msg(answered)),
-                "response out of order or corrupt"
-            );
+            assert_eq!(response, answer(&msg(answered)), "response out of order or corrupt");
             answered += 1;
             progress = true;
         }
@@ -146,19 +117,11 @@ fn run_pair(count: u64, sleeping: bool) {
 #[test]
 fn stress_polling_both_directions() {
     run_pair(POLLING_MESSAGES, false);
-    std::println!(
-        "stress (polling): {} requests + {} responses each way",
-        POLLING_MESSAGES,
-        POLLING_MESSAGES
-    );
+    std::println!("stress (polling): {} requests + {} responses each way", POLLING_MESSAGES, POLLING_MESSAGES);
 }
 
 #[test]
 fn stress_sleeping_on_notifications_both_directions() {
     run_pair(SLEEPING_MESSAGES, true);
-    std::println!(
-        "stress (sleeping): {} requests + {} responses each way",
-        SLEEPING_MESSAGES,
-        SLEEPING_MESSAGES
-    );
+    std::println!("stress (sleeping): {} requests + {} responses each way", SLEEPING_MESSAGES, SLEEPING_MESSAGES);
 }

@@ -12,18 +12,12 @@ pub(super) struct Msg {
 }
 
 pub(super) fn msg(seq: u64) -> Msg {
-    Msg {
-        seq,
-        check: seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555,
-    }
+    Msg { seq, check: seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555 }
 }
 
 /// Front and back on one page with every index (shared and private) at `start`.
 pub(super) fn pair(page: &Page, start: u32) -> (FrontRing<'_, Msg, Msg>, BackRing<'_, Msg, Msg>) {
-    (
-        FrontRing::init_at(page.words(), start).unwrap(),
-        BackRing::attach_at(page.words(), start).unwrap(),
-    )
+    (FrontRing::init_at(page.words(), start).unwrap(), BackRing::attach_at(page.words(), start).unwrap())
 }
 
 fn shared(page: &Page, at: usize) -> u32 {
@@ -35,15 +29,7 @@ fn init_writes_xen_header_and_geometry_matches() {
     let page = Page::new();
     page.words().write_bytes(0, &[0xff; 64]);
     let (front, back) = pair(&page, 0);
-    assert_eq!(
-        [
-            shared(&page, REQ_PROD),
-            shared(&page, REQ_EVENT),
-            shared(&page, RSP_PROD),
-            shared(&page, RSP_EVENT)
-        ],
-        [0, 1, 0, 1]
-    );
+    assert_eq!([shared(&page, REQ_PROD), shared(&page, REQ_EVENT), shared(&page, RSP_PROD), shared(&page, RSP_EVENT)], [0, 1, 0, 1]);
     let mut pad = [0xffu8; 48];
     page.words().read_bytes(PAD, &mut pad);
     assert_eq!(pad, [0; 48], "padding zeroed as Xen's ring init does");
@@ -53,44 +39,18 @@ fn init_writes_xen_header_and_geometry_matches() {
     // A block-ring-sized request (112 bytes, 8-aligned) and a 16-byte response.
     type BlockReq = [u64; 14];
     let four = SharedPages::<4>::new();
-    assert_eq!(
-        FrontRing::<BlockReq, Msg>::init(page.words())
-            .unwrap()
-            .slots(),
-        32
-    );
-    assert_eq!(
-        FrontRing::<BlockReq, Msg>::init(four.words())
-            .unwrap()
-            .slots(),
-        128
-    );
+    assert_eq!(FrontRing::<BlockReq, Msg>::init(page.words()).unwrap().slots(), 32);
+    assert_eq!(FrontRing::<BlockReq, Msg>::init(four.words()).unwrap().slots(), 128);
     // Net-ring-sized: 12-byte request, 4-byte response.
-    assert_eq!(
-        FrontRing::<[u32; 3], u32>::init(page.words())
-            .unwrap()
-            .slots(),
-        256
-    );
+    assert_eq!(FrontRing::<[u32; 3], u32>::init(page.words()).unwrap().slots(), 256);
 }
 
 #[test]
 fn too_small_area_is_an_error() {
-    let words: std::vec::Vec<_> = (0..16 + 3)
-        .map(|_| crate::shared::AtomicU32::new(0))
-        .collect();
+    let words: std::vec::Vec<_> = (0..16 + 3).map(|_| crate::shared::AtomicU32::new(0)).collect();
     let tiny = SharedWords::new(&words);
-    assert_eq!(
-        FrontRing::<Msg, Msg>::init(tiny).err(),
-        Some(RingError::AreaTooSmall {
-            bytes: 76,
-            needed: 80
-        })
-    );
-    assert!(
-        BackRing::<u32, u32>::attach(tiny).is_ok(),
-        "three 4-byte slots round down to two"
-    );
+    assert_eq!(FrontRing::<Msg, Msg>::init(tiny).err(), Some(RingError::AreaTooSmall { bytes: 76, needed: 80 }));
+    assert!(BackRing::<u32, u32>::attach(tiny).is_ok(), "three 4-byte slots round down to two");
 }
 
 fn round_trip_until_full(start: u32) {
@@ -115,10 +75,7 @@ fn round_trip_until_full(start: u32) {
     for seq in 0..slots {
         back.push_response(&msg(seq + 1000)).unwrap();
     }
-    assert_eq!(
-        back.push_response(&msg(0)),
-        Err(PushError::NoRequestToAnswer)
-    );
+    assert_eq!(back.push_response(&msg(0)), Err(PushError::NoRequestToAnswer));
     assert!(back.publish_responses(), "the front end waits at start + 1");
     for seq in 0..slots {
         assert_eq!(front.poll_response(), Ok(Some(msg(seq + 1000))));
@@ -166,42 +123,20 @@ fn notifications_are_suppressed_until_asked_for() {
     let page = Page::new();
     let (mut front, mut back) = pair(&page, 0);
     front.push_request(&msg(1)).unwrap();
-    assert!(
-        front.publish_requests(),
-        "req_event = 1 asks for the first one"
-    );
+    assert!(front.publish_requests(), "req_event = 1 asks for the first one");
     front.push_request(&msg(2)).unwrap();
-    assert!(
-        !front.publish_requests(),
-        "the back end has not asked again"
-    );
+    assert!(!front.publish_requests(), "the back end has not asked again");
     assert!(!front.publish_requests(), "an empty publish never notifies");
     assert_eq!(back.poll_request(), Ok(Some(msg(1))));
-    assert_eq!(
-        back.final_check_for_requests(),
-        Ok(true),
-        "request 2 is pending: no sleep"
-    );
-    assert_eq!(
-        shared(&page, REQ_EVENT),
-        1,
-        "the event is only moved when going idle"
-    );
+    assert_eq!(back.final_check_for_requests(), Ok(true), "request 2 is pending: no sleep");
+    assert_eq!(shared(&page, REQ_EVENT), 1, "the event is only moved when going idle");
     assert_eq!(back.poll_request(), Ok(Some(msg(2))));
-    assert_eq!(
-        back.final_check_for_requests(),
-        Ok(false),
-        "idle: sets req_event = 3"
-    );
+    assert_eq!(back.final_check_for_requests(), Ok(false), "idle: sets req_event = 3");
     assert_eq!(shared(&page, REQ_EVENT), 3);
     front.push_request(&msg(3)).unwrap();
     front.push_request(&msg(4)).unwrap();
     assert!(front.publish_requests(), "the batch 3..=4 covers the event");
-    assert_eq!(
-        back.final_check_for_requests(),
-        Ok(true),
-        "work is there: no sleep"
-    );
+    assert_eq!(back.final_check_for_requests(), Ok(true), "work is there: no sleep");
 
     // The response direction, the same way.
     for _ in 0..4 {
@@ -211,18 +146,10 @@ fn notifications_are_suppressed_until_asked_for() {
     assert!(back.publish_responses(), "rsp_event = 1");
     assert_eq!(front.final_check_for_responses(), Ok(true));
     while front.poll_response().unwrap().is_some() {}
-    assert_eq!(
-        front.final_check_for_responses(),
-        Ok(false),
-        "idle: rsp_event = 5"
-    );
+    assert_eq!(front.final_check_for_responses(), Ok(false), "idle: rsp_event = 5");
     assert_eq!(shared(&page, RSP_EVENT), 5);
     back.publish_responses_no_notify();
-    assert_eq!(
-        front.poll_response(),
-        Ok(None),
-        "a no-notify publish of nothing new"
-    );
+    assert_eq!(front.poll_response(), Ok(None), "a no-notify publish of nothing new");
 }
 
 #[test]

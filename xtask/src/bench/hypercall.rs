@@ -168,7 +168,10 @@ fn table(rows: &[Row], ours: &[Run], xen: &[Run], what: &str, icount: &Run) -> S
     let iterations = ours.first().map_or(0, |r| r.iterations);
     let baseline = |runs: &[Run]| median(&runs.iter().map(|r| r.cycles_per_op[BASELINE]).collect::<Vec<_>>());
     let mut text = format!("guest entry costs, TSC cycles per op minus loop overhead ({what}; {iterations} iterations per run)\n");
-    text.push_str(&format!("{:<22} {:>12} {:>12} {:>9} {:>18} {:>17}\n", "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions", "Xen instructions"));
+    text.push_str(&format!(
+        "{:<22} {:>12} {:>12} {:>9} {:>18} {:>17}\n",
+        "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions", "Xen instructions"
+    ));
     for row in rows {
         let instructions = row.ours_instructions.map_or("n/a".into(), |i| format!("{i:.0}"));
         text.push_str(&format!("{:<22} {:>12.0} {:>12.0} {:>9.2} {:>18} {:>17}\n", row.op, row.ours, row.xen, row.ratio, instructions, "n/a"));

@@ -124,7 +124,9 @@ pub fn pointer(rng: &mut Rng, l: &Layout) -> Ptr {
             0xffff_8300_0010_0000,
             0xffff_87ff_ffff_fff0,
         ])),
-        17 => Ptr::bad(rng.pick(&[0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xdead_beef_dead_beef, 0x7fff_ffff_ffff_ffff, 0xffff_7fff_ffff_fff8])),
+        17 => {
+            Ptr::bad(rng.pick(&[0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xdead_beef_dead_beef, 0x7fff_ffff_ffff_ffff, 0xffff_7fff_ffff_fff8]))
+        }
         18 => Ptr::bad(rng.pick(&[0xffff_8800_0000_0000, 0xffff_ffff_ffff_f000, u64::MAX, u64::MAX - 7, 0xffff_ffff_8000_0000])),
         _ => Ptr::bad(rng.next() | 0x8000_0000_0000_0000),
     }

@@ -29,8 +29,7 @@ struct ScratchCell(UnsafeCell<Scratch>);
 // SAFETY: one vCPU, and only the fuzzer (through raw pointers) and the hypervisor touch it.
 unsafe impl Sync for ScratchCell {}
 
-static SCRATCH: ScratchCell =
-    ScratchCell(UnsafeCell::new(Scratch { below: [0; CANARY_WORDS], bytes: [0; SCRATCH_LEN], above: [0; CANARY_WORDS] }));
+static SCRATCH: ScratchCell = ScratchCell(UnsafeCell::new(Scratch { below: [0; CANARY_WORDS], bytes: [0; SCRATCH_LEN], above: [0; CANARY_WORDS] }));
 
 fn scratch() -> *mut Scratch {
     SCRATCH.0.get()
@@ -77,12 +76,8 @@ pub fn set_canaries() {
 pub fn canaries_intact() -> bool {
     (0..CANARY_WORDS).all(|i| {
         // SAFETY: as in set_canaries.
-        let (below, above) = unsafe {
-            (
-                core::ptr::addr_of!((*scratch()).below[i]).read_volatile(),
-                core::ptr::addr_of!((*scratch()).above[i]).read_volatile(),
-            )
-        };
+        let (below, above) =
+            unsafe { (core::ptr::addr_of!((*scratch()).below[i]).read_volatile(), core::ptr::addr_of!((*scratch()).above[i]).read_volatile()) };
         below == CANARY ^ i as u64 && above == !CANARY ^ i as u64
     })
 }

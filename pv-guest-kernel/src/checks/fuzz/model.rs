@@ -4,13 +4,13 @@
 
 use super::args::{any_arg, harmless_read_target, pointer, random_args, small, write_target, Ptr, Rng};
 use super::memory::{self, Layout, PAGE};
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use hypercall_abi::nr;
 use hypercall_abi::ops::callback::{CALLBACKOP_REGISTER, CALLBACKOP_UNREGISTER};
 use hypercall_abi::ops::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 use hypercall_abi::ops::sched_op::*;
 use hypercall_abi::ops::vm_assist::{VMASST_CMD_DISABLE, VMASST_CMD_ENABLE, VMASST_TYPE_M2P_STRICT, VMASST_TYPE_WRITABLE_PAGETABLES};
 use hypercall_abi::ops::xen_version::*;
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// Whether the run is on real Xen (the reference) rather than pv-hypervisor: then
 /// Xen's answers are required exactly, and calls that are harmless only because
@@ -41,7 +41,11 @@ pub enum Expect {
     Exact(i64),
     /// Xen's answer, and the one pv-hypervisor is known to give instead (on
     /// pv-hypervisor a known deviation, counted under `kind` but not a failure).
-    Xen { xen: i64, ours: i64, kind: &'static str },
+    Xen {
+        xen: i64,
+        ours: i64,
+        kind: &'static str,
+    },
     NonNegative,
     /// 0, or one of these errors.
     ZeroOr(&'static [i64]),
@@ -318,9 +322,7 @@ fn xen_version(rng: &mut Rng, l: &Layout, mut args: [u64; 6], version: i64) -> C
             }
             let ret = write_or_efault(&p, size).min(read_or_efault(&p, size));
             let call = match cmd {
-                XENVER_EXTRAVERSION | XENVER_CAPABILITIES | XENVER_PLATFORM_PARAMETERS => {
-                    Call::new(nr::xen_version, args, Expect::Exact(ret))
-                }
+                XENVER_EXTRAVERSION | XENVER_CAPABILITIES | XENVER_PLATFORM_PARAMETERS => Call::new(nr::xen_version, args, Expect::Exact(ret)),
                 // Only submap 0 exists: Xen reads the index and refuses any other.
                 XENVER_GET_FEATURES => {
                     let expect = if p.read_room < size {
@@ -337,7 +339,9 @@ fn xen_version(rng: &mut Rng, l: &Layout, mut args: [u64; 6], version: i64) -> C
                 // the room for the largest id is missing); pv-hypervisor does not
                 // offer them yet.
                 _ if ret == 0 => Call::new(nr::xen_version, args, Expect::UpTo(PAGE, &[ENOSYS, EPERM, ENOBUFS, EINVAL])),
-                XENVER_BUILD_ID if p.read_room >= 4 => Call::new(nr::xen_version, args, Expect::UpTo(PAGE, &[EFAULT, ENOSYS, EPERM, ENOBUFS, EINVAL])),
+                XENVER_BUILD_ID if p.read_room >= 4 => {
+                    Call::new(nr::xen_version, args, Expect::UpTo(PAGE, &[EFAULT, ENOSYS, EPERM, ENOBUFS, EINVAL]))
+                }
                 _ => Call::new(nr::xen_version, args, Expect::OneOf(&[EFAULT, ENOSYS, EPERM, EINVAL])),
             };
             return guarded(call, &p);

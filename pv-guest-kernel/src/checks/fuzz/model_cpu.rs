@@ -4,7 +4,7 @@
 //! one the hypervisor must refuse, no breakpoint is ever enabled, and what a call may
 //! change is put back afterwards (`Restore`).
 
-use super::args::{Rng, scratch_ptr};
+use super::args::{scratch_ptr, Rng};
 use super::memory::{self, Layout, PAGE};
 use super::model::{Call, Expect, Restore, EBUSY, EFAULT, EINVAL, ENODEV, ENOSYS, EPERM, ESRCH};
 use hypercall_abi::nr;
@@ -222,7 +222,14 @@ pub fn multicall(rng: &mut Rng, mut args: [u64; 6]) -> Call {
     let count = rng.below(4);
     if let Some(offset) = p.scratch {
         for i in 0..count {
-            let (op, a0, a1): (u64, u64, u64) = rng.pick(&[(nr::xen_version, 0, 0), (nr::vm_assist, 0, 6), (11, 0, 0), (nr::multicall, 0, 0), (nr::hypercall_count, 17, 0), (nr::set_gdt, 0, 7169)]);
+            let (op, a0, a1): (u64, u64, u64) = rng.pick(&[
+                (nr::xen_version, 0, 0),
+                (nr::vm_assist, 0, 6),
+                (11, 0, 0),
+                (nr::multicall, 0, 0),
+                (nr::hypercall_count, 17, 0),
+                (nr::set_gdt, 0, 7169),
+            ]);
             let at = offset + i * 64;
             memory::poke_scratch(at, &op.to_le_bytes());
             memory::poke_scratch(at + 16, &a0.to_le_bytes());

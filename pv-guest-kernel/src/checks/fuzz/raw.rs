@@ -6,14 +6,8 @@
 use core::sync::atomic::AtomicU64;
 
 /// The values the six callee-saved registers hold across every fuzzed call.
-const PRESERVED: [u64; 6] = [
-    0x1111_2222_3333_4444,
-    0x5555_6666_7777_8888,
-    0x9999_aaaa_bbbb_cccc,
-    0xdddd_eeee_ffff_0001,
-    0x0123_4567_89ab_cdef,
-    0xfedc_ba98_7654_3210,
-];
+const PRESERVED: [u64; 6] =
+    [0x1111_2222_3333_4444, 0x5555_6666_7777_8888, 0x9999_aaaa_bbbb_cccc, 0xdddd_eeee_ffff_0001, 0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
 
 /// Where the real stack pointer waits while a call runs on an odd one.
 static SAVED_RSP: AtomicU64 = AtomicU64::new(0);

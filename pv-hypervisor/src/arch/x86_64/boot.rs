@@ -19,7 +19,6 @@ core::arch::global_asm!(
     ".long pvh_start32",
     ".balign 4",
     ".popsection",
-
     // Page tables: L4, one L3, four L2s of 2 MiB pages = 4 GiB. Zeroed by the code below
     // as well, so nothing depends on the loader clearing NOBITS memory.
     ".pushsection .boot32.bss, \"aw\", @nobits",
@@ -29,7 +28,6 @@ core::arch::global_asm!(
     "boot_pdpt: .skip 4096",
     "boot_pd: .skip 4096 * 4",
     ".popsection",
-
     ".pushsection .boot32, \"ax\"",
     ".code32",
     ".globl pvh_start32",
@@ -89,7 +87,6 @@ core::arch::global_asm!(
     "mov eax, offset boot_long_mode",
     "push eax",
     "retf",
-
     ".code64",
     "boot_long_mode:",
     "mov ax, 0x10",
@@ -105,7 +102,6 @@ core::arch::global_asm!(
     "movabs rax, offset pvh_entry64",
     "call rax",
     "ud2",
-
     ".balign 8",
     "boot_gdt:",
     ".quad 0",
@@ -115,7 +111,6 @@ core::arch::global_asm!(
     ".word boot_gdt_descriptor - boot_gdt - 1",
     ".long boot_gdt",
     ".popsection",
-
     // The hypervisor stack: boot runs on it, then it is the stack of every entry from a
     // guest (TSS.RSP0 and the syscall entry both start at its top).
     ".pushsection .bss.hv_stack, \"aw\", @nobits",

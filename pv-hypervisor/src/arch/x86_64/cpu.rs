@@ -128,12 +128,8 @@ static SMAP_ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::Atomic
 pub fn enable_protections() -> Protections {
     let ext = cpuid(0x8000_0001, 0);
     let leaf7 = if cpuid(0, 0)[0] >= 7 { cpuid(7, 0) } else { [0; 4] };
-    let found = Protections {
-        nx: ext[3] & (1 << 20) != 0,
-        smep: leaf7[1] & (1 << 7) != 0,
-        smap: leaf7[1] & (1 << 20) != 0,
-        umip: leaf7[2] & (1 << 2) != 0,
-    };
+    let found =
+        Protections { nx: ext[3] & (1 << 20) != 0, smep: leaf7[1] & (1 << 7) != 0, smap: leaf7[1] & (1 << 20) != 0, umip: leaf7[2] & (1 << 2) != 0 };
     // SAFETY: each bit is set only where CPUID says the CPU has the feature. NX, SMEP and
     // SMAP restrict what ring 0 may do with user and NX pages, which the hypervisor
     // never relies on (it runs from supervisor pages and reaches guest memory through

@@ -21,9 +21,9 @@ const TSS_SELECTOR: u16 = 0xe040;
 /// STAR[63:48]: sysret derives the guest's SS (+8) and 64-bit CS (+16) from it.
 pub const SYSRET_BASE: u16 = 0xe020;
 
-const _: () = assert!(FLAT_RING3_CS64 as u16 == SYSRET_BASE + 16 + 3);
-const _: () = assert!(FLAT_RING3_SS64 as u16 == SYSRET_BASE + 8 + 3);
-const _: () = assert!(FLAT_RING3_CS32 as u16 == SYSRET_BASE + 3);
+const _: () = assert!(FLAT_RING3_CS64 == SYSRET_BASE + 16 + 3);
+const _: () = assert!(FLAT_RING3_SS64 == SYSRET_BASE + 8 + 3);
+const _: () = assert!(FLAT_RING3_CS32 == SYSRET_BASE + 3);
 
 /// Our entries live in the hypervisor's GDT page, the window's page 14 (gdt_area):
 /// entry `selector >> 3` is slot `(selector >> 3) - FIRST_RESERVED_GDT_ENTRY` of it.

@@ -29,15 +29,7 @@ struct Gate {
 const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
 impl Gate {
-    const MISSING: Gate = Gate {
-        offset_low: 0,
-        selector: 0,
-        ist: 0,
-        type_attributes: 0,
-        offset_mid: 0,
-        offset_high: 0,
-        reserved: 0,
-    };
+    const MISSING: Gate = Gate { offset_low: 0, selector: 0, ist: 0, type_attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
 
     /// A present 64-bit interrupt gate (IF cleared on entry) that ring `dpl` may raise
     /// with `int n`.
@@ -60,7 +52,7 @@ pub fn init() {
     // SAFETY: runs once on the boot CPU with interrupts off, before any gate can be used.
     unsafe {
         let idt = &mut *core::ptr::addr_of_mut!(IDT);
-        for vector in 0..EXCEPTION_VECTORS {
+        for (vector, gate) in idt.iter_mut().enumerate().take(EXCEPTION_VECTORS) {
             let ist = match vector {
                 1 => IST_DEBUG,
                 2 => IST_NMI,
@@ -69,12 +61,9 @@ pub fn init() {
                 _ => 0,
             };
             let dpl = if vector == 3 || vector == 4 { 3 } else { 0 };
-            idt[vector] = Gate::interrupt(trap_stub_address(vector), ist, dpl);
+            *gate = Gate::interrupt(trap_stub_address(vector), ist, dpl);
         }
         idt[INT80_VECTOR as usize] = Gate::interrupt(int80_stub_address(), 0, 3);
-        lidt(&DescriptorTablePointer {
-            limit: (core::mem::size_of_val(idt) - 1) as u16,
-            base: VirtAddr::new(idt.as_ptr() as u64),
-        });
+        lidt(&DescriptorTablePointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: VirtAddr::new(idt.as_ptr() as u64) });
     }
 }

@@ -26,7 +26,7 @@ impl DirectMap {
 
 impl MachineMemory for DirectMap {
     fn read_u64(&self, maddr: u64) -> Option<u64> {
-        if maddr % 8 != 0 {
+        if !maddr.is_multiple_of(8) {
             return None;
         }
         let ptr = self.check(maddr, 8)? as *const u64;

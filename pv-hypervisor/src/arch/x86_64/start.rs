@@ -8,24 +8,24 @@ use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_mem
 use crate::domain::builder::DomainSpec;
 use crate::domain::bundle::{DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
-use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::frames::release_frames;
+use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::{exit_code_for, Domain, DomainState};
-use crate::mm::frame_table::FrameTable;
+use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::hypercall::{HypercallContext, MachineInfo};
+use crate::mm::frame_alloc::FrameAllocator;
+use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
 use crate::mm::m2p;
-use hypercall_abi::ops::memory::E820Entry;
-use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::trap::cpuid::CpuidPolicy;
+use crate::trap::deliver;
 use crate::trap::emulate::HostView;
 use crate::trap::entry::{self as trap_entry, ExceptionContext};
-use crate::trap::deliver;
 use crate::trap::state::GuestMode;
-use crate::mm::frame_alloc::FrameAllocator;
 use crate::{console, hv_println, hv_result};
 use core::fmt::Write;
 use hypercall_abi::debug_exit::ExitCode;
+use hypercall_abi::ops::memory::E820Entry;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
@@ -194,13 +194,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Ok(d) => d,
         Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
     };
-    log::info!(
-        "dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles",
-        dom0.nr_pages(),
-        dom0.vcpu.rip,
-        dom0.l4_maddr,
-        cpu::rdtsc() - started
-    );
+    log::info!("dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles", dom0.nr_pages(), dom0.vcpu.rip, dom0.l4_maddr, cpu::rdtsc() - started);
     let regs = dom0.vcpu;
     let l4 = dom0.l4_maddr;
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
@@ -208,17 +202,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
     let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
     let host_view = HostView { cr0, cr4, efer };
-    *HV.lock() = Some(Hypervisor {
-        frames,
-        frame_table,
-        hypervisor_l4,
-        memory,
-        machine,
-        cpuid,
-        host_view,
-        current: Some(dom0),
-        before_dom0,
-    });
+    *HV.lock() = Some(Hypervisor { frames, frame_table, hypervisor_l4, memory, machine, cpuid, host_view, current: Some(dom0), before_dom0 });
     hv_println!("starting dom0");
     // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
     // boot's stack frames are not needed any more.

@@ -78,7 +78,6 @@ fn update_va_mapping_walks_the_kernel_tables() {
     assert_eq!(translate(&g.memory, L4, GUEST_DATA_VA + 0x5000, Access::Write), Ok(spare << 12));
     assert_eq!(g.call(nr::update_va_mapping, [0x7fff_0000_0000, 0, 0, 0, 0, 0]), -22, "no L1 there");
     assert_eq!(g.call(nr::update_va_mapping, [0xffff_8300_0000_0000, 0, 0, 0, 0, 0]), -22, "hypervisor range");
-
 }
 
 #[test]

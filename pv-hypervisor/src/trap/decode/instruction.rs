@@ -3,14 +3,42 @@
 /// A general-purpose register, in ModRM/REX encoding order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gpr {
-    Rax, Rcx, Rdx, Rbx, Rsp, Rbp, Rsi, Rdi,
-    R8, R9, R10, R11, R12, R13, R14, R15,
+    Rax,
+    Rcx,
+    Rdx,
+    Rbx,
+    Rsp,
+    Rbp,
+    Rsi,
+    Rdi,
+    R8,
+    R9,
+    R10,
+    R11,
+    R12,
+    R13,
+    R14,
+    R15,
 }
 
 impl Gpr {
     const ALL: [Gpr; 16] = [
-        Gpr::Rax, Gpr::Rcx, Gpr::Rdx, Gpr::Rbx, Gpr::Rsp, Gpr::Rbp, Gpr::Rsi, Gpr::Rdi,
-        Gpr::R8, Gpr::R9, Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15,
+        Gpr::Rax,
+        Gpr::Rcx,
+        Gpr::Rdx,
+        Gpr::Rbx,
+        Gpr::Rsp,
+        Gpr::Rbp,
+        Gpr::Rsi,
+        Gpr::Rdi,
+        Gpr::R8,
+        Gpr::R9,
+        Gpr::R10,
+        Gpr::R11,
+        Gpr::R12,
+        Gpr::R13,
+        Gpr::R14,
+        Gpr::R15,
     ];
 
     /// The register with encoding `index` (0-15), REX bit included.
@@ -42,10 +70,22 @@ pub enum Instruction {
     Rdtsc,
     Rdtscp,
     Rdpmc,
-    MovFromCr { cr: u8, gpr: Gpr },
-    MovToCr { cr: u8, gpr: Gpr },
-    MovFromDr { dr: u8, gpr: Gpr },
-    MovToDr { dr: u8, gpr: Gpr },
+    MovFromCr {
+        cr: u8,
+        gpr: Gpr,
+    },
+    MovToCr {
+        cr: u8,
+        gpr: Gpr,
+    },
+    MovFromDr {
+        dr: u8,
+        gpr: Gpr,
+    },
+    MovToDr {
+        dr: u8,
+        gpr: Gpr,
+    },
     Clts,
     Hlt,
     Cli,
@@ -54,11 +94,23 @@ pub enum Instruction {
     Wbinvd,
     Invd,
     Invlpg,
-    In { size: OperandSize, port: PortOperand },
-    Out { size: OperandSize, port: PortOperand },
+    In {
+        size: OperandSize,
+        port: PortOperand,
+    },
+    Out {
+        size: OperandSize,
+        port: PortOperand,
+    },
     /// `rep` is set by either F3 or F2: both repeat string I/O.
-    Ins { size: OperandSize, rep: bool },
-    Outs { size: OperandSize, rep: bool },
+    Ins {
+        size: OperandSize,
+        rep: bool,
+    },
+    Outs {
+        size: OperandSize,
+        rep: bool,
+    },
     Lgdt,
     Lidt,
     Lldt,
@@ -70,7 +122,9 @@ pub enum Instruction {
     Str,
     Smsw,
     Swapgs,
-    Int { vector: u8 },
+    Int {
+        vector: u8,
+    },
     Int3,
     /// `into` is #UD in 64-bit mode, decoded anyway so the caller can say so.
     Into,
