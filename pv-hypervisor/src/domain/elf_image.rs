@@ -210,7 +210,7 @@ impl<'a> GuestImage<'a> {
                         }
                         found_notes = true;
                         let desc = note.desc();
-                        match note.n_type(endian) {
+                        match note.n_type(endian).0 {
                             NOTE_ENTRY => set_address(&mut notes.entry, desc, "ENTRY")?,
                             NOTE_HYPERCALL_PAGE => set_address(&mut notes.hypercall_page, desc, "HYPERCALL_PAGE")?,
                             NOTE_VIRT_BASE => set_address(&mut notes.virt_base, desc, "VIRT_BASE")?,
