@@ -178,18 +178,25 @@ fn main() {
         let per_k = notifications as f64 * 1000.0 / MESSAGES as f64;
         let shown = if row.notify_checks { format!("{per_k:.2}") } else { "-".into() };
         println!("{:<30} {best_ours:>14.0} {best_theirs:>14.0} {ratio:>7.2} {shown:>16}", row.name);
-        entries.push(format!(
-            "    {{\"row\": \"{}\", \"batch\": {}, \"notify_checks\": {}, \"ours_msgs_per_s\": {best_ours:.0}, \"rtrb_msgs_per_s\": {best_theirs:.0}, \"ratio\": {ratio:.3}, \"notifications_per_1k_msgs\": {}}}",
-            row.name,
-            row.batch,
-            row.notify_checks,
-            if row.notify_checks { format!("{per_k:.3}") } else { "null".into() }
-        ));
+        entries.push(serde_json::json!({
+            "row": row.name,
+            "batch": row.batch,
+            "notify_checks": row.notify_checks,
+            "ours_msgs_per_s": best_ours.round(),
+            "rtrb_msgs_per_s": best_theirs.round(),
+            "ratio": ratio,
+            "notifications_per_1k_msgs": if row.notify_checks { Some(per_k) } else { None },
+        }));
     }
-    let json = format!(
-        "{{\n  \"benchmark\": \"rings\",\n  \"messages_per_run\": {MESSAGES},\n  \"runs\": {RUNS},\n  \"slots\": {slots},\n  \"reference\": \"rtrb 0.3\",\n  \"rows\": [\n{}\n  ]\n}}\n",
-        entries.join(",\n")
-    );
+    let json = serde_json::json!({
+        "benchmark": "rings",
+        "messages_per_run": MESSAGES,
+        "runs": RUNS,
+        "slots": slots,
+        "reference": "rtrb 0.3",
+        "rows": entries,
+    });
+    let json = serde_json::to_string_pretty(&json).expect("plain numbers and strings serialise") + "\n";
     if let Some(path) = json_path {
         let path = std::path::Path::new(&path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

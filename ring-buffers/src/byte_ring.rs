@@ -27,7 +27,7 @@ impl ByteRingLayout {
     /// Checks the layout (a programming error if wrong) and that `mem` holds it.
     fn check(&self, mem: &SharedWords<'_>) -> Result<(), RingError> {
         assert!(self.size.is_power_of_two() && self.size >= 4, "ring size must be a power of two >= 4");
-        assert!(self.data % 4 == 0 && self.cons % 4 == 0 && self.prod % 4 == 0, "fields must be word-aligned");
+        assert!(self.data.is_multiple_of(4) && self.cons.is_multiple_of(4) && self.prod.is_multiple_of(4), "fields must be word-aligned");
         let needed = (self.data + self.size as usize).max(self.cons + 4).max(self.prod + 4);
         if mem.len_bytes() < needed {
             return Err(RingError::AreaTooSmall { bytes: mem.len_bytes(), needed });

@@ -86,7 +86,7 @@ impl<Req, Rsp> Slot<Req, Rsp> {
     const BYTES: usize = {
         let bytes = slot_bytes((size_of::<Req>(), align_of::<Req>()), (size_of::<Rsp>(), align_of::<Rsp>()));
         // Slots are copied word by word; every Xen ring's slot is a multiple of 4.
-        assert!(bytes % 4 == 0 && bytes > 0, "ring slots must be a non-zero multiple of 4 bytes");
+        assert!(bytes.is_multiple_of(4) && bytes > 0, "ring slots must be a non-zero multiple of 4 bytes");
         bytes
     };
 }

@@ -35,7 +35,7 @@ impl<'a> SharedWords<'a> {
     /// the returned view (the peer may write anything at any time: that is allowed).
     #[cfg(not(loom))]
     pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> Self {
-        debug_assert!(ptr as usize % core::mem::align_of::<AtomicU32>() == 0);
+        debug_assert!((ptr as usize).is_multiple_of(core::mem::align_of::<AtomicU32>()));
         // SAFETY: AtomicU32 has the size and alignment of u32 and may be shared between
         // threads (and so between domains: the peer is just another writer). The caller
         // guarantees the pointer is aligned, the range valid for 'a, and that every
@@ -58,7 +58,7 @@ impl<'a> SharedWords<'a> {
     /// only make the snapshot inconsistent, which the caller's validation must handle).
     #[inline]
     pub(crate) fn read_bytes(&self, byte_offset: usize, out: &mut [u8]) {
-        if byte_offset % 4 == 0 && out.len() % 4 == 0 {
+        if byte_offset.is_multiple_of(4) && out.len().is_multiple_of(4) {
             // Whole words (every ring slot): the hot path, one load per word.
             let words = &self.words[byte_offset / 4..][..out.len() / 4];
             for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
@@ -83,7 +83,7 @@ impl<'a> SharedWords<'a> {
     /// let two owners share a word), so the merge cannot undo a legitimate peer write.
     #[inline]
     pub(crate) fn write_bytes(&self, byte_offset: usize, data: &[u8]) {
-        if byte_offset % 4 == 0 && data.len() % 4 == 0 {
+        if byte_offset.is_multiple_of(4) && data.len().is_multiple_of(4) {
             // Whole words (every ring slot): the hot path, one store per word.
             let words = &self.words[byte_offset / 4..][..data.len() / 4];
             for (chunk, word) in data.chunks_exact(4).zip(words) {

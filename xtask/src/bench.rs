@@ -61,27 +61,20 @@ fn boot(sh: &Shell) -> Result<(), String> {
     }
     println!("boot to greeting, {RUNS} runs each, QEMU {accel}");
     println!("{:<15} {:>9} {:>9} {:>9}", "hypervisor", "median s", "min s", "max s");
-    let mut json = String::from("{\n  \"accelerator\": \"");
-    json.push_str(&accel);
-    json.push_str("\",\n  \"runs\": {\n");
-    for (i, (name, times)) in rows.iter().enumerate() {
+    let mut runs = serde_json::Map::new();
+    for (name, times) in &rows {
         let min = times.iter().cloned().fold(f64::MAX, f64::min);
         let max = times.iter().cloned().fold(0.0, f64::max);
         let med = median(times.clone());
         println!("{name:<15} {med:>9.3} {min:>9.3} {max:>9.3}");
-        let list: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
-        json.push_str(&format!(
-            "    \"{name}\": {{\"median_s\": {med:.4}, \"min_s\": {min:.4}, \"max_s\": {max:.4}, \"samples_s\": [{}]}}{}\n",
-            list.join(", "),
-            if i + 1 < rows.len() { "," } else { "" }
-        ));
+        runs.insert(name.to_string(), serde_json::json!({"median_s": med, "min_s": min, "max_s": max, "samples_s": times}));
     }
-    json.push_str("  }\n}\n");
+    let json = serde_json::json!({"accelerator": accel, "runs": runs});
     let ratio = median(rows[1].1.clone()) / median(rows[0].1.clone());
     println!("real Xen / pv-hypervisor: {ratio:.1}x");
     let out = crate::workspace_root().join("target/bench");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("boot.json"), json).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("boot.json"), serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n").map_err(|e| e.to_string())?;
     println!("written: target/bench/boot.json");
     Ok(())
 }

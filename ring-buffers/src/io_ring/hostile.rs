@@ -73,7 +73,7 @@ fn random_headers_and_slots_never_hang_or_escape() {
         }
         front.publish_requests();
         for at in [REQ_PROD, REQ_EVENT, RSP_PROD, RSP_EVENT, HEADER_BYTES + 4 * (next() as usize % 512)] {
-            if next() % 2 == 0 {
+            if next().is_multiple_of(2) {
                 scribble(&page, at, next());
             }
         }
@@ -107,7 +107,7 @@ fn concurrent_garbage_writer_is_survived() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let at = 4 * (next() as usize % 1024);
                 // Mostly the header, where the indexes are.
-                let at = if next() % 2 == 0 { at % 16 } else { at };
+                let at = if next().is_multiple_of(2) { at % 16 } else { at };
                 scribble(&page, at, next());
             }
         });

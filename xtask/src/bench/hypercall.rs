@@ -185,42 +185,40 @@ fn table(rows: &[Row], ours: &[Run], xen: &[Run], what: &str, icount: &Run) -> S
     text
 }
 
-fn list(values: impl Iterator<Item = f64>) -> String {
-    values.map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
-}
-
 fn json(rows: &[Row], ours: &[Run], xen: &[Run], icount: &Run, what: &str) -> String {
-    let accel = qemu::tcg_args().join(" ");
-    let iterations = ours.first().map_or(0, |r| r.iterations);
-    let mut json = format!(
-        "{{\n  \"what\": \"{what}\",\n  \"unit\": \"TSC cycles per op minus loop overhead\",\n  \"accelerator\": \"{accel}\",\n  \"runs\": {},\n  \"iterations\": {iterations},\n",
-        ours.len()
-    );
-    json.push_str(&format!(
-        "  \"icount\": {{\"qemu_args\": \"{}\", \"instructions_per_cycle\": {:.4}, \"xen\": \"n/a: QEMU stops Xen 4.17 under -icount (Bad icount read)\"}},\n",
-        qemu::tcg_icount_args().join(" "),
-        icount.calibration_instructions as f64 / icount.calibration_cycles.max(1) as f64
-    ));
-    json.push_str("  \"ops\": {\n");
-    for (i, row) in rows.iter().enumerate() {
-        let instructions = row.ours_instructions.map_or("null".into(), |v| format!("{v:.0}"));
-        json.push_str(&format!(
-            "    \"{}\": {{\"ours_cycles\": {:.0}, \"xen_cycles\": {:.0}, \"ratio\": {:.3}, \"ours_instructions\": {instructions}, \"xen_instructions\": null, \"ours_samples\": [{}], \"xen_samples\": [{}]}}{}\n",
-            row.op,
-            row.ours,
-            row.xen,
-            row.ratio,
-            list(ours.iter().map(|r| r.net_cycles(row.op))),
-            list(xen.iter().map(|r| r.net_cycles(row.op))),
-            if i + 1 < rows.len() { "," } else { "" }
-        ));
+    let mut ops = serde_json::Map::new();
+    for row in rows {
+        ops.insert(
+            row.op.to_string(),
+            serde_json::json!({
+                "ours_cycles": row.ours,
+                "xen_cycles": row.xen,
+                "ratio": row.ratio,
+                "ours_instructions": row.ours_instructions,
+                "xen_instructions": null,
+                "ours_samples": ours.iter().map(|r| r.net_cycles(row.op)).collect::<Vec<_>>(),
+                "xen_samples": xen.iter().map(|r| r.net_cycles(row.op)).collect::<Vec<_>>(),
+            }),
+        );
     }
-    json.push_str(&format!(
-        "  }},\n  \"loop_overhead_samples\": {{\"ours\": [{}], \"xen\": [{}]}}\n}}\n",
-        list(ours.iter().map(|r| r.cycles_per_op[BASELINE])),
-        list(xen.iter().map(|r| r.cycles_per_op[BASELINE]))
-    ));
-    json
+    let json = serde_json::json!({
+        "what": what,
+        "unit": "TSC cycles per op minus loop overhead",
+        "accelerator": qemu::tcg_args().join(" "),
+        "runs": ours.len(),
+        "iterations": ours.first().map_or(0, |r| r.iterations),
+        "icount": {
+            "qemu_args": qemu::tcg_icount_args().join(" "),
+            "instructions_per_cycle": icount.calibration_instructions as f64 / icount.calibration_cycles.max(1) as f64,
+            "xen": "n/a: QEMU stops Xen 4.17 under -icount (Bad icount read)",
+        },
+        "ops": ops,
+        "loop_overhead_samples": {
+            "ours": ours.iter().map(|r| r.cycles_per_op[BASELINE]).collect::<Vec<_>>(),
+            "xen": xen.iter().map(|r| r.cycles_per_op[BASELINE]).collect::<Vec<_>>(),
+        },
+    });
+    serde_json::to_string_pretty(&json).unwrap_or_default() + "\n"
 }
 
 #[cfg(test)]
