@@ -7,3 +7,4 @@ pub mod conformance;
 pub mod qemu;
 pub mod results;
 pub mod scenario;
+pub mod skip;
