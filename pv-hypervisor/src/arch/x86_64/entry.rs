@@ -232,12 +232,6 @@ pub unsafe fn enter_guest(frame: &GuestRegisters) -> ! {
     // caller guarantees is no longer in use; we copy first and switch RSP to it after.
     unsafe {
         slot.write(*frame);
-        core::arch::asm!(
-            "mov rsp, {slot}",
-            "jmp {restore}",
-            slot = in(reg) slot,
-            restore = sym restore_frame,
-            options(noreturn),
-        );
+        resume_frame(slot)
     }
 }
