@@ -61,7 +61,7 @@ impl GuestRegisters {
     /// (canonical rip: a non-canonical rcx makes sysretq fault in ring 0 on Intel).
     pub fn sysret_can_resume(&self) -> bool {
         use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
-        self.rcx == self.rip && self.r11 == self.rflags && self.cs == FLAT_RING3_CS64 as u64 && self.ss == FLAT_RING3_SS64 as u64
+        (self.rcx == self.rip) & (self.r11 == self.rflags) & (self.cs == FLAT_RING3_CS64 as u64) & (self.ss == FLAT_RING3_SS64 as u64)
     }
 
     /// Whether the frame was taken while running in ring 3 (a guest), not ring 0.

@@ -170,11 +170,12 @@ impl TrapState {
     /// Whether anything `arch` loads only on change (GS selector, GDT, debug registers,
     /// segment bases, or the mode whose GS base is loaded) needs loading.
     pub fn cpu_state_changed(&self) -> bool {
-        self.bases_loaded_for != Some(self.mode)
-            || self.gs_selector_pending.is_some()
-            || self.gdt_dirty
-            || self.debugreg_dirty
-            || self.segment_bases_dirty
+        // `|`, not `||`: evaluated on every exit, one branch for all of them.
+        (self.bases_loaded_for != Some(self.mode))
+            | self.gs_selector_pending.is_some()
+            | self.gdt_dirty
+            | self.debugreg_dirty
+            | self.segment_bases_dirty
     }
 
     pub fn architectural_iopl(&self) -> bool {

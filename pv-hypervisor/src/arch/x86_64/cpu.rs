@@ -48,13 +48,23 @@ pub unsafe fn switch_cr3(l4_phys: u64) {
 /// itself never uses the FPU (soft-float target), so TS only ever stands for the guest's
 /// virtual TS.
 pub fn set_task_switched(set: bool) {
-    // Remembered so the common case (no change) costs no CR0 access on the exit path.
-    static TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     if TS_SET.swap(set, core::sync::atomic::Ordering::Relaxed) != set {
         let cr0 = Cr0::read();
         // SAFETY: TS only makes FPU/SSE instructions fault; the hypervisor executes none.
         unsafe { Cr0::write(if set { cr0 | Cr0Flags::TASK_SWITCHED } else { cr0 - Cr0Flags::TASK_SWITCHED }) };
     }
+}
+
+/// CR0.TS as [`set_task_switched`] left it: remembered so the common case (no change)
+/// costs no CR0 access on the exit path.
+static TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the exit path would change neither CR3 nor CR0.TS for a vCPU on `l4_phys`
+/// with virtual TS `task_switched`.
+#[inline(always)]
+pub fn cr3_and_ts_are(l4_phys: u64, task_switched: bool) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    (LOADED_CR3.load(Relaxed) == l4_phys) & (TS_SET.load(Relaxed) == task_switched)
 }
 
 /// Drops every non-global TLB entry (reloads CR3).

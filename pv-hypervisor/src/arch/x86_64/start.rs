@@ -21,6 +21,7 @@ use crate::trap::cpuid::CpuidPolicy;
 use crate::trap::deliver;
 use crate::trap::emulate::HostView;
 use crate::trap::entry::{self as trap_entry, ExceptionContext};
+use crate::trap::frame_check;
 use crate::trap::state::GuestMode;
 use crate::{console, hv_println, hv_result};
 use core::fmt::Write;
@@ -288,12 +289,41 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     resume_guest(guard, frame);
 }
 
-/// The one way back to a running guest after a hypercall or an exception: stop the
-/// domain if a handler crashed or shut it down, check the frame `iretq` will load, and
-/// load the page table and CR0.TS the vCPU runs with, then leave through `frame`
-/// (the frame the entry stub pushed) with a jump: no return through the Rust frames.
+/// The one way back to a running guest after a hypercall or an exception. The common
+/// exit (domain running, a plain flat frame, page table, CR0.TS and the rest of the CPU
+/// state already loaded) is one combined test; anything else takes
+/// [`resume_guest_slowly`]. Either way it leaves through `frame` (the frame the entry
+/// stub pushed) with a jump: no return through the Rust frames.
 #[inline(always)]
 fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let unchanged = domain.state.is_running()
+        & frame_check::is_plain_flat_frame(frame)
+        & cpu::cr3_and_ts_are(domain.active_l4(), domain.traps.fpu_ts)
+        & !domain.traps.cpu_state_changed();
+    // Opaque to the optimiser, which would otherwise split the `&`s back into a branch
+    // each (x86 counts branches cheap; under TCG each is a translation block).
+    if !core::hint::black_box(unchanged) {
+        resume_guest_slowly(guard, frame);
+    }
+    // A plain flat frame has a canonical rip and the flat selectors: sysretq may resume
+    // it if rcx and r11 hold its rip and rflags (a select, not a branch).
+    let sysret = (frame.rcx == frame.rip) & (frame.r11 == frame.rflags);
+    frame.vector = if sysret { SYSRET_VECTOR } else { frame.vector };
+    drop(guard);
+    // SAFETY: `frame` is the one the entry stub pushed at the top of the hypervisor
+    // stack; the lock is released and no Rust frame below it is needed any more.
+    unsafe { entry::resume_frame(frame) }
+}
+
+/// Every exit [`resume_guest`] does not take on its fast path: stop the domain if a
+/// handler crashed or shut it down, check the frame `iretq` will load in full (the
+/// guest's own segments), and load the page table, CR0.TS and the CPU state the vCPU
+/// runs with.
+#[cold]
+#[inline(never)]
+fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
@@ -310,7 +340,7 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     // validated as an L4).
     unsafe { cpu::switch_cr3(domain.active_l4()) };
     cpu::set_task_switched(domain.traps.fpu_ts);
-    // The frame passed check_return_frame above (or the domain is gone).
+    // The frame passed check_exit_frame above (or the domain is gone).
     if frame.sysret_can_resume() {
         frame.vector = SYSRET_VECTOR;
     }
@@ -318,8 +348,7 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
         load_guest_cpu_state(&mut domain.traps);
     }
     drop(guard);
-    // SAFETY: `frame` is the one the entry stub pushed at the top of the hypervisor
-    // stack; the lock is released and no Rust frame below it is needed any more.
+    // SAFETY: as in `resume_guest`.
     unsafe { entry::resume_frame(frame) }
 }
 
