@@ -4,8 +4,10 @@
 //! validated updates of `mm::pagetable`.
 
 use super::Domain;
+use crate::mm::frame_alloc::FrameSource;
 use crate::mm::frame_table::{FrameTable, PageType};
 use crate::mm::guest_walk::MachineMemory;
+use crate::mm::m2p::MachToPhys;
 use crate::mm::pagetable::{fill_hypervisor_slots, PageTables};
 use hypercall_abi::Errno;
 
@@ -67,6 +69,41 @@ pub fn release_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable
     frames.put_ref(domain.shared_info_mfn);
 }
 
+/// What a teardown could not give back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Frames still referenced or typed after every reference the domain held was
+    /// dropped: a reference-counting bug. They stay owned and are not freed, since
+    /// something may still map them.
+    pub still_referenced: u64,
+}
+
+/// Takes a stopped domain apart: every reference and type its tables, GDT and base
+/// pointers hold, then every frame the frame table says it owns (whatever the builder
+/// or ballooning gave it, walked by frame number: a list could be more than the heap
+/// holds for a large domain), each made invalid in the M2P table and given back.
+pub fn tear_down<M: MachineMemory>(
+    domain: &Domain,
+    frames: &mut FrameTable,
+    memory: &mut M,
+    m2p: &MachToPhys,
+    free: &mut dyn FrameSource,
+) -> Leftovers {
+    release_frames(domain, frames, memory);
+    let mut left = Leftovers::default();
+    for mfn in 0..frames.len() {
+        if frames.owner(mfn) != Some(domain.id) {
+            continue;
+        }
+        m2p.invalidate(memory, mfn);
+        match frames.release(mfn) {
+            Ok(()) => free.give_back(mfn),
+            Err(_) => left.still_referenced += 1,
+        }
+    }
+    left
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +130,48 @@ mod tests {
             assert_eq!((frames.type_count(mfn), frames.ref_count(mfn)), (0, 0), "frame {mfn:#x} still held");
             frames.release(mfn).unwrap();
         }
+    }
+
+    #[test]
+    fn teardown_gives_every_frame_back_and_forgets_it_in_the_m2p() {
+        use crate::hypercall::test_support::FreeList;
+        let (domain, mut memory, _) = build(2048, 4096);
+        let domain = domain.unwrap();
+        let mut frames = FrameTable::new(0x1000 + 4096);
+        adopt_frames(&domain, &mut frames, &mut memory, &[0u64; 512]).unwrap();
+        // An M2P table in frames of its own (past the pool), every owned frame entered.
+        let m2p_first = 0x1000 + 4096;
+        for f in 0..MachToPhys::frames_for(frames.len()) {
+            memory.add_frame(m2p_first + f, 0);
+        }
+        let m2p = MachToPhys::init(&mut memory, m2p_first, frames.len()).unwrap();
+        for (pfn, &mfn) in domain.p2m.iter().enumerate() {
+            m2p.set(&mut memory, mfn, pfn as u64).unwrap();
+        }
+        let mut free = FreeList(Vec::new());
+        assert_eq!(tear_down(&domain, &mut frames, &mut memory, &m2p, &mut free), Leftovers::default());
+        let mut expected: Vec<u64> = domain.p2m.iter().copied().chain([domain.shared_info_mfn]).collect();
+        expected.sort_unstable();
+        assert_eq!(free.0, expected);
+        assert_eq!(frames.frames_of(domain.id).count(), 0);
+        assert!(domain.p2m.iter().all(|&mfn| m2p.get(&memory, mfn) == Some(u64::MAX)));
+    }
+
+    #[test]
+    fn a_frame_still_referenced_is_kept_not_freed() {
+        use crate::hypercall::test_support::FreeList;
+        let (domain, mut memory, _) = build(2048, 4096);
+        let domain = domain.unwrap();
+        let mut frames = FrameTable::new(0x1000 + 4096);
+        adopt_frames(&domain, &mut frames, &mut memory, &[0u64; 512]).unwrap();
+        // A reference nothing in the domain accounts for (as a leaked grant would be).
+        let data = domain.p2m[2000];
+        frames.get_ref(data, domain.id).unwrap();
+        let m2p = MachToPhys { first_mfn: 0, entries: 0 };
+        let mut free = FreeList(Vec::new());
+        assert_eq!(tear_down(&domain, &mut frames, &mut memory, &m2p, &mut free), Leftovers { still_referenced: 1 });
+        assert!(!free.0.contains(&data));
+        assert_eq!(frames.owner(data), Some(domain.id));
+        assert_eq!(free.0.len(), domain.p2m.len());
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_mem
 use crate::domain::builder::DomainSpec;
 use crate::domain::bundle::{DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
-use crate::domain::frames::release_frames;
+use crate::domain::frames::tear_down;
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
@@ -419,24 +419,13 @@ fn domain_stopped() -> ! {
         DomainState::Crashed => hv_result!("event=domain_shutdown domid={domid} reason=crash"),
         DomainState::Running => {}
     }
-    release_frames(&domain, &mut hv.frame_table, &mut hv.memory);
+    let leftovers = tear_down(&domain, &mut hv.frame_table, &mut hv.memory, &hv.machine.m2p, &mut hv.frames);
+    if leftovers.still_referenced != 0 {
+        log::error!("domain {domid}: {} frames still referenced after teardown, kept", leftovers.still_referenced);
+    }
     // Its breakpoints and its GDT go with it.
     super::gdt_area::map_guest_frames(&[]);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
-    // Every frame the frame table says it owns, whatever the builder gave it (walked by
-    // number: a list of them could be more than the heap holds for a large domain).
-    for mfn in 0..hv.frame_table.len() {
-        if hv.frame_table.owner(mfn) != Some(domid) {
-            continue;
-        }
-        hv.machine.m2p.invalidate(&mut hv.memory, mfn);
-        if let Err(e) = hv.frame_table.release(mfn) {
-            log::error!("domain {domid}'s frame {mfn:#x} is still referenced: {e:?}");
-        }
-        if let Err(e) = hv.frames.free(mfn) {
-            log::error!("freeing domain {domid}'s frame: {e:?}");
-        }
-    }
     let code = exit_code_for(domain.state);
     hv_println!("domain {domid} ({}) is gone; no domain left", domain.name);
     drop(domain);
