@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, descriptors, entry-attacks, entry-attack NAME, bench-hypercall [N], fuzz SEED COUNT";
+    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, descriptors, entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -39,10 +39,12 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "usermode" => crate::checks::usermode::run(info),
         "hypercalls" => crate::checks::hypercalls::run(),
         "memory" => crate::checks::memory::run(info),
+        "ptwr" => crate::checks::ptwr::run(info),
         "descriptors" => crate::checks::descriptors::run(info),
         "entry-attacks" => crate::checks::entry_attacks::run(info),
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
         "bench-hypercall" => crate::checks::bench::run(info, command),
+        "bench-mmu" => crate::checks::bench_mmu::run(info, command),
         "fuzz" => crate::checks::fuzz::run(info, command),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");

@@ -216,7 +216,15 @@ fn bad_boot_input_is_refused_with_a_reason() {
     let mut short = guest_image();
     let page = at(&short, 2);
     short[page + 4] = 2;
-    for (name, image, why) in [("duplicate-note", twice, "more than once"), ("malformed-note", short, "note")] {
+    // Its FEATURES note made to require a feature we do not offer (same length).
+    let mut demanding = guest_image();
+    let features = demanding.windows(24).position(|w| w == b"pae_pgdir_above_4gb|dom0").expect("our FEATURES note");
+    demanding[features..features + 24].copy_from_slice(b"!hvm_callback_vector|dom");
+    for (name, image, why) in [
+        ("duplicate-note", twice, "more than once"),
+        ("malformed-note", short, "note"),
+        ("required-feature", demanding, "requires feature 'hvm_callback_vector'"),
+    ] {
         let outcome = boot(name, &dom0_bundle(&image, "hello"));
         let error = expect_hv(&outcome, &[("event", "boot_error"), ("file", "dom0/kernel")]);
         assert!(error["reason"].contains(why), "{name}: {}", error["reason"]);
@@ -335,6 +343,13 @@ fn hypercalls_conform_to_xen() {
 #[test]
 fn memory_conforms_to_xen() {
     conforms_to_xen("memory", 43);
+}
+
+/// The writable page-table assist: plain stores into the guest's own L1 table (mov,
+/// xchg, cmpxchg, 2- and 4-byte parts), entries the rules refuse, a misaligned store.
+#[test]
+fn ptwr_conforms_to_xen() {
+    conforms_to_xen("ptwr", 23);
 }
 
 #[test]

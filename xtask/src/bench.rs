@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: measurements, printed as a table and written as JSON.
 
-mod hypercall;
+mod guest_costs;
 
 use crate::{artifacts_dir, build};
 use pv_tests::bundle::dom0_bundle;
@@ -12,19 +12,22 @@ use xshell::{cmd, Shell};
 const RUNS: usize = 5;
 const GREETING: &str = "event=greeting";
 
-/// `runs`: rounds of the hypercall benchmark (`--runs`), default [`hypercall::DEFAULT_RUNS`].
+/// `runs`: rounds of the hypercall and mmu benchmarks (`--runs`), default
+/// [`guest_costs::DEFAULT_RUNS`].
 pub fn bench(sh: &Shell, which: &str, runs: Option<usize>) -> Result<(), String> {
-    let runs = runs.unwrap_or(hypercall::DEFAULT_RUNS);
+    let runs = runs.unwrap_or(guest_costs::DEFAULT_RUNS);
     match which {
         "boot" => boot(sh),
         "rings" => rings(sh),
-        "hypercall" => hypercall::bench(sh, runs),
+        "hypercall" => guest_costs::bench(sh, runs, &guest_costs::HYPERCALL),
+        "mmu" => guest_costs::bench(sh, runs, &guest_costs::MMU),
         "all" => {
             boot(sh)?;
             rings(sh)?;
-            hypercall::bench(sh, runs)
+            guest_costs::bench(sh, runs, &guest_costs::HYPERCALL)?;
+            guest_costs::bench(sh, runs, &guest_costs::MMU)
         }
-        other => Err(format!("unknown benchmark '{other}' (boot, rings, hypercall, all)")),
+        other => Err(format!("unknown benchmark '{other}' (boot, rings, hypercall, mmu, all)")),
     }
 }
 

@@ -20,18 +20,20 @@ commands:
                                 build, then boot with the serial console on this terminal;
                                 --xen boots the same guest as dom0 on real Xen 4.17
                                 guest commands: hello (default), fault, badptr, hypercall-count,
-                                traps, privops, usermode, hypercalls, memory, descriptors, entry-attacks,
-                                entry-attack NAME,
-                                bench-hypercall [N], fuzz SEED COUNT [trace=I]
+                                traps, privops, usermode, hypercalls, memory, ptwr, descriptors,
+                                entry-attacks, entry-attack NAME,
+                                bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT [trace=I]
   test                          host unit tests of every crate, then every QEMU scenario
                                 (PV_SKIP_REAL_XEN=1 skips the real-Xen one)
   lint                          rustfmt check (rustfmt.toml) and clippy with warnings denied,
                                 for the host crates and for the two kernels' target
-  bench [boot|rings|hypercall|all] [--runs R]
+  bench [boot|rings|hypercall|mmu|all] [--runs R]
                                 boot: boot-to-greeting time, ours vs real Xen (5 runs each);
                                 rings: ring-buffer throughput;
-                                hypercall: cycles per null hypercall and per exception bounce +
-                                iret, ours vs real Xen under TCG (medians of R paired runs,
+                                hypercall: cycles per null hypercall, exception bounce + iret
+                                and user syscall; mmu: per mmu_update of one PTE, batch of
+                                64, update_va_mapping and writable-page-table store; both
+                                ours vs real Xen under TCG (medians of R paired runs,
                                 default 5), plus ours' instruction counts under -icount;
                                 tables on stdout, JSON in target/bench/
   fuzz [--count N] [--seed S] [--trace-from I]

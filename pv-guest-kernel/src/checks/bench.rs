@@ -25,22 +25,46 @@ const NOP_BLOCKS: u64 = 1_000;
 /// Instructions of the calibration loop besides its nops: `dec` and `jnz` per block.
 const CALIBRATION_LOOP_INSTRUCTIONS: u64 = 2 * NOP_BLOCKS;
 
-pub fn run(info: &hypercall_abi::start_info::StartInfo, command: &str) {
-    let iterations = match command.split_ascii_whitespace().nth(1).map(str::parse::<u64>) {
-        None => DEFAULT_ITERATIONS,
-        Some(Ok(n)) if n > 0 => n,
+/// The iteration count a bench command was given (its second word), or the default;
+/// None (after a failing RESULT line for `test`) if it is not a positive number.
+pub(super) fn iterations(test: &str, command: &str) -> Option<u64> {
+    match command.split_ascii_whitespace().nth(1).map(str::parse::<u64>) {
+        None => Some(DEFAULT_ITERATIONS),
+        Some(Ok(n)) if n > 0 => Some(n),
         Some(_) => {
-            println!("RESULT test=bench-hypercall status=fail reason=bad-iteration-count");
-            return;
+            println!("RESULT test={test} status=fail reason=bad-iteration-count");
+            None
         }
-    };
+    }
+}
+
+/// The loop's own cost, and the calibration line: every bench command prints both so
+/// `cargo xtask bench` can subtract the one and count instructions with the other.
+pub(super) fn report_overhead(test: &str, iterations: u64) {
+    report_op(test, "loop_overhead", iterations, measure(iterations, nothing));
+}
+
+pub(super) fn report_calibration(test: &str) {
+    let cycles = calibration();
+    println!(
+        "RESULT test={test} op=calibration nops={} loop_instructions={CALIBRATION_LOOP_INSTRUCTIONS} cycles={cycles}",
+        NOPS_PER_BLOCK * NOP_BLOCKS
+    );
+}
+
+pub(super) fn report_op(test: &str, op: &str, iterations: u64, total_cycles: u64) {
+    println!("RESULT test={test} op={op} iterations={iterations} cycles_per_op={} total_cycles={total_cycles}", total_cycles / iterations);
+}
+
+pub fn run(info: &hypercall_abi::start_info::StartInfo, command: &str) {
+    let Some(iterations) = iterations("bench-hypercall", command) else { return };
     let installed = crate::traps::install();
     if installed != 0 {
         println!("RESULT test=bench-hypercall status=fail reason=set_trap_table ret={installed}");
         return;
     }
 
-    report("loop_overhead", iterations, measure(iterations, nothing));
+    report_overhead("bench-hypercall", iterations);
     report(
         "null_hypercall",
         iterations,
@@ -63,16 +87,12 @@ pub fn run(info: &hypercall_abi::start_info::StartInfo, command: &str) {
         }
     }
 
-    let cycles = calibration();
-    println!(
-        "RESULT test=bench-hypercall op=calibration nops={} loop_instructions={CALIBRATION_LOOP_INSTRUCTIONS} cycles={cycles}",
-        NOPS_PER_BLOCK * NOP_BLOCKS
-    );
+    report_calibration("bench-hypercall");
     println!("RESULT test=bench-hypercall status=pass");
 }
 
 fn report(op: &str, iterations: u64, total_cycles: u64) {
-    println!("RESULT test=bench-hypercall op={op} iterations={iterations} cycles_per_op={} total_cycles={total_cycles}", total_cycles / iterations);
+    report_op("bench-hypercall", op, iterations, total_cycles);
 }
 
 /// The TSC after every earlier instruction has completed (`lfence` keeps `rdtsc` from
@@ -88,7 +108,7 @@ fn fenced_rdtsc() -> u64 {
 
 /// Total cycles for `iterations` calls of `op`, after a warm-up.
 #[inline(always)]
-fn measure(iterations: u64, mut op: impl FnMut()) -> u64 {
+pub(super) fn measure(iterations: u64, mut op: impl FnMut()) -> u64 {
     for _ in 0..WARM_UP {
         op();
     }

@@ -4,12 +4,14 @@
 //! measures rather than checks, for `cargo xtask bench hypercall`.
 
 pub mod bench;
+pub mod bench_mmu;
 pub mod descriptors;
 pub mod entry_attacks;
 pub mod fuzz;
 pub mod hypercalls;
 pub mod memory;
 pub mod privops;
+pub mod ptwr;
 pub mod traps;
 pub mod usermode;
 

@@ -16,6 +16,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+use hypercall_abi::features::{feature_from_name, XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB, XENFEAT_WRITABLE_PAGE_TABLES};
 use hypercall_abi::shared_info::SharedInfo;
 use hypercall_abi::start_info::{StartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use zerocopy::{FromZeros, IntoBytes};
@@ -52,6 +53,8 @@ pub enum BuildError {
     /// Writing the domain's memory failed: the frame source gave a frame the memory
     /// accessor refuses (a hypervisor bug, reported rather than panicking).
     MemoryWrite(u64),
+    /// The kernel's FEATURES note requires ('!') a feature we do not offer this domain.
+    UnsupportedFeature(String),
 }
 
 impl fmt::Display for BuildError {
@@ -64,6 +67,7 @@ impl fmt::Display for BuildError {
             BuildError::HypercallPageUnmapped(va) => write!(f, "hypercall page {va:#x} is outside the initial mapping"),
             BuildError::CommandLineTooLong(len) => write!(f, "command line of {len} bytes does not fit start_info (max 1023)"),
             BuildError::MemoryWrite(maddr) => write!(f, "cannot write machine address {maddr:#x}"),
+            BuildError::UnsupportedFeature(name) => write!(f, "the kernel requires feature '{name}', which this hypervisor does not offer"),
         }
     }
 }
@@ -96,6 +100,29 @@ fn zero_frame<M: MachineMemory>(memory: &mut M, mfn: u64) -> Result<(), BuildErr
     memory.write_bytes(mfn * PAGE, &ZEROS).ok_or(BuildError::MemoryWrite(mfn * PAGE))
 }
 
+/// The features (features.h) a kernel may require with '!' in its FEATURES note and
+/// get: writable page tables (trap::ptwr), page directories above 4 GiB (we never limit
+/// where frames come from), and dom0 operation for the initial domain.
+fn offered_features(privileged: bool) -> u32 {
+    let mut offered = (1 << XENFEAT_WRITABLE_PAGE_TABLES) | (1 << XENFEAT_PAE_PGDIR_ABOVE_4GB);
+    if privileged {
+        offered |= 1 << XENFEAT_DOM0;
+    }
+    offered
+}
+
+/// Refuses a kernel that requires a feature we do not offer, or one whose name we do
+/// not know, naming the first such; features it merely supports need nothing.
+fn check_required_features(features: &str, privileged: bool) -> Result<(), BuildError> {
+    let offered = offered_features(privileged);
+    for name in features.split('|').filter_map(|f| f.strip_prefix('!')) {
+        if feature_from_name(name).is_none_or(|bit| offered & (1 << bit) == 0) {
+            return Err(BuildError::UnsupportedFeature(String::from(name)));
+        }
+    }
+    Ok(())
+}
+
 /// Builds the domain. `hypervisor_l4` holds the hypervisor's L4 entries, of which the
 /// reserved slots are copied into the guest's L4. On failure, the frames taken so far are
 /// handed back through `release`.
@@ -108,6 +135,7 @@ pub fn build_domain<M: MachineMemory>(
 ) -> Result<Domain, BuildError> {
     let aligned = AlignedImage::new(spec.kernel).map_err(BuildError::Image)?;
     let image = GuestImage::parse(aligned.bytes()).map_err(BuildError::Image)?;
+    check_required_features(image.notes.features.unwrap_or(""), spec.privileged)?;
     let layout = DomainLayout::compute(&LayoutInput {
         virt_base: image.virt_base,
         virt_kstart: image.virt_kstart,
@@ -327,5 +355,39 @@ pub(crate) mod tests {
         );
         assert!(matches!(result, Err(BuildError::Image(_))));
         assert_eq!(allocated, 0);
+    }
+
+    #[test]
+    fn a_kernel_requiring_what_we_do_not_offer_is_refused_by_name() {
+        use crate::domain::elf_image::tests::{elf, Note};
+        use hypercall_abi::elfnote::{XEN_ELFNOTE_FEATURES, XEN_ELFNOTE_HYPERCALL_PAGE, XEN_ELFNOTE_LOADER, XEN_ELFNOTE_XEN_VERSION};
+        let page = 0x101000u64.to_le_bytes();
+        let kernel = |features: &'static [u8]| {
+            let notes = [
+                Note(XEN_ELFNOTE_XEN_VERSION, b"xen-3.0\0"),
+                Note(XEN_ELFNOTE_LOADER, b"generic\0"),
+                Note(XEN_ELFNOTE_FEATURES, features),
+                Note(XEN_ELFNOTE_HYPERCALL_PAGE, &page),
+            ];
+            elf(0x100000, &[0x90; 0x3000], 0x1000, &notes)
+        };
+        let build_with = |features: &'static [u8], privileged: bool| {
+            let image = kernel(features);
+            let spec = DomainSpec { id: 1, name: "d1", kernel: &image, cmdline: b"", nr_pages: 2048, privileged };
+            let mut memory = Frames::default();
+            let mut pool: Vec<u64> = (0x1000..0x1000 + 4096).collect();
+            for &f in &pool {
+                memory.add_frame(f, 0);
+            }
+            build_domain(&spec, &mut memory, &mut || pool.pop(), &mut |_| {}, &[0; 512]).err().map(|e| std::format!("{e}"))
+        };
+        // Linux's note: writable page tables required, the rest merely supported.
+        assert_eq!(build_with(b"!writable_page_tables|pae_pgdir_above_4gb\0", false), None);
+        assert_eq!(build_with(b"writable_descriptor_tables|supervisor_mode_kernel\0", false), None);
+        let refused = build_with(b"writable_page_tables|!writable_descriptor_tables\0", true).unwrap();
+        assert!(refused.contains("'writable_descriptor_tables'"), "{refused}");
+        assert!(build_with(b"!dom0\0", false).unwrap().contains("'dom0'"));
+        assert_eq!(build_with(b"!dom0\0", true), None);
+        assert!(build_with(b"!no_such_feature\0", true).unwrap().contains("'no_such_feature'"));
     }
 }

@@ -6,10 +6,12 @@
 //! encodings are the Intel SDM's (Vol. 2, chapter 2 and the instruction pages).
 
 mod instruction;
+mod store;
 #[cfg(test)]
 mod tests;
 
 pub use instruction::{Gpr, Instruction, MemoryOperand, Operand, OperandSize, PortOperand, Segment};
+pub use store::{decode_store, Store, StoreKind};
 
 /// `ud2a; .ascii "xen"`: a guest kernel puts this before an instruction to ask the
 /// hypervisor to emulate it (arch-x86/xen.h: XEN_EMULATE_PREFIX). Xen honours it only

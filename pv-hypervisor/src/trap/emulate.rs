@@ -60,7 +60,7 @@ pub const GDT_LIMIT_SHOWN: u16 = 0xefff;
 pub const IDT_LIMIT_SHOWN: u16 = 0xfff;
 pub const TASK_REGISTER_SHOWN: u16 = 0xe040;
 
-fn gpr(regs: &mut GuestRegisters, which: Gpr) -> &mut u64 {
+pub(super) fn gpr(regs: &mut GuestRegisters, which: Gpr) -> &mut u64 {
     match which {
         Gpr::Rax => &mut regs.rax,
         Gpr::Rcx => &mut regs.rcx,
@@ -207,33 +207,10 @@ impl EmulationContext<'_> {
                 Some(Emulation::Done)
             }
             Operand::Memory(memory) => {
-                let address = self.effective_address(&memory, next_rip);
+                let address = effective_address(self.regs, self.traps, &memory, next_rip);
                 Some(Emulation::Store { address, bytes: value, len, next_rip })
             }
         }
-    }
-
-    fn effective_address(&mut self, memory: &MemoryOperand, next_rip: u64) -> u64 {
-        let mut address = memory.displacement as i64 as u64;
-        if memory.rip_relative {
-            address = address.wrapping_add(next_rip);
-        }
-        if let Some(base) = memory.base {
-            address = address.wrapping_add(*gpr(self.regs, base));
-        }
-        if let Some(index) = memory.index {
-            address = address.wrapping_add(gpr(self.regs, index).wrapping_mul(u64::from(memory.scale)));
-        }
-        if memory.address_32 {
-            address &= 0xffff_ffff;
-        }
-        let segment_base = match (memory.segment, self.traps.mode) {
-            (Some(Segment::Fs), _) => self.traps.fs_base,
-            (Some(Segment::Gs), GuestMode::Kernel) => self.traps.gs_base_kernel,
-            (Some(Segment::Gs), GuestMode::User) => self.traps.gs_base_user,
-            (None, _) => 0,
-        };
-        address.wrapping_add(segment_base)
     }
 
     fn cpuid_into_registers(&mut self) {
@@ -331,4 +308,30 @@ fn word(value: u16) -> [u8; 10] {
     let mut bytes = [0u8; 10];
     bytes[..2].copy_from_slice(&value.to_le_bytes());
     bytes
+}
+
+/// The linear address a memory operand names: `segment base + base + index * scale +
+/// displacement` (rip-relative from the next instruction), truncated to 32 bits with
+/// the 0x67 prefix; FS and GS have the bases the guest set (GS: the current mode's).
+pub(super) fn effective_address(regs: &mut GuestRegisters, traps: &TrapState, memory: &MemoryOperand, next_rip: u64) -> u64 {
+    let mut address = memory.displacement as i64 as u64;
+    if memory.rip_relative {
+        address = address.wrapping_add(next_rip);
+    }
+    if let Some(base) = memory.base {
+        address = address.wrapping_add(*gpr(regs, base));
+    }
+    if let Some(index) = memory.index {
+        address = address.wrapping_add(gpr(regs, index).wrapping_mul(u64::from(memory.scale)));
+    }
+    if memory.address_32 {
+        address &= 0xffff_ffff;
+    }
+    let segment_base = match (memory.segment, traps.mode) {
+        (Some(Segment::Fs), _) => traps.fs_base,
+        (Some(Segment::Gs), GuestMode::Kernel) => traps.gs_base_kernel,
+        (Some(Segment::Gs), GuestMode::User) => traps.gs_base_user,
+        (None, _) => 0,
+    };
+    address.wrapping_add(segment_base)
 }

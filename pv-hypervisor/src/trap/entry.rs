@@ -10,8 +10,10 @@ use super::debugreg;
 use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
 use super::emulate::{Emulation, EmulationContext, HostView};
 use super::frame_check::{check_return_frame, BadFrame};
+use super::ptwr;
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
+use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{copy_from_guest, copy_to_guest, MachineMemory};
 
 pub const VECTOR_DEBUG: u64 = 1;
@@ -32,15 +34,27 @@ pub struct ExceptionContext {
     pub host: HostView,
 }
 
+/// What the exit path must do after an exception besides resuming the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct AfterException {
+    /// A page-table entry changed under the guest (trap::ptwr).
+    pub flush_tlb: bool,
+}
+
 /// A CPU exception the guest took: emulate what is emulated, deliver the rest through
 /// its trap table; a domain that cannot take it is crashed.
 pub fn guest_exception<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,
+    frames: &mut FrameTable,
     cpuid: &CpuidPolicy,
     frame: &mut GuestRegisters,
     hardware: &ExceptionContext,
-) {
+) -> AfterException {
+    if frame.vector == VECTOR_PAGE_FAULT as u64 && ptwr::emulate_page_table_write(domain, memory, frames, frame, hardware.cr2, frame.error_code) {
+        return AfterException { flush_tlb: true };
+    }
     let delivered = if frame.vector == VECTOR_INT80 {
         deliver::int80(domain, memory, frame)
     } else {
@@ -65,6 +79,7 @@ pub fn guest_exception<M: MachineMemory>(
     if let Err(why) = delivered {
         domain.crash(why.describe());
     }
+    AfterException::default()
 }
 
 /// `syscall` from 32-bit compatibility mode. A 64-bit PV guest has no compat-mode

@@ -15,4 +15,5 @@ pub mod emulate;
 pub mod entry;
 pub mod frame_check;
 pub mod iret;
+pub mod ptwr;
 pub mod state;

@@ -285,7 +285,10 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    trap_entry::guest_exception(domain, &mut hv.memory, &hv.cpuid, frame, &hardware);
+    let after = trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, frame, &hardware);
+    if after.flush_tlb {
+        cpu::flush_tlb();
+    }
     resume_guest(guard, frame);
 }
 

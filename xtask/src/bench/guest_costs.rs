@@ -1,6 +1,7 @@
-//! `cargo xtask bench hypercall`: the guest's `bench-hypercall` command on our
-//! hypervisor and on real Xen 4.17, both under TCG, in paired rounds (ours, then Xen),
-//! then once on ours under `-icount shift=0` to count instructions.
+//! `cargo xtask bench hypercall` and `cargo xtask bench mmu`: a guest bench command
+//! (`bench-hypercall`, `bench-mmu`) on our hypervisor and on real Xen 4.17, both under
+//! TCG, in paired rounds (ours, then Xen), then once on ours under `-icount shift=0` to
+//! count instructions. Each [`Suite`] names its command and the ops it reports.
 //!
 //! Cycles are TCG's TSC, which follows the host clock: they compare the two hypervisors
 //! on the same emulator, not on hardware. Under `-icount shift=0` each guest instruction
@@ -20,13 +21,33 @@ use std::time::Duration;
 use xshell::Shell;
 
 pub const DEFAULT_RUNS: usize = 5;
-const COMMAND: &str = "bench-hypercall";
-const TEST: &str = "bench-hypercall";
-/// The ops reported, in table order; `loop_overhead` is the baseline subtracted from each.
-const OPS: [&str; 3] = ["null_hypercall", "exception_bounce_iret", "user_syscall"];
+/// Every bench command also reports this, the loop alone: subtracted from each op.
 const BASELINE: &str = "loop_overhead";
 
-/// What one boot of `bench-hypercall` printed.
+/// One benchmark: the guest command (also its RESULT lines' `test=`), its ops in table
+/// order, and what the table is about.
+pub struct Suite {
+    pub name: &'static str,
+    pub command: &'static str,
+    pub ops: &'static [&'static str],
+    pub title: &'static str,
+}
+
+pub const HYPERCALL: Suite = Suite {
+    name: "hypercall",
+    command: "bench-hypercall",
+    ops: &["null_hypercall", "exception_bounce_iret", "user_syscall"],
+    title: "guest entry costs",
+};
+
+pub const MMU: Suite = Suite {
+    name: "mmu",
+    command: "bench-mmu",
+    ops: &["mmu_update_one", "mmu_update_batch64", "update_va_mapping", "ptwr_write"],
+    title: "page-table update costs (batch64: per call of 64)",
+};
+
+/// What one boot of a bench command printed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     /// Cycles per op by op name, the baseline included: total_cycles / iterations, which
@@ -46,22 +67,23 @@ fn number(line: &ResultLine, key: &str) -> Result<u64, String> {
 
 /// Reads one run's RESULT lines; the run must have ended with status=pass and measured
 /// every op.
-pub fn parse_run(results: &[ResultLine]) -> Result<Run, String> {
-    if find(results, &[("test", TEST), ("status", "pass")]).is_none() {
-        let failed = find(results, &[("test", TEST), ("status", "fail")]);
-        return Err(format!("{TEST} did not pass: {failed:?}"));
+pub fn parse_run(suite: &Suite, results: &[ResultLine]) -> Result<Run, String> {
+    let test = suite.command;
+    if find(results, &[("test", test), ("status", "pass")]).is_none() {
+        let failed = find(results, &[("test", test), ("status", "fail")]);
+        return Err(format!("{test} did not pass: {failed:?}"));
     }
     let mut cycles_per_op = BTreeMap::new();
     let mut iterations = 0;
-    for op in OPS.iter().chain([&BASELINE]) {
-        let line = find(results, &[("test", TEST), ("op", op)]).ok_or_else(|| format!("no result for op={op}"))?;
+    for op in suite.ops.iter().chain([&BASELINE]) {
+        let line = find(results, &[("test", test), ("op", op)]).ok_or_else(|| format!("no result for op={op}"))?;
         iterations = number(line, "iterations")?;
         if iterations == 0 {
             return Err(format!("op={op} ran 0 iterations"));
         }
         cycles_per_op.insert(op.to_string(), number(line, "total_cycles")? as f64 / iterations as f64);
     }
-    let calibration = find(results, &[("test", TEST), ("op", "calibration")]).ok_or("no calibration line")?;
+    let calibration = find(results, &[("test", test), ("op", "calibration")]).ok_or("no calibration line")?;
     let loop_instructions = calibration.get("loop_instructions").map_or(Ok(0), |_| number(calibration, "loop_instructions"))?;
     Ok(Run {
         cycles_per_op,
@@ -112,8 +134,10 @@ pub struct Row {
 
 /// Per op: the median over runs of (cycles_per_op - that run's loop overhead), for each
 /// hypervisor, their ratio, and the instruction count of the `-icount` run if any.
-pub fn summarise(ours: &[Run], xen: &[Run], icount: Option<&Run>) -> Vec<Row> {
-    OPS.iter()
+pub fn summarise(suite: &Suite, ours: &[Run], xen: &[Run], icount: Option<&Run>) -> Vec<Row> {
+    suite
+        .ops
+        .iter()
         .map(|&op| {
             let net = |runs: &[Run]| median(&runs.iter().map(|r| r.net_cycles(op)).collect::<Vec<_>>());
             let (o, x) = (net(ours), net(xen));
@@ -122,52 +146,53 @@ pub fn summarise(ours: &[Run], xen: &[Run], icount: Option<&Run>) -> Vec<Row> {
         .collect()
 }
 
-fn boot(command: std::process::Command, timeout_s: u64, stop_on: Vec<&'static str>, log: &Path) -> Result<Run, String> {
+fn boot(suite: &Suite, command: std::process::Command, timeout_s: u64, stop_on: Vec<&'static str>, log: &Path) -> Result<Run, String> {
     let options = Options { timeout: Duration::from_secs(timeout_s), stop_on, mark: None, log_path: Some(log.to_path_buf()) };
     let outcome = run(command, &options)?;
     if outcome.timed_out {
         return Err(format!("timed out after {timeout_s} s (log: {})", log.display()));
     }
-    parse_run(&outcome.results).map_err(|e| format!("{e}; log {}; tail:\n{}", log.display(), outcome.tail(15)))
+    parse_run(suite, &outcome.results).map_err(|e| format!("{e}; log {}; tail:\n{}", log.display(), outcome.tail(15)))
 }
 
-pub fn bench(sh: &Shell, runs: usize) -> Result<(), String> {
+pub fn bench(sh: &Shell, runs: usize, suite: &Suite) -> Result<(), String> {
+    let name = suite.name;
     let built = build(sh, "hello")?;
     qemu::check_qemu()?;
     let xen_image = qemu::xen_image(&artifacts_dir())?;
     let guest = std::fs::read(&built.guest).map_err(|e| e.to_string())?;
-    let bundle = artifacts_dir().join("bench-hypercall.cpio");
-    std::fs::write(&bundle, dom0_bundle(&guest, COMMAND)).map_err(|e| e.to_string())?;
+    let bundle = artifacts_dir().join(format!("{}.cpio", suite.command));
+    std::fs::write(&bundle, dom0_bundle(&guest, suite.command)).map_err(|e| e.to_string())?;
     let out = crate::workspace_root().join("target/bench");
-    let logs = out.join("hypercall-logs");
+    let logs = out.join(format!("{name}-logs"));
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
     let tcg = qemu::tcg_args();
 
     let (mut ours, mut xen) = (Vec::new(), Vec::new());
     for round in 1..=runs {
-        eprintln!("xtask: bench hypercall round {round}/{runs}: pv-hypervisor, then xen-4.17");
+        eprintln!("xtask: bench {name} round {round}/{runs}: pv-hypervisor, then xen-4.17");
         let command = qemu::hypervisor_command_with(&tcg, &built.hypervisor, &bundle, "loglvl=info");
-        ours.push(boot(command, 90, vec![], &logs.join(format!("ours-{round}.log"))).map_err(|e| format!("pv-hypervisor: {e}"))?);
-        let command = qemu::xen_command_with(&tcg, &xen_image, &built.guest, COMMAND);
+        ours.push(boot(suite, command, 90, vec![], &logs.join(format!("ours-{round}.log"))).map_err(|e| format!("pv-hypervisor: {e}"))?);
+        let command = qemu::xen_command_with(&tcg, &xen_image, &built.guest, suite.command);
         let stop = vec![qemu::XEN_DOM0_HALTED, qemu::XEN_DOM0_SHUTDOWN];
-        xen.push(boot(command, 300, stop, &logs.join(format!("xen-{round}.log"))).map_err(|e| format!("xen-4.17: {e}"))?);
+        xen.push(boot(suite, command, 300, stop, &logs.join(format!("xen-{round}.log"))).map_err(|e| format!("xen-4.17: {e}"))?);
     }
-    eprintln!("xtask: bench hypercall: pv-hypervisor under -icount shift=0");
+    eprintln!("xtask: bench {name}: pv-hypervisor under -icount shift=0");
     let command = qemu::hypervisor_command_with(&qemu::tcg_icount_args(), &built.hypervisor, &bundle, "loglvl=info");
-    let icount = boot(command, 300, vec![], &logs.join("ours-icount.log")).map_err(|e| format!("pv-hypervisor under -icount: {e}"))?;
+    let icount = boot(suite, command, 300, vec![], &logs.join("ours-icount.log")).map_err(|e| format!("pv-hypervisor under -icount: {e}"))?;
 
-    let rows = summarise(&ours, &xen, Some(&icount));
+    let rows = summarise(suite, &ours, &xen, Some(&icount));
     let what = format!("TCG, medians of {runs} paired runs");
-    println!("{}", table(&rows, &ours, &xen, &what, &icount));
-    std::fs::write(out.join("hypercall.json"), json(&rows, &ours, &xen, &icount, &what)).map_err(|e| e.to_string())?;
-    println!("written: target/bench/hypercall.json (logs in target/bench/hypercall-logs/)");
+    println!("{}", table(suite, &rows, &ours, &xen, &what, &icount));
+    std::fs::write(out.join(format!("{name}.json")), json(&rows, &ours, &xen, &icount, &what)).map_err(|e| e.to_string())?;
+    println!("written: target/bench/{name}.json (logs in target/bench/{name}-logs/)");
     Ok(())
 }
 
-fn table(rows: &[Row], ours: &[Run], xen: &[Run], what: &str, icount: &Run) -> String {
+fn table(suite: &Suite, rows: &[Row], ours: &[Run], xen: &[Run], what: &str, icount: &Run) -> String {
     let iterations = ours.first().map_or(0, |r| r.iterations);
     let baseline = |runs: &[Run]| median(&runs.iter().map(|r| r.cycles_per_op[BASELINE]).collect::<Vec<_>>());
-    let mut text = format!("guest entry costs, TSC cycles per op minus loop overhead ({what}; {iterations} iterations per run)\n");
+    let mut text = format!("{}, TSC cycles per op minus loop overhead ({what}; {iterations} iterations per run)\n", suite.title);
     text.push_str(&format!(
         "{:<22} {:>12} {:>12} {:>9} {:>18} {:>17}\n",
         "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions", "Xen instructions"
@@ -243,7 +268,7 @@ mod tests {
     }
 
     fn parsed(null: u64, bounce: u64, overhead: u64) -> Run {
-        parse_run(&parse_log(&log(null, bounce, overhead, 501_000))).unwrap()
+        parse_run(&HYPERCALL, &parse_log(&log(null, bounce, overhead, 501_000))).unwrap()
     }
 
     #[test]
@@ -261,7 +286,7 @@ mod tests {
     #[test]
     fn keeps_the_fraction_of_cycles_per_op() {
         let text = log(1, 2, 0, 10).replace("iterations=4 cycles_per_op=1 total_cycles=4", "iterations=3 cycles_per_op=1 total_cycles=5");
-        let run = parse_run(&parse_log(&text)).unwrap();
+        let run = parse_run(&HYPERCALL, &parse_log(&text)).unwrap();
         assert!((run.cycles_per_op["null_hypercall"] - 5.0 / 3.0).abs() < 1e-12);
     }
 
@@ -269,13 +294,13 @@ mod tests {
     fn refuses_incomplete_or_failed_runs() {
         let full = log(1, 2, 0, 10);
         let without_pass = full.replace("status=pass", "status=fail");
-        assert!(parse_run(&parse_log(&without_pass)).is_err());
+        assert!(parse_run(&HYPERCALL, &parse_log(&without_pass)).is_err());
         let without_op = full.lines().filter(|l| !l.contains("null_hypercall")).collect::<Vec<_>>().join("\n");
-        assert!(parse_run(&parse_log(&without_op)).unwrap_err().contains("null_hypercall"));
+        assert!(parse_run(&HYPERCALL, &parse_log(&without_op)).unwrap_err().contains("null_hypercall"));
         let garbled = full.replace("total_cycles=8", "total_cycles=eight");
-        assert!(parse_run(&parse_log(&garbled)).unwrap_err().contains("eight"));
+        assert!(parse_run(&HYPERCALL, &parse_log(&garbled)).unwrap_err().contains("eight"));
         let no_iterations = full.replace("iterations=4", "iterations=0");
-        assert!(parse_run(&parse_log(&no_iterations)).is_err());
+        assert!(parse_run(&HYPERCALL, &parse_log(&no_iterations)).is_err());
     }
 
     #[test]
@@ -290,11 +315,11 @@ mod tests {
         // Each run's own overhead is subtracted before the median.
         let ours = [parsed(120, 1020, 20), parsed(110, 1010, 10), parsed(500, 9000, 0)];
         let xen = [parsed(210, 520, 10), parsed(220, 530, 20), parsed(200, 500, 0)];
-        let rows = summarise(&ours, &xen, Some(&ours[0]));
+        let rows = summarise(&HYPERCALL, &ours, &xen, Some(&ours[0]));
         assert_eq!(rows.len(), 3);
         assert_eq!((rows[0].op, rows[0].ours, rows[0].xen, rows[0].ratio), ("null_hypercall", 100.0, 200.0, 0.5));
         assert_eq!((rows[1].op, rows[1].ours, rows[1].xen, rows[1].ratio), ("exception_bounce_iret", 1000.0, 510.0, 1000.0 / 510.0));
         assert_eq!(rows[0].ours_instructions, Some(200.0));
-        assert_eq!(summarise(&ours, &xen, None)[0].ours_instructions, None);
+        assert_eq!(summarise(&HYPERCALL, &ours, &xen, None)[0].ours_instructions, None);
     }
 }
