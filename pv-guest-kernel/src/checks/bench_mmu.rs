@@ -56,7 +56,7 @@ pub fn run(info: &StartInfo, command: &str) {
         return;
     }
     let entry = |i: u64| (l1 << 12) + (FIRST + i) * 8;
-    let value = |n: u64| (data << 12) | if n % 2 == 0 { READ_ONLY } else { WRITABLE };
+    let value = |n: u64| (data << 12) | if n.is_multiple_of(2) { READ_ONLY } else { WRITABLE };
     let mut failed = 0u64;
     let mut count = 0u64;
 
