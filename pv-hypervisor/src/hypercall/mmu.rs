@@ -1,9 +1,11 @@
 //! The PV MMU hypercalls: mmu_update, mmuext_op, update_va_mapping (xen.h). Every
 //! change goes through `mm::pagetable`'s validation; a batch stops at its first
 //! failing entry, whose errno is returned, after writing how many entries were done.
-//! Any change to a page-table entry asks `arch` for a full TLB flush on return: with
-//! one CPU that is cheap, and it means no stale translation ever outlives a type change
-//! (a guest can never keep a writable TLB entry for a frame that became a page table).
+//! As on Xen, an update does not flush the TLB for the guest: it flushes when it needs
+//! to (update_va_mapping's flags, mmuext's flush commands). What the hypervisor's own
+//! rules need is the frame table's business: a frame that changes use while a dropped
+//! entry may still be cached makes it ask for a flush before the guest runs again
+//! (`FrameTable::flush_needed`), so no stale translation outlives a type change.
 
 use super::HypercallContext;
 use crate::mm::frame_table::PageType;
@@ -98,7 +100,6 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
             // Xen's mmu_update answers any entry it refuses with -EINVAL (seen on 4.17,
             // where update_va_mapping says -EBUSY for the same writable page table).
             ctx.tables().update_entry(table, level, index, value).map_err(|e| if e == Errno::EBUSY { Errno::EINVAL } else { e })?;
-            ctx.flush_tlb = true;
             Ok(())
         }
         // The guest names the frame (any address in it) and the guest frame number it
@@ -152,7 +153,7 @@ fn switch_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, ol
     if old != 0 {
         ctx.tables().put_page_and_type(old);
     }
-    ctx.flush_tlb = true;
+    // The exit path loads the new base (a CR3 write flushes) if it is the active one.
     Ok(())
 }
 
@@ -169,7 +170,6 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             }
             ctx.frames.set_pinned(mfn, false);
             ctx.tables().put_page_and_type(mfn);
-            ctx.flush_tlb = true;
             Ok(())
         }
         MMUEXT_NEW_BASEPTR => {
@@ -187,7 +187,12 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             ctx.domain.traps.user_l4 = mfn * 4096;
             Ok(())
         }
-        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_INVLPG_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_INVLPG_MULTI | MMUEXT_TLB_FLUSH_ALL | MMUEXT_INVLPG_ALL => {
+        // One CPU: every vCPU set is this one. arg1 is the linear address to invalidate.
+        MMUEXT_INVLPG_LOCAL | MMUEXT_INVLPG_MULTI | MMUEXT_INVLPG_ALL => {
+            ctx.flush_page(op.arg1);
+            Ok(())
+        }
+        MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
             ctx.flush_tlb = true;
             Ok(())
         }
@@ -224,14 +229,19 @@ fn l1_slot<M: MachineMemory>(ctx: &HypercallContext<'_, M>, va: u64) -> Result<(
     Ok((table, ((va >> 12) & 511) as usize))
 }
 
-/// The flush `flags` asks for does not matter here: every change flushes the whole TLB.
-pub fn update_va_mapping<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, va: u64, pte: u64, _flags: u64) -> Result<i64, Errno> {
+/// `flags` choose the flush (xen.h UVMF_*): none, the whole TLB, or just `va`; flush
+/// type 3 is not refused (seen on Xen 4.17) and flushes everything here.
+pub fn update_va_mapping<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, va: u64, pte: u64, flags: u64) -> Result<i64, Errno> {
     let (table, index) = l1_slot(ctx, va)?;
     if table_level(ctx, table)? != 1 {
         return Err(Errno::EINVAL);
     }
     ctx.tables().update_entry(table, 1, index, pte)?;
-    ctx.flush_tlb = true;
+    match flags & UVMF_FLUSHTYPE_MASK {
+        UVMF_NONE => {}
+        UVMF_INVLPG => ctx.flush_page(va),
+        _ => ctx.flush_tlb = true,
+    }
     Ok(0)
 }
 

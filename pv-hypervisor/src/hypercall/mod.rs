@@ -40,6 +40,14 @@ pub struct MachineInfo {
     pub memory_map: Vec<E820Entry>,
 }
 
+/// The TLB flush a hypercall leaves for the exit path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlbFlush {
+    None,
+    Page(u64),
+    All,
+}
+
 /// Everything a handler may touch: the calling domain, guest memory, and the calling
 /// vCPU's saved registers (which `iret` replaces; the result goes into RAX after).
 pub struct HypercallContext<'a, M: MachineMemory> {
@@ -53,12 +61,34 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     pub machine: &'a MachineInfo,
     /// Free machine frames, for memory_op's reservations.
     pub frame_source: &'a mut dyn FrameSource,
-    /// Set by a handler that changed a page-table entry: the TLB must be flushed
-    /// before the guest runs again.
+    /// The guest asked for the whole TLB to be flushed before it runs again.
     pub flush_tlb: bool,
+    /// The guest asked for the translation of this one address to be flushed.
+    pub flush_page: Option<u64>,
 }
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
+    /// Asks for `va`'s translation to be flushed; a second, different address makes it
+    /// a whole flush.
+    fn flush_page(&mut self, va: u64) {
+        match self.flush_page {
+            Some(other) if other != va => self.flush_tlb = true,
+            _ => self.flush_page = Some(va),
+        }
+    }
+
+    /// What the exit path must flush: the whole TLB when the guest asked for it or the
+    /// frame table needs it (a frame changed use under a stale translation), else the
+    /// one page the guest named, if any.
+    pub fn flush_wanted(&self) -> TlbFlush {
+        if self.flush_tlb || self.frames.flush_needed() {
+            TlbFlush::All
+        } else if let Some(va) = self.flush_page {
+            TlbFlush::Page(va)
+        } else {
+            TlbFlush::None
+        }
+    }
     /// Gives up on the calling domain: it never resumes.
     fn crash(&mut self, reason: &'static str) {
         self.domain.crash(reason);

@@ -1,7 +1,7 @@
 //! A fake guest for host tests of hypercall handlers: machine memory as a byte array
 //! with a 4-level page table mapping a few data pages.
 
-use super::{HypercallContext, MachineInfo};
+use super::{HypercallContext, MachineInfo, TlbFlush};
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
 use crate::mm::frame_table::{FrameTable, PageType};
@@ -40,6 +40,8 @@ pub struct TestGuest {
     pub machine: MachineInfo,
     /// Free frames for reservations (the fake machine's frames 0x38-0x3f).
     pub free_frames: FreeList,
+    /// The flush the last call left for the exit path.
+    pub last_flush: TlbFlush,
 }
 
 /// A frame source over a plain list, lowest frame first.
@@ -122,7 +124,7 @@ impl TestGuest {
         for &mfn in &free {
             memory.add_frame(mfn, 0xee);
         }
-        TestGuest { domain, memory, frames, regs, machine, free_frames: FreeList(free) }
+        TestGuest { domain, memory, frames, regs, machine, free_frames: FreeList(free), last_flush: TlbFlush::None }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -153,7 +155,14 @@ impl TestGuest {
             machine: &self.machine,
             frame_source: &mut self.free_frames,
             flush_tlb: false,
+            flush_page: None,
         };
-        hypercall_abi::dispatch(&mut ctx, number, args)
+        let result = hypercall_abi::dispatch(&mut ctx, number, args);
+        // What the exit path would flush, and the frame table told so, as arch does.
+        self.last_flush = ctx.flush_wanted();
+        if self.last_flush == TlbFlush::All {
+            self.frames.note_tlb_flushed();
+        }
+        result
     }
 }

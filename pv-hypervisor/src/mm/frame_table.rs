@@ -101,12 +101,31 @@ pub enum TypeDrop {
 
 pub struct FrameTable {
     frames: Vec<Frame>,
+    tlb: TlbState,
+}
+
+/// Whether the CPU may still translate through mappings the table no longer counts.
+///
+/// A guest's page-table update does not flush the TLB (as on Xen, the guest flushes
+/// for its own sake), so after an entry is dropped the CPU may keep using it until the
+/// next flush. That is harmless while the frame it reached keeps the use it had; it is
+/// not once the frame changes use: a frame that was mapped writable becoming a page
+/// table or descriptor page, a page table becoming writable (paging-structure caches
+/// still walk through it), or a frame leaving the domain. Each of those, while stale
+/// translations may exist, asks for a flush before the guest runs again. One flag for
+/// all frames: coarser than Xen's per-page TLB clock, and enough for one CPU.
+#[derive(Clone, Copy, Debug, Default)]
+struct TlbState {
+    /// An entry was dropped since the last flush.
+    may_hold_dropped: bool,
+    /// A frame changed use while `may_hold_dropped`: flush before the guest runs.
+    flush_before_guest: bool,
 }
 
 impl FrameTable {
     /// A table for machine frames `0..nr_frames`, all unowned.
     pub fn new(nr_frames: u64) -> FrameTable {
-        FrameTable { frames: vec![FREE; nr_frames as usize] }
+        FrameTable { frames: vec![FREE; nr_frames as usize], tlb: TlbState::default() }
     }
 
     /// As `new`, but `None` when the heap cannot hold it (boot reports that).
@@ -114,7 +133,7 @@ impl FrameTable {
         let mut frames = alloc::vec::Vec::new();
         frames.try_reserve_exact(usize::try_from(nr_frames).ok()?).ok()?;
         frames.resize(nr_frames as usize, FREE);
-        Some(FrameTable { frames })
+        Some(FrameTable { frames, tlb: TlbState::default() })
     }
 
     pub fn len(&self) -> u64 {
@@ -145,12 +164,31 @@ impl FrameTable {
 
     /// Takes a frame back from its owner. Refused while anything references it.
     pub fn release(&mut self, mfn: u64) -> Result<(), Errno> {
+        let stale = self.tlb.may_hold_dropped;
         let frame = self.frame_mut(mfn).ok_or(Errno::EINVAL)?;
         if frame.ref_count != 0 || frame.type_count != 0 {
             return Err(Errno::EBUSY);
         }
         *frame = FREE;
+        self.tlb.flush_before_guest |= stale;
         Ok(())
+    }
+
+    /// A present page-table entry was dropped (its references given back): the CPU may
+    /// keep translating through it until the next flush.
+    pub fn note_entry_dropped(&mut self) {
+        self.tlb.may_hold_dropped = true;
+    }
+
+    /// Whether a frame changed use while stale translations may reach it: the TLB must
+    /// be flushed before the guest runs again.
+    pub fn flush_needed(&self) -> bool {
+        self.tlb.flush_before_guest
+    }
+
+    /// The whole TLB was flushed (or CR3 reloaded): no stale translation is left.
+    pub fn note_tlb_flushed(&mut self) {
+        self.tlb = TlbState::default();
     }
 
     pub fn owner(&self, mfn: u64) -> Option<DomainId> {
@@ -190,11 +228,18 @@ impl FrameTable {
     /// A type reference (the caller holds a general reference). Fails with -EBUSY when
     /// the frame is in use as another type.
     pub fn get_type(&mut self, mfn: u64, wanted: PageType) -> Result<TypeRef, Errno> {
+        let stale = self.tlb.may_hold_dropped;
         let frame = self.frame_mut(mfn).ok_or(Errno::EINVAL)?;
         if frame.type_count == 0 {
+            // The type it had last (kept while the count is 0): a different one now is
+            // a change of use, unless it never had one (then nothing mapped it writable
+            // or walked it as a table).
+            let last = PageType::from_u8(frame.page_type);
+            let changed_use = last != PageType::None && last != wanted;
             frame.page_type = wanted as u8;
             frame.type_count = 1;
             let needs_validation = wanted.is_page_table() || wanted == PageType::SegmentDescriptors;
+            self.tlb.flush_before_guest |= stale && changed_use;
             return Ok(if needs_validation { TypeRef::New } else { TypeRef::Held });
         }
         if PageType::from_u8(frame.page_type) != wanted {
@@ -208,9 +253,6 @@ impl FrameTable {
     pub fn drop_new_type(&mut self, mfn: u64) {
         if let Some(frame) = self.frame_mut(mfn) {
             frame.type_count = frame.type_count.saturating_sub(1);
-            if frame.type_count == 0 {
-                frame.page_type = PageType::None as u8;
-            }
         }
     }
 
@@ -221,10 +263,9 @@ impl FrameTable {
         if frame.type_count > 0 {
             return TypeDrop::StillHeld;
         }
-        let old = PageType::from_u8(frame.page_type);
-        frame.page_type = PageType::None as u8;
+        // page_type stays: get_type compares the next type with it.
         frame.flags &= !PINNED;
-        TypeDrop::Last(old)
+        TypeDrop::Last(PageType::from_u8(frame.page_type))
     }
 
     pub fn set_pinned(&mut self, mfn: u64, pinned: bool) {
@@ -282,5 +323,41 @@ mod tests {
         assert_eq!(t.get_type(1, PageType::L3), Ok(TypeRef::New));
         t.drop_new_type(1);
         assert_eq!(t.page_type(1), PageType::None);
+    }
+
+    #[test]
+    fn a_change_of_use_after_a_dropped_entry_needs_a_flush() {
+        let mut t = FrameTable::new(8);
+        for mfn in 0..8 {
+            t.assign(mfn, 0).unwrap();
+        }
+        // Nothing dropped yet: a fresh frame may take any type.
+        assert_eq!(t.get_type(1, PageType::L1), Ok(TypeRef::New));
+        assert!(!t.flush_needed());
+        let _ = t.put_type(1);
+        // Writable, an entry dropped, then the same use again: no flush.
+        t.get_type(2, PageType::Writable).unwrap();
+        let _ = t.put_type(2);
+        t.note_entry_dropped();
+        t.get_type(2, PageType::Writable).unwrap();
+        assert!(!t.flush_needed());
+        let _ = t.put_type(2);
+        // Now another use: a flush, until the TLB is flushed.
+        t.get_type(2, PageType::SegmentDescriptors).unwrap();
+        assert!(t.flush_needed());
+        t.note_tlb_flushed();
+        assert!(!t.flush_needed());
+        let _ = t.put_type(2);
+        t.get_type(2, PageType::L2).unwrap();
+        assert!(!t.flush_needed(), "no entry dropped since the flush");
+        // A page table (frame 1 was L1) becoming writable after a dropped entry, and a
+        // frame released.
+        t.note_entry_dropped();
+        t.get_type(1, PageType::Writable).unwrap();
+        assert!(t.flush_needed());
+        t.note_tlb_flushed();
+        t.note_entry_dropped();
+        t.release(3).unwrap();
+        assert!(t.flush_needed());
     }
 }

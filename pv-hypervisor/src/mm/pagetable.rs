@@ -95,6 +95,7 @@ impl<M: MachineMemory> PageTables<'_, M> {
         if entry & PTE_PRESENT == 0 {
             return;
         }
+        self.frames.note_entry_dropped();
         let target = entry_target(entry);
         if level == 1 {
             if entry & PTE_RW != 0 {

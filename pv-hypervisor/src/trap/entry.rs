@@ -34,14 +34,6 @@ pub struct ExceptionContext {
     pub host: HostView,
 }
 
-/// What the exit path must do after an exception besides resuming the guest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[must_use]
-pub struct AfterException {
-    /// A page-table entry changed under the guest (trap::ptwr).
-    pub flush_tlb: bool,
-}
-
 /// A CPU exception the guest took: emulate what is emulated, deliver the rest through
 /// its trap table; a domain that cannot take it is crashed.
 pub fn guest_exception<M: MachineMemory>(
@@ -51,9 +43,11 @@ pub fn guest_exception<M: MachineMemory>(
     cpuid: &CpuidPolicy,
     frame: &mut GuestRegisters,
     hardware: &ExceptionContext,
-) -> AfterException {
+) {
+    // A store into the guest's own L1 (trap::ptwr). Like mmu_update it flushes nothing
+    // for the guest; the frame table asks for a flush if its rules need one.
     if frame.vector == VECTOR_PAGE_FAULT as u64 && ptwr::emulate_page_table_write(domain, memory, frames, frame, hardware.cr2, frame.error_code) {
-        return AfterException { flush_tlb: true };
+        return;
     }
     let delivered = if frame.vector == VECTOR_INT80 {
         deliver::int80(domain, memory, frame)
@@ -79,7 +73,6 @@ pub fn guest_exception<M: MachineMemory>(
     if let Err(why) = delivered {
         domain.crash(why.describe());
     }
-    AfterException::default()
 }
 
 /// `syscall` from 32-bit compatibility mode. A 64-bit PV guest has no compat-mode

@@ -30,8 +30,8 @@ const PF_FETCH: u64 = 1 << 4;
 const RFLAGS_ARITHMETIC: u64 = 0x8d5; // CF, PF, AF, ZF, SF, OF
 
 /// Emulates the store that raised this #PF if it is a page-table write the assist
-/// covers. True: done (the entry is written, rip is past the store) and the TLB must
-/// be flushed (the old entry may be cached); false: the guest takes its #PF.
+/// covers. True: done (the entry is written, rip is past the store); false: the guest
+/// takes its #PF. As with mmu_update, flushing the old entry is the guest's business.
 pub fn emulate_page_table_write<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,

@@ -32,16 +32,18 @@ pub unsafe fn load_cr3(l4_phys: u64) {
 /// instead of reading CR3 every time.
 static LOADED_CR3: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Switches to `l4_phys` unless it is already loaded.
+/// Switches to `l4_phys` unless it is already loaded; true if it loaded CR3.
 ///
 /// # Safety
 /// As for [`load_cr3`].
 #[inline(always)]
-pub unsafe fn switch_cr3(l4_phys: u64) {
-    if LOADED_CR3.load(core::sync::atomic::Ordering::Relaxed) != l4_phys {
-        // SAFETY: the caller's guarantee.
-        unsafe { load_cr3(l4_phys) };
+pub unsafe fn switch_cr3(l4_phys: u64) -> bool {
+    if LOADED_CR3.load(core::sync::atomic::Ordering::Relaxed) == l4_phys {
+        return false;
     }
+    // SAFETY: the caller's guarantee.
+    unsafe { load_cr3(l4_phys) };
+    true
 }
 
 /// Sets or clears CR0.TS: set, the next FPU/SSE instruction raises #NM. The hypervisor
@@ -70,6 +72,14 @@ pub fn cr3_and_ts_are(l4_phys: u64, task_switched: bool) -> bool {
 /// Drops every non-global TLB entry (reloads CR3).
 pub fn flush_tlb() {
     x86_64::instructions::tlb::flush_all();
+}
+
+/// Drops the translation of one linear address (`invlpg`); a non-canonical one names
+/// no translation and is skipped, since `invlpg` of it is a no-op only on some CPUs.
+pub fn flush_page(va: u64) {
+    if let Ok(va) = x86_64::VirtAddr::try_new(va) {
+        x86_64::instructions::tlb::flush(va);
+    }
 }
 
 /// Cycle counter, for timing.

@@ -12,7 +12,7 @@ use crate::domain::frames::tear_down;
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::{exit_code_for, Domain, DomainState};
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
-use crate::hypercall::{HypercallContext, MachineInfo};
+use crate::hypercall::{HypercallContext, MachineInfo, TlbFlush};
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
@@ -238,10 +238,16 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         machine: &hv.machine,
         frame_source: &mut hv.frames,
         flush_tlb: false,
+        flush_page: None,
     };
     let result = hypercall_abi::dispatch(&mut ctx, number, args);
-    if ctx.flush_tlb {
-        cpu::flush_tlb();
+    match ctx.flush_wanted() {
+        TlbFlush::None => {}
+        TlbFlush::Page(va) => cpu::flush_page(va),
+        TlbFlush::All => {
+            cpu::flush_tlb();
+            hv.frame_table.note_tlb_flushed();
+        }
     }
     frame.rax = result as u64;
     resume_guest(guard, frame);
@@ -285,9 +291,10 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let after = trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, frame, &hardware);
-    if after.flush_tlb {
+    trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, frame, &hardware);
+    if hv.frame_table.flush_needed() {
         cpu::flush_tlb();
+        hv.frame_table.note_tlb_flushed();
     }
     resume_guest(guard, frame);
 }
@@ -341,7 +348,10 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     }
     // SAFETY: every guest L4 carries the hypervisor's slots (filled when it is
     // validated as an L4).
-    unsafe { cpu::switch_cr3(domain.active_l4()) };
+    if unsafe { cpu::switch_cr3(domain.active_l4()) } {
+        // A CR3 write drops every translation (the hypervisor uses no global pages).
+        hv.frame_table.note_tlb_flushed();
+    }
     cpu::set_task_switched(domain.traps.fpu_ts);
     // The frame passed check_exit_frame above (or the domain is gone).
     if frame.sysret_can_resume() {

@@ -1,4 +1,5 @@
 use super::super::test_support::{TestGuest, DATA, GUEST_DATA_VA, L1, L4, SPARE_FRAMES};
+use super::super::TlbFlush;
 use crate::mm::frame_table::PageType;
 use crate::mm::guest_walk::{translate, Access, MachineMemory};
 use hypercall_abi::nr;
@@ -106,4 +107,60 @@ fn pin_and_base_pointers() {
     assert_eq!(mmuext(&mut g, MMUEXT_NEW_USER_BASEPTR, 0), 0);
     assert_eq!(mmuext(&mut g, MMUEXT_UNPIN_TABLE, l4), 0);
     assert_eq!((g.frames.type_count(l4), g.frames.ref_count(l4)), (0, 0));
+}
+
+#[test]
+fn updates_flush_only_what_the_guest_asks_for() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RW }]);
+    assert_eq!(g.last_flush, TlbFlush::None);
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RO }]);
+    assert_eq!(g.last_flush, TlbFlush::None, "a downgrade is the guest's to flush");
+    let va = GUEST_DATA_VA + 0x4000;
+    for (flags, flush) in [(UVMF_NONE, TlbFlush::None), (UVMF_INVLPG, TlbFlush::Page(va)), (UVMF_TLB_FLUSH, TlbFlush::All), (3, TlbFlush::All)] {
+        assert_eq!(g.call(nr::update_va_mapping, [va, (spare << 12) | RO, flags, 0, 0, 0]), 0);
+        assert_eq!(g.last_flush, flush, "flags {flags}");
+    }
+    assert_eq!(mmuext(&mut g, MMUEXT_INVLPG_LOCAL, va), 0);
+    assert_eq!(g.last_flush, TlbFlush::Page(va));
+    assert_eq!(mmuext(&mut g, MMUEXT_TLB_FLUSH_LOCAL, 0), 0);
+    assert_eq!(g.last_flush, TlbFlush::All);
+    // Two different pages in one batch: everything.
+    let ops: std::vec::Vec<u8> =
+        [va, va + 0x1000].iter().flat_map(|&a| MmuextOp { cmd: MMUEXT_INVLPG_LOCAL, _pad: 0, arg1: a, arg2: 0 }.as_bytes().to_vec()).collect();
+    g.poke(SCRATCH, &ops);
+    assert_eq!(g.call(nr::mmuext_op, [SCRATCH, 2, 0, DOMID_SELF as u64, 0, 0]), 0);
+    assert_eq!(g.last_flush, TlbFlush::All);
+}
+
+/// The attack a missing flush would allow: keep a writable translation of a frame,
+/// drop its entry, make the frame a page table, write forged entries through the stale
+/// translation. The type change must flush first.
+#[test]
+fn a_frame_that_changes_use_under_a_stale_entry_forces_a_flush() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RW }]);
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: 0 }]);
+    assert_eq!(g.last_flush, TlbFlush::None);
+    assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, spare), 0);
+    assert_eq!(g.last_flush, TlbFlush::All, "writable -> L1 with a stale writable entry");
+    // Flushed since: unpinning and mapping it writable again needs nothing more (no
+    // table entry ever pointed at it, so nothing cached walks through it).
+    assert_eq!(mmuext(&mut g, MMUEXT_UNPIN_TABLE, spare), 0);
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RW }]);
+    assert_eq!(g.last_flush, TlbFlush::None);
+    // The same use again after a drop (writable, dropped, writable): no flush.
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: 0 }]);
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RW }]);
+    assert_eq!(g.last_flush, TlbFlush::None);
+    // Unmapped and given back to the hypervisor (ballooned out) while stale: flush.
+    mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: 0 }]);
+    let list = GUEST_DATA_VA + 0x700;
+    g.poke(list, &spare.to_le_bytes());
+    let reservation = hypercall_abi::ops::memory::MemoryReservation { extent_start: list, nr_extents: 1, domid: DOMID_SELF, ..Default::default() };
+    g.poke(SCRATCH, reservation.as_bytes());
+    assert_eq!(g.call(nr::memory_op, [hypercall_abi::ops::memory::XENMEM_DECREASE_RESERVATION.into(), SCRATCH, 0, 0, 0, 0]), 1);
+    assert_eq!(g.last_flush, TlbFlush::All, "a frame leaving the domain under a stale entry");
 }

@@ -2,7 +2,7 @@ use super::*;
 use crate::hypercall::test_support::{TestGuest, GUEST_DATA_VA, L1, SPARE_FRAMES};
 use crate::trap::cpuid::CpuidPolicy;
 use crate::trap::emulate::HostView;
-use crate::trap::entry::{guest_exception, AfterException, ExceptionContext};
+use crate::trap::entry::{guest_exception, ExceptionContext};
 use hypercall_abi::ops::traps::TrapInfo;
 
 /// Where the guest sees its own L1 table, read-only: entry 4 of that L1.
@@ -25,7 +25,7 @@ fn guest() -> TestGuest {
 
 /// Runs `code` at the start of the guest's data page as if it had just faulted on a
 /// write to `cr2`, and says what the exception path decided.
-fn store(g: &mut TestGuest, code: &[u8], cr2: u64) -> AfterException {
+fn store(g: &mut TestGuest, code: &[u8], cr2: u64) {
     g.poke(GUEST_DATA_VA, code);
     g.regs.rip = GUEST_DATA_VA;
     g.regs.vector = 14;
@@ -46,8 +46,7 @@ fn a_plain_store_to_an_l1_entry_is_checked_and_applied() {
     let mut g = guest();
     g.regs.rdi = TARGET;
     g.regs.rsi = SPARE | WRITABLE;
-    let after = store(&mut g, &[0x48, 0x89, 0x37], TARGET); // mov [rdi], rsi
-    assert_eq!(after, AfterException { flush_tlb: true });
+    store(&mut g, &[0x48, 0x89, 0x37], TARGET); // mov [rdi], rsi
     assert_eq!(g.regs.rip, GUEST_DATA_VA + 3);
     assert_eq!(entry(&g, 5), SPARE | WRITABLE);
     // The new entry holds its references like any validated one.
@@ -60,7 +59,7 @@ fn an_entry_the_rules_refuse_stays_the_guests_page_fault() {
     // The L1 itself, writable: a page table is never mapped writable.
     g.regs.rdi = TARGET;
     g.regs.rsi = L1 | WRITABLE;
-    let _ = store(&mut g, &[0x48, 0x89, 0x37], TARGET);
+    store(&mut g, &[0x48, 0x89, 0x37], TARGET);
     assert_eq!((g.regs.rip, g.domain.traps.cr2), (PAGE_FAULT_HANDLER, TARGET));
     assert_eq!(entry(&g, 5), 0);
 }
@@ -71,7 +70,7 @@ fn the_assist_need_not_be_on_as_on_xen_4_17() {
     g.domain.traps.vm_assist = 0;
     g.regs.rdi = TARGET;
     g.regs.rsi = SPARE | WRITABLE;
-    let _ = store(&mut g, &[0x48, 0x89, 0x37], TARGET);
+    store(&mut g, &[0x48, 0x89, 0x37], TARGET);
     assert_eq!((g.regs.rip, entry(&g, 5)), (GUEST_DATA_VA + 3, SPARE | WRITABLE));
 }
 
@@ -83,7 +82,7 @@ fn outside_an_l1_or_for_other_faults_nothing_is_emulated() {
     tables.update_entry(L1 >> 12, 1, 6, SPARE | READ_ONLY).unwrap();
     let va = GUEST_DATA_VA + 6 * 4096;
     g.regs.rdi = va;
-    let _ = store(&mut g, &[0x48, 0x89, 0x37], va);
+    store(&mut g, &[0x48, 0x89, 0x37], va);
     assert_eq!(g.regs.rip, PAGE_FAULT_HANDLER);
     // A write to the L1 that was not a protection fault (not present, or a fetch).
     for error_code in [PF_WRITE | 4, PF_PRESENT | PF_WRITE | PF_FETCH] {
@@ -109,7 +108,7 @@ fn only_naturally_aligned_stores_in_the_faulting_page() {
         let mut g = guest();
         g.regs.rdi = rdi;
         g.regs.rsi = SPARE | WRITABLE;
-        let _ = store(&mut g, code, TARGET);
+        store(&mut g, code, TARGET);
         assert_eq!(g.regs.rip, PAGE_FAULT_HANDLER, "{code:x?} at {rdi:#x}");
         assert_eq!(entry(&g, 5), 0);
     }
@@ -120,12 +119,12 @@ fn four_byte_stores_replace_one_half() {
     let mut g = guest();
     g.regs.rdi = TARGET;
     g.regs.rsi = SPARE | WRITABLE;
-    let _ = store(&mut g, &[0x89, 0x37], TARGET); // mov [rdi], esi: the low half
+    store(&mut g, &[0x89, 0x37], TARGET); // mov [rdi], esi: the low half
     assert_eq!(entry(&g, 5), SPARE | WRITABLE);
     // The high half: NX (bit 63) on.
     g.regs.rdi = TARGET + 4;
     g.regs.rsi = 0x8000_0000;
-    let _ = store(&mut g, &[0x89, 0x37], TARGET + 4);
+    store(&mut g, &[0x89, 0x37], TARGET + 4);
     assert_eq!((g.regs.rip, entry(&g, 5)), (GUEST_DATA_VA + 2, SPARE | WRITABLE | (1 << 63)));
 }
 
@@ -134,18 +133,18 @@ fn byte_and_word_stores_replace_their_part() {
     let mut g = guest();
     g.regs.rdi = TARGET;
     g.regs.rsi = SPARE | READ_ONLY;
-    let _ = store(&mut g, &[0x48, 0x89, 0x37], TARGET);
+    store(&mut g, &[0x48, 0x89, 0x37], TARGET);
     // mov word [rdi], si: the flags and the frame's low bits.
     g.regs.rsi = 0xdead_0000 | (SPARE & 0xffff) | WRITABLE;
-    let _ = store(&mut g, &[0x66, 0x89, 0x37], TARGET);
+    store(&mut g, &[0x66, 0x89, 0x37], TARGET);
     assert_eq!((g.regs.rip, entry(&g, 5)), (GUEST_DATA_VA + 3, SPARE | WRITABLE));
     // mov [rdi + 7], ah: the top byte (NX and the software bits) from rax's bits 8-15.
     g.regs.rax = 0x80_00;
-    let _ = store(&mut g, &[0x88, 0x67, 0x07], TARGET + 7);
+    store(&mut g, &[0x88, 0x67, 0x07], TARGET + 7);
     assert_eq!(entry(&g, 5), SPARE | WRITABLE | (1 << 63));
     // With REX, byte register 4 is spl: xchg [rdi], spl swaps the low byte.
     g.regs.rsp = 0x1000_0025;
-    let _ = store(&mut g, &[0x40, 0x86, 0x27], TARGET);
+    store(&mut g, &[0x40, 0x86, 0x27], TARGET);
     assert_eq!((entry(&g, 5), g.regs.rsp), (SPARE | READ_ONLY | (1 << 63), 0x1000_0067));
 }
 
@@ -154,17 +153,17 @@ fn xchg_and_cmpxchg_behave_as_on_memory() {
     let mut g = guest();
     g.regs.rdi = TARGET;
     g.regs.rax = SPARE | WRITABLE;
-    let _ = store(&mut g, &[0x48, 0x87, 0x07], TARGET); // xchg [rdi], rax
+    store(&mut g, &[0x48, 0x87, 0x07], TARGET); // xchg [rdi], rax
     assert_eq!((entry(&g, 5), g.regs.rax), (SPARE | WRITABLE, 0));
     // cmpxchg that fails: rax gets the entry, ZF clear, nothing written.
     g.regs.rax = 0x1234;
     g.regs.rcx = 0;
     g.regs.rflags = 0x202 | (1 << 6);
-    let _ = store(&mut g, &[0xf0, 0x48, 0x0f, 0xb1, 0x0f], TARGET); // lock cmpxchg [rdi], rcx
+    store(&mut g, &[0xf0, 0x48, 0x0f, 0xb1, 0x0f], TARGET); // lock cmpxchg [rdi], rcx
     assert_eq!((g.regs.rax, g.regs.rflags & (1 << 6), entry(&g, 5)), (SPARE | WRITABLE, 0, SPARE | WRITABLE));
     assert_eq!(g.regs.rip, GUEST_DATA_VA + 5);
     // cmpxchg that succeeds (clearing the entry): ZF set, the old frame's reference gone.
-    let _ = store(&mut g, &[0xf0, 0x48, 0x0f, 0xb1, 0x0f], TARGET);
+    store(&mut g, &[0xf0, 0x48, 0x0f, 0xb1, 0x0f], TARGET);
     assert_eq!((entry(&g, 5), g.regs.rflags & (1 << 6)), (0, 1 << 6));
     assert_eq!(g.frames.ref_count(SPARE >> 12), 0);
 }
