@@ -352,6 +352,14 @@ fn ptwr_conforms_to_xen() {
     conforms_to_xen("ptwr", 23);
 }
 
+/// A hostile kernel's attacks on the PV MMU with its own tables: page tables and the
+/// hypervisor's frames mapped writable, level confusion, superpages, reserved bits, the
+/// hypervisor's L4 slots, a batch with a bad entry, a store into an L2.
+#[test]
+fn mmu_attack_conforms_to_xen() {
+    conforms_to_xen("mmu-attack", 28);
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

@@ -10,6 +10,7 @@ pub mod entry_attacks;
 pub mod fuzz;
 pub mod hypercalls;
 pub mod memory;
+pub mod mmu_attack;
 pub mod privops;
 pub mod ptwr;
 pub mod traps;

@@ -66,6 +66,9 @@ impl PageType {
 }
 
 const NO_OWNER: u16 = u16::MAX;
+/// The hypervisor's own frames whose numbers guests learn (the M2P table's, from
+/// machphys_mfn_list): never a domain's, never freed, never typed, never mapped.
+const HYPERVISOR_OWNED: u16 = u16::MAX - 1;
 const PINNED: u8 = 1;
 
 /// 12 bytes per frame: 1.5 MiB for 512 MiB of RAM.
@@ -162,6 +165,17 @@ impl FrameTable {
         Ok(())
     }
 
+    /// Makes a free frame the hypervisor's own: a guest naming it in a page-table entry
+    /// gets -EBUSY, as on Xen 4.17 for a frame someone else owns (seen for the M2P
+    /// table's frames, read-only or writable).
+    pub fn own_for_hypervisor(&mut self, mfn: u64) -> Result<(), Errno> {
+        self.assign(mfn, HYPERVISOR_OWNED)
+    }
+
+    pub fn is_hypervisor_owned(&self, mfn: u64) -> bool {
+        self.frame(mfn).is_some_and(|f| f.owner == HYPERVISOR_OWNED)
+    }
+
     /// Takes a frame back from its owner. Refused while anything references it.
     pub fn release(&mut self, mfn: u64) -> Result<(), Errno> {
         let stale = self.tlb.may_hold_dropped;
@@ -191,8 +205,9 @@ impl FrameTable {
         self.tlb = TlbState::default();
     }
 
+    /// The domain that owns `mfn` (None for a free frame or one of the hypervisor's).
     pub fn owner(&self, mfn: u64) -> Option<DomainId> {
-        self.frame(mfn).map(|f| f.owner).filter(|&o| o != NO_OWNER)
+        self.frame(mfn).map(|f| f.owner).filter(|&o| o != NO_OWNER && o != HYPERVISOR_OWNED)
     }
 
     pub fn page_type(&self, mfn: u64) -> PageType {

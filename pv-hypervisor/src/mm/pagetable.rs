@@ -77,6 +77,9 @@ impl<M: MachineMemory> PageTables<'_, M> {
             if target >= self.frames.len() {
                 return Err(Errno::EPERM);
             }
+            if self.frames.is_hypervisor_owned(target) {
+                return Err(Errno::EBUSY);
+            }
             self.frames.get_ref(target, self.domain)?;
             if entry & PTE_RW != 0 {
                 if let Err(e) = self.frames.get_type(target, PageType::Writable) {
@@ -86,8 +89,10 @@ impl<M: MachineMemory> PageTables<'_, M> {
             }
             return Ok(());
         }
+        // A frame that cannot take the lower table's type: -EINVAL at these levels, where
+        // an L1 entry's writable frame is -EBUSY (both seen on Xen 4.17, `mmu-attack`).
         let below = PageType::table(level - 1).ok_or(Errno::EINVAL)?;
-        self.get_page_and_type(target, below)
+        self.get_page_and_type(target, below).map_err(|e| if e == Errno::EBUSY { Errno::EINVAL } else { e })
     }
 
     /// Releases what [`get_entry`](Self::get_entry) took for a valid entry.

@@ -126,7 +126,8 @@ pub fn mmu_update(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
         2 => (MmuUpdate { ptr: NO_SUCH_FRAME << 12, val: 0 }, EINVAL),
         3 => (MmuUpdate { ptr: spare_pte | MMU_MACHPHYS_UPDATE, val: 0 }, MACHPHYS),
         4 => (MmuUpdate { ptr: spare_pte | 3, val: 0 }, EINVAL),
-        _ => (MmuUpdate { ptr: spare_pte, val: (l.l4_mfn << 12) | 0x67 }, EINVAL),
+        // Our L4 mapped writable: a page table cannot be (Xen 4.17: -EBUSY).
+        _ => (MmuUpdate { ptr: spare_pte, val: (l.l4_mfn << 12) | 0x67 }, EBUSY),
     };
     if let Some(offset) = p.scratch {
         memory::poke_scratch(offset, &request.ptr.to_le_bytes());

@@ -16,7 +16,7 @@ use crate::hypercall::{HypercallContext, MachineInfo, TlbFlush};
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
-use crate::mm::m2p;
+use crate::mm::m2p::{self, MachToPhys};
 use crate::trap::cpuid::CpuidPolicy;
 use crate::trap::deliver;
 use crate::trap::emulate::HostView;
@@ -190,6 +190,13 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let Some(mut frame_table) = FrameTable::try_new(nr_frames) else {
         boot_error("hypervisor-heap", &"no room for the frame table");
     };
+    // The M2P table's frames: guests learn their numbers (machphys_mfn_list) and must
+    // get Xen's answer when they name them in a page table.
+    for mfn in machine.m2p.first_mfn..machine.m2p.first_mfn + MachToPhys::frames_for(machine.m2p.entries) {
+        if frame_table.own_for_hypervisor(mfn).is_err() {
+            boot_error("machine-to-phys table", &"its frames are outside the frame table");
+        }
+    }
     let before_dom0 = Usage { free_frames: frames.free_frames(), heap_bytes: HEAP.lock().used() };
     let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
         Ok(d) => d,

@@ -54,7 +54,7 @@ fn a_batch_stops_at_its_first_bad_entry() {
         MmuUpdate { ptr: pte(5), val: (L1 >> 12 << 12) | RW }, // the L1 itself, writable
         MmuUpdate { ptr: pte(6), val: ((spare + 1) << 12) | RO },
     ];
-    assert_eq!(mmu_update(&mut g, &requests), (-22, 1), "EINVAL after one done");
+    assert_eq!(mmu_update(&mut g, &requests), (-16, 1), "EBUSY (a page table mapped writable) after one done");
     assert_eq!(g.frames.ref_count(spare + 1), 0, "the third never ran");
     // Not a page table at all, another domain's frame, a misaligned pointer, a bad command.
     // A plain page of the guest's is just written (as on Xen).

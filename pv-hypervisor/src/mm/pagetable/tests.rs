@@ -101,3 +101,16 @@ fn hypervisor_slots_are_never_the_guests() {
     fill_hypervisor_slots(&mut memory, 1, &hv).unwrap();
     assert_eq!(memory.read_u64((1 << 12) + 262 * 8), Some(0xabc_d003));
 }
+
+#[test]
+fn the_hypervisors_own_frames_are_never_mapped() {
+    let (mut frames, mut memory) = setup();
+    memory.add_frame(41, 0);
+    frames.own_for_hypervisor(41).unwrap();
+    let mut tables = PageTables { frames: &mut frames, memory: &mut memory, domain: DOM };
+    assert_eq!(tables.get_entry((41 << 12) | DATA_RW, 1), Err(Errno::EBUSY), "writable");
+    assert_eq!(tables.get_entry((41 << 12) | DATA_RO, 1), Err(Errno::EBUSY), "read-only");
+    assert_eq!(tables.get_entry((41 << 12) | TABLE, 2), Err(Errno::EINVAL), "as a table");
+    assert_eq!(frames.owner(41), None);
+    assert_eq!((frames.ref_count(41), frames.type_count(41)), (0, 0));
+}
