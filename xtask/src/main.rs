@@ -20,7 +20,7 @@ commands:
                                 build, then boot with the serial console on this terminal;
                                 --xen boots the same guest as dom0 on real Xen 4.17
                                 guest commands: hello (default), fault, badptr, hypercall-count,
-                                traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, descriptors,
+                                traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress, descriptors,
                                 entry-attacks, entry-attack NAME,
                                 bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT [trace=I]
   test                          host unit tests of every crate, then every QEMU scenario

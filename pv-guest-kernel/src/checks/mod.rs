@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod hypercalls;
 pub mod memory;
 pub mod mmu_attack;
+pub mod mmu_stress;
 pub mod privops;
 pub mod ptwr;
 pub mod traps;
