@@ -207,4 +207,6 @@ pub fn fill_hypervisor_slots(memory: &mut impl MachineMemory, l4_mfn: u64, hyper
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
