@@ -220,10 +220,22 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     }
 }
 
+/// The hypervisor state for an entry from a guest. One CPU: the lock is free unless a
+/// fault hit the hypervisor while it held it (reported before we get here), so the
+/// uncontended attempt comes first: one compare-exchange and one branch on the entry
+/// path, where `lock()`'s spin loop costs a translation block more under TCG.
+#[inline(always)]
+fn lock_hypervisor() -> spin::MutexGuard<'static, Option<Hypervisor>> {
+    match HV.try_lock() {
+        Some(guard) => guard,
+        None => HV.lock(),
+    }
+}
+
 /// Every hypercall lands here, with the guest's registers at the top of the stack.
 #[no_mangle]
 extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
-    let mut guard = HV.lock();
+    let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.traps.mode == GuestMode::User {
@@ -248,22 +260,32 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         flush_page: None,
     };
     let result = hypercall_abi::dispatch(&mut ctx, number, args);
-    match ctx.flush_wanted() {
-        TlbFlush::None => {}
-        TlbFlush::Page(va) => cpu::flush_page(va),
-        TlbFlush::All => {
-            cpu::flush_tlb();
-            hv.frame_table.note_tlb_flushed();
-        }
+    // One branch for "nothing to flush", the common case (see resume_guest).
+    let flush = ctx.flush_tlb | ctx.flush_page.is_some() | ctx.frames.flush_needed();
+    if core::hint::black_box(flush) {
+        flush_after_hypercall(ctx.flush_wanted(), &mut hv.frame_table);
     }
     frame.rax = result as u64;
     resume_guest(guard, frame);
 }
 
+#[cold]
+#[inline(never)]
+fn flush_after_hypercall(flush: TlbFlush, frame_table: &mut FrameTable) {
+    match flush {
+        TlbFlush::None => {}
+        TlbFlush::Page(va) => cpu::flush_page(va),
+        TlbFlush::All => {
+            cpu::flush_tlb();
+            frame_table.note_tlb_flushed();
+        }
+    }
+}
+
 /// `syscall` from 32-bit compatibility mode (trap::entry::compat_syscall).
 #[no_mangle]
 extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
-    let mut guard = HV.lock();
+    let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     trap_entry::compat_syscall(domain, &mut hv.memory, frame);
@@ -294,7 +316,7 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
         cpu::exit_qemu(ExitCode::HypervisorPanic);
     }
     let debug_status = if frame.vector == trap_entry::VECTOR_DEBUG { cpu::take_debug_status() } else { 0 };
-    let mut guard = HV.lock();
+    let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
@@ -327,7 +349,8 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     // A plain flat frame has a canonical rip and the flat selectors: sysretq may resume
     // it if rcx and r11 hold its rip and rflags (a select, not a branch).
     let sysret = (frame.rcx == frame.rip) & (frame.r11 == frame.rflags);
-    frame.vector = if sysret { SYSRET_VECTOR } else { frame.vector };
+    let take = u64::from(sysret).wrapping_neg();
+    frame.vector = (SYSRET_VECTOR & take) | (frame.vector & !take);
     drop(guard);
     // SAFETY: `frame` is the one the entry stub pushed at the top of the hypervisor
     // stack; the lock is released and no Rust frame below it is needed any more.
