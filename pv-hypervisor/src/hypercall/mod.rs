@@ -25,6 +25,7 @@ use crate::mm::frame_alloc::FrameSource;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{self, MachineMemory};
 use crate::mm::m2p::MachToPhys;
+use crate::mm::owned::OwnedBy;
 use alloc::vec::Vec;
 use hypercall_abi::ops::memory::E820Entry;
 use hypercall_abi::{Errno, GuestAddr, HypercallHandler};
@@ -94,16 +95,22 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
         self.domain.crash(reason);
     }
 
+    // Guest memory, only through the calling domain's own page tables and only in
+    // frames the frame table says it owns (mm::owned).
+
     fn copy_from_guest(&self, addr: GuestAddr, out: &mut [u8]) -> Result<(), Errno> {
-        guest_walk::copy_from_guest(&*self.memory, self.domain.l4_maddr, addr.0, out)
+        let memory = OwnedBy::read_only(&*self.memory, &*self.frames, self.domain.id);
+        guest_walk::copy_from_guest(&memory, self.domain.l4_maddr, addr.0, out)
     }
 
     fn read_guest<T: FromBytes + IntoBytes>(&self, addr: GuestAddr) -> Result<T, Errno> {
-        guest_walk::read_guest(&*self.memory, self.domain.l4_maddr, addr.0)
+        let memory = OwnedBy::read_only(&*self.memory, &*self.frames, self.domain.id);
+        guest_walk::read_guest(&memory, self.domain.l4_maddr, addr.0)
     }
 
     fn write_guest<T: IntoBytes + Immutable>(&mut self, addr: GuestAddr, value: &T) -> Result<(), Errno> {
-        guest_walk::write_guest(&mut *self.memory, self.domain.l4_maddr, addr.0, value)
+        let mut memory = OwnedBy::new(&mut *self.memory, &*self.frames, self.domain.id);
+        guest_walk::write_guest(&mut memory, self.domain.l4_maddr, addr.0, value)
     }
 }
 

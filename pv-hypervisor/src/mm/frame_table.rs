@@ -205,6 +205,12 @@ impl FrameTable {
         self.tlb = TlbState::default();
     }
 
+    /// Whether `domain` owns `mfn` (the guest-memory check on every access: one load).
+    #[inline]
+    pub fn is_owned_by(&self, mfn: u64, domain: DomainId) -> bool {
+        self.frame(mfn).is_some_and(|f| f.owner == domain)
+    }
+
     /// The domain that owns `mfn` (None for a free frame or one of the hypervisor's).
     pub fn owner(&self, mfn: u64) -> Option<DomainId> {
         self.frame(mfn).map(|f| f.owner).filter(|&o| o != NO_OWNER && o != HYPERVISOR_OWNED)

@@ -5,6 +5,7 @@ pub mod frame_alloc;
 pub mod frame_table;
 pub mod guest_walk;
 pub mod m2p;
+pub mod owned;
 pub mod pagetable;
 #[cfg(test)]
 pub mod test_memory;

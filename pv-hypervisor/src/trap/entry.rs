@@ -15,6 +15,7 @@ use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{copy_from_guest, copy_to_guest, MachineMemory};
+use crate::mm::owned::OwnedBy;
 
 pub const VECTOR_DEBUG: u64 = 1;
 /// #PF error-code bit 1: a write.
@@ -49,6 +50,8 @@ pub fn guest_exception<M: MachineMemory>(
     if frame.vector == VECTOR_PAGE_FAULT as u64 && ptwr::emulate_page_table_write(domain, memory, frames, frame, hardware.cr2, frame.error_code) {
         return;
     }
+    // Everything else reaches only the domain's own frames (mm::owned).
+    let memory = &mut OwnedBy::new(memory, frames, domain.id);
     let delivered = if frame.vector == VECTOR_INT80 {
         deliver::int80(domain, memory, frame)
     } else {

@@ -4,10 +4,6 @@
 use super::{phys_to_virt, DIRECTMAP_SIZE};
 use crate::mm::guest_walk::MachineMemory;
 
-/// A copy this small (the event-mask byte every bounce and iret touch) is done in place:
-/// cheaper than a memcpy call.
-const SMALL: usize = 1;
-
 /// Machine memory below `ram_end` (and below the end of the direct map).
 pub struct DirectMap {
     ram_end: u64,
@@ -38,31 +34,69 @@ impl MachineMemory for DirectMap {
 
     fn read_bytes(&self, maddr: u64, out: &mut [u8]) -> Option<()> {
         let ptr = self.check(maddr, out.len())?;
-        if out.len() <= SMALL {
-            for (i, byte) in out.iter_mut().enumerate() {
-                // SAFETY: inside the range checked above.
-                *byte = unsafe { ptr.add(i).read_volatile() };
-            }
-            return Some(());
-        }
-        // SAFETY: the source range is mapped RAM (checked above) and cannot overlap
-        // `out`, which is hypervisor memory.
-        unsafe { core::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr(), out.len()) };
+        // SAFETY: the range is mapped RAM (checked above); `out` is hypervisor memory.
+        unsafe { read_volatile_bytes(ptr, out) };
         Some(())
     }
 
     fn write_bytes(&mut self, maddr: u64, data: &[u8]) -> Option<()> {
         let ptr = self.check(maddr, data.len())?;
-        if data.len() <= SMALL {
-            for (i, &byte) in data.iter().enumerate() {
-                // SAFETY: inside the range checked above.
-                unsafe { ptr.add(i).write_volatile(byte) };
-            }
-            return Some(());
-        }
         // SAFETY: as for reads; the destination is a frame the caller chose (a guest's,
         // after a page-table walk, or one the builder allocated).
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
+        unsafe { write_volatile_bytes(ptr, data) };
         Some(())
+    }
+}
+
+// Guest memory may change under the hypervisor at any time (a guest's other vCPUs, once
+// there are several): every access is volatile, so each byte is read or written exactly
+// once, as rust-vmm's vm-memory does, never a memcpy the compiler may split, repeat or
+// widen. Aligned 8-byte words in the middle, bytes at the edges.
+
+/// # Safety
+/// `src..src + out.len()` must be mapped, readable memory that `out` does not overlap.
+#[inline]
+unsafe fn read_volatile_bytes(src: *const u8, out: &mut [u8]) {
+    let (n, dst) = (out.len(), out.as_mut_ptr());
+    let mut i = 0;
+    while i < n && !(src as usize + i).is_multiple_of(8) {
+        // SAFETY: src + i is inside the caller's range, dst + i inside `out`.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+        i += 1;
+    }
+    while i + 8 <= n {
+        // SAFETY: src + i..src + i + 8 is inside the caller's range and 8-aligned;
+        // dst + i..dst + i + 8 inside `out` (any alignment).
+        unsafe { (dst.add(i) as *mut u64).write_unaligned((src.add(i) as *const u64).read_volatile()) };
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: as in the first loop.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+        i += 1;
+    }
+}
+
+/// # Safety
+/// `dst..dst + data.len()` must be mapped, writable memory that `data` does not overlap.
+#[inline]
+unsafe fn write_volatile_bytes(dst: *mut u8, data: &[u8]) {
+    let (n, src) = (data.len(), data.as_ptr());
+    let mut i = 0;
+    while i < n && !(dst as usize + i).is_multiple_of(8) {
+        // SAFETY: dst + i is inside the caller's range, src + i inside `data`.
+        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
+        i += 1;
+    }
+    while i + 8 <= n {
+        // SAFETY: dst + i..dst + i + 8 is inside the caller's range and 8-aligned;
+        // src + i..src + i + 8 inside `data` (any alignment).
+        unsafe { (dst.add(i) as *mut u64).write_volatile((src.add(i) as *const u64).read_unaligned()) };
+        i += 8;
+    }
+    while i < n {
+        // SAFETY: as in the first loop.
+        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
+        i += 1;
     }
 }

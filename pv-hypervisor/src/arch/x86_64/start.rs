@@ -17,6 +17,7 @@ use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
 use crate::mm::m2p::{self, MachToPhys};
+use crate::mm::owned::OwnedBy;
 use crate::trap::cpuid::CpuidPolicy;
 use crate::trap::deliver;
 use crate::trap::emulate::HostView;
@@ -240,7 +241,8 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.traps.mode == GuestMode::User {
         // A user program's system call, for the guest kernel.
-        if let Err(why) = deliver::user_syscall(domain, &mut hv.memory, frame) {
+        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
+        if let Err(why) = deliver::user_syscall(domain, &mut memory, frame) {
             domain.crash(why.describe());
         }
         resume_guest(guard, frame);
@@ -288,7 +290,7 @@ extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    trap_entry::compat_syscall(domain, &mut hv.memory, frame);
+    trap_entry::compat_syscall(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
     resume_guest(guard, frame);
 }
 
@@ -367,7 +369,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
-        trap_entry::check_exit_frame(domain, &mut hv.memory, frame);
+        trap_entry::check_exit_frame(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
     }
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
