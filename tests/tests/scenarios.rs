@@ -27,12 +27,18 @@ fn boot(name: &str, bundle: &[u8]) -> Outcome {
 
 /// Boots our hypervisor with `bundle` and hypervisor command line `hv_cmdline`.
 fn boot_with(name: &str, bundle: &[u8], hv_cmdline: &str) -> Outcome {
+    boot_with_qemu_args(name, bundle, hv_cmdline, &[])
+}
+
+/// As [`boot_with`], with QEMU arguments added last (QEMU takes the last `-m`).
+fn boot_with_qemu_args(name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &[&str]) -> Outcome {
     qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
     let dir = artifacts().join("scenarios");
     std::fs::create_dir_all(&dir).unwrap();
     let bundle_path = dir.join(format!("{name}.cpio"));
     std::fs::write(&bundle_path, bundle).unwrap();
-    let cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, hv_cmdline);
+    let mut cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, hv_cmdline);
+    cmd.args(qemu_args);
     let options = Options { timeout: OUR_TIMEOUT, stop_on: vec![], mark: None, log_path: Some(dir.join(format!("{name}.log"))) };
     let outcome = run(cmd, &options).unwrap_or_else(|e| panic!("{e}"));
     assert!(!outcome.timed_out, "{name}: timed out after {OUR_TIMEOUT:?}; log tail:\n{}", outcome.tail(30));
@@ -230,6 +236,20 @@ fn bad_boot_input_is_refused_with_a_reason() {
         assert!(error["reason"].contains(why), "{name}: {}", error["reason"]);
         expect_exit(&outcome, ExitCode::HypervisorError);
     }
+}
+
+/// RAM above 4 GiB is mapped and used: with 6 GiB (QEMU puts 3 GiB of it above 4 GiB)
+/// a dom0 of 3100 MiB cannot fit below 4 GiB, and `mmu-stress` maps, writes and reads
+/// back its last frames, the highest the allocator gave it.
+#[test]
+fn ram_above_4_gib_is_used() {
+    let outcome = boot_with_qemu_args("ram-above-4g", &dom0_bundle(&guest_image(), "mmu-stress 2"), "loglvl=info dom0_mem=3100M", &["-m", "6G"]);
+    assert!(outcome.log.contains("RAM ends at 0x1c0000000"), "{}", outcome.tail(20));
+    assert!(!outcome.log.contains("is not used"), "{}", outcome.tail(20));
+    let r = expect(&outcome, &[("test", "mmu-stress"), ("check", "totals"), ("status", "pass")]);
+    assert_eq!(number(&r["verified"]), 2048);
+    expect(&outcome, &[("test", "mmu-stress"), ("status", "pass")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
 }
 
 /// A newc archive aligns files to 4 bytes only: a kernel at a 4- but not 8-aligned

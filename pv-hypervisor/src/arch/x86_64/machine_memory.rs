@@ -1,17 +1,17 @@
 //! Guest memory as the hypervisor reaches it: through the direct map, bounds-checked
 //! against RAM. This is the only place the hypervisor touches memory by machine address.
 
-use super::{phys_to_virt, DIRECTMAP_SIZE};
+use super::phys_to_virt;
 use crate::mm::guest_walk::MachineMemory;
 
-/// Machine memory below `ram_end` (and below the end of the direct map).
+/// Machine memory below `ram_end`, which the caller keeps within the direct map.
 pub struct DirectMap {
     ram_end: u64,
 }
 
 impl DirectMap {
     pub fn new(ram_end: u64) -> DirectMap {
-        DirectMap { ram_end: ram_end.min(DIRECTMAP_SIZE) }
+        DirectMap { ram_end: ram_end.min(super::DIRECTMAP_MAX) }
     }
 
     fn check(&self, maddr: u64, len: usize) -> Option<*mut u8> {

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod entry;
 pub mod gdt;
 pub mod gdt_area;
+pub mod high_memory;
 pub mod idt;
 pub mod machine_memory;
 pub mod pic;
@@ -13,14 +14,15 @@ pub mod pvh;
 pub mod serial;
 pub mod start;
 
-/// Where all of physical memory (below 4 GiB) is mapped in every address space.
+/// Where all of physical memory (up to DIRECTMAP_MAX) is mapped in every address space.
 /// L4 slot 262: inside the range Xen reserves for the hypervisor
 /// (0xFFFF800000000000-0xFFFF880000000000, arch-x86/xen-x86_64.h).
 pub const DIRECTMAP_BASE: u64 = 0xFFFF_8300_0000_0000;
-/// How much of physical memory the boot page tables map (2 MiB pages, 4 PDs).
-pub const DIRECTMAP_SIZE: u64 = 4 << 30;
+/// The most physical memory the direct map covers (2 MiB pages: the boot code maps the
+/// first 4 GiB, `high_memory` the rest of RAM). RAM beyond is not used.
+pub const DIRECTMAP_MAX: u64 = 64 << 30;
 
-/// The direct-map virtual address of a physical address below [`DIRECTMAP_SIZE`].
+/// The direct-map virtual address of a physical address in the direct map.
 pub const fn phys_to_virt(paddr: u64) -> u64 {
     DIRECTMAP_BASE + paddr
 }

@@ -40,8 +40,8 @@ fn heap_frames(ram_frames: u64) -> u64 {
     (4 * 1024 * 1024 + ram_frames * 24).div_ceil(4096).max(4096)
 }
 
-/// One bit per frame of the direct-mapped 4 GiB.
-static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_SIZE / 4096 / 64) as usize] = [0; (super::DIRECTMAP_SIZE / 4096 / 64) as usize];
+/// One bit per frame the direct map can cover.
+static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_MAX / 4096 / 64) as usize] = [0; (super::DIRECTMAP_MAX / 4096 / 64) as usize];
 
 /// The hypervisor's state after boot. Single CPU, so a spin lock is never contended.
 struct Hypervisor {
@@ -147,12 +147,15 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     if pvh.modules.len() > reserved.len() - 1 {
         boot_error("pvh-start-info", &"more than 8 boot modules");
     }
-    let plan = plan_memory(&mut frames, ram, &reserved[..1 + pvh.modules.len()], super::DIRECTMAP_SIZE);
-    let ram_end = plan.ram_end;
+    let ram_top = pvh.memmap.iter().filter(|e| e.kind == pvh::MEMMAP_TYPE_RAM).map(|e| e.addr.saturating_add(e.size)).max().unwrap_or(0);
+    // SAFETY: boot, single CPU, on the boot L4, NXE on (enable_protections above).
+    let direct_map_end = unsafe { super::high_memory::extend_direct_map(ram_top) };
+    let plan = plan_memory(&mut frames, ram, &reserved[..1 + pvh.modules.len()], direct_map_end);
+    let ram_end = plan.ram_end.min(direct_map_end);
     if let Some(high) = plan.unused_high {
-        log::warn!("RAM above 4 GiB ({:#x}-{:#x}) is not used", high.start, high.end);
+        log::warn!("RAM above {direct_map_end:#x} ({:#x}-{:#x}) is not used: the direct map ends there", high.start, high.end);
     }
-    let heap_frames = heap_frames(ram_end.min(super::DIRECTMAP_SIZE) / 4096);
+    let heap_frames = heap_frames(ram_end / 4096);
     let Some(heap) = frames.alloc_contiguous(heap_frames) else {
         boot_error("hypervisor-heap", &"no room for the hypervisor heap");
     };
@@ -171,7 +174,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     };
 
     let mut memory = DirectMap::new(ram_end);
-    let nr_frames = ram_end.min(super::DIRECTMAP_SIZE) / 4096;
+    let nr_frames = ram_end / 4096;
     let (m2p, m2p_l4_entry) = match set_up_m2p(&mut frames, &mut memory, nr_frames) {
         Ok(table) => table,
         Err(reason) => boot_error("machine-to-phys table", &reason),
