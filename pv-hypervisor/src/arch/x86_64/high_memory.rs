@@ -3,15 +3,11 @@
 //! directories for RAM above that, up to [`super::DIRECTMAP_MAX`], not executable, in
 //! the same PDPT (L4 slot 262, which every guest L4 shares).
 
+use super::protect::{LARGE, LARGE_PAGE, NO_EXECUTE, PRESENT, WRITABLE};
 use super::{boot, DIRECTMAP_BASE, DIRECTMAP_MAX};
 
 const BOOT_MAPPED: u64 = 4 << 30;
 const GIB: u64 = 1 << 30;
-const LARGE_PAGE: u64 = 2 << 20;
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const LARGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
 const HIGH_DIRECTORIES: usize = ((DIRECTMAP_MAX - BOOT_MAPPED) / GIB) as usize;
 
 #[repr(C, align(4096))]

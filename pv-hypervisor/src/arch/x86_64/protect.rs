@@ -7,11 +7,12 @@
 
 use super::{boot, gdt, DIRECTMAP_BASE};
 
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 2;
-const LARGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-const LARGE_PAGE: u64 = 2 << 20;
+// Page-table entry bits of the hypervisor's own tables (also high_memory.rs).
+pub(super) const PRESENT: u64 = 1;
+pub(super) const WRITABLE: u64 = 2;
+pub(super) const LARGE: u64 = 1 << 7;
+pub(super) const NO_EXECUTE: u64 = 1 << 63;
+pub(super) const LARGE_PAGE: u64 = 2 << 20;
 /// The boot code maps 4 GiB with 2 MiB pages: four page directories after the PDPT.
 const DIRECTORIES: usize = 4;
 /// L1 tables for the 2 MiB regions the image spans.
