@@ -2,7 +2,7 @@
 
 mod guest_costs;
 
-use crate::{artifacts_dir, build};
+use crate::{artifacts_dir, build, Benchmark};
 use pv_tests::bundle::dom0_bundle;
 use pv_tests::qemu;
 use pv_tests::scenario::{run, Options};
@@ -14,20 +14,19 @@ const GREETING: &str = "event=greeting";
 
 /// `runs`: rounds of the hypercall and mmu benchmarks (`--runs`), default
 /// [`guest_costs::DEFAULT_RUNS`].
-pub fn bench(sh: &Shell, which: &str, runs: Option<usize>) -> Result<(), String> {
+pub fn bench(sh: &Shell, which: Benchmark, runs: Option<usize>) -> Result<(), String> {
     let runs = runs.unwrap_or(guest_costs::DEFAULT_RUNS);
     match which {
-        "boot" => boot(sh),
-        "rings" => rings(sh),
-        "hypercall" => guest_costs::bench(sh, runs, &guest_costs::HYPERCALL),
-        "mmu" => guest_costs::bench(sh, runs, &guest_costs::MMU),
-        "all" => {
+        Benchmark::Boot => boot(sh),
+        Benchmark::Rings => rings(sh),
+        Benchmark::Hypercall => guest_costs::bench(sh, runs, &guest_costs::HYPERCALL),
+        Benchmark::Mmu => guest_costs::bench(sh, runs, &guest_costs::MMU),
+        Benchmark::All => {
             boot(sh)?;
             rings(sh)?;
             guest_costs::bench(sh, runs, &guest_costs::HYPERCALL)?;
             guest_costs::bench(sh, runs, &guest_costs::MMU)
         }
-        other => Err(format!("unknown benchmark '{other}' (boot, rings, hypercall, mmu, all)")),
     }
 }
 

@@ -2,7 +2,7 @@
 //! hostile-guest hypercall fuzzer in pv-guest-kernel/src/checks/fuzz.rs), prints its
 //! summary and how many calls per second it made in QEMU wall time.
 
-use crate::{artifacts_dir, build, option};
+use crate::{artifacts_dir, build};
 use hypercall_abi::debug_exit::ExitCode;
 use pv_tests::bundle::dom0_bundle;
 use pv_tests::qemu;
@@ -14,14 +14,9 @@ use xshell::Shell;
 /// Printed by the guest when the first fuzzed call is about to be made.
 const FUZZ_START: &str = "fuzz: seed=";
 
-pub fn fuzz(sh: &Shell, args: &[String]) -> Result<(), String> {
-    let number = |name: &str, default: u64| -> Result<u64, String> {
-        option(args, name).map_or(Ok(default), |v| v.parse().map_err(|_| format!("{name}: not a number: {v}")))
-    };
-    let count = number("--count", 100_000)?;
-    let seed = number("--seed", 1)?;
+pub fn fuzz(sh: &Shell, count: u64, seed: u64, trace_from: Option<u64>) -> Result<(), String> {
     let mut cmdline = format!("fuzz {seed} {count}");
-    if let Some(from) = option(args, "--trace-from") {
+    if let Some(from) = trace_from {
         cmdline.push_str(&format!(" trace={from}"));
     }
     let built = build(sh, &cmdline)?;

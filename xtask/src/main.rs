@@ -4,83 +4,136 @@
 mod bench;
 mod fuzz;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use pv_tests::{bundle, qemu};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use xshell::{cmd, Shell};
 
 const TARGET: &str = "x86_64-unknown-none";
-const HELP: &str = "\
-cargo xtask <command> [options]
 
-commands:
-  build [--guest-cmdline STR]   build the hypervisor and guest (release, x86_64-unknown-none)
-                                into target/pv/, plus target/pv/bundle.cpio (dom0 = guest)
-  run [--guest-cmdline STR] [--hv-cmdline STR] [--xen]
-                                build, then boot with the serial console on this terminal;
-                                --xen boots the same guest as dom0 on real Xen 4.17
-                                guest commands: hello (default), fault, badptr, hypercall-count,
-                                traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress, descriptors,
-                                entry-attacks, entry-attack NAME,
-                                bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT [trace=I]
-  test                          host unit tests of every crate, then every QEMU scenario
-                                (PV_SKIP_REAL_XEN=1 skips the real-Xen one)
-  lint                          rustfmt check (rustfmt.toml) and clippy with warnings denied,
-                                for the host crates and for the two kernels' target
-  bench [boot|rings|hypercall|mmu|all] [--runs R]
-                                boot: boot-to-greeting time, ours vs real Xen (5 runs each);
-                                rings: ring-buffer throughput;
-                                hypercall: cycles per null hypercall, exception bounce + iret
-                                and user syscall; mmu: per mmu_update of one PTE, batch of
-                                64, update_va_mapping and writable-page-table store; both
-                                ours vs real Xen under TCG (medians of R paired runs,
-                                default 5), plus ours' instruction counts under -icount;
-                                tables on stdout, JSON in target/bench/
-  fuzz [--count N] [--seed S] [--trace-from I]
-                                boot with dom0 fuzzing hypercalls and privileged instructions
-                                (N calls, default 100000, seed S, default 1; --trace-from prints
-                                every call from iteration I); prints the summary and calls/s
-  gdb [--guest-cmdline STR]     boot with QEMU waiting for gdb on :1234, symbols loaded
-";
+/// The README's examples, shown by `cargo xtask --help` too.
+const EXAMPLES: &str = "\
+examples:
+  cargo xtask run                                   boot dom0 = our guest, command `hello`
+  cargo xtask run --guest-cmdline fault             another guest command (see `run --help`)
+  cargo xtask run --xen                             the same guest as dom0 on real Xen 4.17
+  cargo xtask run --kernel vmlinux --cmdline 'console=hvc0' --memory 512
+                                                    boot your own Xen PV ELF kernel as dom0
+  cargo xtask test                                  every host test and QEMU scenario
+  cargo xtask bench hypercall --runs 7              ours vs real Xen, medians of 7 runs";
+
+/// The guest commands `--guest-cmdline` can name.
+const GUEST_COMMANDS: &str = "guest commands: hello (default), fault, badptr, hypercall-count, traps, privops, \
+usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], descriptors, entry-attacks, entry-attack NAME, \
+bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT [trace=I]";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Build, run, test, benchmark and debug the PV hypervisor", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the hypervisor and guest (release, x86_64-unknown-none) into target/pv/, plus
+    /// target/pv/bundle.cpio (dom0 = our guest)
+    Build {
+        /// Command line of our guest kernel, put in the bundle
+        #[arg(long, default_value = "hello")]
+        guest_cmdline: String,
+    },
+    /// Build, then boot with the serial console on this terminal
+    #[command(after_help = GUEST_COMMANDS)]
+    Run(RunArgs),
+    /// Host unit tests of every crate, then every QEMU scenario (real Xen included)
+    Test,
+    /// rustfmt check and clippy with warnings denied, host crates and the kernels' target
+    Lint,
+    /// Measurements: tables on stdout, JSON in target/bench/
+    Bench {
+        /// boot: boot-to-greeting time; rings: ring-buffer throughput; hypercall: null
+        /// hypercall, exception bounce + iret, user syscall; mmu: mmu_update of one PTE,
+        /// of 64, update_va_mapping, writable-page-table store (ours vs real Xen under TCG,
+        /// plus ours' instruction counts under -icount)
+        #[arg(value_enum, default_value_t = Benchmark::All)]
+        which: Benchmark,
+        /// Paired rounds (ours, then Xen) for hypercall and mmu; medians are reported
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        runs: Option<u64>,
+    },
+    /// Boot with dom0 fuzzing hypercalls and privileged instructions; prints the summary
+    /// and calls per second
+    Fuzz {
+        /// Calls to make
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print every call from this iteration on
+        #[arg(long)]
+        trace_from: Option<u64>,
+    },
+    /// Boot with QEMU waiting for gdb on :1234, symbols loaded
+    Gdb {
+        #[arg(long, default_value = "hello")]
+        guest_cmdline: String,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Command line of our guest kernel (dom0): the check it runs
+    #[arg(long, default_value = "hello", conflicts_with = "kernel")]
+    guest_cmdline: String,
+    /// The hypervisor's command line (loglvl=, dom0_mem=)
+    #[arg(long, default_value = "loglvl=info")]
+    hv_cmdline: String,
+    /// Boot the same dom0 on real Xen 4.17 instead
+    #[arg(long)]
+    xen: bool,
+    /// Boot this Xen PV ELF kernel as dom0 instead of our guest
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The command line for --kernel
+    #[arg(long, requires = "kernel", value_name = "STR")]
+    cmdline: Option<String>,
+    /// dom0's memory in MiB (the machine gets 256 MiB more); our hypervisor only
+    #[arg(long, value_name = "MIB", conflicts_with = "xen", value_parser = clap::value_parser!(u64).range(1..))]
+    memory: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Benchmark {
+    Boot,
+    Rings,
+    Hypercall,
+    Mmu,
+    All,
+}
 
 type Result<T> = std::result::Result<T, String>;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Err(e) = dispatch(&args) {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli.command) {
         eprintln!("xtask: {e}");
         std::process::exit(1);
     }
 }
 
-pub fn option(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
-fn dispatch(args: &[String]) -> Result<()> {
+fn dispatch(command: Command) -> Result<()> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     sh.change_dir(workspace_root());
-    let guest_cmdline = option(args, "--guest-cmdline").unwrap_or_else(|| "hello".into());
-    match args.first().map(String::as_str) {
-        Some("build") => build(&sh, &guest_cmdline).map(|_| ()),
-        Some("run") => {
-            run(&sh, &guest_cmdline, &option(args, "--hv-cmdline").unwrap_or_else(|| "loglvl=info".into()), args.iter().any(|a| a == "--xen"))
-        }
-        Some("test") => test(&sh),
-        Some("lint") => lint(&sh),
-        Some("bench") => {
-            let runs =
-                option(args, "--runs").map(|r| r.parse().ok().filter(|&n| n > 0).ok_or(format!("--runs {r}: not a positive number"))).transpose()?;
-            let which = args.get(1).map(String::as_str).filter(|w| !w.starts_with("--")).unwrap_or("all");
-            bench::bench(&sh, which, runs)
-        }
-        Some("gdb") => gdb(&sh, &guest_cmdline),
-        Some("fuzz") => fuzz::fuzz(&sh, args),
-        Some("--help" | "-h" | "help") | None => {
-            print!("{HELP}");
-            Ok(())
-        }
-        Some(other) => Err(format!("unknown command '{other}'\n\n{HELP}")),
+    match command {
+        Command::Build { guest_cmdline } => build(&sh, &guest_cmdline).map(|_| ()),
+        Command::Run(args) => run(&sh, &args),
+        Command::Test => test(&sh),
+        Command::Lint => lint(&sh),
+        Command::Bench { which, runs } => bench::bench(&sh, which, runs.map(|r| r as usize)),
+        Command::Gdb { guest_cmdline } => gdb(&sh, &guest_cmdline),
+        Command::Fuzz { count, seed, trace_from } => fuzz::fuzz(&sh, count, seed, trace_from),
     }
 }
 
@@ -131,19 +184,53 @@ fn describe_status(code: Option<i32>) -> String {
     }
 }
 
-fn run(sh: &Shell, guest_cmdline: &str, hv_cmdline: &str, on_xen: bool) -> Result<()> {
-    let built = build(sh, guest_cmdline)?;
+fn run(sh: &Shell, args: &RunArgs) -> Result<()> {
+    let built = build(sh, &args.guest_cmdline)?;
     qemu::check_qemu()?;
-    let mut command = if on_xen {
+    // dom0: our guest with its command, or the user's kernel with its own.
+    let (kernel, dom0_cmdline) = match &args.kernel {
+        Some(path) => {
+            check_pv_kernel(path)?;
+            (path.clone(), args.cmdline.clone().unwrap_or_default())
+        }
+        None => (built.guest.clone(), args.guest_cmdline.clone()),
+    };
+    let mut command = if args.xen {
         let xen = qemu::xen_image(&artifacts_dir())?;
         eprintln!("xtask: booting real Xen 4.17; it does not exit when dom0 powers off: press Ctrl-C");
-        qemu::xen_command(&xen, &built.guest, guest_cmdline)
+        qemu::xen_command(&xen, &kernel, &dom0_cmdline)
     } else {
-        qemu::hypervisor_command(&built.hypervisor, &built.bundle, hv_cmdline)
+        let bundle_path = if args.kernel.is_some() {
+            let image = std::fs::read(&kernel).map_err(|e| format!("{}: {e}", kernel.display()))?;
+            let path = artifacts_dir().join("run-kernel.cpio");
+            std::fs::write(&path, bundle::dom0_bundle(&image, &dom0_cmdline)).map_err(|e| e.to_string())?;
+            path
+        } else {
+            built.bundle.clone()
+        };
+        let mut hv_cmdline = args.hv_cmdline.clone();
+        if let Some(mib) = args.memory {
+            hv_cmdline.push_str(&format!(" dom0_mem={mib}M"));
+        }
+        let mut command = qemu::hypervisor_command(&built.hypervisor, &bundle_path, &hv_cmdline);
+        if let Some(mib) = args.memory {
+            command.args(["-m", &format!("{}M", mib + 256)]);
+        }
+        command
     };
     let status = command.status().map_err(|e| e.to_string())?;
     eprintln!("xtask: {}", describe_status(status.code()));
     Ok(())
+}
+
+/// A kernel the hypervisor would refuse is refused here first, naming the file and the
+/// reason in one line, with the hypervisor's own parser.
+fn check_pv_kernel(path: &Path) -> Result<()> {
+    use pv_hypervisor::domain::elf_image::{AlignedImage, GuestImage};
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let refused = |reason: &dyn std::fmt::Display| format!("{}: not a Xen PV kernel we can boot: {reason}", path.display());
+    let aligned = AlignedImage::new(&bytes).map_err(|e| refused(&e))?;
+    GuestImage::parse(aligned.bytes()).map(|_| ()).map_err(|e| refused(&e))
 }
 
 /// Formatting and clippy, warnings denied: the host build of every crate (tests
@@ -229,4 +316,39 @@ fn gdb(sh: &Shell, guest_cmdline: &str) -> Result<()> {
         let _ = child.wait();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn typos_and_unknown_options_are_errors() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("cargo xtask").chain(args.iter().copied()));
+        assert!(parse(&["run", "--guest-cmdlin", "fault"]).is_err());
+        assert!(parse(&["run", "--cmdline", "x"]).is_err(), "--cmdline needs --kernel");
+        assert!(parse(&["run", "--xen", "--memory", "64"]).is_err());
+        assert!(parse(&["bench", "hypercal"]).is_err());
+        assert!(parse(&["bench", "hypercall", "--runs", "0"]).is_err());
+        let Command::Run(run) = parse(&["run", "--kernel", "vmlinux", "--cmdline", "console=hvc0", "--memory", "512"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!((run.kernel.as_deref(), run.cmdline.as_deref(), run.memory), (Some(Path::new("vmlinux")), Some("console=hvc0"), Some(512)));
+        assert!(matches!(parse(&["fuzz", "--count", "10", "--seed", "3"]).unwrap().command, Command::Fuzz { count: 10, seed: 3, trace_from: None }));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_pv_kernel_is_named_with_the_reason() {
+        let readme = workspace_root().join("README.md");
+        let error = check_pv_kernel(&readme).unwrap_err();
+        assert!(error.starts_with(&format!("{}: not a Xen PV kernel", readme.display())), "{error}");
+        assert!(error.contains("not an ELF file"), "{error}");
+        assert!(check_pv_kernel(Path::new("/no/such/kernel")).unwrap_err().starts_with("/no/such/kernel: "));
+    }
 }
