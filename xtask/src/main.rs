@@ -3,6 +3,7 @@
 
 mod bench;
 mod fuzz;
+mod install;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pv_tests::{bundle, qemu};
@@ -33,6 +34,10 @@ bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT [trace=I]";
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Never install missing prerequisites (QEMU, Xen, cpio); say what is missing
+    /// instead. Also: PV_NO_INSTALL=1
+    #[arg(long, global = true)]
+    no_install: bool,
 }
 
 #[derive(Subcommand)]
@@ -117,15 +122,26 @@ type Result<T> = std::result::Result<T, String>;
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = dispatch(cli.command) {
+    if let Err(e) = dispatch(cli.command, cli.no_install) {
         eprintln!("xtask: {e}");
         std::process::exit(1);
     }
 }
 
-fn dispatch(command: Command) -> Result<()> {
+fn dispatch(command: Command, no_install: bool) -> Result<()> {
     let sh = Shell::new().map_err(|e| e.to_string())?;
     sh.change_dir(workspace_root());
+    // What the command boots, installed first if missing (install.rs).
+    let want = match &command {
+        Command::Build { .. } | Command::Lint => None,
+        Command::Run(args) if !args.xen => Some(install::Want::Qemu),
+        Command::Gdb { .. } | Command::Fuzz { .. } => Some(install::Want::Qemu),
+        Command::Bench { which: Benchmark::Rings, .. } => None,
+        Command::Run(_) | Command::Test | Command::Bench { .. } => Some(install::Want::QemuAndXen),
+    };
+    if let Some(want) = want {
+        install::ensure(want, no_install)?;
+    }
     match command {
         Command::Build { guest_cmdline } => build(&sh, &guest_cmdline).map(|_| ()),
         Command::Run(args) => run(&sh, &args),
@@ -236,6 +252,7 @@ fn check_pv_kernel(path: &Path) -> Result<()> {
 /// Formatting and clippy, warnings denied: the host build of every crate (tests
 /// included) and the kernels' own target, whose code differs by `cfg`.
 fn lint(sh: &Shell) -> Result<()> {
+    ensure_target(sh)?;
     cmd!(sh, "rustup component add rustfmt clippy").run().map_err(|e| e.to_string())?;
     cmd!(sh, "cargo fmt --all --check").run().map_err(|e| format!("{e}: run `cargo fmt --all`"))?;
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run().map_err(|e| e.to_string())?;
