@@ -12,6 +12,15 @@ pub struct BootOptions {
     /// protections are on, deliberately break one, to show it holds (the hypervisor
     /// must stop with a fatal page fault). For the boundary scenarios.
     pub selftest: Option<SelfTest>,
+    /// `trace=hypercalls[:DOMID]`: log every hypercall (of one domain) with its decoded
+    /// arguments and result, and time them for the table printed at the domain's end.
+    pub trace: Option<TraceHypercalls>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceHypercalls {
+    All,
+    Domain(u16),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +37,7 @@ pub const DEFAULT_DOM0_MEM: u64 = 64 << 20;
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { log_level: log::LevelFilter::Info, dom0_pages: DEFAULT_DOM0_MEM / 4096, selftest: None }
+        BootOptions { log_level: log::LevelFilter::Info, dom0_pages: DEFAULT_DOM0_MEM / 4096, selftest: None, trace: None }
     }
 }
 
@@ -88,6 +97,14 @@ impl BootOptions {
                         _ => return Err(OptionError { option: word, reason: "expected write-text, stack-guard or execute-data" }),
                     });
                 }
+                "trace" => {
+                    let bad = OptionError { option: word, reason: "expected hypercalls or hypercalls:DOMID" };
+                    options.trace = Some(match value.split_once(':') {
+                        None if value == "hypercalls" => TraceHypercalls::All,
+                        Some(("hypercalls", domain)) => TraceHypercalls::Domain(domain.trim_start_matches('d').parse().map_err(|_| bad)?),
+                        _ => return Err(bad),
+                    });
+                }
                 // Unknown options are ignored, as Xen does, so shared command lines work.
                 _ => log::warn!("ignoring unknown option '{word}'"),
             }
@@ -119,5 +136,10 @@ mod tests {
         assert_eq!(BootOptions::parse("selftest=stack-guard").unwrap().selftest, Some(SelfTest::StackGuard));
         assert!(BootOptions::parse("selftest=everything").is_err());
         assert!(BootOptions::parse("loglvl=loud").unwrap_err().to_string().contains("loglvl=loud"));
+        assert_eq!(BootOptions::parse("trace=hypercalls").unwrap().trace, Some(TraceHypercalls::All));
+        assert_eq!(BootOptions::parse("trace=hypercalls:d3").unwrap().trace, Some(TraceHypercalls::Domain(3)));
+        assert_eq!(BootOptions::parse("trace=hypercalls:0").unwrap().trace, Some(TraceHypercalls::Domain(0)));
+        assert!(BootOptions::parse("trace=everything").is_err());
+        assert!(BootOptions::parse("trace=hypercalls:dx").is_err());
     }
 }

@@ -252,6 +252,27 @@ fn ram_above_4_gib_is_used() {
     expect_exit(&outcome, ExitCode::Poweroff);
 }
 
+/// `trace=hypercalls` logs each hypercall with decoded arguments and result; limited
+/// to another domain it logs none of dom0's; the table of counts comes out either way.
+#[test]
+fn trace_hypercalls_logs_every_call() {
+    let hello = dom0_bundle(&guest_image(), "hello");
+    let traced = boot_with("trace-all", &hello, "loglvl=info trace=hypercalls");
+    expect(&traced, &[("test", "hello"), ("status", "pass")]);
+    let lines: Vec<&str> = traced.log.lines().filter(|l| l.starts_with("(hv) trace d0 ")).collect();
+    assert!(lines.iter().any(|l| l.starts_with("(hv) trace d0 xen_version(cmd=0, arg=0x0) = 0x40011")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("console_io(cmd=0, count=") && l.ends_with(" = 0x0")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("sched_op(cmd=2, ")), "{lines:?}");
+    let table = |log: &str, name: &str| log.lines().find(|l| l.starts_with("(hv) domain 0 hypercalls: ") && l.contains(name)).map(String::from);
+    let console = table(&traced.log, "console_io").expect("console_io in the table");
+    assert_eq!(console.split_whitespace().count(), 9, "name, nr, count, cycles, per call: {console}");
+    let other = boot_with("trace-other", &hello, "loglvl=info trace=hypercalls:d5");
+    assert!(!other.log.contains("(hv) trace d0 "));
+    let console = table(&other.log, "console_io").expect("the table is printed untraced too");
+    assert_eq!(console.split_whitespace().count(), 7, "no time without tracing: {console}");
+    expect_exit(&other, ExitCode::Poweroff);
+}
+
 /// A newc archive aligns files to 4 bytes only: a kernel at a 4- but not 8-aligned
 /// offset (first in the archive, after a 124-byte header) boots like any other.
 #[test]

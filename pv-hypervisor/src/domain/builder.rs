@@ -266,6 +266,7 @@ fn populate<M: MachineMemory>(
         vcpu,
         traps: Default::default(),
         hypercall_counts: [0; COUNTED_HYPERCALLS],
+        hypercall_cycles: [0; COUNTED_HYPERCALLS],
         crash_reason: None,
         console: Default::default(),
     })

@@ -62,6 +62,8 @@ pub struct Domain {
     /// The single vCPU's trap table, callbacks and virtual CPU state.
     pub traps: TrapState,
     pub hypercall_counts: [u64; COUNTED_HYPERCALLS],
+    /// TSC cycles spent in each hypercall, measured while it is traced (trace=).
+    pub hypercall_cycles: [u64; COUNTED_HYPERCALLS],
     /// Why the hypervisor crashed the domain, when it did (for the register dump).
     pub crash_reason: Option<&'static str>,
     pub console: GuestLineBuffer,

@@ -13,6 +13,7 @@ mod mmu;
 mod multicall;
 mod reservation;
 mod sched_op;
+pub mod trace;
 mod traps;
 pub mod xen_version;
 

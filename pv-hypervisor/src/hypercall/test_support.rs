@@ -93,6 +93,7 @@ impl TestGuest {
             vcpu: GuestRegisters::default(),
             traps: Default::default(),
             hypercall_counts: [0; COUNTED_HYPERCALLS],
+            hypercall_cycles: [0; COUNTED_HYPERCALLS],
             crash_reason: None,
             console: Default::default(),
         };

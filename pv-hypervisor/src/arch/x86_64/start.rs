@@ -3,7 +3,7 @@
 
 use super::machine_memory::DirectMap;
 use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, protect, pvh, serial};
-use crate::boot_options::BootOptions;
+use crate::boot_options::{BootOptions, TraceHypercalls};
 use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
 use crate::domain::bundle::{DOM0_CMDLINE, DOM0_KERNEL};
@@ -11,6 +11,7 @@ use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::frames::tear_down;
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::{exit_code_for, Domain, DomainState};
+use crate::hypercall::trace as hypercall_trace;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::hypercall::{HypercallContext, MachineInfo, TlbFlush};
 use crate::mm::frame_alloc::FrameAllocator;
@@ -121,6 +122,13 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Err(e) => boot_error("hypervisor-cmdline", &e),
     };
     log::set_max_level(options.log_level);
+    if let Some(trace) = options.trace {
+        let value = match trace {
+            TraceHypercalls::All => TRACE_ALL,
+            TraceHypercalls::Domain(id) => u32::from(id),
+        };
+        TRACE.store(value, core::sync::atomic::Ordering::Relaxed);
+    }
     if let Some(test) = options.selftest {
         hv_println!("selftest: breaking a protection on purpose ({test:?})");
         protect::run_selftest(test);
@@ -250,17 +258,46 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         }
         resume_guest(guard, frame);
     }
+    if core::hint::black_box(traced(domain.id)) {
+        traced_hypercall(guard, frame);
+    }
+    frame.rax = run_hypercall(domain, &mut hv.memory, &mut hv.frame_table, &hv.hypervisor_l4, &hv.machine, &mut hv.frames, frame) as u64;
+    resume_guest(guard, frame);
+}
+
+/// `trace=hypercalls[:DOMID]`: which domain's hypercalls are traced (none, all, one).
+static TRACE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(TRACE_OFF);
+const TRACE_OFF: u32 = u32::MAX;
+const TRACE_ALL: u32 = u32::MAX - 1;
+
+#[inline(always)]
+fn traced(domain: u16) -> bool {
+    let t = TRACE.load(core::sync::atomic::Ordering::Relaxed);
+    (t == TRACE_ALL) | (t == u32::from(domain))
+}
+
+/// Counts, dispatches and flushes one hypercall; its result.
+#[inline(always)]
+fn run_hypercall(
+    domain: &mut Domain,
+    memory: &mut DirectMap,
+    frame_table: &mut FrameTable,
+    hypervisor_l4: &[u64; 512],
+    machine: &MachineInfo,
+    frames: &mut FrameAllocator<'static>,
+    frame: &mut GuestRegisters,
+) -> i64 {
     let number = frame.rax;
     domain.count_hypercall(number);
     let args = frame.hypercall_args();
     let mut ctx = HypercallContext {
         domain,
-        memory: &mut hv.memory,
+        memory,
         regs: frame,
-        frames: &mut hv.frame_table,
-        hypervisor_l4: &hv.hypervisor_l4,
-        machine: &hv.machine,
-        frame_source: &mut hv.frames,
+        frames: frame_table,
+        hypervisor_l4,
+        machine,
+        frame_source: frames,
         flush_tlb: false,
         flush_page: None,
     };
@@ -268,9 +305,28 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     // One branch for "nothing to flush", the common case (see resume_guest).
     let flush = ctx.flush_tlb | ctx.flush_page.is_some() | ctx.frames.flush_needed();
     if core::hint::black_box(flush) {
-        flush_after_hypercall(ctx.flush_wanted(), &mut hv.frame_table);
+        let wanted = ctx.flush_wanted();
+        flush_after_hypercall(wanted, ctx.frames);
+    }
+    result
+}
+
+/// A traced hypercall: timed, counted in the domain's table, and logged with its
+/// decoded arguments and result.
+#[cold]
+#[inline(never)]
+fn traced_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let (id, number, args) = (domain.id, frame.rax, frame.hypercall_args());
+    let started = cpu::rdtsc();
+    let result = run_hypercall(domain, &mut hv.memory, &mut hv.frame_table, &hv.hypervisor_l4, &hv.machine, &mut hv.frames, frame);
+    let cycles = cpu::rdtsc().wrapping_sub(started);
+    if let Some(slot) = domain.hypercall_cycles.get_mut(number as usize) {
+        *slot += cycles;
     }
     frame.rax = result as u64;
+    hv_println!("trace d{id} {}", hypercall_trace::Call { number, args, result });
     resume_guest(guard, frame);
 }
 
@@ -474,6 +530,11 @@ fn domain_stopped() -> ! {
     // Its breakpoints and its GDT go with it.
     super::gdt_area::map_guest_frames(&[]);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
+    // Its hypercalls: how many of each and, where traced, the time they took.
+    hv_println!("domain {domid} hypercalls: {:<22} {:>3} {:>10} {:>14} {:>10}", "name", "nr", "count", "tsc cycles", "per call");
+    for row in hypercall_trace::table_rows(&domain.hypercall_counts, &domain.hypercall_cycles) {
+        hv_println!("domain {domid} hypercalls: {row}");
+    }
     let code = exit_code_for(domain.state);
     hv_println!("domain {domid} ({}) is gone; no domain left", domain.name);
     drop(domain);
