@@ -97,6 +97,52 @@ fn balloon(tally: &mut Tally, info: &StartInfo, m2p_frame: u64, max_page: i64) {
     p2m[n - 2] = populated;
     let maximum = reservation_of(XENMEM_MAXIMUM_RESERVATION);
     println!("RESULT test=memory check=reservation_room more_allowed={} maximum={maximum}", u8::from(maximum > current()));
+    larger_extents(tally, &current);
+}
+
+/// Extents of more than one page (extent_order): runs of 2^order contiguous frames,
+/// aligned to their size, counted page by page.
+fn larger_extents(tally: &mut Tally, current: &dyn Fn() -> i64) {
+    let before = current();
+    let mut run = [0u64];
+    line(tally, "increase_reservation_order_1", ordered(XENMEM_INCREASE_RESERVATION, 1, &mut run), 1);
+    let pass = run[0].is_multiple_of(2) && current() == before + 2;
+    println!("RESULT test=memory check=increase_order_1_aligned_and_counted pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    line(tally, "decrease_reservation_order_1", ordered(XENMEM_DECREASE_RESERVATION, 1, &mut run), 1);
+    let pass = current() == before;
+    println!("RESULT test=memory check=decrease_order_1_counted pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    // Guest frames far past our memory: a PV guest names them freely.
+    let gpfn = 0x10_0000u64;
+    let mut populate = [gpfn];
+    line(tally, "populate_physmap_order_2", ordered(XENMEM_POPULATE_PHYSMAP, 2, &mut populate), 1);
+    let mfn = populate[0];
+    let pass = mfn.is_multiple_of(4) && (0..4).all(|i| m2p(mfn + i) == gpfn + i) && current() == before + 4;
+    println!("RESULT test=memory check=populate_order_2_sets_m2p pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+    line(tally, "decrease_reservation_order_2", ordered(XENMEM_DECREASE_RESERVATION, 2, &mut populate), 1);
+    // Frames given back already are not ours any more.
+    let mut misaligned = [run[0] | 1];
+    line(tally, "decrease_reservation_order_1_not_ours", ordered(XENMEM_DECREASE_RESERVATION, 1, &mut misaligned), 0);
+    // 32 MiB in one extent: dom0 may (Xen 4.17 allows it; domUs get less).
+    let mut huge = [0u64];
+    line(tally, "increase_reservation_order_13", ordered(XENMEM_INCREASE_RESERVATION, 13, &mut huge), 1);
+    line(tally, "decrease_reservation_order_13", ordered(XENMEM_DECREASE_RESERVATION, 13, &mut huge), 1);
+    let pass = current() == before;
+    println!("RESULT test=memory check=larger_extents_all_back pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+}
+
+fn ordered(op: u32, order: u32, list: &mut [u64]) -> i64 {
+    let r = MemoryReservation {
+        extent_start: list.as_mut_ptr() as u64,
+        nr_extents: list.len() as u64,
+        extent_order: order,
+        domid: DOMID_SELF,
+        ..Default::default()
+    };
+    memory_op(op.into(), &r as *const MemoryReservation as u64)
 }
 
 fn reservation_of(cmd: u32) -> i64 {

@@ -4,8 +4,8 @@
 //!
 //! As on Xen, the answer is the number of extents done: a bad structure, domain or
 //! list is not an errno but "0 more done", and the first extent that fails stops the
-//! batch. Extents are single pages (extent_order 0); a larger order does nothing
-//! (Xen allows up to 2 MiB extents, which needs aligned runs of frames).
+//! batch. An extent is 2^extent_order frames in a row, aligned to their size (Xen 4.17
+//! lets dom0 take 32 MiB extents, order 13, and more: we stop at MAX_ORDER).
 
 use super::HypercallContext;
 use crate::mm::guest_walk::MachineMemory;
@@ -15,6 +15,8 @@ use hypercall_abi::ops::mmu::DOMID_SELF;
 use hypercall_abi::GuestAddr;
 
 const PAGE: u64 = 4096;
+/// The largest extent: 2^18 pages, 1 GiB (Xen's own allocator cannot do more).
+const MAX_ORDER: u32 = 18;
 
 pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u32, start_extent: u64, arg: GuestAddr) -> i64 {
     let done = start_extent;
@@ -22,9 +24,10 @@ pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u
     // Too many to encode a continuation, already done, another domain, larger extents.
     let too_many = r.nr_extents > u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT);
     let other_domain = r.domid != DOMID_SELF && r.domid != ctx.domain.id;
-    if too_many || start_extent >= r.nr_extents || other_domain || r.extent_order != 0 {
+    if too_many || start_extent >= r.nr_extents || other_domain || r.extent_order > MAX_ORDER {
         return done as i64;
     }
+    let order = r.extent_order;
     let list = r.extent_start;
     // The list must lie in guest memory as a whole (Xen's guest_handle_subrange_okay);
     // increase_reservation alone may pass none (frames allocated but not reported).
@@ -43,11 +46,13 @@ pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u
     while i < r.nr_extents {
         let slot = GuestAddr(list + i * 8);
         let ok = match op {
-            XENMEM_DECREASE_RESERVATION => ctx.read_guest::<u64>(slot).is_ok_and(|mfn| give_back(ctx, mfn)),
-            XENMEM_INCREASE_RESERVATION => take(ctx, limit).is_some_and(|mfn| list == 0 || ctx.write_guest(slot, &mfn).is_ok()),
+            XENMEM_DECREASE_RESERVATION => ctx.read_guest::<u64>(slot).is_ok_and(|mfn| give_back(ctx, mfn, order)),
+            XENMEM_INCREASE_RESERVATION => take(ctx, order, limit).is_some_and(|mfn| list == 0 || ctx.write_guest(slot, &mfn).is_ok()),
             _ => match ctx.read_guest::<u64>(slot) {
-                Ok(pfn) => take(ctx, limit).is_some_and(|mfn| {
-                    let _ = ctx.machine.m2p.set(ctx.memory, mfn, pfn);
+                Ok(pfn) => take(ctx, order, limit).is_some_and(|mfn| {
+                    for i in 0..1u64 << order {
+                        let _ = ctx.machine.m2p.set(ctx.memory, mfn + i, pfn.wrapping_add(i));
+                    }
                     ctx.write_guest(slot, &mfn).is_ok()
                 }),
                 Err(_) => false,
@@ -61,33 +66,52 @@ pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u
     i as i64
 }
 
-/// A new, zeroed frame for the caller, within its maximum.
-fn take<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, limit: u64) -> Option<u64> {
-    if ctx.domain.tot_pages >= ctx.domain.max_pages {
+/// 2^order new, zeroed frames in a row for the caller, within its maximum: the first.
+fn take<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, order: u32, limit: u64) -> Option<u64> {
+    let count = 1u64 << order;
+    if ctx.domain.tot_pages.checked_add(count)? > ctx.domain.max_pages {
         return None;
     }
-    let mfn = ctx.frame_source.take_below(limit)?;
+    let first = ctx.frame_source.take_run_below(order, limit)?;
     // Nothing of a frame's last owner may reach its next one.
-    if ctx.memory.write_bytes(mfn * PAGE, &[0u8; PAGE as usize]).is_none() || ctx.frames.assign(mfn, ctx.domain.id).is_err() {
-        ctx.frame_source.give_back(mfn);
-        return None;
+    for mfn in first..first + count {
+        if ctx.memory.write_bytes(mfn * PAGE, &[0u8; PAGE as usize]).is_none() || ctx.frames.assign(mfn, ctx.domain.id).is_err() {
+            for taken in first..mfn {
+                let _ = ctx.frames.release(taken);
+            }
+            for back in first..first + count {
+                ctx.frame_source.give_back(back);
+            }
+            return None;
+        }
     }
-    ctx.domain.tot_pages += 1;
-    Some(mfn)
+    ctx.domain.tot_pages += count;
+    Some(first)
 }
 
-/// Takes back one of the caller's frames that nothing maps and nothing types (Xen
-/// defers the free of a frame still mapped until its last reference goes; here the
-/// guest must unmap it first, as a balloon driver does anyway).
-fn give_back<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64) -> bool {
-    if ctx.frames.owner(mfn) != Some(ctx.domain.id) || mfn == ctx.domain.shared_info_mfn {
+/// Takes back 2^order of the caller's frames from `first` on, none of which anything
+/// maps or types (Xen defers the free of a frame still mapped until its last reference
+/// goes; here the guest must unmap it first, as a balloon driver does anyway). All or
+/// nothing.
+fn give_back<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, first: u64, order: u32) -> bool {
+    let count = 1u64 << order;
+    let Some(end) = first.checked_add(count) else { return false };
+    let free = |mfn: u64| {
+        ctx.frames.owner(mfn) == Some(ctx.domain.id)
+            && mfn != ctx.domain.shared_info_mfn
+            && ctx.frames.ref_count(mfn) == 0
+            && ctx.frames.type_count(mfn) == 0
+    };
+    if !(first..end).all(free) {
         return false;
     }
-    if ctx.frames.release(mfn).is_err() {
-        return false;
+    for mfn in first..end {
+        if ctx.frames.release(mfn).is_err() {
+            return false;
+        }
+        ctx.machine.m2p.invalidate(ctx.memory, mfn);
+        ctx.frame_source.give_back(mfn);
+        ctx.domain.tot_pages -= 1;
     }
-    ctx.machine.m2p.invalidate(ctx.memory, mfn);
-    ctx.frame_source.give_back(mfn);
-    ctx.domain.tot_pages -= 1;
     true
 }

@@ -53,6 +53,13 @@ impl crate::mm::frame_alloc::FrameSource for FreeList {
         Some(self.0.remove(at))
     }
 
+    fn take_run_below(&mut self, order: u32, limit: u64) -> Option<u64> {
+        let size = 1u64 << order;
+        let start = *self.0.iter().find(|&&m| m % size == 0 && m + size <= limit && (m..m + size).all(|f| self.0.contains(&f)))?;
+        self.0.retain(|&f| !(start..start + size).contains(&f));
+        Some(start)
+    }
+
     fn give_back(&mut self, mfn: u64) {
         self.0.push(mfn);
         self.0.sort_unstable();

@@ -139,6 +139,9 @@ impl<'a> FrameAllocator<'a> {
 pub trait FrameSource {
     /// A free frame below frame `limit` (exclusive), if there is one.
     fn take_below(&mut self, limit: u64) -> Option<u64>;
+    /// 2^order free frames in a row, the first a multiple of 2^order, all below
+    /// `limit`: the first of them.
+    fn take_run_below(&mut self, order: u32, limit: u64) -> Option<u64>;
     fn give_back(&mut self, mfn: u64);
 }
 
@@ -153,6 +156,25 @@ impl FrameSource for FrameAllocator<'_> {
         let low = (0..limit.min(self.capacity())).find(|&pfn| self.is_free(pfn))?;
         self.set(low, false);
         Some(low)
+    }
+
+    fn take_run_below(&mut self, order: u32, limit: u64) -> Option<u64> {
+        let size = 1u64.checked_shl(order)?;
+        let end = limit.min(self.capacity());
+        let mut start: u64 = 0;
+        while start.checked_add(size)? <= end {
+            match (start..start + size).find(|&pfn| !self.is_free(pfn)) {
+                // Skip past the frame in use, to the next aligned start.
+                Some(used) => start = (used + 1).next_multiple_of(size),
+                None => {
+                    for pfn in start..start + size {
+                        self.set(pfn, false);
+                    }
+                    return Some(start);
+                }
+            }
+        }
+        None
     }
 
     fn give_back(&mut self, mfn: u64) {
@@ -212,5 +234,21 @@ mod tests {
         assert_eq!(a.free(f), Ok(()));
         assert_eq!(a.free(f), Err(FrameError::AlreadyFree(f)));
         assert_eq!(a.free_frames(), 8);
+    }
+
+    #[test]
+    fn runs_are_aligned_and_skip_frames_in_use() {
+        let mut bits = [0u64; 4];
+        let mut a = FrameAllocator::new(&mut bits);
+        a.add_free(0..256);
+        a.reserve(5..6);
+        // Order 2: 0-3 is free; then order 3 must skip 0-7 (5 is in use, 0-3 taken).
+        assert_eq!(a.take_run_below(2, 256), Some(0));
+        assert_eq!(a.take_run_below(3, 256), Some(8));
+        assert_eq!(a.take_run_below(0, 256), Some(4));
+        assert_eq!(a.take_run_below(8, 256), None, "256 frames from 0 are not all free");
+        assert_eq!(a.take_run_below(4, 16), None, "below the limit");
+        assert_eq!(a.take_run_below(64, 256), None, "no overflow");
+        assert_eq!(a.free_frames(), 256 - 1 - 4 - 8 - 1);
     }
 }

@@ -149,9 +149,9 @@ fn ballooning_down_and_up_within_the_maximum() {
 fn a_bad_reservation_is_no_extent_done() {
     let mut g = TestGuest::new();
     let spare = SPARE_FRAMES.start;
-    // Another domain, a larger extent, an unreadable structure or list: 0 done.
+    // Another domain, an extent past MAX_ORDER, an unreadable structure or list: 0 done.
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, 9, 0), 0);
-    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 1), 0);
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 19), 0);
     assert_eq!(memory_op(&mut g, XENMEM_DECREASE_RESERVATION.into(), 0x10), 0);
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], 0xffff_8000_0000_0000, DOMID_SELF, 0), 0);
     assert_eq!(g.domain.tot_pages, 16);
@@ -166,4 +166,29 @@ fn a_bad_reservation_is_no_extent_done() {
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare + 1], BUFFER, DOMID_SELF, 0), 1);
     g.poke(ARG, MemoryReservation { extent_start: BUFFER, nr_extents: 1, mem_flags: 12, domid: DOMID_SELF, ..Default::default() }.as_bytes());
     assert_eq!(memory_op(&mut g, XENMEM_INCREASE_RESERVATION.into(), ARG), 0);
+}
+
+#[test]
+fn extents_of_several_frames_are_aligned_runs() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    // Giving back two of ours at once; then the shared_info frame's run: all or nothing.
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 1), 1);
+    assert_eq!(g.domain.tot_pages, 14);
+    assert_eq!((g.frames.owner(spare), g.frames.owner(spare + 1)), (None, None));
+    let shared = g.domain.shared_info_mfn;
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[shared & !1], BUFFER, DOMID_SELF, 1), 0);
+    assert_eq!(g.frames.owner(shared & !1), Some(0), "nothing of a refused extent is given back");
+    // Past the maximum (16 pages) by one extent of four: refused whole.
+    assert_eq!(reservation(&mut g, XENMEM_POPULATE_PHYSMAP, &[100], BUFFER, DOMID_SELF, 2), 0);
+    assert_eq!(g.domain.tot_pages, 14);
+    // Two new frames in a row, aligned to 2, ours and counted, each with its M2P entry.
+    assert_eq!(reservation(&mut g, XENMEM_POPULATE_PHYSMAP, &[100], BUFFER, DOMID_SELF, 1), 1);
+    let first = extent(&g, 0);
+    assert_eq!(first % 2, 0);
+    for i in 0..2 {
+        assert_eq!(g.frames.owner(first + i), Some(0));
+        assert_eq!(g.machine.m2p.get(&g.memory, first + i), Some(100 + i));
+    }
+    assert_eq!(g.domain.tot_pages, 16);
 }
