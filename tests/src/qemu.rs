@@ -63,6 +63,11 @@ pub fn tcg_icount_args() -> Vec<String> {
     args
 }
 
+/// QEMU's `microvm` machine, added after the default `pc` (QEMU takes the last
+/// `-machine`): it boots our PVH entry without the BIOS, with serial and the ISA
+/// debug-exit port, and without the PIC, PIT and RTC, which the hypervisor does not use.
+pub const MICROVM: [&str; 2] = ["-machine", "microvm,pic=off,pit=off,rtc=off,isa-serial=on"];
+
 fn base_command(accel: &[String]) -> Command {
     let mut cmd = Command::new(QEMU);
     cmd.args(["-machine", "pc", "-m", "512M", "-smp", "1", "-display", "none", "-no-reboot", "-monitor", "none", "-net", "none"]);

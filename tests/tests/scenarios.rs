@@ -252,6 +252,14 @@ fn ram_above_4_gib_is_used() {
     expect_exit(&outcome, ExitCode::Poweroff);
 }
 
+/// QEMU's microvm machine (no BIOS, no PIC/PIT/RTC) boots dom0 as pc does.
+#[test]
+fn dom0_boots_on_microvm() {
+    let outcome = boot_with_qemu_args("microvm", &dom0_bundle(&guest_image(), "hello"), "loglvl=info", &qemu::MICROVM);
+    expect(&outcome, &[("test", "hello"), ("status", "pass")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
 /// `trace=hypercalls` logs each hypercall with decoded arguments and result; limited
 /// to another domain it logs none of dom0's; the table of counts comes out either way.
 #[test]

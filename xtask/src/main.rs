@@ -107,6 +107,15 @@ struct RunArgs {
     /// dom0's memory in MiB (the machine gets 256 MiB more); our hypervisor only
     #[arg(long, value_name = "MIB", conflicts_with = "xen", value_parser = clap::value_parser!(u64).range(1..))]
     memory: Option<u64>,
+    /// QEMU machine type for our hypervisor: microvm boots without the BIOS
+    #[arg(long, value_enum, default_value_t = Machine::Pc, conflicts_with = "xen")]
+    machine: Machine,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Machine {
+    Pc,
+    Microvm,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -231,6 +240,9 @@ fn run(sh: &Shell, args: &RunArgs) -> Result<()> {
         let mut command = qemu::hypervisor_command(&built.hypervisor, &bundle_path, &hv_cmdline);
         if let Some(mib) = args.memory {
             command.args(["-m", &format!("{}M", mib + 256)]);
+        }
+        if args.machine == Machine::Microvm {
+            command.args(qemu::MICROVM);
         }
         command
     };
