@@ -164,6 +164,10 @@ fn hypercall_count_counts_console_writes() {
     let outcome = boot("hypercall-count", &dom0_bundle(&guest_image(), "hypercall-count"));
     let r = expect(&outcome, &[("test", "hypercall-count"), ("status", "pass")]);
     assert!(number(&r["count"]) >= 3);
+    // The writes counted are the lines that came out, under the domain's prefix.
+    for i in 0..3 {
+        assert!(outcome.log.lines().any(|l| l == format!("(d0) console write {i}")), "line {i} missing:\n{}", outcome.tail(20));
+    }
     expect_exit(&outcome, ExitCode::Poweroff);
 }
 
