@@ -165,6 +165,16 @@ pub fn run(info: &StartInfo) {
     for (check, p) in [("cli_iopl1", probe!("", "cli")), ("sti_iopl1", probe!("", "sti")), ("out_port_0x80_iopl1", probe!("", "out 0x80, al"))] {
         tally.add(report("privops", check, &p, &Expect::none()));
     }
+    // dom0 reaches PCI configuration space through 0xcf8/0xcfc (Xen emulates it for
+    // dom0 on a latched address): the id of QEMU's host bridge, 00:00.0.
+    let p = probe!("mov eax, 0x80000000\n mov dx, 0xcf8\n out dx, eax\n mov dx, 0xcfc", "in eax, dx");
+    value_check(&mut tally, "pci_config_00_0_id", &p, &Expect::none(), Some(p.rax & 0xffff_ffff));
+    // A device that is not there reads as all ones (00:1f.0 on the pc machine).
+    let p = probe!("mov eax, 0x8000f800\n mov dx, 0xcf8\n out dx, eax\n mov dx, 0xcfc", "in eax, dx");
+    value_check(&mut tally, "pci_config_absent_device", &p, &Expect::none(), Some(p.rax & 0xffff_ffff));
+    // The PIC's mask register is the hypervisor's port: dom0 reads an empty bus.
+    let p = probe!("mov eax, 0x12345678", "in al, 0x21");
+    value_check(&mut tally, "in_pic_port", &p, &Expect::none(), Some(p.rax & 0xffff_ffff));
     let bad = hypercall_abi::ops::physdev::PhysdevSetIopl { iopl: 4 };
     // SAFETY: as above.
     let ret = unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestAddr::from_ptr(&bad)) };

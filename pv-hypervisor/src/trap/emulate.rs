@@ -6,6 +6,7 @@
 use super::cpuid::CpuidPolicy;
 use super::debugreg;
 use super::decode::{decode, Decoded, Gpr, Instruction, MemoryOperand, Operand, OperandSize, PortOperand, Segment};
+use super::ports::{self, PortIo};
 use super::state::{GuestMode, TrapState};
 use crate::domain::vcpu::GuestRegisters;
 use crate::mm::is_canonical;
@@ -89,6 +90,10 @@ pub struct EmulationContext<'a> {
     pub kernel_l4: u64,
     pub host: HostView,
     pub cpuid: &'a CpuidPolicy,
+    /// The machine's I/O ports (trap::ports decides which the domain reaches).
+    pub ports: &'a mut dyn PortIo,
+    /// dom0: the machine's ports are its, but for the hypervisor's own.
+    pub privileged: bool,
 }
 
 impl EmulationContext<'_> {
@@ -145,10 +150,17 @@ impl EmulationContext<'_> {
             // not IF, is a PV kernel's interrupt flag.
             Instruction::Cli | Instruction::Sti => self.iopl_allows().then_some(()),
             Instruction::In { size, port } if self.iopl_allows() => {
-                self.port_read(size, port);
+                let port = self.port_number(port);
+                let value = ports::read(self.ports, self.privileged, self.traps.pci_cf8, port, size);
+                self.set_accumulator(size, value);
                 Some(())
             }
-            Instruction::Out { .. } if self.iopl_allows() => Some(()),
+            Instruction::Out { size, port } if self.iopl_allows() => {
+                let port = self.port_number(port);
+                let value = (self.regs.rax & u64::from(ports::all_ones(size))) as u32;
+                ports::write(self.ports, self.privileged, &mut self.traps.pci_cf8, port, size, value);
+                Some(())
+            }
             // Xen lets a guest ask for a cache flush; it has nothing to flush here.
             Instruction::Wbinvd if kernel => Some(()),
             Instruction::MovFromDr { dr, gpr: reg } if kernel => match debugreg::get(self.traps, u32::from(dr)) {
@@ -280,16 +292,20 @@ impl EmulationContext<'_> {
         Some(())
     }
 
-    /// No device ports are passed through yet: reads float high, as on an empty bus.
-    fn port_read(&mut self, size: OperandSize, _port: PortOperand) {
-        let ones = match size {
-            OperandSize::Byte => 0xff,
-            OperandSize::Word => 0xffff,
-            OperandSize::Dword => 0xffff_ffff,
-        };
+    fn port_number(&self, port: PortOperand) -> u16 {
+        match port {
+            PortOperand::Imm8(n) => u16::from(n),
+            PortOperand::Dx => self.regs.rdx as u16,
+        }
+    }
+
+    /// `in` writes al, ax or eax: a 32-bit result clears the upper half of rax, the
+    /// narrower ones keep the rest.
+    fn set_accumulator(&mut self, size: OperandSize, value: u32) {
+        let ones = u64::from(ports::all_ones(size));
         self.regs.rax = match size {
-            OperandSize::Dword => ones,
-            _ => (self.regs.rax & !ones) | ones,
+            OperandSize::Dword => u64::from(value),
+            _ => (self.regs.rax & !ones) | (u64::from(value) & ones),
         };
     }
 }

@@ -10,6 +10,7 @@ use super::debugreg;
 use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
 use super::emulate::{Emulation, EmulationContext, HostView};
 use super::frame_check::{check_return_frame, BadFrame};
+use super::ports::PortIo;
 use super::ptwr;
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
@@ -42,6 +43,7 @@ pub fn guest_exception<M: MachineMemory>(
     memory: &mut M,
     frames: &mut FrameTable,
     cpuid: &CpuidPolicy,
+    ports: &mut dyn PortIo,
     frame: &mut GuestRegisters,
     hardware: &ExceptionContext,
 ) {
@@ -64,7 +66,7 @@ pub fn guest_exception<M: MachineMemory>(
             domain.traps.fpu_ts = false;
         }
         let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2: hardware.cr2 };
-        match emulate_instead(domain, memory, cpuid, frame, hardware.host) {
+        match emulate_instead(domain, memory, cpuid, ports, frame, hardware.host) {
             Some(Ok(())) => Ok(()),
             Some(Err((address, error_code))) => {
                 let fault = GuestException { vector: VECTOR_PAGE_FAULT, error_code, cr2: address };
@@ -122,6 +124,7 @@ fn emulate_instead<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,
     cpuid: &CpuidPolicy,
+    ports: &mut dyn PortIo,
     frame: &mut GuestRegisters,
     host: HostView,
 ) -> Option<Result<(), (u64, u64)>> {
@@ -131,7 +134,8 @@ fn emulate_instead<M: MachineMemory>(
     }
     let (bytes, len, unreadable) = fetch_instruction(&*memory, domain.active_l4(), frame.rip);
     let kernel_l4 = domain.l4_maddr;
-    let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host, cpuid };
+    let privileged = domain.privileged;
+    let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host, cpuid, ports, privileged };
     let outcome = if general_protection { ctx.privileged(&bytes[..len]) } else { ctx.invalid_opcode(&bytes[..len]) };
     match outcome {
         Emulation::Done => Some(Ok(())),

@@ -15,5 +15,6 @@ pub mod emulate;
 pub mod entry;
 pub mod frame_check;
 pub mod iret;
+pub mod ports;
 pub mod ptwr;
 pub mod state;

@@ -94,6 +94,8 @@ pub struct TrapState {
     pub debugreg: [u64; 8],
     /// Virtual IOPL (physdev_op set_iopl), 0-3.
     pub iopl: u8,
+    /// The PCI configuration address dom0 last wrote to port 0xcf8 (trap::ports).
+    pub pci_cf8: u32,
     /// vm_assist bits the guest turned on (1 << VMASST_TYPE_*).
     pub vm_assist: u64,
     pub fs_base: u64,
@@ -136,6 +138,7 @@ impl Default for TrapState {
             fpu_ts: false,
             debugreg: [0, 0, 0, 0, 0, 0, DR6_DEFAULT, DR7_DEFAULT],
             iopl: 0,
+            pci_cf8: 0,
             vm_assist: 0,
             fs_base: 0,
             gs_base_kernel: 0,

@@ -9,6 +9,7 @@ pub mod high_memory;
 pub mod idt;
 pub mod machine_memory;
 pub mod pic;
+pub mod ports;
 pub mod protect;
 pub mod pvh;
 pub mod serial;

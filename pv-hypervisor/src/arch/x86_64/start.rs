@@ -381,7 +381,7 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, frame, &hardware);
+    trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, &mut super::ports::HardwarePorts, frame, &hardware);
     if hv.frame_table.flush_needed() {
         cpu::flush_tlb();
         hv.frame_table.note_tlb_flushed();

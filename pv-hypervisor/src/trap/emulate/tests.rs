@@ -7,16 +7,25 @@ struct Fixture {
     regs: GuestRegisters,
     traps: TrapState,
     cpuid: CpuidPolicy,
+    ports: crate::trap::ports::NoPorts,
 }
 
 impl Fixture {
     fn new() -> Self {
         let regs = GuestRegisters { rip: 0x10_0000, rax: 0x1111, rcx: 0x2222, rdx: 0x3333, ..Default::default() };
-        Fixture { regs, traps: TrapState::default(), cpuid: CpuidPolicy::from_host(|_, _| [0; 4], 0x4_0011, 36) }
+        Fixture { regs, traps: TrapState::default(), cpuid: CpuidPolicy::from_host(|_, _| [0; 4], 0x4_0011, 36), ports: crate::trap::ports::NoPorts }
     }
 
     fn ctx(&mut self) -> EmulationContext<'_> {
-        EmulationContext { regs: &mut self.regs, traps: &mut self.traps, kernel_l4: 0x13_7000, host: HOST, cpuid: &self.cpuid }
+        EmulationContext {
+            regs: &mut self.regs,
+            traps: &mut self.traps,
+            kernel_l4: 0x13_7000,
+            host: HOST,
+            cpuid: &self.cpuid,
+            ports: &mut self.ports,
+            privileged: true,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ fn exception(g: &mut TestGuest, cpuid: &CpuidPolicy, vector: u64, error_code: u6
     g.regs.vector = vector;
     g.regs.error_code = error_code;
     let hw = ExceptionContext { cr2: 0x1234_5000, debug_status: 0, host: HOST };
-    guest_exception(&mut g.domain, &mut g.memory, &mut g.frames, cpuid, &mut g.regs, &hw);
+    guest_exception(&mut g.domain, &mut g.memory, &mut g.frames, cpuid, &mut crate::trap::ports::NoPorts, &mut g.regs, &hw);
 }
 
 #[test]

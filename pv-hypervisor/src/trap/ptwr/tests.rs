@@ -32,7 +32,7 @@ fn store(g: &mut TestGuest, code: &[u8], cr2: u64) {
     g.regs.error_code = PF_PRESENT | PF_WRITE | 4;
     let hw = ExceptionContext { cr2, debug_status: 0, host: HostView { cr0: 0, cr4: 0, efer: 0 } };
     let cpuid = CpuidPolicy::from_host(|_, _| [0; 4], 0x4_0011, 36);
-    guest_exception(&mut g.domain, &mut g.memory, &mut g.frames, &cpuid, &mut g.regs, &hw)
+    guest_exception(&mut g.domain, &mut g.memory, &mut g.frames, &cpuid, &mut crate::trap::ports::NoPorts, &mut g.regs, &hw)
 }
 
 fn entry(g: &TestGuest, index: u64) -> u64 {
