@@ -155,10 +155,9 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     if pvh.modules.len() > reserved.len() - 1 {
         boot_error("pvh-start-info", &"more than 8 boot modules");
     }
-    let ram_top = pvh.memmap.iter().filter(|e| e.kind == pvh::MEMMAP_TYPE_RAM).map(|e| e.addr.saturating_add(e.size)).max().unwrap_or(0);
+    let plan = plan_memory(&mut frames, ram, &reserved[..1 + pvh.modules.len()], super::DIRECTMAP_MAX);
     // SAFETY: boot, single CPU, on the boot L4, NXE on (enable_protections above).
-    let direct_map_end = unsafe { super::high_memory::extend_direct_map(ram_top) };
-    let plan = plan_memory(&mut frames, ram, &reserved[..1 + pvh.modules.len()], direct_map_end);
+    let direct_map_end = unsafe { super::high_memory::extend_direct_map(plan.ram_end) };
     let ram_end = plan.ram_end.min(direct_map_end);
     if let Some(high) = plan.unused_high {
         log::warn!("RAM above {direct_map_end:#x} ({:#x}-{:#x}) is not used: the direct map ends there", high.start, high.end);
