@@ -2,14 +2,18 @@
 //!
 //! Numbers and argument lists follow xen/include/public/xen.h and the prototypes in
 //! Xen's public headers (an `unsigned int`/`int` argument is a `u32`, `domid_t` a `u16`,
-//! a guest handle or pointer a [`GuestAddr`]). Project-specific hypercalls live in Xen's
+//! a pointer a typed guest handle from [`crate::handle`]: [`GuestArray`], [`GuestOut`], or
+//! [`GuestHandle`] when the command decides the type). Project-specific hypercalls live in Xen's
 //! architecture-specific range 48-55 (`__HYPERVISOR_arch_0..7`), from 50 up, because
 //! x86 Xen already uses 48 (`mca`) and 49 (`paging_domctl_cont`); [`OUR_EXTENSIONS`]
 //! lists them and a compile-time check keeps them off every number Xen uses.
 //!
 //! To add or implement a hypercall, see docs/adding-a-hypercall.md.
 
-use crate::{Errno, GuestAddr, HypercallArg};
+use crate::ops::mmu::{MmuUpdate, MmuextOp};
+use crate::ops::multicall::MulticallEntry;
+use crate::ops::traps::TrapInfo;
+use crate::{Errno, GuestArray, GuestHandle, GuestOut, HypercallArg};
 
 /// Metadata of one table entry (for docs, tests and tracing).
 #[derive(Clone, Copy, Debug)]
@@ -34,10 +38,10 @@ define_hypercalls! {
     handled {
         /// Physical device operations (`ops::physdev`): so far PHYSDEVOP_set_iopl, the
         /// virtual I/O privilege level; other commands answer -ENOSYS.
-        physdev_op = 33 (cmd: u32, arg: GuestAddr);
+        physdev_op = 33 (cmd: u32, arg: GuestHandle);
         /// Installs a GDT of `entries` descriptors held in the guest frames listed (at
         /// most 14); each frame is checked whole and stays typed as descriptors in use.
-        set_gdt = 2 (frame_list: GuestAddr, entries: u32);
+        set_gdt = 2 (frame_list: GuestArray<u64>, entries: u32);
         /// Writes one descriptor at machine address `maddr`, checked if it lies in a
         /// descriptor frame.
         update_descriptor = 10 (maddr: u64, descriptor: u64);
@@ -49,22 +53,22 @@ define_hypercalls! {
         get_debugreg = 9 (register: u32);
         /// Runs `count` `ops::multicall::MulticallEntry`s in order, writing each result
         /// back; iret inside one crashes the domain, a nested multicall gets -EINVAL.
-        multicall = 13 (calls: GuestAddr, count: u32);
+        multicall = 13 (calls: GuestArray<MulticallEntry>, count: u32);
         /// Sets the FS base, the kernel or user GS base, or loads the user GS selector
         /// (`ops::traps::SEGBASE_*`).
         set_segment_base = 25 (which: u32, base: u64);
         /// Batch of page-table updates (`ops::mmu::MmuUpdate` array), each validated;
         /// `done_out` gets the count done; `foreign_domid` must be DOMID_SELF.
-        mmu_update = 1 (requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
+        mmu_update = 1 (requests: GuestArray<MmuUpdate>, count: u32, done_out: GuestOut<u32>, foreign_domid: u16);
         /// Writes the PTE that maps `va` in the kernel's address space (validated like
         /// mmu_update); `flags` UVMF_* choose the TLB flush.
         update_va_mapping = 14 (va: u64, pte: u64, flags: u64);
         /// Extended MMU operations (`ops::mmu::MmuextOp` array): pin/unpin, new (user)
         /// base pointer, TLB flushes.
-        mmuext_op = 26 (ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16);
+        mmuext_op = 26 (ops: GuestArray<MmuextOp>, count: u32, done_out: GuestOut<u32>, foreign_domid: u16);
         /// Registers the virtual IDT: an array of `ops::traps::TrapInfo` ended by an entry
         /// with address 0; later calls change only the vectors they name; NULL clears all.
-        set_trap_table = 0 (traps: GuestAddr);
+        set_trap_table = 0 (traps: GuestArray<TrapInfo>);
         /// Sets the kernel stack used when the guest enters its kernel from user mode.
         stack_switch = 3 (ss: u64, rsp: u64);
         /// Registers event, failsafe and syscall callback addresses (legacy form).
@@ -79,22 +83,22 @@ define_hypercalls! {
         iret = 23 ();
         /// Registers and unregisters callbacks (`ops::callback`: event, failsafe,
         /// syscall, syscall32, sysenter, NMI).
-        callback_op = 30 (cmd: u32, arg: GuestAddr);
+        callback_op = 30 (cmd: u32, arg: GuestHandle);
         /// Version and feature queries: `cmd` is an `ops::xen_version` XENVER_* number,
         /// `arg` points at the command's output structure (unused by XENVER_version).
-        xen_version = 17 (cmd: u32, arg: GuestAddr);
+        xen_version = 17 (cmd: u32, arg: GuestHandle);
         /// Console access: CONSOLEIO_write writes `count` bytes from `buffer`;
         /// CONSOLEIO_read (dom0 only) reads up to `count` bytes into it.
-        console_io = 18 (cmd: u32, count: u32, buffer: GuestAddr);
+        console_io = 18 (cmd: u32, count: u32, buffer: GuestArray<u8>);
         /// Scheduler operations: `cmd` is an `ops::sched_op` SCHEDOP_* number, `arg`
         /// points at its argument structure (e.g. `SchedShutdown`).
-        sched_op = 29 (cmd: u32, arg: GuestAddr);
+        sched_op = 29 (cmd: u32, arg: GuestHandle);
         /// Memory information and reservations (`ops::memory`): `cmd`'s low 6 bits are
         /// the XENMEM_* command, the bits above the extent a reservation continues
         /// from: increase/decrease_reservation and populate_physmap (single pages),
         /// maximum_ram_page, current/maximum_reservation, machphys_mapping,
         /// machphys_mfn_list, machine_memory_map and memory_map.
-        memory_op = 12 (cmd: u64, arg: GuestAddr);
+        memory_op = 12 (cmd: u64, arg: GuestHandle);
         /// Ours (arch_2): how many times the calling domain has made hypercall
         /// `number` so far, this call included when it asks about itself. The worked
         /// example of docs/adding-a-hypercall.md.
@@ -104,49 +108,49 @@ define_hypercalls! {
         /// Old form of sched_op with an integer argument.
         sched_op_compat = 6 (cmd: u32, arg: u64);
         /// Platform-wide operations for dom0 (formerly dom0_op).
-        platform_op = 7 (op: GuestAddr);
+        platform_op = 7 (op: GuestHandle);
         /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
         set_timer_op = 15 (timeout_ns: u64);
         /// Old form of event_channel_op with a combined argument.
-        event_channel_op_compat = 16 (op: GuestAddr);
+        event_channel_op_compat = 16 (op: GuestHandle);
         /// Old form of physdev_op with a combined argument.
-        physdev_op_compat = 19 (op: GuestAddr);
+        physdev_op_compat = 19 (op: GuestHandle);
         /// Grant-table operations on `count` argument structures.
-        grant_table_op = 20 (cmd: u32, args: GuestAddr, count: u32);
+        grant_table_op = 20 (cmd: u32, args: GuestHandle, count: u32);
         /// update_va_mapping in another domain's address space.
         update_va_mapping_otherdomain = 22 (va: u64, pte: u64, flags: u64, domid: u16);
         /// Per-vCPU operations.
-        vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestAddr);
+        vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestHandle);
         /// Security-module operations.
-        xsm_op = 27 (op: GuestAddr);
+        xsm_op = 27 (op: GuestHandle);
         /// Registers an NMI callback.
-        nmi_op = 28 (cmd: u32, arg: GuestAddr);
+        nmi_op = 28 (cmd: u32, arg: GuestHandle);
         /// Profiling.
-        xenoprof_op = 31 (op: u32, arg: GuestAddr);
+        xenoprof_op = 31 (op: u32, arg: GuestHandle);
         /// Event-channel operations (EVTCHNOP_*).
-        event_channel_op = 32 (cmd: u32, arg: GuestAddr);
+        event_channel_op = 32 (cmd: u32, arg: GuestHandle);
         /// HVM operations.
-        hvm_op = 34 (op: u64, arg: GuestAddr);
+        hvm_op = 34 (op: u64, arg: GuestHandle);
         /// System control for the toolstack.
-        sysctl = 35 (op: GuestAddr);
+        sysctl = 35 (op: GuestHandle);
         /// Domain control for the toolstack.
-        domctl = 36 (op: GuestAddr);
+        domctl = 36 (op: GuestHandle);
         /// Kexec.
-        kexec_op = 37 (op: u64, arg: GuestAddr);
+        kexec_op = 37 (op: u64, arg: GuestHandle);
         /// Retired (was tmem).
-        tmem_op = 38 (op: GuestAddr);
+        tmem_op = 38 (op: GuestHandle);
         /// Argo inter-domain messaging.
-        argo_op = 39 (cmd: u32, arg1: GuestAddr, arg2: GuestAddr, arg3: u64, arg4: u64);
+        argo_op = 39 (cmd: u32, arg1: GuestHandle, arg2: GuestHandle, arg3: u64, arg4: u64);
         /// Performance-monitoring unit.
-        xenpmu_op = 40 (op: u32, arg: GuestAddr);
+        xenpmu_op = 40 (op: u32, arg: GuestHandle);
         /// Device-model operations on `domid`.
-        dm_op = 41 (domid: u16, nr_buffers: u32, buffers: GuestAddr);
+        dm_op = 41 (domid: u16, nr_buffers: u32, buffers: GuestHandle);
         /// Hypervisor file system.
-        hypfs_op = 42 (cmd: u32, arg1: GuestAddr, arg2: u64, arg3: GuestAddr, arg4: u64);
+        hypfs_op = 42 (cmd: u32, arg1: GuestHandle, arg2: u64, arg3: GuestHandle, arg4: u64);
         /// x86 arch_0: machine-check log access (Linux dom0's mcelog driver calls it).
-        mca = 48 (op: GuestAddr);
+        mca = 48 (op: GuestHandle);
         /// x86 arch_1: continuation of a paging domctl (toolstack only).
-        paging_domctl_cont = 49 (op: GuestAddr);
+        paging_domctl_cont = 49 (op: GuestHandle);
     }
 }
 
@@ -223,24 +227,24 @@ mod tests {
     }
 
     impl HypercallHandler for Recorder {
-        fn xen_version(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("xen_version", [cmd as u64, arg.0, 0]));
+        fn xen_version(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("xen_version", [cmd as u64, arg.address(), 0]));
             Ok(0x4_0011)
         }
-        fn console_io(&mut self, cmd: u32, count: u32, buffer: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("console_io", [cmd as u64, count as u64, buffer.0]));
+        fn console_io(&mut self, cmd: u32, count: u32, buffer: GuestArray<u8>) -> Result<i64, Errno> {
+            self.calls.push(("console_io", [cmd as u64, count as u64, buffer.address()]));
             Err(Errno::EFAULT)
         }
-        fn sched_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("sched_op", [cmd as u64, arg.0, 0]));
+        fn sched_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("sched_op", [cmd as u64, arg.address(), 0]));
             Ok(0)
         }
         fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {
             self.calls.push(("hypercall_count", [number as u64, 0, 0]));
             Ok(7)
         }
-        fn set_trap_table(&mut self, traps: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("set_trap_table", [traps.0, 0, 0]));
+        fn set_trap_table(&mut self, traps: GuestArray<TrapInfo>) -> Result<i64, Errno> {
+            self.calls.push(("set_trap_table", [traps.address(), 0, 0]));
             Ok(0)
         }
         fn stack_switch(&mut self, ss: u64, rsp: u64) -> Result<i64, Errno> {
@@ -263,32 +267,32 @@ mod tests {
             self.calls.push(("iret", [0; 3]));
             Ok(0)
         }
-        fn callback_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("callback_op", [cmd as u64, arg.0, 0]));
+        fn callback_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("callback_op", [cmd as u64, arg.address(), 0]));
             Ok(0)
         }
-        fn mmu_update(&mut self, requests: GuestAddr, count: u32, _done: GuestAddr, _foreign: u16) -> Result<i64, Errno> {
-            self.calls.push(("mmu_update", [requests.0, count as u64, 0]));
+        fn mmu_update(&mut self, requests: GuestArray<MmuUpdate>, count: u32, _done: GuestOut<u32>, _foreign: u16) -> Result<i64, Errno> {
+            self.calls.push(("mmu_update", [requests.address(), count as u64, 0]));
             Ok(0)
         }
         fn update_va_mapping(&mut self, va: u64, pte: u64, flags: u64) -> Result<i64, Errno> {
             self.calls.push(("update_va_mapping", [va, pte, flags]));
             Ok(0)
         }
-        fn mmuext_op(&mut self, ops: GuestAddr, count: u32, _done: GuestAddr, _foreign: u16) -> Result<i64, Errno> {
-            self.calls.push(("mmuext_op", [ops.0, count as u64, 0]));
+        fn mmuext_op(&mut self, ops: GuestArray<MmuextOp>, count: u32, _done: GuestOut<u32>, _foreign: u16) -> Result<i64, Errno> {
+            self.calls.push(("mmuext_op", [ops.address(), count as u64, 0]));
             Ok(0)
         }
-        fn memory_op(&mut self, cmd: u64, arg: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("memory_op", [cmd, arg.0, 0]));
+        fn memory_op(&mut self, cmd: u64, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("memory_op", [cmd, arg.address(), 0]));
             Ok(0)
         }
-        fn physdev_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
-            self.calls.push(("physdev_op", [cmd as u64, arg.0, 0]));
+        fn physdev_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("physdev_op", [cmd as u64, arg.address(), 0]));
             Ok(0)
         }
-        fn set_gdt(&mut self, frames: GuestAddr, entries: u32) -> Result<i64, Errno> {
-            self.calls.push(("set_gdt", [frames.0, entries as u64, 0]));
+        fn set_gdt(&mut self, frames: GuestArray<u64>, entries: u32) -> Result<i64, Errno> {
+            self.calls.push(("set_gdt", [frames.address(), entries as u64, 0]));
             Ok(0)
         }
         fn update_descriptor(&mut self, maddr: u64, descriptor: u64) -> Result<i64, Errno> {
@@ -303,8 +307,8 @@ mod tests {
             self.calls.push(("get_debugreg", [register as u64, 0, 0]));
             Ok(0)
         }
-        fn multicall(&mut self, calls: GuestAddr, count: u32) -> Result<i64, Errno> {
-            self.calls.push(("multicall", [calls.0, count as u64, 0]));
+        fn multicall(&mut self, calls: GuestArray<MulticallEntry>, count: u32) -> Result<i64, Errno> {
+            self.calls.push(("multicall", [calls.address(), count as u64, 0]));
             Ok(0)
         }
         fn set_segment_base(&mut self, which: u32, base: u64) -> Result<i64, Errno> {

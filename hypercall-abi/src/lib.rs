@@ -8,6 +8,8 @@
 //!   ([`nr`]), the guest wrappers (feature `guest`, module [`guest`]), the hypervisor's
 //!   [`HypercallHandler`] trait and its [`dispatch`] function, and the [`HYPERCALLS`]
 //!   metadata used by tests and docs.
+//! - Typed guest handles ([`handle`]): how hypercalls name guest memory, each value
+//!   fetched once.
 //! - Shared structures ([`start_info`], [`shared_info`]) with compile-time size and
 //!   offset checks.
 //! - Sub-operation numbers and argument structures ([`ops`]), error numbers ([`errno`]),
@@ -23,6 +25,7 @@ pub mod errno;
 pub mod features;
 #[cfg(all(feature = "guest", target_arch = "x86_64"))]
 pub mod guest;
+pub mod handle;
 #[macro_use]
 mod macros;
 pub mod hypercalls;
@@ -30,6 +33,7 @@ pub mod ops;
 pub mod shared_info;
 pub mod start_info;
 
-pub use arg::{GuestAddr, HypercallArg};
+pub use arg::HypercallArg;
 pub use errno::Errno;
+pub use handle::{GuestArray, GuestHandle, GuestIn, GuestInOut, GuestMemory, GuestOut};
 pub use hypercalls::{dispatch, nr, HypercallHandler, HypercallInfo, HYPERCALLS};

@@ -8,14 +8,14 @@ use hypercall_abi::ops::sched_op::{SchedShutdown, SCHEDOP_SHUTDOWN};
 use hypercall_abi::ops::traps::TrapInfo;
 use hypercall_abi::ops::xen_version::{XENVER_EXTRAVERSION, XENVER_VERSION};
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestArray, GuestHandle, GuestOut};
 
 pub use hypercall_abi::ops::sched_op::ShutdownReason;
 
 /// Writes bytes to the hypervisor console.
 pub fn console_write(bytes: &[u8]) -> Result<(), Errno> {
     // SAFETY: the buffer is valid for `len` bytes of reading.
-    let ret = unsafe { calls::console_io(CONSOLEIO_WRITE, bytes.len() as u32, GuestAddr::from_ptr(bytes.as_ptr())) };
+    let ret = unsafe { calls::console_io(CONSOLEIO_WRITE, bytes.len() as u32, GuestArray::from_slice(bytes)) };
     Errno::check(ret).map(|_| ())
 }
 
@@ -24,14 +24,14 @@ pub fn console_write(bytes: &[u8]) -> Result<(), Errno> {
 pub fn console_write_from_address(address: u64, len: u32) -> Result<(), Errno> {
     // SAFETY: the hypervisor only reads through the address after checking it against
     // our page tables; nothing on our side dereferences it.
-    let ret = unsafe { calls::console_io(CONSOLEIO_WRITE, len, GuestAddr(address)) };
+    let ret = unsafe { calls::console_io(CONSOLEIO_WRITE, len, GuestArray::from_raw(address)) };
     Errno::check(ret).map(|_| ())
 }
 
 /// The hypervisor's version as (major, minor).
 pub fn hypervisor_version() -> (u32, u32) {
     // SAFETY: XENVER_version takes no argument buffer.
-    let v = unsafe { calls::xen_version(XENVER_VERSION, GuestAddr::NULL) };
+    let v = unsafe { calls::xen_version(XENVER_VERSION, GuestHandle::NULL) };
     ((v >> 16) as u32, (v & 0xffff) as u32)
 }
 
@@ -39,7 +39,7 @@ pub fn hypervisor_version() -> (u32, u32) {
 pub fn hypervisor_extraversion() -> [u8; 16] {
     let mut text = [0u8; 16];
     // SAFETY: XENVER_extraversion writes 16 bytes to the buffer.
-    let ret = unsafe { calls::xen_version(XENVER_EXTRAVERSION, GuestAddr::from_mut_ptr(text.as_mut_ptr())) };
+    let ret = unsafe { calls::xen_version(XENVER_EXTRAVERSION, GuestHandle::from_mut(&mut text)) };
     if ret < 0 {
         text = [0; 16];
     }
@@ -59,7 +59,7 @@ pub fn set_trap_table(table: &[TrapInfo]) -> i64 {
         return Errno::EINVAL.to_return_value();
     }
     // SAFETY: the array is readable and terminated, as just checked.
-    unsafe { calls::set_trap_table(GuestAddr::from_ptr(table.as_ptr())) }
+    unsafe { calls::set_trap_table(GuestArray::from_slice(table)) }
 }
 
 /// Sets (true) or clears the virtual CR0.TS: while set, the next FPU/SSE instruction
@@ -122,7 +122,7 @@ pub fn register_callback(callback_type: u16, address: u64, mask_events: bool) ->
     let flags = if mask_events { CALLBACKF_MASK_EVENTS } else { 0 };
     let request = CallbackRegister { callback_type, flags, _pad: 0, address };
     // SAFETY: the request is a valid CallbackRegister for the hypervisor to read.
-    unsafe { calls::callback_op(CALLBACKOP_REGISTER, GuestAddr::from_ptr(&request)) }
+    unsafe { calls::callback_op(CALLBACKOP_REGISTER, GuestHandle::from_ref(&request)) }
 }
 
 /// Points the PTE for `va` (in the kernel's address space) at `pte`, flushing it.
@@ -137,7 +137,7 @@ pub fn mmuext(cmd: u32, mfn: u64) -> i64 {
     use hypercall_abi::ops::mmu::{MmuextOp, DOMID_SELF};
     let op = MmuextOp { cmd, _pad: 0, arg1: mfn, arg2: 0 };
     // SAFETY: one readable MmuextOp; no done count is asked for.
-    unsafe { calls::mmuext_op(GuestAddr::from_ptr(&op), 1, GuestAddr::NULL, DOMID_SELF) }
+    unsafe { calls::mmuext_op(GuestArray::from_slice(&[op]), 1, GuestOut::NULL, DOMID_SELF) }
 }
 
 /// Sets the kernel stack the hypervisor switches to when user mode is interrupted.
@@ -151,7 +151,7 @@ pub fn shutdown(reason: ShutdownReason) -> ! {
     let request = SchedShutdown { reason: reason as u32 };
     loop {
         // SAFETY: `request` is a valid SchedShutdown for the hypervisor to read.
-        unsafe { calls::sched_op(SCHEDOP_SHUTDOWN, GuestAddr::from_ptr(&request)) };
+        unsafe { calls::sched_op(SCHEDOP_SHUTDOWN, GuestHandle::from_ref(&request)) };
     }
 }
 

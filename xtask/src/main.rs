@@ -289,6 +289,9 @@ fn test(sh: &Shell) -> Result<()> {
     };
     step("host unit tests", &mut || {
         cmd!(sh, "cargo test -p hypercall-abi -p pv-hypervisor -p pv-tests --lib").run().map_err(|e| e.to_string())?;
+        // The ABI's doctests include the compile-fail proofs that a guest handle cannot
+        // be fetched twice or bypassed.
+        cmd!(sh, "cargo test -p hypercall-abi --doc").run().map_err(|e| e.to_string())?;
         cmd!(sh, "cargo test -p xtask --bins").run().map_err(|e| e.to_string())?;
         cmd!(sh, "cargo test -p ring-buffers --release").run().map_err(|e| e.to_string())
     })?;

@@ -17,7 +17,7 @@ use crate::platform;
 use hypercall_abi::guest::calls;
 use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF, UVMF_INVLPG};
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::{GuestArray, GuestOut};
 
 const TEST: &str = "bench-mmu";
 const SLOT: u64 = 253;
@@ -34,12 +34,12 @@ fn l4_entry(info: &StartInfo, value: u64) -> i64 {
     let l4 = platform::pfn_to_mfn(info, (info.pt_base - platform::virt_base()) >> 12).unwrap_or(0);
     let update = MmuUpdate { ptr: (l4 << 12) + SLOT * 8, val: value };
     // SAFETY: one readable request for an L4 slot nothing else uses.
-    unsafe { calls::mmu_update(GuestAddr::from_ptr(&update), 1, GuestAddr::NULL, DOMID_SELF) }
+    unsafe { calls::mmu_update(GuestArray::from_slice(&[update]), 1, GuestOut::NULL, DOMID_SELF) }
 }
 
 fn mmu_update(requests: &[MmuUpdate]) -> i64 {
     // SAFETY: readable requests for entries of our own L1 under slot 253.
-    unsafe { calls::mmu_update(GuestAddr::from_ptr(requests.as_ptr()), requests.len() as u32, GuestAddr::NULL, DOMID_SELF) }
+    unsafe { calls::mmu_update(GuestArray::from_slice(requests), requests.len() as u32, GuestOut::NULL, DOMID_SELF) }
 }
 
 pub fn run(info: &StartInfo, command: &str) {

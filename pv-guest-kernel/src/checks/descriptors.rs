@@ -9,7 +9,7 @@ use crate::console::println;
 use crate::platform;
 use hypercall_abi::guest::calls;
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::GuestArray;
 
 const WINDOW: u64 = 0x3f_f000;
 const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
@@ -39,7 +39,7 @@ fn read_back(info: &StartInfo, mfn: u64, index: usize) -> Option<u64> {
 
 fn set_gdt(frames: &[u64], entries: u32) -> i64 {
     // SAFETY: the frame list is a readable array of frame numbers.
-    unsafe { calls::set_gdt(GuestAddr::from_ptr(frames.as_ptr()), entries) }
+    unsafe { calls::set_gdt(GuestArray::from_slice(frames), entries) }
 }
 
 pub fn run(info: &StartInfo) {
@@ -99,7 +99,7 @@ pub fn run(info: &StartInfo) {
     returned(&mut tally, "set_gdt_frame_with_tss", set_gdt(&[bad], 512), -22);
     returned(&mut tally, "set_gdt_too_many_entries", set_gdt(&[gdt], 7169), -22);
     // SAFETY: the hypervisor must refuse the unmapped list without touching anything.
-    returned(&mut tally, "set_gdt_bad_list", unsafe { calls::set_gdt(GuestAddr(0x7fff_dead_0000), 16) }, -14);
+    returned(&mut tally, "set_gdt_bad_list", unsafe { calls::set_gdt(GuestArray::from_raw(0x7fff_dead_0000), 16) }, -14);
     // Back to no GDT of its own; the frame is an ordinary page again.
     returned(&mut tally, "set_gdt_empty", set_gdt(&[], 0), 0);
     let ret = platform::update_va_mapping(WINDOW, (gdt << 12) | 0x67);

@@ -61,7 +61,7 @@ fn map_top_of_lower_half(info: &StartInfo) -> bool {
     let update = MmuUpdate { ptr: (l4 << 12) + 255 * 8, val: (l3 << 12) | 0x27 };
     // SAFETY: one readable request; it adds a mapping nothing else uses.
     let ret = unsafe {
-        hypercall_abi::guest::calls::mmu_update(hypercall_abi::GuestAddr::from_ptr(&update), 1, hypercall_abi::GuestAddr::NULL, DOMID_SELF)
+        hypercall_abi::guest::calls::mmu_update(hypercall_abi::GuestArray::from_slice(&[update]), 1, hypercall_abi::GuestOut::NULL, DOMID_SELF)
     };
     ret == 0
 }
@@ -186,7 +186,7 @@ pub fn run_fatal(info: &StartInfo, name: &str) {
         // Xen (and we) hand the guest for it: the domain is crashed.
         "noncanonical-rip-without-handler" => {
             // SAFETY: clearing our own trap table; the iret below must end the domain.
-            unsafe { hypercall_abi::guest::calls::set_trap_table(hypercall_abi::GuestAddr::NULL) };
+            unsafe { hypercall_abi::guest::calls::set_trap_table(hypercall_abi::GuestArray::NULL) };
             // SAFETY: the hypervisor must end the domain at this iret; nothing returns.
             unsafe {
                 core::arch::asm!(

@@ -9,7 +9,7 @@ use hypercall_abi::guest::calls;
 use hypercall_abi::ops::callback::{CallbackUnregister, CALLBACKOP_UNREGISTER, CALLBACKTYPE_EVENT, CALLBACKTYPE_NMI};
 use hypercall_abi::ops::multicall::MulticallEntry;
 use hypercall_abi::ops::traps::{SEGBASE_FS, SEGBASE_GS_USER_SEL};
-use hypercall_abi::{nr, GuestAddr};
+use hypercall_abi::{nr, GuestArray, GuestHandle};
 
 static WATCHED: u64 = 0;
 static FS_WORD: u64 = 0x0123_4567_89ab_cdef;
@@ -73,7 +73,7 @@ pub fn run() {
         MulticallEntry { op: nr::multicall, result: 0xdead, args: [0; 6] },
         MulticallEntry { op: nr::fpu_taskswitch, result: 0xdead, args: [0; 6] },
     ];
-    let ret = unsafe { calls::multicall(GuestAddr::from_mut_ptr(batch.as_mut_ptr()), batch.len() as u32) };
+    let ret = unsafe { calls::multicall(GuestArray::from_mut_slice(&mut batch), batch.len() as u32) };
     returned(&mut tally, "multicall", ret, 0);
     for (i, entry) in batch.iter().enumerate() {
         let result = entry.result as i64;
@@ -82,30 +82,30 @@ pub fn run() {
     let expected = [(4 << 16) | 17, -22, -38, -22, 0];
     tally.add(batch.iter().zip(expected).all(|(e, x)| e.result as i64 == x));
     unsafe {
-        returned(&mut tally, "multicall_unreadable", calls::multicall(GuestAddr(0x7fff_dead_0000), 1), -14);
+        returned(&mut tally, "multicall_unreadable", calls::multicall(GuestArray::from_raw(0x7fff_dead_0000), 1), -14);
     }
 
     // callback_op, vm_assist, stack_switch, fpu_taskswitch: the error cases.
     let unregister = |t: u16| {
         let request = CallbackUnregister { callback_type: t, _pad: 0 };
-        unsafe { calls::callback_op(CALLBACKOP_UNREGISTER, GuestAddr::from_ptr(&request)) }
+        unsafe { calls::callback_op(CALLBACKOP_UNREGISTER, GuestHandle::from_ref(&request)) }
     };
     returned(&mut tally, "callback_unregister_event", unregister(CALLBACKTYPE_EVENT), -22);
     returned(&mut tally, "callback_unregister_nmi", unregister(CALLBACKTYPE_NMI), 0);
     returned(&mut tally, "callback_unregister_unknown", unregister(9), -38);
     unsafe {
-        returned(&mut tally, "callback_op_bad_cmd", calls::callback_op(5, GuestAddr::NULL), -38);
-        returned(&mut tally, "callback_op_bad_pointer", calls::callback_op(0, GuestAddr(0x7fff_dead_0000)), -14);
+        returned(&mut tally, "callback_op_bad_cmd", calls::callback_op(5, GuestHandle::NULL), -38);
+        returned(&mut tally, "callback_op_bad_pointer", calls::callback_op(0, GuestHandle::from_raw(0x7fff_dead_0000)), -14);
         returned(&mut tally, "vm_assist_bad_type", calls::vm_assist(0, 6), -22);
         returned(&mut tally, "vm_assist_bad_cmd", calls::vm_assist(7, 2), -38);
         returned(&mut tally, "vm_assist_m2p_strict", calls::vm_assist(0, 32), 0);
-        returned(&mut tally, "set_trap_table_bad_pointer", calls::set_trap_table(GuestAddr(0x7fff_dead_0000)), -14);
+        returned(&mut tally, "set_trap_table_bad_pointer", calls::set_trap_table(GuestArray::from_raw(0x7fff_dead_0000)), -14);
         returned(&mut tally, "fpu_taskswitch_clear", calls::fpu_taskswitch(0), 0);
         let mut features = [1u32, 0];
-        returned(&mut tally, "xen_version_get_features_submap_1", calls::xen_version(6, GuestAddr::from_mut_ptr(features.as_mut_ptr())), -22);
-        returned(&mut tally, "xen_version_pagesize_with_handle", calls::xen_version(7, GuestAddr::from_mut_ptr(features.as_mut_ptr())), -22);
-        returned(&mut tally, "xen_version_pagesize", calls::xen_version(7, GuestAddr::NULL), 4096);
-        returned(&mut tally, "console_io_unknown_cmd", calls::console_io(7, 0, GuestAddr::NULL), -38);
+        returned(&mut tally, "xen_version_get_features_submap_1", calls::xen_version(6, GuestHandle::from_mut(&mut features)), -22);
+        returned(&mut tally, "xen_version_pagesize_with_handle", calls::xen_version(7, GuestHandle::from_mut(&mut features)), -22);
+        returned(&mut tally, "xen_version_pagesize", calls::xen_version(7, GuestHandle::NULL), 4096);
+        returned(&mut tally, "console_io_unknown_cmd", calls::console_io(7, 0, GuestArray::NULL), -38);
     }
     tally.finish();
 }

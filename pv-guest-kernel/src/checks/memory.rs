@@ -10,7 +10,7 @@ use hypercall_abi::guest::calls;
 use hypercall_abi::ops::memory::*;
 use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF, MMU_MACHPHYS_UPDATE};
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::{GuestArray, GuestHandle, GuestOut};
 
 const ESRCH: i64 = -3;
 const EFAULT: i64 = -14;
@@ -27,7 +27,7 @@ fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
 fn memory_op(cmd: u64, arg: u64) -> i64 {
     // SAFETY: every caller passes a pointer to a live, correctly sized local, NULL, or
     // an address that is not mapped (which the hypervisor must refuse).
-    unsafe { calls::memory_op(cmd, GuestAddr(arg)) }
+    unsafe { calls::memory_op(cmd, GuestHandle::from_raw(arg)) }
 }
 
 fn reservation_query(cmd: u32, domid: u16) -> i64 {
@@ -45,7 +45,7 @@ fn m2p(mfn: u64) -> u64 {
 fn machphys_update(mfn: u64, pfn: u64) -> i64 {
     let request = MmuUpdate { ptr: (mfn << 12) | MMU_MACHPHYS_UPDATE, val: pfn };
     // SAFETY: one readable request; MACHPHYS_UPDATE changes only the M2P table.
-    unsafe { calls::mmu_update(GuestAddr::from_ptr(&request), 1, GuestAddr::NULL, DOMID_SELF) }
+    unsafe { calls::mmu_update(GuestArray::from_slice(&[request]), 1, GuestOut::NULL, DOMID_SELF) }
 }
 
 /// A reservation command on `extents` (frame numbers in or out), for ourselves.

@@ -15,7 +15,7 @@ use hypercall_abi::guest::calls;
 use hypercall_abi::ops::memory::{MachphysMfnList, XENMEM_MACHPHYS_MFN_LIST};
 use hypercall_abi::ops::mmu::*;
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::{GuestArray, GuestHandle, GuestOut};
 
 const SLOT: u64 = 252;
 const BASE: u64 = SLOT << 39;
@@ -44,9 +44,7 @@ fn update(requests: &[MmuUpdate]) -> (i64, u32) {
     let mut done = 0u32;
     // SAFETY: readable requests; `done` is a live u32. Every request targets our own
     // playground tables or is an attack the hypervisor must refuse.
-    let ret = unsafe {
-        calls::mmu_update(GuestAddr::from_ptr(requests.as_ptr()), requests.len() as u32, GuestAddr(&mut done as *mut u32 as u64), DOMID_SELF)
-    };
+    let ret = unsafe { calls::mmu_update(GuestArray::from_slice(requests), requests.len() as u32, GuestOut::from_mut(&mut done), DOMID_SELF) };
     (ret, done)
 }
 
@@ -63,7 +61,7 @@ fn m2p_frame() -> u64 {
     let mut frames = [0u64; 1];
     let mut list = MachphysMfnList { max_extents: 1, extent_start: frames.as_mut_ptr() as u64, ..Default::default() };
     // SAFETY: a live MachphysMfnList with room for one frame number.
-    unsafe { calls::memory_op(XENMEM_MACHPHYS_MFN_LIST.into(), GuestAddr(&mut list as *mut MachphysMfnList as u64)) };
+    unsafe { calls::memory_op(XENMEM_MACHPHYS_MFN_LIST.into(), GuestHandle::from_mut(&mut list)) };
     frames[0]
 }
 

@@ -16,7 +16,7 @@ use crate::platform;
 use hypercall_abi::guest::calls;
 use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF, MMUEXT_TLB_FLUSH_LOCAL};
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::{GuestArray, GuestOut};
 
 const SLOT: u64 = 250;
 const BASE: u64 = SLOT << 39;
@@ -56,7 +56,7 @@ impl Counts {
 
 fn mmu_update(requests: &[MmuUpdate]) -> i64 {
     // SAFETY: readable requests for entries of our own tables under slot 250.
-    unsafe { calls::mmu_update(GuestAddr::from_ptr(requests.as_ptr()), requests.len() as u32, GuestAddr::NULL, DOMID_SELF) }
+    unsafe { calls::mmu_update(GuestArray::from_slice(requests), requests.len() as u32, GuestOut::NULL, DOMID_SELF) }
 }
 
 fn tag(round: u64, slot: u64) -> u64 {

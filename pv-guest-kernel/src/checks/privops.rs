@@ -159,7 +159,7 @@ pub fn run(info: &StartInfo) {
     // and out: cli/sti do nothing, in reads what the port gives.
     let iopl = hypercall_abi::ops::physdev::PhysdevSetIopl { iopl: 1 };
     // SAFETY: a readable PhysdevSetIopl.
-    let ret = unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestAddr::from_ptr(&iopl)) };
+    let ret = unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestHandle::from_ref(&iopl)) };
     println!("RESULT test=privops check=physdev_set_iopl_1 ret={ret} status={}", pass_fail(ret == 0));
     tally.add(ret == 0);
     for (check, p) in [("cli_iopl1", probe!("", "cli")), ("sti_iopl1", probe!("", "sti")), ("out_port_0x80_iopl1", probe!("", "out 0x80, al"))] {
@@ -177,12 +177,12 @@ pub fn run(info: &StartInfo) {
     value_check(&mut tally, "in_pic_port", &p, &Expect::none(), Some(p.rax & 0xffff_ffff));
     let bad = hypercall_abi::ops::physdev::PhysdevSetIopl { iopl: 4 };
     // SAFETY: as above.
-    let ret = unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestAddr::from_ptr(&bad)) };
+    let ret = unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestHandle::from_ref(&bad)) };
     println!("RESULT test=privops check=physdev_set_iopl_4 ret={ret} status={}", pass_fail(ret == -22));
     tally.add(ret == -22);
     let zero = hypercall_abi::ops::physdev::PhysdevSetIopl { iopl: 0 };
     // SAFETY: as above.
-    unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestAddr::from_ptr(&zero)) };
+    unsafe { hypercall_abi::guest::calls::physdev_op(6, hypercall_abi::GuestHandle::from_ref(&zero)) };
     let p = probe!("", "mov rax, dr7");
     value_check(&mut tally, "read_dr7", &p, &Expect::none(), Some(p.rax));
     let p = probe!("", "rdtsc");

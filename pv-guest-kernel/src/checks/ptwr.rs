@@ -18,7 +18,7 @@ use hypercall_abi::ops::memory::{MachphysMfnList, XENMEM_MACHPHYS_MFN_LIST};
 use hypercall_abi::ops::mmu::{MmuUpdate, DOMID_SELF};
 use hypercall_abi::ops::vm_assist::{VMASST_CMD_DISABLE, VMASST_CMD_ENABLE, VMASST_TYPE_WRITABLE_PAGETABLES};
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::{GuestArray, GuestHandle, GuestOut};
 
 const SLOT: u64 = 254;
 const BASE: u64 = SLOT << 39;
@@ -54,7 +54,7 @@ fn l4_entry(mfn_and_flags: u64, info: &StartInfo) -> i64 {
     let l4 = platform::pfn_to_mfn(info, (info.pt_base - platform::virt_base()) >> 12).unwrap_or(0);
     let update = MmuUpdate { ptr: (l4 << 12) + SLOT * 8, val: mfn_and_flags };
     // SAFETY: one readable request for an L4 slot nothing else uses.
-    unsafe { calls::mmu_update(GuestAddr::from_ptr(&update), 1, GuestAddr::NULL, DOMID_SELF) }
+    unsafe { calls::mmu_update(GuestArray::from_slice(&[update]), 1, GuestOut::NULL, DOMID_SELF) }
 }
 
 /// The first frame of the M2P table: the hypervisor's, never ours to map writable.
@@ -62,7 +62,7 @@ fn m2p_frame() -> u64 {
     let mut frames = [0u64; 1];
     let mut list = MachphysMfnList { max_extents: 1, extent_start: frames.as_mut_ptr() as u64, ..Default::default() };
     // SAFETY: a live MachphysMfnList with room for one frame number.
-    unsafe { calls::memory_op(XENMEM_MACHPHYS_MFN_LIST.into(), GuestAddr(&mut list as *mut MachphysMfnList as u64)) };
+    unsafe { calls::memory_op(XENMEM_MACHPHYS_MFN_LIST.into(), GuestHandle::from_mut(&mut list)) };
     frames[0]
 }
 

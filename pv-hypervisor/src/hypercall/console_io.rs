@@ -5,13 +5,13 @@ use super::HypercallContext;
 use crate::console::guest_line::print_guest_line;
 use crate::mm::guest_walk::MachineMemory;
 use hypercall_abi::ops::console_io::{CONSOLEIO_READ, CONSOLEIO_WRITE};
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestArray};
 
 /// Bytes copied from the guest per step: a stack buffer, so a huge `count` costs time
 /// proportional to the guest's own (mapped) memory, never hypervisor memory.
 const CHUNK: usize = 128;
 
-pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, count: u32, buffer: GuestAddr) -> Result<i64, Errno> {
+pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, count: u32, buffer: GuestArray<u8>) -> Result<i64, Errno> {
     match cmd {
         CONSOLEIO_WRITE => write(ctx, count, buffer),
         // Reading the console is dom0's and needs the input path; not offered yet.
@@ -22,15 +22,14 @@ pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32,
     }
 }
 
-fn write<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, count: u32, buffer: GuestAddr) -> Result<i64, Errno> {
+fn write<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, count: u32, mut buffer: GuestArray<u8>) -> Result<i64, Errno> {
     let mut chunk = [0u8; CHUNK];
     let mut done: u64 = 0;
     let count = count as u64;
     while done < count {
         let len = (count - done).min(CHUNK as u64) as usize;
-        let addr = buffer.checked_add(done).ok_or(Errno::EFAULT)?;
         // A bad pointer anywhere fails the call; what came before it was printed, as on Xen.
-        ctx.copy_from_guest(addr, &mut chunk[..len])?;
+        buffer = buffer.read_into(ctx, &mut chunk[..len])?;
         let domid = ctx.domain.id;
         ctx.domain.console.push(&chunk[..len], &mut |line| print_guest_line(domid, line));
         done += len as u64;

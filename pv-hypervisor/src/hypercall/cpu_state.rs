@@ -9,7 +9,7 @@ use crate::trap::debugreg;
 use hypercall_abi::arch_x86_64::FLAT_RING3_DS32;
 use hypercall_abi::ops::physdev::{PhysdevSetIopl, PHYSDEVOP_SET_IOPL};
 use hypercall_abi::ops::traps::{SEGBASE_FS, SEGBASE_GS_KERNEL, SEGBASE_GS_USER, SEGBASE_GS_USER_SEL};
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestHandle};
 
 pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, which: u32, base: u64) -> Result<i64, Errno> {
     let traps = &mut ctx.domain.traps;
@@ -41,10 +41,10 @@ pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, whi
 /// physdev_op: PHYSDEVOP_set_iopl sets the virtual IOPL that in/out/cli/sti emulation
 /// checks (physdev.h); the other commands need devices this hypervisor does not pass
 /// through yet.
-pub fn physdev_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+pub fn physdev_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
     match cmd {
         PHYSDEVOP_SET_IOPL => {
-            let request: PhysdevSetIopl = ctx.read_guest(arg)?;
+            let request: PhysdevSetIopl = arg.into_in().read(ctx)?;
             if request.iopl > 3 {
                 return Err(Errno::EINVAL);
             }

@@ -9,17 +9,15 @@ use crate::mm::frame_table::PageType;
 use crate::mm::guest_walk::MachineMemory;
 use crate::trap::state::GDT_FRAMES;
 use hypercall_abi::arch_x86_64::FIRST_RESERVED_GDT_ENTRY;
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestArray};
 
-pub fn set_gdt<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, frame_list: GuestAddr, entries: u32) -> Result<i64, Errno> {
+pub fn set_gdt<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, frame_list: GuestArray<u64>, entries: u32) -> Result<i64, Errno> {
     if entries as usize > FIRST_RESERVED_GDT_ENTRY {
         return Err(Errno::EINVAL);
     }
     let count = (entries as usize).div_ceil(512);
     let mut frames = [0u64; GDT_FRAMES];
-    for (i, frame) in frames.iter_mut().enumerate().take(count) {
-        *frame = ctx.read_guest(frame_list.checked_add(i as u64 * 8).ok_or(Errno::EFAULT)?)?;
-    }
+    frame_list.read_into(ctx, &mut frames[..count])?;
     for (i, &mfn) in frames.iter().enumerate().take(count) {
         if let Err(e) = ctx.tables().get_page_and_type(mfn, PageType::SegmentDescriptors) {
             frames[..i].iter().for_each(|&taken| ctx.tables().put_page_and_type(taken));

@@ -8,14 +8,15 @@ use crate::trap::deliver::write_event_mask;
 use crate::trap::iret::apply_iret;
 use crate::trap::state::GuestMode;
 use hypercall_abi::ops::traps::IretContext;
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestIn};
 
 /// Why an `iret` cannot resume anything: the domain is crashed, like Xen does.
 pub const IRET_UNREADABLE: &str = "iret: the iret_context on the guest stack is unreadable";
 pub const IRET_NO_USER_TABLE: &str = "iret: return to user mode without a user page table";
 
 pub fn iret<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) -> Result<i64, Errno> {
-    let Ok(frame) = ctx.read_guest::<IretContext>(GuestAddr(ctx.regs.rsp)) else {
+    // The hypercall's one argument is the frame on the guest's stack.
+    let Ok(frame) = GuestIn::<IretContext>::from_raw(ctx.regs.rsp).read(ctx) else {
         ctx.crash(IRET_UNREADABLE);
         return Err(Errno::EFAULT);
     };

@@ -5,9 +5,9 @@ use super::HypercallContext;
 use crate::mm::guest_walk::MachineMemory;
 use hypercall_abi::ops::memory::*;
 use hypercall_abi::ops::mmu::DOMID_SELF;
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestArray, GuestHandle};
 
-pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, arg: GuestAddr) -> Result<i64, Errno> {
+pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, arg: GuestHandle) -> Result<i64, Errno> {
     let op = (cmd & u64::from(MEMOP_CMD_MASK)) as u32;
     // Only the reservation commands continue from an extent; the rest refuse one.
     let start_extent = cmd >> MEMOP_EXTENT_SHIFT;
@@ -21,7 +21,7 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
         }
         XENMEM_MAXIMUM_RAM_PAGE => Ok(ctx.machine.max_page as i64),
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
-            let domid: u16 = ctx.read_guest(arg)?;
+            let domid: u16 = arg.into_in().read(ctx)?;
             // Only the caller exists to ask about (no other domain yet): Xen answers an
             // unknown id with -ESRCH.
             if domid != DOMID_SELF && domid != ctx.domain.id {
@@ -37,7 +37,7 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
                 v_end: MACH2PHYS_VIRT_END,
                 max_mfn: ctx.machine.max_page.saturating_sub(1).min(MACH2PHYS_NR_ENTRIES - 1),
             };
-            ctx.write_guest(arg, &mapping)?;
+            arg.into_out().write(ctx, &mapping)?;
             Ok(0)
         }
         XENMEM_MACHPHYS_MFN_LIST => machphys_mfn_list(ctx, arg),
@@ -45,7 +45,7 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
         // A PV domain whose builder set no pseudo-physical map has none to report
         // (Xen: -ENOSYS, and Linux then assumes one RAM range of nr_pages).
         XENMEM_MEMORY_MAP => {
-            let _: MemoryMap = ctx.read_guest(arg)?;
+            let _: MemoryMap = arg.into_in().read(ctx)?;
             Err(Errno::ENOSYS)
         }
         _ => Err(Errno::ENOSYS),
@@ -53,17 +53,17 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
 }
 
 /// The M2P table's frames, one per 2 MiB of table, as many as `max_extents` allows.
-fn machphys_mfn_list<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestAddr) -> Result<i64, Errno> {
-    let mut list: MachphysMfnList = ctx.read_guest(arg)?;
+fn machphys_mfn_list<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestHandle) -> Result<i64, Errno> {
+    let (mut list, list_out) = arg.into_in_out::<MachphysMfnList>().read(ctx)?;
     let m2p = &ctx.machine.m2p;
+    let mut extents = GuestArray::<u64>::from_raw(list.extent_start);
     let mut written = 0u32;
     for mfn in m2p.extent_mfns().take(list.max_extents as usize) {
-        let at = GuestAddr(list.extent_start).checked_add(u64::from(written) * 8).ok_or(Errno::EFAULT)?;
-        ctx.write_guest(at, &mfn)?;
+        extents = extents.write_from(ctx, &[mfn])?;
         written += 1;
     }
     list.nr_extents = written;
-    ctx.write_guest(arg, &list)?;
+    list_out.write(ctx, &list)?;
     Ok(0)
 }
 
@@ -73,29 +73,28 @@ fn machphys_mfn_list<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: G
 /// buffer must have had room for one more (Xen keeps it for the entry splitting around
 /// reserved device memory may add): the order in which Xen 4.17 answers, seen under
 /// the conformance harness.
-fn machine_memory_map<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestAddr) -> Result<i64, Errno> {
+fn machine_memory_map<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestHandle) -> Result<i64, Errno> {
     if !ctx.domain.privileged {
         return Err(Errno::EPERM);
     }
-    let mut map: MemoryMap = ctx.read_guest(arg)?;
+    let (mut map, map_out) = arg.into_in_out::<MemoryMap>().read(ctx)?;
     let machine = ctx.machine;
     let entries = &machine.memory_map;
     let count = entries.len() as u32;
     if map.buffer != 0 {
+        let mut buffer = GuestArray::<E820Entry>::from_raw(map.buffer);
         for (i, entry) in entries.iter().enumerate() {
             if i as u32 >= map.nr_entries {
                 return Err(Errno::EINVAL);
             }
-            let offset = i as u64 * core::mem::size_of::<E820Entry>() as u64;
-            let at = GuestAddr(map.buffer).checked_add(offset).ok_or(Errno::EFAULT)?;
-            ctx.write_guest(at, entry)?;
+            buffer = buffer.write_from(ctx, core::slice::from_ref(entry))?;
         }
         if map.nr_entries < count + 1 {
             return Err(Errno::EINVAL);
         }
     }
     map.nr_entries = count;
-    ctx.write_guest(arg, &map)?;
+    map_out.write(ctx, &map)?;
     Ok(0)
 }
 

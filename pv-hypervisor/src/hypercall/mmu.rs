@@ -13,7 +13,7 @@ use crate::mm::guest_walk::MachineMemory;
 use crate::mm::is_guest_range;
 use crate::mm::pagetable::{fill_hypervisor_slots, PageTables, PTE_ACCESSED, PTE_ADDRESS, PTE_DIRTY, PTE_PRESENT, PTE_PS_OR_PAT};
 use hypercall_abi::ops::mmu::*;
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestArray, GuestOut};
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
     pub(super) fn tables(&mut self) -> PageTables<'_, M> {
@@ -31,28 +31,25 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
         }
     }
 
-    fn write_done(&mut self, done_out: GuestAddr, done: u32) -> Result<(), Errno> {
+    fn write_done(&mut self, done_out: GuestOut<u32>, done: u32) -> Result<(), Errno> {
         if done_out.is_null() {
             return Ok(());
         }
-        self.write_guest(done_out, &done)
+        done_out.write(self, &done)
     }
 
     /// Runs `count` entries of `T` through `each`, stopping at the first error.
     fn batch<T: zerocopy::FromBytes + zerocopy::IntoBytes>(
         &mut self,
-        items: GuestAddr,
+        items: GuestArray<T>,
         count: u32,
-        done_out: GuestAddr,
+        done_out: GuestOut<u32>,
         mut each: impl FnMut(&mut Self, T) -> Result<(), Errno>,
     ) -> Result<i64, Errno> {
-        let size = core::mem::size_of::<T>() as u64;
         let mut done = 0;
         let mut result = Ok(0);
-        while done < count {
-            let at = items.checked_add(u64::from(done) * size).ok_or(Errno::EFAULT);
-            let step = at.and_then(|at| self.read_guest::<T>(at)).and_then(|item| each(self, item));
-            if let Err(e) = step {
+        for item in items.elements(u64::from(count)) {
+            if let Err(e) = item.into_in().read(self).and_then(|item| each(self, item)) {
                 result = Err(e);
                 break;
             }
@@ -119,9 +116,9 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
 
 pub fn mmu_update<M: MachineMemory>(
     ctx: &mut HypercallContext<'_, M>,
-    requests: GuestAddr,
+    requests: GuestArray<MmuUpdate>,
     count: u32,
-    done_out: GuestAddr,
+    done_out: GuestOut<u32>,
     foreign: u16,
 ) -> Result<i64, Errno> {
     ctx.check_foreign(foreign)?;
@@ -205,9 +202,9 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
 
 pub fn mmuext_op<M: MachineMemory>(
     ctx: &mut HypercallContext<'_, M>,
-    ops: GuestAddr,
+    ops: GuestArray<MmuextOp>,
     count: u32,
-    done_out: GuestAddr,
+    done_out: GuestOut<u32>,
     foreign: u16,
 ) -> Result<i64, Errno> {
     ctx.check_foreign(foreign)?;

@@ -1,7 +1,8 @@
 //! The hypervisor's side of the hypercall table: [`HypercallContext`] implements
 //! `hypercall_abi::HypercallHandler`, one method per implemented hypercall, each in the
-//! file of its family. Handlers see guest memory only through [`GuestMemory`], which
-//! translates every guest pointer through the caller's own page tables first.
+//! file of its family. Handlers see guest memory only through the typed handles the
+//! table gives them (`hypercall_abi::handle`), which fetch each value once through the
+//! caller's own page tables and only from frames it owns.
 
 mod console_io;
 mod cpu_state;
@@ -28,9 +29,12 @@ use crate::mm::guest_walk::{self, MachineMemory};
 use crate::mm::m2p::MachToPhys;
 use crate::mm::owned::OwnedBy;
 use alloc::vec::Vec;
+use hypercall_abi::handle::Access;
 use hypercall_abi::ops::memory::E820Entry;
-use hypercall_abi::{Errno, GuestAddr, HypercallHandler};
-use zerocopy::{FromBytes, Immutable, IntoBytes};
+use hypercall_abi::ops::mmu::{MmuUpdate, MmuextOp};
+use hypercall_abi::ops::multicall::MulticallEntry;
+use hypercall_abi::ops::traps::TrapInfo;
+use hypercall_abi::{Errno, GuestArray, GuestHandle, GuestMemory, GuestOut, HypercallHandler};
 
 /// What the machine is, as memory_op reports it; fixed after boot.
 pub struct MachineInfo {
@@ -95,40 +99,37 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     fn crash(&mut self, reason: &'static str) {
         self.domain.crash(reason);
     }
+}
 
-    // Guest memory, only through the calling domain's own page tables and only in
-    // frames the frame table says it owns (mm::owned).
-
-    fn copy_from_guest(&self, addr: GuestAddr, out: &mut [u8]) -> Result<(), Errno> {
+/// Guest memory for the handles (`hypercall_abi::handle`), the handlers' only way to it:
+/// through the calling domain's own page tables, and only in frames the frame table says
+/// it owns (mm::owned). The `Access` token keeps raw addresses out of the handlers.
+impl<M: MachineMemory> GuestMemory for HypercallContext<'_, M> {
+    fn read_guest_bytes(&self, _: Access, va: u64, out: &mut [u8]) -> Result<(), Errno> {
         let memory = OwnedBy::read_only(&*self.memory, &*self.frames, self.domain.id);
-        guest_walk::copy_from_guest(&memory, self.domain.l4_maddr, addr.0, out)
+        guest_walk::copy_from_guest(&memory, self.domain.l4_maddr, va, out)
     }
 
-    fn read_guest<T: FromBytes + IntoBytes>(&self, addr: GuestAddr) -> Result<T, Errno> {
-        let memory = OwnedBy::read_only(&*self.memory, &*self.frames, self.domain.id);
-        guest_walk::read_guest(&memory, self.domain.l4_maddr, addr.0)
-    }
-
-    fn write_guest<T: IntoBytes + Immutable>(&mut self, addr: GuestAddr, value: &T) -> Result<(), Errno> {
+    fn write_guest_bytes(&mut self, _: Access, va: u64, data: &[u8]) -> Result<(), Errno> {
         let mut memory = OwnedBy::new(&mut *self.memory, &*self.frames, self.domain.id);
-        guest_walk::write_guest(&mut memory, self.domain.l4_maddr, addr.0, value)
+        guest_walk::copy_to_guest(&mut memory, self.domain.l4_maddr, va, data)
     }
 }
 
 impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
-    fn xen_version(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+    fn xen_version(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
         xen_version::xen_version(self, cmd, arg)
     }
 
-    fn console_io(&mut self, cmd: u32, count: u32, buffer: GuestAddr) -> Result<i64, Errno> {
+    fn console_io(&mut self, cmd: u32, count: u32, buffer: GuestArray<u8>) -> Result<i64, Errno> {
         console_io::console_io(self, cmd, count, buffer)
     }
 
-    fn sched_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+    fn sched_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
         sched_op::sched_op(self, cmd, arg)
     }
 
-    fn set_trap_table(&mut self, traps: GuestAddr) -> Result<i64, Errno> {
+    fn set_trap_table(&mut self, traps: GuestArray<TrapInfo>) -> Result<i64, Errno> {
         traps::set_trap_table(self, traps)
     }
 
@@ -152,11 +153,11 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
         iret::iret(self)
     }
 
-    fn callback_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+    fn callback_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
         traps::callback_op(self, cmd, arg)
     }
 
-    fn mmu_update(&mut self, requests: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16) -> Result<i64, Errno> {
+    fn mmu_update(&mut self, requests: GuestArray<MmuUpdate>, count: u32, done_out: GuestOut<u32>, foreign_domid: u16) -> Result<i64, Errno> {
         mmu::mmu_update(self, requests, count, done_out, foreign_domid)
     }
 
@@ -164,15 +165,15 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
         mmu::update_va_mapping(self, va, pte, flags)
     }
 
-    fn mmuext_op(&mut self, ops: GuestAddr, count: u32, done_out: GuestAddr, foreign_domid: u16) -> Result<i64, Errno> {
+    fn mmuext_op(&mut self, ops: GuestArray<MmuextOp>, count: u32, done_out: GuestOut<u32>, foreign_domid: u16) -> Result<i64, Errno> {
         mmu::mmuext_op(self, ops, count, done_out, foreign_domid)
     }
 
-    fn physdev_op(&mut self, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+    fn physdev_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
         cpu_state::physdev_op(self, cmd, arg)
     }
 
-    fn set_gdt(&mut self, frame_list: GuestAddr, entries: u32) -> Result<i64, Errno> {
+    fn set_gdt(&mut self, frame_list: GuestArray<u64>, entries: u32) -> Result<i64, Errno> {
         descriptors::set_gdt(self, frame_list, entries)
     }
 
@@ -188,7 +189,7 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
         cpu_state::get_debugreg(self, register)
     }
 
-    fn multicall(&mut self, calls: GuestAddr, count: u32) -> Result<i64, Errno> {
+    fn multicall(&mut self, calls: GuestArray<MulticallEntry>, count: u32) -> Result<i64, Errno> {
         multicall::multicall(self, calls, count)
     }
 
@@ -196,7 +197,7 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
         cpu_state::set_segment_base(self, which, base)
     }
 
-    fn memory_op(&mut self, cmd: u64, arg: GuestAddr) -> Result<i64, Errno> {
+    fn memory_op(&mut self, cmd: u64, arg: GuestHandle) -> Result<i64, Errno> {
         memory::memory_op(self, cmd, arg)
     }
 

@@ -6,15 +6,13 @@
 use super::HypercallContext;
 use crate::mm::guest_walk::MachineMemory;
 use hypercall_abi::ops::multicall::MulticallEntry;
-use hypercall_abi::{nr, Errno, GuestAddr};
+use hypercall_abi::{nr, Errno, GuestArray};
 
 pub const IRET_IN_MULTICALL: &str = "multicall: iret inside a multicall";
 
-pub fn multicall<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, calls: GuestAddr, count: u32) -> Result<i64, Errno> {
-    let size = core::mem::size_of::<MulticallEntry>() as u64;
-    for i in 0..u64::from(count) {
-        let at = calls.checked_add(i * size).ok_or(Errno::EFAULT)?;
-        let entry: MulticallEntry = ctx.read_guest(at)?;
+pub fn multicall<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, calls: GuestArray<MulticallEntry>, count: u32) -> Result<i64, Errno> {
+    for slot in calls.elements(u64::from(count)) {
+        let (entry, entry_out) = slot.read(ctx)?;
         let result = match entry.op {
             nr::iret => {
                 ctx.crash(IRET_IN_MULTICALL);
@@ -26,8 +24,8 @@ pub fn multicall<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, calls: Gue
                 hypercall_abi::dispatch(ctx, op, entry.args)
             }
         };
-        let result_at = at.checked_add(core::mem::offset_of!(MulticallEntry, result) as u64).ok_or(Errno::EFAULT)?;
-        ctx.write_guest(result_at, &(result as u64))?;
+        // Only the result goes back: the entry's other fields stay as the guest has them.
+        entry_out.field::<u64>(core::mem::offset_of!(MulticallEntry, result)).write(ctx, &(result as u64))?;
         if !ctx.domain.state.is_running() {
             break;
         }

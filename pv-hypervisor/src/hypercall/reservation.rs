@@ -12,15 +12,15 @@ use crate::mm::guest_walk::MachineMemory;
 use crate::mm::is_guest_range;
 use hypercall_abi::ops::memory::*;
 use hypercall_abi::ops::mmu::DOMID_SELF;
-use hypercall_abi::GuestAddr;
+use hypercall_abi::{GuestArray, GuestHandle};
 
 const PAGE: u64 = 4096;
 /// The largest extent: 2^18 pages, 1 GiB (Xen's own allocator cannot do more).
 const MAX_ORDER: u32 = 18;
 
-pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u32, start_extent: u64, arg: GuestAddr) -> i64 {
+pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u32, start_extent: u64, arg: GuestHandle) -> i64 {
     let done = start_extent;
-    let Ok(r) = ctx.read_guest::<MemoryReservation>(arg) else { return done as i64 };
+    let Ok(r) = arg.into_in::<MemoryReservation>().read(ctx) else { return done as i64 };
     // Too many to encode a continuation, already done, another domain, larger extents.
     let too_many = r.nr_extents > u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT);
     let other_domain = r.domid != DOMID_SELF && r.domid != ctx.domain.id;
@@ -43,17 +43,16 @@ pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u
         bits => 1u64 << (bits - 12),
     };
     let mut i = start_extent;
-    while i < r.nr_extents {
-        let slot = GuestAddr(list + i * 8);
+    for slot in GuestArray::<u64>::from_raw(list).skip(start_extent).elements(r.nr_extents - start_extent) {
         let ok = match op {
-            XENMEM_DECREASE_RESERVATION => ctx.read_guest::<u64>(slot).is_ok_and(|mfn| give_back(ctx, mfn, order)),
-            XENMEM_INCREASE_RESERVATION => take(ctx, order, limit).is_some_and(|mfn| list == 0 || ctx.write_guest(slot, &mfn).is_ok()),
-            _ => match ctx.read_guest::<u64>(slot) {
-                Ok(pfn) => take(ctx, order, limit).is_some_and(|mfn| {
+            XENMEM_DECREASE_RESERVATION => slot.into_in().read(ctx).is_ok_and(|mfn| give_back(ctx, mfn, order)),
+            XENMEM_INCREASE_RESERVATION => take(ctx, order, limit).is_some_and(|mfn| unreported || slot.into_out().write(ctx, &mfn).is_ok()),
+            _ => match slot.read(ctx) {
+                Ok((pfn, slot)) => take(ctx, order, limit).is_some_and(|mfn| {
                     for i in 0..1u64 << order {
                         let _ = ctx.machine.m2p.set(ctx.memory, mfn + i, pfn.wrapping_add(i));
                     }
-                    ctx.write_guest(slot, &mfn).is_ok()
+                    slot.write(ctx, &mfn).is_ok()
                 }),
                 Err(_) => false,
             },

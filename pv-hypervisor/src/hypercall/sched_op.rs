@@ -4,14 +4,14 @@ use super::HypercallContext;
 use crate::domain::DomainState;
 use crate::mm::guest_walk::MachineMemory;
 use hypercall_abi::ops::sched_op::{SchedShutdown, ShutdownReason, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD};
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestHandle};
 
-pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
     match cmd {
         // One domain per CPU for now: yielding returns straight away.
         SCHEDOP_YIELD => Ok(0),
         SCHEDOP_SHUTDOWN => {
-            let request: SchedShutdown = ctx.read_guest(arg)?;
+            let request: SchedShutdown = arg.into_in().read(ctx)?;
             let reason = ShutdownReason::from_u32(request.reason).ok_or(Errno::EINVAL)?;
             // The dispatcher sees the state change and never resumes this vCPU.
             ctx.domain.state = DomainState::Shutdown(reason);

@@ -12,21 +12,20 @@ use hypercall_abi::ops::callback::{
 };
 use hypercall_abi::ops::traps::TrapInfo;
 use hypercall_abi::ops::vm_assist::*;
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestArray, GuestHandle};
 
 /// Copies entries until one with address 0. Entries before a failing one stay
 /// installed, as in Xen.
-pub fn set_trap_table<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, traps: GuestAddr) -> Result<i64, Errno> {
+pub fn set_trap_table<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, traps: GuestArray<TrapInfo>) -> Result<i64, Errno> {
     if traps.is_null() {
         ctx.domain.traps.clear_traps();
         return Ok(0);
     }
-    let entry_size = core::mem::size_of::<TrapInfo>() as u64;
     // At most one entry per vector and a terminator; a longer array repeats vectors,
-    // which Xen accepts too, so only guest memory bounds the walk.
-    let mut at = traps;
-    loop {
-        let info: TrapInfo = ctx.read_guest(at)?;
+    // which Xen accepts too, so only guest memory bounds the walk (an array running
+    // past the top of the address space faults).
+    for entry in traps.elements(u64::MAX) {
+        let info = entry.into_in().read(ctx)?;
         if info.address == 0 {
             return Ok(0);
         }
@@ -34,8 +33,8 @@ pub fn set_trap_table<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, traps
             return Err(Errno::EINVAL);
         }
         ctx.domain.traps.set_trap(&info);
-        at = at.checked_add(entry_size).ok_or(Errno::EFAULT)?;
     }
+    Err(Errno::EFAULT)
 }
 
 pub fn stack_switch<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, ss: u64, rsp: u64) -> Result<i64, Errno> {
@@ -64,14 +63,14 @@ pub fn set_callbacks<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, event:
     Ok(0)
 }
 
-pub fn callback_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+pub fn callback_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
     match cmd {
         CALLBACKOP_REGISTER => {
-            let request: CallbackRegister = ctx.read_guest(arg)?;
+            let request: CallbackRegister = arg.into_in().read(ctx)?;
             register(ctx, &request)
         }
         CALLBACKOP_UNREGISTER => {
-            let request: CallbackUnregister = ctx.read_guest(arg)?;
+            let request: CallbackUnregister = arg.into_in().read(ctx)?;
             // Only the NMI callback can be taken back; the others stay once set.
             match request.callback_type {
                 CALLBACKTYPE_NMI => {

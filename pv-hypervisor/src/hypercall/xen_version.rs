@@ -7,7 +7,7 @@ use hypercall_abi::features::{XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB};
 use hypercall_abi::ops::xen_version::{
     XenFeatureInfo, XENVER_CAPABILITIES, XENVER_EXTRAVERSION, XENVER_GET_FEATURES, XENVER_PAGESIZE, XENVER_PLATFORM_PARAMETERS, XENVER_VERSION,
 };
-use hypercall_abi::{Errno, GuestAddr};
+use hypercall_abi::{Errno, GuestHandle};
 
 /// We report the Xen release whose public ABI we follow; the extraversion says who we are.
 pub const VERSION_MAJOR: u32 = 4;
@@ -16,33 +16,33 @@ pub const EXTRAVERSION: &[u8] = b"-pvhv";
 /// The only guest type we run (version.h XENVER_capabilities format).
 pub const CAPABILITIES: &[u8] = b"xen-3.0-x86_64";
 
-pub fn xen_version<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestAddr) -> Result<i64, Errno> {
+pub fn xen_version<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
     match cmd {
         XENVER_VERSION => Ok(((VERSION_MAJOR << 16) | VERSION_MINOR) as i64),
         XENVER_EXTRAVERSION => {
             let mut text = [0u8; 16];
             text[..EXTRAVERSION.len()].copy_from_slice(EXTRAVERSION);
-            ctx.write_guest(arg, &text)?;
+            arg.into_out().write(ctx, &text)?;
             Ok(0)
         }
         XENVER_CAPABILITIES => {
             let mut text = [0u8; 1024];
             text[..CAPABILITIES.len()].copy_from_slice(CAPABILITIES);
-            ctx.write_guest(arg, &text)?;
+            arg.into_out().write(ctx, &text)?;
             Ok(0)
         }
         XENVER_PLATFORM_PARAMETERS => {
-            ctx.write_guest(arg, &HYPERVISOR_VIRT_START)?;
+            arg.into_out().write(ctx, &HYPERVISOR_VIRT_START)?;
             Ok(0)
         }
         XENVER_GET_FEATURES => {
-            let mut info: XenFeatureInfo = ctx.read_guest(arg)?;
+            let (mut info, out) = arg.into_in_out::<XenFeatureInfo>().read(ctx)?;
             // One submap exists (XENFEAT_NR_SUBMAPS is 1 in features.h): Xen refuses others.
             if info.submap_idx != 0 {
                 return Err(Errno::EINVAL);
             }
             info.submap = feature_submap_0(ctx.domain.privileged);
-            ctx.write_guest(arg, &info)?;
+            out.write(ctx, &info)?;
             Ok(0)
         }
         // Answered only to a NULL handle, as Xen does (common/kernel.c).

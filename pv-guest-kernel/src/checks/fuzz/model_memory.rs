@@ -25,7 +25,7 @@ impl MemoryFacts {
     pub fn ask() -> MemoryFacts {
         let op = |cmd: u32, arg: u64| {
             // SAFETY: NULL or a pointer to a live local of the size the command reads.
-            unsafe { hypercall_abi::guest::calls::memory_op(cmd.into(), hypercall_abi::GuestAddr(arg)) }
+            unsafe { hypercall_abi::guest::calls::memory_op(cmd.into(), hypercall_abi::GuestHandle::from_raw(arg)) }
         };
         let self_id = DOMID_SELF;
         let id = &self_id as *const u16 as u64;
