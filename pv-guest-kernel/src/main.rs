@@ -6,6 +6,9 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod checks;
 #[cfg(target_os = "none")]
 mod commands;
@@ -13,6 +16,8 @@ mod commands;
 mod console;
 #[cfg(target_os = "none")]
 mod entry;
+#[cfg(target_os = "none")]
+mod mm;
 #[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]

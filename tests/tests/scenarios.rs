@@ -420,6 +420,27 @@ fn mmu_stress_conforms_to_xen() {
     conforms_to_xen("mmu-stress", 3);
 }
 
+/// The guest's own page-table manager over the PV MMU: tables built on demand, map,
+/// protect (a store then faults), unmap (a load then faults), a second address space
+/// pinned, switched to and destroyed with its tables.
+#[test]
+fn pagetables_conform_to_xen() {
+    conforms_to_xen("pagetables", 27);
+}
+
+/// Ballooning down and up: 16 MiB given back (decrease_reservation) and taken again
+/// (populate_physmap); reservation, p2m list and M2P table agree at every step.
+#[test]
+fn balloon_conforms_to_xen() {
+    conforms_to_xen("balloon", 10);
+}
+
+/// The guest heap grows by mapping frames and reuses what it freed.
+#[test]
+fn heap_conforms_to_xen() {
+    conforms_to_xen("heap", 4);
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

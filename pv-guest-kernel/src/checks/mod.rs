@@ -3,15 +3,18 @@
 //! the harness compares the lines field by field. `bench` is the odd one out: it
 //! measures rather than checks, for `cargo xtask bench hypercall`.
 
+pub mod balloon;
 pub mod bench;
 pub mod bench_mmu;
 pub mod descriptors;
 pub mod entry_attacks;
 pub mod fuzz;
+pub mod heap;
 pub mod hypercalls;
 pub mod memory;
 pub mod mmu_attack;
 pub mod mmu_stress;
+pub mod pagetables;
 pub mod privops;
 pub mod ptwr;
 pub mod traps;
@@ -181,6 +184,19 @@ pub fn report(test: &str, check: &str, probed: &Probed, expect: &Expect) -> bool
         );
     }
     pass
+}
+
+/// The command's numeric argument (its second word): `default` when there is none;
+/// `None`, after a failing RESULT line, when it is not a number in `range`.
+pub fn numeric_argument(test: &str, command: &str, default: u64, range: core::ops::RangeInclusive<u64>) -> Option<u64> {
+    match command.split_ascii_whitespace().nth(1).map(str::parse::<u64>) {
+        None => Some(default),
+        Some(Ok(n)) if range.contains(&n) => Some(n),
+        Some(_) => {
+            crate::console::println!("RESULT test={test} status=fail reason=bad-argument");
+            None
+        }
+    }
 }
 
 /// Counts passes and failures and prints the summary line of a command.

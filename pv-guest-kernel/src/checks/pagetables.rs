@@ -1,0 +1,117 @@
+//! `pagetables`: the guest's own page-table manager (`mm`) at work, one RESULT line per
+//! step: mapping where no table exists yet (it builds L3, L2 and L1), reading through
+//! the mapping, refusing to map twice, write-protecting (a store then faults as it
+//! must), unprotecting, unmapping (a load then faults), a second address space with a
+//! private mapping at the same address as the kernel's (switching shows one frame, then
+//! the other) and the kernel's other mappings shared, destroying it (its tables come back), and refusing to destroy the
+//! running one. Runs on both hypervisors; the conformance harness compares the lines.
+
+use super::{probe, report, Expect, Tally};
+use crate::console::println;
+use crate::mm::{self, MmError, DATA, READ_ONLY};
+
+/// L4 slot 3: nothing maps there until this command does.
+const VA: u64 = (3 << 39) | 0x1234_5000;
+/// L4 slot 4, mapped in the second address space and then in the kernel's.
+const PRIVATE_VA: u64 = (4 << 39) | 0x2000;
+const TAG_A: u64 = 0x5441_4741_0000_0001;
+const TAG_B: u64 = 0x5441_4742_0000_0002;
+
+fn code(result: Result<(), MmError>) -> i64 {
+    result.err().map_or(0, MmError::code)
+}
+
+fn line(tally: &mut Tally, check: &str, result: Result<(), MmError>, expected: i64) {
+    let ret = code(result);
+    let pass = ret == expected;
+    println!("RESULT test=pagetables check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
+    tally.add(pass);
+}
+
+fn value(tally: &mut Tally, check: &str, got: u64, expected: u64) {
+    let pass = got == expected;
+    println!("RESULT test=pagetables check={check} value_ok={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
+    tally.add(pass);
+}
+
+/// Reads the word at `va`, with the trap handler armed.
+fn load(va: u64) -> super::Probed {
+    probe!("", "mov rax, qword ptr [rdi]", va, 0u64)
+}
+
+pub fn run() {
+    let mut tally = Tally::new("pagetables");
+    if crate::traps::install() != 0 {
+        println!("RESULT test=pagetables status=fail reason=trap-table");
+        return;
+    }
+    let frames = mm::with(|m| {
+        let (a, mfn_a) = m.take_frame()?;
+        let (b, mfn_b) = m.take_frame()?;
+        m.poke(a, 0, TAG_A)?;
+        m.poke(b, 0, TAG_B)?;
+        Ok((a, mfn_a, b, mfn_b))
+    });
+    let Ok((a, mfn_a, b, mfn_b)) = frames else {
+        println!("RESULT test=pagetables check=setup ret={} status=fail", frames.err().map_or(0, MmError::code));
+        tally.add(false);
+        return tally.finish();
+    };
+    let kernel = mm::with(|m| Ok(m.kernel_space().l4())).unwrap_or(0);
+
+    let free_before = mm::with(|m| Ok(m.free_frames())).unwrap_or(0);
+    line(&mut tally, "map_builds_tables", mm::with(|m| m.map(kernel, VA, mfn_a, DATA)), 0);
+    let made = free_before - mm::with(|m| Ok(m.free_frames())).unwrap_or(0);
+    println!("RESULT test=pagetables check=tables_made count={made} status={}", if made == 3 { "pass" } else { "fail" });
+    tally.add(made == 3);
+    let p = load(VA);
+    tally.add(report("pagetables", "load_mapped", &p, &Expect::none()));
+    value(&mut tally, "load_sees_the_frame", p.rax, TAG_A);
+    line(&mut tally, "map_twice", mm::with(|m| m.map(kernel, VA, mfn_b, DATA)), MmError::AlreadyMapped.code());
+
+    line(&mut tally, "protect_read_only", mm::with(|m| m.protect(kernel, VA, READ_ONLY)), 0);
+    let p = probe!("", "mov qword ptr [rdi], rsi", VA, 1u64);
+    tally.add(report("pagetables", "store_read_only", &p, &Expect { cr2: Some(VA), ..Expect::fault(14, 3) }));
+    line(&mut tally, "protect_writable", mm::with(|m| m.protect(kernel, VA, DATA)), 0);
+    let p = probe!("", "mov qword ptr [rdi], rsi", VA, TAG_A + 1);
+    tally.add(report("pagetables", "store_writable", &p, &Expect::none()));
+    value(&mut tally, "store_reached_the_frame", mm::with(|m| m.peek(a, 0)).unwrap_or(0), TAG_A + 1);
+
+    line(&mut tally, "unmap", mm::with(|m| m.unmap(kernel, VA)), 0);
+    let p = load(VA);
+    tally.add(report("pagetables", "load_unmapped", &p, &Expect { cr2: Some(VA), ..Expect::fault(14, 0) }));
+    line(&mut tally, "unmap_twice", mm::with(|m| m.unmap(kernel, VA)), MmError::NotMapped.code());
+
+    // A second address space: it shares the kernel's mappings (VA, mapped again), and
+    // PRIVATE_VA, which only it has a table for, maps B there and A here.
+    line(&mut tally, "map_again", mm::with(|m| m.map(kernel, VA, mfn_a, DATA)), 0);
+    let free_before = mm::with(|m| Ok(m.free_frames())).unwrap_or(0);
+    let space = mm::with(|m| m.new_address_space());
+    line(&mut tally, "new_address_space", space.map(|_| ()), 0);
+    let Ok(space) = space else { return tally.finish() };
+    line(&mut tally, "map_in_second_space", mm::with(|m| m.map(space.l4(), PRIVATE_VA, mfn_b, DATA)), 0);
+    line(&mut tally, "map_in_kernel_space", mm::with(|m| m.map(kernel, PRIVATE_VA, mfn_a, DATA)), 0);
+    line(&mut tally, "switch_to_second", mm::with(|m| m.switch_to(space)), 0);
+    let in_second = load(PRIVATE_VA).rax;
+    let shared = load(VA).rax;
+    line(&mut tally, "switch_back", mm::with(|m| m.switch_to(m.kernel_space())), 0);
+    let in_kernel = load(PRIVATE_VA).rax;
+    value(&mut tally, "second_space_sees_its_frame", in_second, TAG_B);
+    value(&mut tally, "kernel_space_sees_its_frame", in_kernel, TAG_A + 1);
+    value(&mut tally, "second_space_shares_kernel_mappings", shared, TAG_A + 1);
+    line(&mut tally, "destroy_running_space", mm::with(|m| m.destroy_address_space(m.kernel_space())), MmError::InUse.code());
+    line(&mut tally, "destroy_second_space", mm::with(|m| m.destroy_address_space(space)), 0);
+    let leaked = free_before as i64 - mm::with(|m| Ok(m.free_frames())).unwrap_or(0) as i64;
+    // The kernel made tables for PRIVATE_VA (L3, L2, L1); the second space's L4 and its
+    // three came back.
+    println!("RESULT test=pagetables check=tables_returned kernel_tables={leaked} status={}", if leaked == 3 { "pass" } else { "fail" });
+    tally.add(leaked == 3);
+    line(&mut tally, "unmap_private", mm::with(|m| m.unmap(kernel, PRIVATE_VA)), 0);
+    line(&mut tally, "unmap_shared", mm::with(|m| m.unmap(kernel, VA)), 0);
+    let _ = mm::with(|m| {
+        m.give_frame(a);
+        m.give_frame(b);
+        Ok(())
+    });
+    tally.finish();
+}
