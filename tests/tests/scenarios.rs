@@ -422,10 +422,10 @@ fn mmu_stress_conforms_to_xen() {
 
 /// The guest's own page-table manager over the PV MMU: tables built on demand, map,
 /// protect (a store then faults), unmap (a load then faults), a second address space
-/// pinned, switched to and destroyed with its tables.
+/// pinned, switched to and destroyed with its tables; MMUEXT_CLEAR_PAGE and COPY_PAGE.
 #[test]
 fn pagetables_conform_to_xen() {
-    conforms_to_xen("pagetables", 27);
+    conforms_to_xen("pagetables", 36);
 }
 
 /// Ballooning down and up: 16 MiB given back (decrease_reservation) and taken again

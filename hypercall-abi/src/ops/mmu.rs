@@ -51,6 +51,10 @@ pub const MMUEXT_INVLPG_ALL: u32 = 11;
 pub const MMUEXT_FLUSH_CACHE: u32 = 12;
 pub const MMUEXT_SET_LDT: u32 = 13;
 pub const MMUEXT_NEW_USER_BASEPTR: u32 = 15;
+/// Zeroes machine frame `arg1` (xen.h MMUEXT_CLEAR_PAGE).
+pub const MMUEXT_CLEAR_PAGE: u32 = 16;
+/// Copies machine frame `arg2` (src_mfn) into frame `arg1` (xen.h MMUEXT_COPY_PAGE).
+pub const MMUEXT_COPY_PAGE: u32 = 17;
 
 /// update_va_mapping flags: the low two bits choose the flush.
 pub const UVMF_NONE: u64 = 0;

@@ -9,6 +9,9 @@
 use super::{probe, report, Expect, Tally};
 use crate::console::println;
 use crate::mm::{self, MmError, DATA, READ_ONLY};
+use hypercall_abi::guest::calls;
+use hypercall_abi::ops::mmu::{MmuextOp, DOMID_SELF, MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE};
+use hypercall_abi::{GuestArray, GuestOut};
 
 /// L4 slot 3: nothing maps there until this command does.
 const VA: u64 = (3 << 39) | 0x1234_5000;
@@ -108,10 +111,38 @@ pub fn run() {
     tally.add(leaked == 3);
     line(&mut tally, "unmap_private", mm::with(|m| m.unmap(kernel, PRIVATE_VA)), 0);
     line(&mut tally, "unmap_shared", mm::with(|m| m.unmap(kernel, VA)), 0);
+    frame_operations(&mut tally, kernel, (a, mfn_a), mfn_b);
     let _ = mm::with(|m| {
         m.give_frame(a);
         m.give_frame(b);
         Ok(())
     });
     tally.finish();
+}
+
+fn mmuext(cmd: u32, arg1: u64, arg2: u64) -> Result<(), MmError> {
+    let op = MmuextOp { cmd, _pad: 0, arg1, arg2 };
+    // SAFETY: one readable MmuextOp; CLEAR_PAGE and COPY_PAGE write only the frame named.
+    let ret = unsafe { calls::mmuext_op(GuestArray::from_slice(&[op]), 1, GuestOut::NULL, DOMID_SELF) };
+    if ret < 0 {
+        Err(MmError::Hypercall(ret))
+    } else {
+        Ok(())
+    }
+}
+
+/// MMUEXT_CLEAR_PAGE and MMUEXT_COPY_PAGE on frame A (ours, data), from frame B, and on
+/// the kernel's L4 (a page table: readable, never writable) and machine frame 0 (not
+/// ours).
+fn frame_operations(tally: &mut Tally, kernel_l4: u64, (a, mfn_a): (u64, u64), mfn_b: u64) {
+    let _ = mm::with(|m| m.poke(a, 3, TAG_A));
+    line(tally, "clear_page", mmuext(MMUEXT_CLEAR_PAGE, mfn_a, 0), 0);
+    value(tally, "clear_page_zeroed", mm::with(|m| m.peek(a, 3)).unwrap_or(1), 0);
+    line(tally, "copy_page", mmuext(MMUEXT_COPY_PAGE, mfn_a, mfn_b), 0);
+    value(tally, "copy_page_copied", mm::with(|m| m.peek(a, 0)).unwrap_or(0), TAG_B);
+    line(tally, "copy_page_from_page_table", mmuext(MMUEXT_COPY_PAGE, mfn_a, kernel_l4), 0);
+    line(tally, "clear_page_table", mmuext(MMUEXT_CLEAR_PAGE, kernel_l4, 0), -22);
+    line(tally, "copy_into_page_table", mmuext(MMUEXT_COPY_PAGE, kernel_l4, mfn_b), -22);
+    line(tally, "clear_page_not_ours", mmuext(MMUEXT_CLEAR_PAGE, 0, 0), -22);
+    line(tally, "copy_page_from_not_ours", mmuext(MMUEXT_COPY_PAGE, mfn_a, 0), -22);
 }

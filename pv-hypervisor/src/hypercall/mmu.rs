@@ -196,8 +196,51 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
         }
         // Guest memory is write-back RAM; there is nothing a guest's cache flush must reach.
         MMUEXT_FLUSH_CACHE => Ok(()),
+        MMUEXT_CLEAR_PAGE => with_writable_frame(ctx, mfn, |ctx| {
+            for offset in (0..PAGE).step_by(CHUNK.len()) {
+                ctx.memory.write_bytes(mfn * PAGE + offset, &CHUNK).ok_or(Errno::EFAULT)?;
+            }
+            Ok(())
+        }),
+        MMUEXT_COPY_PAGE => copy_page(ctx, mfn, op.arg2),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+const PAGE: u64 = 4096;
+/// CLEAR_PAGE and COPY_PAGE go through the page in pieces this size (on the stack).
+const CHUNK: [u8; 512] = [0; 512];
+
+/// Runs `f` while holding a writable type reference on the caller's frame `mfn`, as a
+/// writable mapping would: a page table, descriptor page or the M2P table cannot be
+/// cleared or copied into (-EINVAL, as on Xen 4.17).
+fn with_writable_frame<M: MachineMemory>(
+    ctx: &mut HypercallContext<'_, M>,
+    mfn: u64,
+    f: impl FnOnce(&mut HypercallContext<'_, M>) -> Result<(), Errno>,
+) -> Result<(), Errno> {
+    if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+        return Err(Errno::EINVAL);
+    }
+    ctx.tables().get_page_and_type(mfn, PageType::Writable).map_err(|_| Errno::EINVAL)?;
+    let result = f(ctx);
+    ctx.tables().put_page_and_type(mfn);
+    result
+}
+
+/// The source may be any frame of the caller's, whatever its type: it is only read.
+fn copy_page<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, dst: u64, src: u64) -> Result<(), Errno> {
+    if ctx.frames.owner(src) != Some(ctx.domain.id) {
+        return Err(Errno::EINVAL);
+    }
+    with_writable_frame(ctx, dst, |ctx| {
+        let mut chunk = CHUNK;
+        for offset in (0..PAGE).step_by(chunk.len()) {
+            ctx.memory.read_bytes(src * PAGE + offset, &mut chunk).ok_or(Errno::EFAULT)?;
+            ctx.memory.write_bytes(dst * PAGE + offset, &chunk).ok_or(Errno::EFAULT)?;
+        }
+        Ok(())
+    })
 }
 
 pub fn mmuext_op<M: MachineMemory>(

@@ -164,3 +164,31 @@ fn a_frame_that_changes_use_under_a_stale_entry_forces_a_flush() {
     assert_eq!(g.call(nr::memory_op, [hypercall_abi::ops::memory::XENMEM_DECREASE_RESERVATION.into(), SCRATCH, 0, 0, 0, 0]), 1);
     assert_eq!(g.last_flush, TlbFlush::All, "a frame leaving the domain under a stale entry");
 }
+
+#[test]
+fn clear_and_copy_page_write_only_frames_that_could_be_mapped_writable() {
+    let mut g = TestGuest::new();
+    let (spare, data) = (SPARE_FRAMES.start, DATA >> 12);
+    g.poke(GUEST_DATA_VA + 0x100, b"copied");
+    let copy = |g: &mut TestGuest, dst: u64, src: u64| {
+        g.poke(SCRATCH, MmuextOp { cmd: MMUEXT_COPY_PAGE, _pad: 0, arg1: dst, arg2: src }.as_bytes());
+        g.call(nr::mmuext_op, [SCRATCH, 1, 0, DOMID_SELF as u64, 0, 0])
+    };
+    let spare_bytes = |g: &TestGuest, offset: u64, len: usize| {
+        let mut out = std::vec![0; len];
+        g.memory.read_bytes(spare * 4096 + offset, &mut out).unwrap();
+        out
+    };
+    // The scratch area is in the data frame too: copy first, then look past it.
+    assert_eq!(copy(&mut g, spare, data), 0);
+    assert_eq!(spare_bytes(&g, 0x100, 6), b"copied");
+    assert_eq!(mmuext(&mut g, MMUEXT_CLEAR_PAGE, spare), 0);
+    assert!(spare_bytes(&g, 0, 4096).iter().all(|&b| b == 0));
+    assert_eq!((g.frames.ref_count(spare), g.frames.type_count(spare)), (0, 0), "nothing kept");
+    // A page table can be read from, never written; other owners' frames neither.
+    assert_eq!(copy(&mut g, spare, L1 >> 12), 0, "copying from a page table");
+    assert_eq!(mmuext(&mut g, MMUEXT_CLEAR_PAGE, L1 >> 12), -22);
+    assert_eq!(copy(&mut g, L4 >> 12, spare), -22);
+    assert_eq!(mmuext(&mut g, MMUEXT_CLEAR_PAGE, 0x3f), -22, "a free frame, not the caller's");
+    assert_eq!(copy(&mut g, spare, 0x3f), -22);
+}
