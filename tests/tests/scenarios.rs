@@ -441,6 +441,14 @@ fn heap_conforms_to_xen() {
     conforms_to_xen("heap", 4);
 }
 
+/// The LDT (MMUEXT_SET_LDT): argument checks, selector loads of each kind of
+/// descriptor through pages mapped on first use, the page kept read-only while in use,
+/// and the #PF Xen gives for a page that cannot serve.
+#[test]
+fn ldt_conforms_to_xen() {
+    conforms_to_xen("ldt", 21);
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

@@ -11,6 +11,7 @@ pub mod entry_attacks;
 pub mod fuzz;
 pub mod heap;
 pub mod hypercalls;
+pub mod ldt;
 pub mod memory;
 pub mod mmu_attack;
 pub mod mmu_stress;

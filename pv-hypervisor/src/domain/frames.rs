@@ -51,11 +51,13 @@ pub fn adopt_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable, 
 pub fn release_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable, memory: &mut M) {
     let pinned: alloc::vec::Vec<u64> = frames.frames_of(domain.id).filter(|&m| frames.is_pinned(m)).collect();
     let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
-    // The GDT's frames, the vCPU's base pointers, then every pinned table.
+    // The GDT's and LDT's frames, the vCPU's base pointers, then every pinned table.
     let gdt = domain.traps.gdt_frames;
     for &mfn in &gdt[..domain.traps.gdt_frame_count.min(gdt.len())] {
         tables.put_page_and_type(mfn);
     }
+    let mut ldt = domain.traps.ldt;
+    crate::trap::ldt::release(&mut ldt, &mut tables);
     for root in [domain.l4_maddr, domain.traps.user_l4] {
         if root != 0 {
             tables.put_page_and_type(root / 4096);

@@ -12,6 +12,7 @@ use crate::mm::frame_table::PageType;
 use crate::mm::guest_walk::MachineMemory;
 use crate::mm::is_guest_range;
 use crate::mm::pagetable::{fill_hypervisor_slots, PageTables, PTE_ACCESSED, PTE_ADDRESS, PTE_DIRTY, PTE_PRESENT, PTE_PS_OR_PAT};
+use crate::trap::ldt;
 use hypercall_abi::ops::mmu::*;
 use hypercall_abi::{Errno, GuestArray, GuestOut};
 
@@ -177,6 +178,9 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             let old = ctx.domain.l4_maddr / 4096;
             switch_base(ctx, mfn, old)?;
             ctx.domain.l4_maddr = mfn * 4096;
+            // The LDT's pages are looked up again, through the new tables, on next use.
+            let mut tables = PageTables { frames: &mut *ctx.frames, memory: &mut *ctx.memory, domain: ctx.domain.id };
+            ldt::release(&mut ctx.domain.traps.ldt, &mut tables);
             Ok(())
         }
         MMUEXT_NEW_USER_BASEPTR => {
@@ -203,6 +207,11 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             Ok(())
         }),
         MMUEXT_COPY_PAGE => copy_page(ctx, mfn, op.arg2),
+        // arg1 is the LDT's linear address, arg2's low half the entry count (nr_ents).
+        MMUEXT_SET_LDT => {
+            let mut tables = PageTables { frames: &mut *ctx.frames, memory: &mut *ctx.memory, domain: ctx.domain.id };
+            ldt::set_ldt(ctx.domain, &mut tables, op.arg1, op.arg2 as u32)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }

@@ -10,6 +10,7 @@ use super::debugreg;
 use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
 use super::emulate::{Emulation, EmulationContext, HostView};
 use super::frame_check::{check_return_frame, BadFrame};
+use super::ldt;
 use super::ports::PortIo;
 use super::ptwr;
 use crate::domain::vcpu::GuestRegisters;
@@ -17,6 +18,7 @@ use crate::domain::Domain;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::{copy_from_guest, copy_to_guest, MachineMemory};
 use crate::mm::owned::OwnedBy;
+use crate::mm::pagetable::PageTables;
 
 pub const VECTOR_DEBUG: u64 = 1;
 /// #PF error-code bit 1: a write.
@@ -47,6 +49,20 @@ pub fn guest_exception<M: MachineMemory>(
     frame: &mut GuestRegisters,
     hardware: &ExceptionContext,
 ) {
+    // A selector load touched a page of the LDT window not mapped yet (an implicit,
+    // supervisor access: the U bit is clear whatever the CPL).
+    if frame.vector == VECTOR_PAGE_FAULT as u64 && frame.error_code & 4 == 0 {
+        if let Some(offset) = hardware.cr2.checked_sub(ldt::LDT_AREA).filter(|&o| o < ldt::LDT_WINDOW) {
+            let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
+            if let ldt::LdtFault::PageFault(address) = ldt::map_on_fault(domain, &mut tables, offset) {
+                let fault = GuestException { vector: VECTOR_PAGE_FAULT, error_code: 0, cr2: address };
+                if let Err(why) = deliver::deliver_exception(domain, &mut OwnedBy::new(memory, frames, domain.id), frame, fault) {
+                    domain.crash(why.describe());
+                }
+            }
+            return;
+        }
+    }
     // A store into the guest's own L1 (trap::ptwr). Like mmu_update it flushes nothing
     // for the guest; the frame table asks for a flush if its rules need one.
     if frame.vector == VECTOR_PAGE_FAULT as u64 && ptwr::emulate_page_table_write(domain, memory, frames, frame, hardware.cr2, frame.error_code) {

@@ -15,6 +15,7 @@ pub mod emulate;
 pub mod entry;
 pub mod frame_check;
 pub mod iret;
+pub mod ldt;
 pub mod ports;
 pub mod ptwr;
 pub mod state;

@@ -115,7 +115,32 @@ pub struct TrapState {
     pub gdt_frame_count: usize,
     /// The GDT changed since `arch` last mapped it.
     pub gdt_dirty: bool,
+    /// The guest's LDT (MMUEXT_SET_LDT): where it is in the guest, how many entries,
+    /// and the frames mapped for the CPU so far (trap::ldt maps them on first use).
+    pub ldt: LdtState,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LdtState {
+    pub base: u64,
+    pub entries: u32,
+    /// Page n of the LDT's machine frame once mapped (typed as descriptors), else 0.
+    pub frames: [u64; LDT_PAGES],
+    /// Changed since `arch` last loaded the LDT descriptor and mappings.
+    pub dirty: bool,
+}
+
+impl Default for LdtState {
+    /// No LDT, and dirty: the first time a domain runs, `arch` clears whatever LDT the
+    /// CPU had (another domain's) before this one can load a selector.
+    fn default() -> Self {
+        LdtState { base: 0, entries: 0, frames: [0; LDT_PAGES], dirty: true }
+    }
+}
+
+/// At most 8192 entries of 8 bytes (xen.h MMUEXT_SET_LDT): 16 pages.
+pub const LDT_MAX_ENTRIES: u32 = 8192;
+pub const LDT_PAGES: usize = (LDT_MAX_ENTRIES as usize * 8) / 4096;
 
 /// A guest GDT has at most 14 frames: the entries from 14 * 512 on are the
 /// hypervisor's (arch-x86/xen.h FIRST_RESERVED_GDT_PAGE).
@@ -149,7 +174,10 @@ impl Default for TrapState {
             debugreg_dirty: false,
             gdt_frames: [0; GDT_FRAMES],
             gdt_frame_count: 0,
-            gdt_dirty: false,
+            // Dirty from the start, like the LDT: the CPU's GDT window may still show
+            // another domain's frames.
+            gdt_dirty: true,
+            ldt: LdtState::default(),
         }
     }
 }
@@ -170,13 +198,14 @@ impl TrapState {
         self.table[vector as usize]
     }
 
-    /// Whether anything `arch` loads only on change (GS selector, GDT, debug registers,
+    /// Whether anything `arch` loads only on change (GS selector, GDT, LDT, debug registers,
     /// segment bases, or the mode whose GS base is loaded) needs loading.
     pub fn cpu_state_changed(&self) -> bool {
         // `|`, not `||`: evaluated on every exit, one branch for all of them.
         (self.bases_loaded_for != Some(self.mode))
             | self.gs_selector_pending.is_some()
             | self.gdt_dirty
+            | self.ldt.dirty
             | self.debugreg_dirty
             | self.segment_bases_dirty
     }

@@ -18,6 +18,8 @@ use x86_64::{PrivilegeLevel, VirtAddr};
 pub const HYPERVISOR_CS: u16 = 0xe008;
 pub const HYPERVISOR_DS: u16 = 0xe010;
 const TSS_SELECTOR: u16 = 0xe040;
+/// The running guest's LDT (a 16-byte system descriptor, after the TSS's two slots).
+const LDT_SELECTOR: u16 = 0xe050;
 /// STAR[63:48]: sysret derives the guest's SS (+8) and 64-bit CS (+16) from it.
 pub const SYSRET_BASE: u16 = 0xe020;
 
@@ -89,6 +91,40 @@ fn tss_descriptor(base: u64) -> (u64, u64) {
         | (((limit >> 16) & 0xF) << 48)
         | (((base >> 24) & 0xFF) << 56);
     (low, base >> 32)
+}
+
+/// # Safety
+/// `selector` is 0 or names an LDT descriptor of the running GDT.
+unsafe fn lldt(selector: u16) {
+    // SAFETY: as the caller guarantees; lldt touches no memory but the GDT entry.
+    unsafe { core::arch::asm!("lldt {0:x}", in(reg) selector, options(nostack, preserves_flags)) };
+}
+
+/// Loads the running guest's LDT: `entries` descriptors at trap::ldt::LDT_AREA, or
+/// none (the null LDT selector) for 0.
+pub fn load_ldt(entries: u32) {
+    if entries == 0 {
+        // SAFETY: the null selector makes every LDT selector load fault; nothing of ours
+        // uses the LDT.
+        unsafe { lldt(0) };
+        return;
+    }
+    let base = crate::trap::ldt::LDT_AREA;
+    let limit = u64::from(entries) * 8 - 1;
+    let low = (limit & 0xFFFF)
+        | ((base & 0xFF_FFFF) << 16)
+        | (0x82 << 40) // present, DPL 0, LDT
+        | (((limit >> 16) & 0xF) << 48)
+        | (((base >> 24) & 0xFF) << 56);
+    // SAFETY: single CPU; the slot is ours (the hypervisor's GDT page) and the CPU
+    // reads it only at the lldt below, which describes the LDT window, where only
+    // validated descriptor pages of the running guest are ever mapped.
+    unsafe {
+        let gdt = &mut (*core::ptr::addr_of_mut!(GDT_PAGE)).0;
+        gdt[slot(LDT_SELECTOR)] = low;
+        gdt[slot(LDT_SELECTOR) + 1] = base >> 32;
+        lldt(LDT_SELECTOR);
+    }
 }
 
 /// Builds and loads the GDT and TSS. `kernel_stack_top` is where the CPU switches to on

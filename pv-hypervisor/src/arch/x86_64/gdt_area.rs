@@ -7,7 +7,8 @@
 //! while in use.
 
 use super::{phys_to_virt, DIRECTMAP_BASE};
-use crate::trap::state::GDT_FRAMES;
+use crate::trap::ldt::LDT_AREA;
+use crate::trap::state::{GDT_FRAMES, LDT_PAGES};
 
 /// The window's address: L4 slot 263, inside the range every guest leaves to the
 /// hypervisor, and copied into every guest L4 with the other hypervisor slots.
@@ -15,6 +16,10 @@ pub const GDT_AREA: u64 = 0xFFFF_8380_0000_0000;
 const GDT_AREA_SLOT: usize = 263;
 /// The hypervisor's GDT page is page 14 of the window.
 pub const HYPERVISOR_GDT_PAGE: usize = GDT_FRAMES;
+/// The LDT window is pages 16-31 of this one.
+const LDT_FIRST_PAGE: usize = 16;
+const _: () = assert!(LDT_AREA == GDT_AREA + LDT_FIRST_PAGE as u64 * 4096);
+const _: () = assert!(LDT_FIRST_PAGE > HYPERVISOR_GDT_PAGE + 1, "a guard page between the GDT and the LDT");
 /// The GDT limit: 15 pages.
 pub const GDT_LIMIT: u16 = ((HYPERVISOR_GDT_PAGE + 1) * 4096 - 1) as u16;
 
@@ -54,6 +59,21 @@ pub unsafe fn init(l4_phys: u64, hypervisor_gdt_page: *const [u64; 512]) {
         l1.0[HYPERVISOR_GDT_PAGE] = phys_of(hypervisor_gdt_page) | PRESENT | WRITABLE | NO_EXECUTE;
     }
     map_guest_frames(&[]);
+}
+
+/// Maps the guest's LDT pages into the LDT window (trap::ldt::LDT_AREA, pages 16-31 of
+/// this one): `frames[n]` is page n's machine frame, 0 for a page not mapped yet (its
+/// first use faults, and trap::ldt maps it).
+pub fn map_ldt_frames(frames: &[u64; LDT_PAGES]) {
+    // SAFETY: single CPU; the entries name frames trap::ldt typed as descriptor pages
+    // of the running guest, or nothing.
+    unsafe {
+        let l1 = &mut *core::ptr::addr_of_mut!(AREA_L1);
+        for (page, &mfn) in frames.iter().enumerate() {
+            l1.0[LDT_FIRST_PAGE + page] = if mfn == 0 { 0 } else { (mfn << 12) | PRESENT | WRITABLE | NO_EXECUTE };
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(LDT_AREA + page as u64 * 4096));
+        }
+    }
 }
 
 /// Maps a guest's GDT frames as pages 0.. of the window and the zero page behind them,

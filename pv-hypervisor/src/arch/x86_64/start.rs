@@ -471,6 +471,11 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
         super::gdt_area::map_guest_frames(&t.gdt_frames[..t.gdt_frame_count.min(t.gdt_frames.len())]);
         t.gdt_dirty = false;
     }
+    if t.ldt.dirty {
+        super::gdt_area::map_ldt_frames(&t.ldt.frames);
+        super::gdt::load_ldt(t.ldt.entries);
+        t.ldt.dirty = false;
+    }
     if t.debugreg_dirty {
         cpu::load_debug_registers(&t.debugreg);
         t.debugreg_dirty = false;
