@@ -350,6 +350,14 @@ impl Memory {
         self.frames.give(pfn);
     }
 
+    /// Records that a frame taken from the allocator is no longer backed (its machine
+    /// frame went back to the hypervisor): `balloon_up` fills it again.
+    pub fn forget_machine_frame(&mut self, pfn: u64) {
+        if self.frames.contains(pfn) && !self.frames.is_free(pfn) {
+            self.set_p2m(pfn, INVALID_P2M_ENTRY);
+        }
+    }
+
     pub fn physmap_va(&self, pfn: u64) -> u64 {
         physmap::va(pfn)
     }

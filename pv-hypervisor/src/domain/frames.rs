@@ -71,6 +71,20 @@ pub fn release_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable
     frames.put_ref(domain.shared_info_mfn);
 }
 
+/// Frees the frames a domain gave back while they were still referenced whose last
+/// reference has gone since (FrameTable::give_back): out of the M2P table, into the
+/// free pool, off the owner's reservation. Runs after every hypercall and exception
+/// that may have dropped a reference.
+pub fn free_given_back<M: MachineMemory>(domain: &mut Domain, frames: &mut FrameTable, memory: &mut M, m2p: &MachToPhys, free: &mut dyn FrameSource) {
+    while let Some((mfn, owner)) = frames.take_unused_given_back() {
+        m2p.invalidate(memory, mfn);
+        free.give_back(mfn);
+        if owner == domain.id {
+            domain.tot_pages = domain.tot_pages.saturating_sub(1);
+        }
+    }
+}
+
 /// What a teardown could not give back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {

@@ -95,6 +95,13 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
             TlbFlush::None
         }
     }
+    /// Frees what the call left given back and unreferenced (see
+    /// domain::frames::free_given_back); before `flush_wanted`, since freeing a frame
+    /// under a stale translation asks for a flush.
+    pub fn free_given_back(&mut self) {
+        crate::domain::frames::free_given_back(self.domain, self.frames, self.memory, &self.machine.m2p, self.frame_source);
+    }
+
     /// Gives up on the calling domain: it never resumes.
     fn crash(&mut self, reason: &'static str) {
         self.domain.crash(reason);

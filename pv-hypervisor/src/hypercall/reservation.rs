@@ -88,29 +88,33 @@ fn take<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, order: u32, limit: 
     Some(first)
 }
 
-/// Takes back 2^order of the caller's frames from `first` on, none of which anything
-/// maps or types (Xen defers the free of a frame still mapped until its last reference
-/// goes; here the guest must unmap it first, as a balloon driver does anyway). All or
-/// nothing.
+/// Takes back 2^order of the caller's frames from `first` on (all must be its own and
+/// not given back already). As on Xen 4.17, a frame still mapped or typed is taken at
+/// once but freed only when its last reference goes (domain::frames::free_given_back):
+/// the reservation shrinks then, and the guest may use its mappings until it drops
+/// them. A pinned table is unpinned first, as Xen does.
 fn give_back<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, first: u64, order: u32) -> bool {
     let count = 1u64 << order;
     let Some(end) = first.checked_add(count) else { return false };
-    let free = |mfn: u64| {
-        ctx.frames.owner(mfn) == Some(ctx.domain.id)
-            && mfn != ctx.domain.shared_info_mfn
-            && ctx.frames.ref_count(mfn) == 0
-            && ctx.frames.type_count(mfn) == 0
-    };
-    if !(first..end).all(free) {
+    let id = ctx.domain.id;
+    let ours = |mfn: u64| ctx.frames.owner(mfn) == Some(id) && mfn != ctx.domain.shared_info_mfn && !ctx.frames.is_given_back(mfn);
+    if !(first..end).all(ours) {
         return false;
     }
     for mfn in first..end {
-        if ctx.frames.release(mfn).is_err() {
-            return false;
+        if ctx.frames.is_pinned(mfn) {
+            ctx.frames.set_pinned(mfn, false);
+            ctx.tables().put_page_and_type(mfn);
         }
-        ctx.machine.m2p.invalidate(ctx.memory, mfn);
-        ctx.frame_source.give_back(mfn);
-        ctx.domain.tot_pages -= 1;
+        match ctx.frames.give_back(mfn, id) {
+            Ok(true) => {
+                ctx.machine.m2p.invalidate(ctx.memory, mfn);
+                ctx.frame_source.give_back(mfn);
+                ctx.domain.tot_pages -= 1;
+            }
+            Ok(false) => {}
+            Err(_) => return false,
+        }
     }
     true
 }

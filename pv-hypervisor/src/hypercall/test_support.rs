@@ -166,6 +166,7 @@ impl TestGuest {
             flush_page: None,
         };
         let result = hypercall_abi::dispatch(&mut ctx, number, args);
+        ctx.free_given_back();
         // What the exit path would flush, and the frame table told so, as arch does.
         self.last_flush = ctx.flush_wanted();
         if self.last_flush == TlbFlush::All {

@@ -70,6 +70,10 @@ const NO_OWNER: u16 = u16::MAX;
 /// machphys_mfn_list): never a domain's, never freed, never typed, never mapped.
 const HYPERVISOR_OWNED: u16 = u16::MAX - 1;
 const PINNED: u8 = 1;
+/// The owner gave the frame back (decrease_reservation) while something still
+/// referenced it: it is freed when the last reference goes (Xen's cleared
+/// PGC_allocated).
+const GIVEN_BACK: u8 = 2;
 
 /// 12 bytes per frame: 1.5 MiB for 512 MiB of RAM.
 #[derive(Clone, Copy, Debug)]
@@ -105,6 +109,9 @@ pub enum TypeDrop {
 pub struct FrameTable {
     frames: Vec<Frame>,
     tlb: TlbState,
+    /// Frames given back whose last reference went: to be freed by the owner's code
+    /// (domain::frames::free_given_back), which has the free pool and the M2P table.
+    unused_given_back: Vec<u64>,
 }
 
 /// Whether the CPU may still translate through mappings the table no longer counts.
@@ -128,7 +135,7 @@ struct TlbState {
 impl FrameTable {
     /// A table for machine frames `0..nr_frames`, all unowned.
     pub fn new(nr_frames: u64) -> FrameTable {
-        FrameTable { frames: vec![FREE; nr_frames as usize], tlb: TlbState::default() }
+        FrameTable { frames: vec![FREE; nr_frames as usize], tlb: TlbState::default(), unused_given_back: Vec::new() }
     }
 
     /// As `new`, but `None` when the heap cannot hold it (boot reports that).
@@ -136,7 +143,7 @@ impl FrameTable {
         let mut frames = alloc::vec::Vec::new();
         frames.try_reserve_exact(usize::try_from(nr_frames).ok()?).ok()?;
         frames.resize(nr_frames as usize, FREE);
-        Some(FrameTable { frames, tlb: TlbState::default() })
+        Some(FrameTable { frames, tlb: TlbState::default(), unused_given_back: Vec::new() })
     }
 
     pub fn len(&self) -> u64 {
@@ -243,7 +250,52 @@ impl FrameTable {
         if let Some(frame) = self.frame_mut(mfn) {
             debug_assert!(frame.ref_count > 0, "reference count underflow on {mfn:#x}");
             frame.ref_count = frame.ref_count.saturating_sub(1);
+            // If the heap cannot hold the note, the frame stays the owner's until its
+            // teardown: a frame kept, never a hypervisor panic.
+            if frame.ref_count == 0 && frame.flags & GIVEN_BACK != 0 && self.unused_given_back.try_reserve(1).is_ok() {
+                self.unused_given_back.push(mfn);
+            }
         }
+    }
+
+    /// The owner gives `mfn` back. Unreferenced, it is released at once (`Ok(true)`);
+    /// otherwise it is marked and freed when its last reference goes (`Ok(false)`; see
+    /// [`take_unused_given_back`](Self::take_unused_given_back)). A frame not the
+    /// owner's, or given back already, is refused.
+    pub fn give_back(&mut self, mfn: u64, owner: DomainId) -> Result<bool, Errno> {
+        let frame = self.frame_mut(mfn).filter(|f| f.owner == owner && f.flags & GIVEN_BACK == 0).ok_or(Errno::EINVAL)?;
+        if frame.ref_count == 0 && frame.type_count == 0 {
+            self.release(mfn)?;
+            return Ok(true);
+        }
+        frame.flags |= GIVEN_BACK;
+        Ok(false)
+    }
+
+    pub fn is_given_back(&self, mfn: u64) -> bool {
+        self.frame(mfn).is_some_and(|f| f.flags & GIVEN_BACK != 0)
+    }
+
+    /// Whether a given-back frame lost its last reference since the last call to
+    /// [`take_unused_given_back`](Self::take_unused_given_back).
+    pub fn has_unused_given_back(&self) -> bool {
+        !self.unused_given_back.is_empty()
+    }
+
+    /// A given-back frame with no reference left, released now (its owner, for the
+    /// caller's accounting, with it). Frames that took a reference again meanwhile
+    /// are skipped.
+    pub fn take_unused_given_back(&mut self) -> Option<(u64, DomainId)> {
+        while let Some(mfn) = self.unused_given_back.pop() {
+            let Some(frame) = self.frame(mfn) else { continue };
+            let owner = frame.owner;
+            if frame.flags & GIVEN_BACK != 0 && frame.ref_count == 0 && frame.type_count == 0 && self.release(mfn).is_ok() {
+                return Some((mfn, owner));
+            }
+        }
+        // Nothing pending: the list's memory goes back too (the heap leak check counts it).
+        self.unused_given_back = Vec::new();
+        None
     }
 
     /// A type reference (the caller holds a general reference). Fails with -EBUSY when

@@ -301,11 +301,10 @@ fn run_hypercall(
         flush_page: None,
     };
     let result = hypercall_abi::dispatch(&mut ctx, number, args);
-    // One branch for "nothing to flush", the common case (see resume_guest).
-    let flush = ctx.flush_tlb | ctx.flush_page.is_some() | ctx.frames.flush_needed();
+    // One branch for "nothing to flush or free", the common case (see resume_guest).
+    let flush = ctx.flush_tlb | ctx.flush_page.is_some() | ctx.frames.flush_needed() | ctx.frames.has_unused_given_back();
     if core::hint::black_box(flush) {
-        let wanted = ctx.flush_wanted();
-        flush_after_hypercall(wanted, ctx.frames);
+        after_hypercall(&mut ctx);
     }
     result
 }
@@ -329,8 +328,16 @@ fn traced_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: 
     resume_guest(guard, frame);
 }
 
+/// Frees given-back frames that lost their last reference, then flushes what the
+/// guest asked for or the frame table needs.
 #[cold]
 #[inline(never)]
+fn after_hypercall(ctx: &mut HypercallContext<'_, DirectMap>) {
+    ctx.free_given_back();
+    let wanted = ctx.flush_wanted();
+    flush_after_hypercall(wanted, ctx.frames);
+}
+
 fn flush_after_hypercall(flush: TlbFlush, frame_table: &mut FrameTable) {
     match flush {
         TlbFlush::None => {}
@@ -381,6 +388,11 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, &mut super::ports::HardwarePorts, frame, &hardware);
+    // A store into a page table (trap::ptwr) may have dropped a given-back frame's last
+    // reference.
+    if hv.frame_table.has_unused_given_back() {
+        crate::domain::frames::free_given_back(domain, &mut hv.frame_table, &mut hv.memory, &hv.machine.m2p, &mut hv.frames);
+    }
     if hv.frame_table.flush_needed() {
         cpu::flush_tlb();
         hv.frame_table.note_tlb_flushed();

@@ -123,9 +123,9 @@ fn ballooning_down_and_up_within_the_maximum() {
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare, spare + 1], BUFFER, DOMID_SELF, 0), 2);
     assert_eq!(g.domain.tot_pages, 14);
     assert_eq!(g.frames.owner(spare), None);
-    // Not ours any more; mapped (the data pages); the shared_info page: none done.
+    // Not ours any more; the shared_info page: none done.
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 0);
-    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[super::super::test_support::DATA >> 12], BUFFER, DOMID_SELF, 0), 0);
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[super::super::test_support::SHARED_INFO >> 12], BUFFER, DOMID_SELF, 0), 0);
     assert_eq!(g.domain.tot_pages, 14);
 
     // Three asked, two fit under the maximum; each new frame is zeroed and ours.
@@ -191,4 +191,36 @@ fn extents_of_several_frames_are_aligned_runs() {
         assert_eq!(g.machine.m2p.get(&g.memory, first + i), Some(100 + i));
     }
     assert_eq!(g.domain.tot_pages, 16);
+}
+
+#[test]
+fn a_frame_given_back_while_mapped_is_freed_when_unmapped() {
+    let mut g = TestGuest::new();
+    // The data area's last page: mapped writable, and not where the arguments are.
+    let page = 3;
+    let frame = (super::super::test_support::DATA >> 12) + page;
+    let free_before = g.free_frames.0.len();
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[frame], BUFFER, DOMID_SELF, 0), 1, "taken, as on Xen");
+    assert_eq!(g.domain.tot_pages, 16, "but not freed while mapped");
+    assert_eq!(g.frames.owner(frame), Some(0));
+    assert!(g.frames.is_given_back(frame));
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[frame], BUFFER, DOMID_SELF, 0), 0, "not twice");
+    // Dropping the mapping drops the last reference: the frame goes.
+    let pte = L1 + ((GUEST_DATA_VA >> 12) & 511) * 8 + page * 8;
+    g.poke(BUFFER, MmuUpdate { ptr: pte, val: 0 }.as_bytes());
+    assert_eq!(g.call(nr::mmu_update, [BUFFER, 1, 0, DOMID_SELF as u64, 0, 0]), 0);
+    assert_eq!(g.domain.tot_pages, 15);
+    assert_eq!(g.frames.owner(frame), None);
+    assert_eq!(g.free_frames.0.len(), free_before + 1);
+    assert_eq!(g.machine.m2p.get(&g.memory, frame), Some(INVALID_M2P_ENTRY));
+}
+
+#[test]
+fn a_pinned_table_given_back_is_unpinned_first() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    g.poke(BUFFER, hypercall_abi::ops::mmu::MmuextOp { cmd: hypercall_abi::ops::mmu::MMUEXT_PIN_L1_TABLE, _pad: 0, arg1: spare, arg2: 0 }.as_bytes());
+    assert_eq!(g.call(nr::mmuext_op, [BUFFER, 1, 0, DOMID_SELF as u64, 0, 0]), 0);
+    assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 1);
+    assert_eq!((g.frames.owner(spare), g.domain.tot_pages), (None, 15), "nothing else held it: freed at once");
 }

@@ -27,8 +27,11 @@ enum Step {
     Unpin { frame: u64 },
     /// mmu_update of entry `index` of `table` (at whatever level the table is now).
     Write { table: u64, index: u64, target: u64, flags: usize },
-    /// Give a frame back (decrease_reservation, teardown).
+    /// Take a frame back (teardown): refused while referenced.
     Release { frame: u64 },
+    /// The domain gives a frame back (decrease_reservation): freed now, or when its
+    /// last reference goes.
+    GiveBack { frame: u64 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -37,7 +40,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (frame.clone(), 1u8..=4).prop_map(|(frame, level)| Step::Pin { frame, level }),
         1 => frame.clone().prop_map(|frame| Step::Unpin { frame }),
         6 => (1..=FRAMES, 0..ENTRIES, frame.clone(), 0..FLAGS.len()).prop_map(|(table, index, target, flags)| Step::Write { table, index, target, flags }),
-        1 => frame.prop_map(|frame| Step::Release { frame }),
+        1 => frame.clone().prop_map(|frame| Step::Release { frame }),
+        1 => frame.prop_map(|frame| Step::GiveBack { frame }),
     ]
 }
 
@@ -99,12 +103,35 @@ impl Machine {
                     self.frames.assign(frame, OTHER).unwrap();
                 }
             }
+            Step::GiveBack { frame } => {
+                let referenced = self.frames.ref_count(frame) > 0 || self.frames.type_count(frame) > 0;
+                match self.frames.give_back(frame, DOM) {
+                    Ok(freed) => {
+                        assert_eq!(freed, !referenced, "give back of frame {frame}");
+                        if freed {
+                            self.frames.assign(frame, OTHER).unwrap();
+                        }
+                    }
+                    Err(_) => assert!(self.frames.owner(frame) != Some(DOM) || self.frames.is_given_back(frame)),
+                }
+            }
+        }
+        // What the exit path does after every hypercall: free what lost its last
+        // reference (and hand it to someone else).
+        while let Some((frame, owner)) = self.frames.take_unused_given_back() {
+            assert_eq!(owner, DOM);
+            self.frames.assign(frame, OTHER).unwrap();
         }
     }
 
     /// Recounts every reference and type from the pins and the entries of every
     /// validated table, and checks the rules.
     fn check(&self) {
+        for frame in 1..=FRAMES {
+            if self.frames.is_given_back(frame) {
+                assert!(self.frames.ref_count(frame) > 0, "frame {frame} given back, unreferenced, yet not freed");
+            }
+        }
         let mut refs: BTreeMap<u64, u32> = BTreeMap::new();
         let mut types: BTreeMap<u64, u32> = BTreeMap::new();
         for &frame in self.pinned.keys() {
