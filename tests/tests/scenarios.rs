@@ -383,7 +383,7 @@ fn fatal_entry_attacks_crash_only_the_domain() {
 
 #[test]
 fn usermode_conforms_to_xen() {
-    conforms_to_xen("usermode", 14);
+    conforms_to_xen("usermode", 17);
 }
 
 #[test]

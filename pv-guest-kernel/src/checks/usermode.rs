@@ -17,6 +17,9 @@ use hypercall_abi::start_info::StartInfo;
 /// window to fill new page-table frames before they become tables.
 const WINDOW: u64 = 0x3f_f000;
 const UNMAPPED: u64 = 0x0000_7fff_dead_0000;
+const M2P: u64 = hypercall_abi::ops::memory::MACH2PHYS_VIRT_START;
+/// The user address space's L4, for system call 7.
+static USER_L4: AtomicU64 = AtomicU64::new(0);
 /// Where the user stack lives in the user address space.
 const USER_STACK: u64 = 0x1f_0000;
 const DATA_RW: u64 = 0x67;
@@ -47,7 +50,8 @@ macro_rules! user_probe {
 // The user program. On entry r13 holds a kernel-only address and r14 an unmapped one.
 // System calls: 0 exit to the kernel, 1 add the six argument registers, 2 arm a probe
 // (rdi = resume, rsi = probed instruction), 3 report a value (rdi = check, rsi =
-// value), 4 report the probe's exception (rdi = check).
+// value), 4 report the probe's exception (rdi = check), 7 turn VMASST_TYPE_m2p_strict
+// on and reload the user base pointer.
 core::arch::global_asm!(
     ".pushsection .user_text, \"ax\"",
     ".globl user_program",
@@ -91,6 +95,13 @@ core::arch::global_asm!(
     user_probe!(9, "mov rax, cr0"),
     user_probe!(10, "ud2"),
     user_probe!(11, "cli"),
+    // The M2P table, which a user L4 lacks unless it served as a kernel one; again
+    // after the kernel turned VMASST_TYPE_m2p_strict on and reloaded the user L4.
+    "mov rbx, 0xffff800000000000",
+    user_probe!(12, "mov rax, qword ptr [rbx]"),
+    "mov eax, 7",
+    "syscall",
+    user_probe!(13, "mov rax, qword ptr [rbx]"),
     "xor eax, eax",
     "syscall",
     "ud2",
@@ -200,6 +211,14 @@ pub fn system_call(frame: &mut crate::traps::TrapFrame) {
         4 => report_trap(frame.rdi),
         5 => frame.rax = 0,
         6 => BENCH_CYCLES.store(frame.rsi, SeqCst),
+        7 => {
+            // SAFETY: vm_assist takes no pointer.
+            let strict = unsafe { hypercall_abi::guest::calls::vm_assist(0, hypercall_abi::ops::vm_assist::VMASST_TYPE_M2P_STRICT) };
+            let reloaded = platform::mmuext(MMUEXT_NEW_USER_BASEPTR, USER_L4.load(SeqCst));
+            let pass = strict == 0 && reloaded == 0;
+            println!("RESULT test=usermode check=m2p_strict_on vm_assist={strict} new_user_baseptr={reloaded} status={}", pass_fail(pass));
+            tally(pass);
+        }
         other => println!("usermode: unknown system call {other}"),
     }
 }
@@ -229,6 +248,8 @@ fn report_trap(check: u64) {
         9 => ("user_privileged_instruction", user(Expect::fault(13, 0))),
         10 => ("user_invalid_opcode", user(Expect::fault(6, 0))),
         11 => ("user_cli", user(Expect::fault(13, 0))),
+        12 => ("user_reads_m2p", user(Expect { cr2: Some(M2P), ..Expect::fault(14, 4) })),
+        13 => ("user_reads_m2p_strict", user(Expect { cr2: Some(M2P), ..Expect::fault(14, 4) })),
         _ => ("unknown", Expect::none()),
     };
     let probed = Probed { trap: last(), at: PROBE_RIP.load(SeqCst), next: RESUME_RIP.load(SeqCst), rax: 0, rdx: 0 };
@@ -302,6 +323,7 @@ fn prepare(info: &StartInfo, kernel_stack: Option<u64>) -> bool {
         println!("RESULT test=usermode status=fail reason=cannot-build-user-tables");
         return false;
     };
+    USER_L4.store(user_l4, SeqCst);
     let pinned = platform::mmuext(MMUEXT_PIN_L4_TABLE, user_l4);
     let based = platform::mmuext(MMUEXT_NEW_USER_BASEPTR, user_l4);
     let stack_top = kernel_stack.unwrap_or(core::ptr::addr_of!(USER_ENTRY_STACK) as u64 + 16 * 1024);

@@ -8,7 +8,7 @@ use crate::mm::frame_alloc::FrameSource;
 use crate::mm::frame_table::{FrameTable, PageType};
 use crate::mm::guest_walk::MachineMemory;
 use crate::mm::m2p::MachToPhys;
-use crate::mm::pagetable::{fill_hypervisor_slots, PageTables};
+use crate::mm::pagetable::{fill_hypervisor_slots, M2pSlot, PageTables};
 use hypercall_abi::Errno;
 
 /// Assigns and types the domain's frames. On failure everything taken is given back.
@@ -33,7 +33,8 @@ pub fn adopt_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable, 
     match pinned {
         Ok(()) => {
             frames.set_pinned(l4, true);
-            fill_hypervisor_slots(memory, l4, hypervisor_l4)
+            // Built, then used as the kernel's base pointer: it has the M2P table.
+            fill_hypervisor_slots(memory, l4, hypervisor_l4, M2pSlot::Map)
         }
         Err(e) => {
             let _ = frames.put_type(domain.shared_info_mfn);

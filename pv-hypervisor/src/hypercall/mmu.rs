@@ -11,7 +11,7 @@ use super::HypercallContext;
 use crate::mm::frame_table::PageType;
 use crate::mm::guest_walk::MachineMemory;
 use crate::mm::is_guest_range;
-use crate::mm::pagetable::{fill_hypervisor_slots, PageTables, PTE_ACCESSED, PTE_ADDRESS, PTE_DIRTY, PTE_PRESENT, PTE_PS_OR_PAT};
+use crate::mm::pagetable::{fill_hypervisor_slots, M2pSlot, PageTables, PTE_ACCESSED, PTE_ADDRESS, PTE_DIRTY, PTE_PRESENT, PTE_PS_OR_PAT};
 use crate::trap::ldt;
 use hypercall_abi::ops::mmu::*;
 use hypercall_abi::{Errno, GuestArray, GuestOut};
@@ -134,20 +134,26 @@ fn pin<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, page_type:
     ctx.tables().get_page_and_type(mfn, page_type).map_err(|_| Errno::EINVAL)?;
     ctx.frames.set_pinned(mfn, true);
     if page_type == PageType::L4 {
-        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4)?;
+        let m2p = if ctx.domain.traps.m2p_strict() { M2pSlot::Map } else { M2pSlot::Blank };
+        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4, m2p)?;
     }
     Ok(())
 }
 
 /// Takes a base-pointer reference on L4 `mfn` (validating it if needed) and gives up
 /// `old`'s.
-fn switch_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, old: u64) -> Result<(), Errno> {
+fn switch_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, old: u64, user: bool) -> Result<(), Errno> {
     if mfn != 0 {
         if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
             return Err(Errno::EINVAL);
         }
         ctx.tables().get_page_and_type(mfn, PageType::L4)?;
-        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4)?;
+        let m2p = match (user, ctx.domain.traps.m2p_strict()) {
+            (false, false) => M2pSlot::Map,
+            (true, true) => M2pSlot::Blank,
+            _ => M2pSlot::Keep,
+        };
+        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4, m2p)?;
     }
     if old != 0 {
         ctx.tables().put_page_and_type(old);
@@ -176,7 +182,7 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
                 return Err(Errno::EINVAL);
             }
             let old = ctx.domain.l4_maddr / 4096;
-            switch_base(ctx, mfn, old)?;
+            switch_base(ctx, mfn, old, false)?;
             ctx.domain.l4_maddr = mfn * 4096;
             // The LDT's pages are looked up again, through the new tables, on next use.
             let mut tables = PageTables { frames: &mut *ctx.frames, memory: &mut *ctx.memory, domain: ctx.domain.id };
@@ -185,7 +191,7 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
         }
         MMUEXT_NEW_USER_BASEPTR => {
             let old = ctx.domain.traps.user_l4 / 4096;
-            switch_base(ctx, mfn, old)?;
+            switch_base(ctx, mfn, old, true)?;
             ctx.domain.traps.user_l4 = mfn * 4096;
             Ok(())
         }

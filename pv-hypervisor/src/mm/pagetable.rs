@@ -196,11 +196,35 @@ impl<M: MachineMemory> PageTables<'_, M> {
     }
 }
 
+/// What an L4's M2P slot (256, the read-only machine-to-phys table) gets when the
+/// hypervisor's slots are filled. Xen's rules (xen.h VMASST_TYPE_m2p_strict): without
+/// the assist an L4 is created with the slot blank and gets the table when used as a
+/// kernel base pointer; with it, an L4 is created with the table and loses it when used
+/// as a user base pointer. So guest user mode never reads the M2P unless it runs on an
+/// L4 that also served as a kernel one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum M2pSlot {
+    Map,
+    Blank,
+    /// As it is, if it holds the table (the slot is the hypervisor's: anything else
+    /// there is cleared).
+    Keep,
+}
+
+/// The M2P table's L4 slot (MACH2PHYS_VIRT_START, arch-x86/xen-x86_64.h).
+pub const M2P_L4_SLOT: usize = super::m2p::L4_SLOT;
+
 /// Writes the hypervisor's L4 entries into a guest L4 (its own slots are never valid
 /// guest entries, so nothing is overwritten that the guest owns).
-pub fn fill_hypervisor_slots(memory: &mut impl MachineMemory, l4_mfn: u64, hypervisor_l4: &[u64; 512]) -> Result<(), Errno> {
+pub fn fill_hypervisor_slots(memory: &mut impl MachineMemory, l4_mfn: u64, hypervisor_l4: &[u64; 512], m2p: M2pSlot) -> Result<(), Errno> {
+    let keep = memory.read_u64(l4_mfn * 4096 + M2P_L4_SLOT as u64 * 8) == Some(hypervisor_l4[M2P_L4_SLOT]);
     for slot in HYPERVISOR_L4_SLOTS {
-        let value = hypervisor_l4.get(slot).copied().unwrap_or(0);
+        let mapped = match m2p {
+            M2pSlot::Map => true,
+            M2pSlot::Blank => false,
+            M2pSlot::Keep => keep,
+        };
+        let value = if slot == M2P_L4_SLOT && !mapped { 0 } else { hypervisor_l4.get(slot).copied().unwrap_or(0) };
         memory.write_bytes(l4_mfn * 4096 + slot as u64 * 8, &value.to_le_bytes()).ok_or(Errno::EFAULT)?;
     }
     Ok(())

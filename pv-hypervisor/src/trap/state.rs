@@ -210,6 +210,12 @@ impl TrapState {
             | self.segment_bases_dirty
     }
 
+    /// VMASST_TYPE_m2p_strict: the M2P table hidden from guest user mode (see
+    /// mm::pagetable::M2pSlot).
+    pub fn m2p_strict(&self) -> bool {
+        self.vm_assist & (1 << hypercall_abi::ops::vm_assist::VMASST_TYPE_M2P_STRICT) != 0
+    }
+
     pub fn architectural_iopl(&self) -> bool {
         self.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
     }

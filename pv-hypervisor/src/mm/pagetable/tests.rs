@@ -98,7 +98,7 @@ fn hypervisor_slots_are_never_the_guests() {
     assert_eq!(pt.update_entry(1, 4, 256, 0), Err(Errno::EINVAL));
     let mut hv = [0u64; 512];
     hv[262] = 0xabc_d000 | 3;
-    fill_hypervisor_slots(&mut memory, 1, &hv).unwrap();
+    fill_hypervisor_slots(&mut memory, 1, &hv, M2pSlot::Map).unwrap();
     assert_eq!(memory.read_u64((1 << 12) + 262 * 8), Some(0xabc_d003));
 }
 
