@@ -19,6 +19,8 @@ pub mod console;
 #[forbid(unsafe_code)]
 pub mod domain;
 #[forbid(unsafe_code)]
+pub mod evtchn;
+#[forbid(unsafe_code)]
 pub mod hypercall;
 #[forbid(unsafe_code)]
 pub mod mm;

@@ -450,6 +450,14 @@ fn ldt_conforms_to_xen() {
     conforms_to_xen("ldt", 21);
 }
 
+/// Every event-channel operation on the domain itself (loopback interdomain pairs,
+/// virtual IRQs, IPIs, status, close, reset, the FIFO commands) and the pending, mask,
+/// selector and upcall bits they leave, with every error case, against Xen 4.17.
+#[test]
+fn evtchn_ops_conform_to_xen() {
+    conforms_to_xen("evtchn-ops", 54);
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

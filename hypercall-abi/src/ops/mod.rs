@@ -4,6 +4,8 @@
 pub mod callback;
 /// console_io commands (xen.h).
 pub mod console_io;
+/// event_channel_op commands and structures, virtual IRQs (event_channel.h, xen.h).
+pub mod event_channel;
 /// memory_op commands and structures, the M2P table's place (memory.h).
 pub mod memory;
 /// mmu_update, mmuext_op and update_va_mapping (xen.h).

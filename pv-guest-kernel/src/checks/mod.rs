@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_mmu;
 pub mod descriptors;
 pub mod entry_attacks;
+pub mod evtchn_ops;
 pub mod fuzz;
 pub mod heap;
 pub mod hypercalls;

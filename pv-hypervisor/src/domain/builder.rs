@@ -269,6 +269,7 @@ fn populate<M: MachineMemory>(
         hypercall_cycles: [0; COUNTED_HYPERCALLS],
         crash_reason: None,
         console: Default::default(),
+        events: crate::evtchn::EventChannels::new(spec.id),
     })
 }
 

@@ -67,6 +67,9 @@ pub struct Domain {
     /// Why the hypervisor crashed the domain, when it did (for the register dump).
     pub crash_reason: Option<&'static str>,
     pub console: GuestLineBuffer,
+    /// Its event channels (what each port is bound to; pending and mask bits are in
+    /// shared_info).
+    pub events: crate::evtchn::EventChannels,
 }
 
 impl Domain {

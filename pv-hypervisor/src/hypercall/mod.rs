@@ -7,6 +7,7 @@
 mod console_io;
 mod cpu_state;
 mod descriptors;
+mod event_channel;
 mod hypercall_count;
 mod iret;
 mod memory;
@@ -206,6 +207,10 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn memory_op(&mut self, cmd: u64, arg: GuestHandle) -> Result<i64, Errno> {
         memory::memory_op(self, cmd, arg)
+    }
+
+    fn event_channel_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+        event_channel::event_channel_op(self, cmd, arg)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

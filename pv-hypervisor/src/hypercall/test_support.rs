@@ -103,6 +103,7 @@ impl TestGuest {
             hypercall_cycles: [0; COUNTED_HYPERCALLS],
             crash_reason: None,
             console: Default::default(),
+            events: crate::evtchn::EventChannels::new(0),
         };
         let mut frames = FrameTable::new(64);
         for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {

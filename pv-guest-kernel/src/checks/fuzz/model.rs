@@ -34,6 +34,10 @@ pub const ENOSYS: i64 = -38;
 pub const EBUSY: i64 = -16;
 pub const ENOBUFS: i64 = -105;
 pub const ENODEV: i64 = -19;
+pub const ENOENT: i64 = -2;
+pub const EEXIST: i64 = -17;
+pub const ENOSPC: i64 = -28;
+pub const EOPNOTSUPP: i64 = -95;
 
 /// What a call may return.
 #[derive(Clone, Copy, Debug)]
@@ -185,9 +189,25 @@ pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64, memory_
         nr::update_descriptor => super::model_cpu::update_descriptor(rng, l, args),
         nr::multicall => super::model_cpu::multicall(rng, args),
         nr::memory_op => super::model_memory::memory_op(rng, l, args, memory_facts),
+        nr::event_channel_op => event_channel_op(rng, args),
         // A handled hypercall this model does not know yet: any Xen error will do.
         _ => Call::new(number, args, Expect::ZeroOr(&[EPERM, EFAULT, EINVAL, ENOSYS])),
     }
+}
+
+/// Every command (and some that do not exist) on the scratch buffer's random bytes or
+/// a pointer nothing maps: commands write OUT fields at offsets inside their structure,
+/// so only memory the hypervisor may write is offered. Any errno event_channel.c can
+/// answer is allowed; `evtchn-ops` checks each case exactly against Xen.
+fn event_channel_op(rng: &mut Rng, mut args: [u64; 6]) -> Call {
+    let cmd = if rng.percent(90) { rng.below(14) } else { small(rng) };
+    args[0] = rng.widen(cmd as u32);
+    args[1] = if rng.percent(70) {
+        super::args::scratch_ptr(rng).addr
+    } else {
+        rng.pick(&[0x7fff_dead_0000, 0xffff_8300_0000_0000, 0x8000_0000_0000_0000, u64::MAX - 3])
+    };
+    Call::new(nr::event_channel_op, args, Expect::ZeroOr(&[EPERM, ENOENT, ESRCH, EFAULT, EEXIST, EINVAL, ENOSPC, ENOSYS, EOPNOTSUPP]))
 }
 
 pub(super) fn guarded(mut call: Call, p: &Ptr) -> Call {
