@@ -17,6 +17,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod entry;
 #[cfg(target_os = "none")]
+mod events;
+#[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
 mod platform;

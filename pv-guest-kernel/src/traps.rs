@@ -92,6 +92,13 @@ core::arch::global_asm!(
     "push 0",
     "push 0x102",
     "jmp guest_trap_common",
+    ".globl guest_callback_event",
+    "guest_callback_event:",
+    "pop rcx",
+    "pop r11",
+    "push 0",
+    "push 0x100",
+    "jmp guest_trap_common",
     ".globl guest_callback_sysenter",
     "guest_callback_sysenter:",
     "pop rcx",
@@ -105,12 +112,14 @@ extern "C" {
     fn guest_callback_syscall();
     fn guest_callback_syscall32();
     fn guest_callback_sysenter();
+    fn guest_callback_event();
 }
 
 /// Entry points for callback_op registrations.
 pub fn callback_entry(callback_type: u16) -> Option<u64> {
-    use hypercall_abi::ops::callback::{CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
+    use hypercall_abi::ops::callback::{CALLBACKTYPE_EVENT, CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
     match callback_type {
+        CALLBACKTYPE_EVENT => Some(guest_callback_event as *const () as u64),
         CALLBACKTYPE_SYSCALL => Some(guest_callback_syscall as *const () as u64),
         CALLBACKTYPE_SYSCALL32 => Some(guest_callback_syscall32 as *const () as u64),
         CALLBACKTYPE_SYSENTER => Some(guest_callback_sysenter as *const () as u64),
@@ -222,6 +231,10 @@ extern "C" fn guest_trap_handler(frame: &mut TrapFrame) {
     // A user program's system call is not an exception to record.
     if frame.vector == CALLBACK_SYSCALL {
         crate::checks::usermode::system_call(frame);
+        return;
+    }
+    if frame.vector == crate::events::CALLBACK_EVENT {
+        crate::events::upcall();
         return;
     }
     let cr2 = if frame.vector == 14 { platform::read_cr2() } else { 0 };

@@ -16,7 +16,7 @@ use hypercall_abi::GuestHandle;
 /// A domain that does not exist on either hypervisor.
 const NO_SUCH_DOMAIN: u16 = 77;
 
-fn op<T>(cmd: u32, arg: &mut T) -> i64 {
+pub(super) fn op<T>(cmd: u32, arg: &mut T) -> i64 {
     // SAFETY: `arg` is the command's structure, live and writable for the call.
     unsafe { calls::event_channel_op(cmd, GuestHandle::from_mut(arg)) }
 }
@@ -27,28 +27,27 @@ fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
     tally.add(pass);
 }
 
-/// The shared_info page, as the guest sees it (the loader maps it nowhere: we read it
-/// through the mapping we make at `SHARED_INFO_VA`).
-struct Shared(*mut SharedInfo);
+/// The shared_info page, as the guest sees it (mapped by `crate::events`).
+pub(super) struct Shared(pub(super) *mut SharedInfo);
 
 impl Shared {
-    fn get(&self) -> &SharedInfo {
+    pub(super) fn get(&self) -> &SharedInfo {
         // SAFETY: mapped below for the command's life; the hypervisor writes it only
         // during our hypercalls (one vCPU).
         unsafe { &*self.0 }
     }
-    fn set_upcall_mask(&self, masked: bool) {
+    pub(super) fn set_upcall_mask(&self, masked: bool) {
         // SAFETY: as in `get`; the mask byte is ours to write.
         unsafe { core::ptr::addr_of_mut!((*self.0).vcpu_info[0].evtchn_upcall_mask).write_volatile(u8::from(masked)) };
     }
-    fn clear_upcall(&self) {
+    pub(super) fn clear_upcall(&self) {
         // SAFETY: as in `get`; the guest clears the flag and the selector.
         unsafe {
             core::ptr::addr_of_mut!((*self.0).vcpu_info[0].evtchn_upcall_pending).write_volatile(0);
             core::ptr::addr_of_mut!((*self.0).vcpu_info[0].evtchn_pending_sel).write_volatile(0);
         }
     }
-    fn set_mask(&self, port: u32, masked: bool) {
+    pub(super) fn set_mask(&self, port: u32, masked: bool) {
         // SAFETY: as in `get`; the mask bitmap is the guest's.
         unsafe {
             let word = core::ptr::addr_of_mut!((*self.0).evtchn_mask[port as usize / 64]);
@@ -56,17 +55,17 @@ impl Shared {
             word.write_volatile(if masked { word.read_volatile() | bit } else { word.read_volatile() & !bit });
         }
     }
-    fn clear_pending(&self, port: u32) {
+    pub(super) fn clear_pending(&self, port: u32) {
         // SAFETY: as in `get`; the guest clears pending bits.
         unsafe {
             let word = core::ptr::addr_of_mut!((*self.0).evtchn_pending[port as usize / 64]);
             word.write_volatile(word.read_volatile() & !(1u64 << (port % 64)));
         }
     }
-    fn pending(&self, port: u32) -> u8 {
+    pub(super) fn pending(&self, port: u32) -> u8 {
         u8::from(self.get().evtchn_pending[port as usize / 64] & (1 << (port % 64)) != 0)
     }
-    fn upcall(&self) -> (u8, u64) {
+    pub(super) fn upcall(&self) -> (u8, u64) {
         let v = &self.get().vcpu_info[0];
         (v.evtchn_upcall_pending, v.evtchn_pending_sel)
     }
@@ -204,14 +203,6 @@ pub fn run(info: &StartInfo) {
     tally.finish();
 }
 
-/// Where the command maps shared_info (an unused page of the lower half).
-const SHARED_INFO_VA: u64 = 0x7f00_0000_0000;
-
-fn map_shared_info(info: &StartInfo) -> Option<Shared> {
-    crate::mm::with(|m| {
-        let kernel = m.kernel_space().l4();
-        m.map(kernel, SHARED_INFO_VA, info.shared_info >> 12, crate::mm::DATA)
-    })
-    .ok()?;
-    Some(Shared(SHARED_INFO_VA as *mut SharedInfo))
+pub(super) fn map_shared_info(info: &StartInfo) -> Option<Shared> {
+    crate::events::shared_info(info).map(Shared)
 }

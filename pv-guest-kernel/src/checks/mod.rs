@@ -9,6 +9,7 @@ pub mod bench_mmu;
 pub mod descriptors;
 pub mod entry_attacks;
 pub mod evtchn_ops;
+pub mod evtchn_upcall;
 pub mod fuzz;
 pub mod heap;
 pub mod hypercalls;

@@ -208,3 +208,24 @@ pub fn user_syscall<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs:
     regs.rflags &= !RFLAGS_DF;
     delivered
 }
+
+/// Whether vCPU 0 has an event upcall to take now: evtchn_upcall_pending set and
+/// evtchn_upcall_mask clear (the two bytes at the start of its vcpu_info).
+#[inline(always)]
+pub fn upcall_deliverable<M: MachineMemory>(domain: &Domain, memory: &M) -> bool {
+    memory.read_u64(domain.vcpu_info_maddr()).is_some_and(|word| word & 0xffff == 1)
+}
+
+/// The event upcall, on the way back to the guest: with an event pending and events
+/// not masked, the guest enters its event callback as if interrupted where it was
+/// (a bounce frame without error code) with events masked, as Xen does on every return
+/// to a guest. Without a registered callback nothing is delivered (the event stays
+/// pending). Whether it entered the callback.
+pub fn deliver_upcall<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs: &mut GuestRegisters) -> Result<bool, Undeliverable> {
+    if !upcall_deliverable(domain, &*memory) {
+        return Ok(false);
+    }
+    let Some(callback) = domain.traps.callbacks.event else { return Ok(false) };
+    let target = BounceTarget { handler: callback.address, mask_events: true, error_code: None };
+    bounce_to(domain, memory, regs, target).map(|()| true)
+}

@@ -412,7 +412,8 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
     let unchanged = domain.state.is_running()
         & frame_check::is_plain_flat_frame(frame)
         & cpu::cr3_and_ts_are(domain.active_l4(), domain.traps.fpu_ts)
-        & !domain.traps.cpu_state_changed();
+        & !domain.traps.cpu_state_changed()
+        & !deliver::upcall_deliverable(domain, &hv.memory);
     // Opaque to the optimiser, which would otherwise split the `&`s back into a branch
     // each (x86 counts branches cheap; under TCG each is a translation block).
     if !core::hint::black_box(unchanged) {
@@ -440,6 +441,12 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
         trap_entry::check_exit_frame(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
+    }
+    // An event upcall the guest can take now: it enters its event callback instead.
+    if domain.state.is_running() {
+        if let Err(why) = deliver::deliver_upcall(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame) {
+            domain.crash(why.describe());
+        }
     }
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);

@@ -120,3 +120,25 @@ fn user_syscall_enters_the_callback_on_the_kernel_stack() {
     user_syscall(&mut g.domain, &mut g.memory, &mut g.regs).unwrap();
     assert_eq!((g.regs.rip, stack_words(&g, 3)[2]), (0x10_6000, 0x40_1000));
 }
+
+#[test]
+fn an_upcall_is_delivered_only_when_pending_unmasked_and_registered() {
+    use crate::trap::state::Callback;
+    let mut g = guest_with_traps(&[]);
+    let before = g.regs;
+    // Pending, but masked: nothing.
+    g.memory.write_bytes(SHARED_INFO, &[1, 1]).unwrap();
+    assert_eq!(deliver_upcall(&mut g.domain, &mut g.memory, &mut g.regs), Ok(false));
+    // Unmasked, but no event callback: nothing either (the event stays pending).
+    g.memory.write_bytes(SHARED_INFO, &[1, 0]).unwrap();
+    assert_eq!(deliver_upcall(&mut g.domain, &mut g.memory, &mut g.regs), Ok(false));
+    assert_eq!(g.regs, before);
+    g.domain.traps.callbacks.event = Some(Callback { address: 0x10_e700, mask_events: false });
+    assert_eq!(deliver_upcall(&mut g.domain, &mut g.memory, &mut g.regs), Ok(true));
+    assert_eq!(g.regs.rip, 0x10_e700);
+    let w = stack_words(&g, 7);
+    assert_eq!((w[2], w[3] & 0xffff, w[5]), (before.rip, 0xe030, before.rsp), "interrupted where it was, no error code");
+    assert_ne!(w[4] & RFLAGS_IF, 0, "events were enabled");
+    assert_eq!(mask(&g), 1, "the callback runs with events masked, whatever its flag");
+    assert!(!upcall_deliverable(&g.domain, &g.memory));
+}
