@@ -25,4 +25,6 @@ pub mod hypercall;
 #[forbid(unsafe_code)]
 pub mod mm;
 #[forbid(unsafe_code)]
+pub mod time;
+#[forbid(unsafe_code)]
 pub mod trap;

@@ -466,6 +466,29 @@ fn evtchn_upcall_conforms_to_xen() {
     conforms_to_xen("evtchn-upcall", 15);
 }
 
+/// Guest time without a hypercall: vcpu_time_info (system time from the TSC with the
+/// published scale, version protocol) and the wallclock, compared with Xen's; and the
+/// wall time each guest computed must agree with the other's, within the host time
+/// between the two runs: a wrong TSC calibration or RTC reading shows as a gap.
+#[test]
+fn time_conforms_to_xen() {
+    conforms_to_xen("time", 6);
+    let started = std::time::Instant::now();
+    let ours = boot("time-again", &dom0_bundle(&guest_image(), "time"));
+    if !real_xen_wanted("time_conforms_to_xen (its wall-time comparison)") {
+        return;
+    }
+    let xen = boot_xen("time-again", "time");
+    let between = started.elapsed().as_secs() as i64;
+    let wall = |log: &str| -> i64 {
+        let checks = conformance::guest_checks(log);
+        let line = checks.iter().find(|((test, check), _)| test == "time" && check == "wall_time").map(|(_, line)| line);
+        number(&line.expect("a wall_time line")["unix_seconds"]) as i64
+    };
+    let gap = wall(&xen.log) - wall(&ours.log);
+    assert!((-5..=between + 5).contains(&gap), "ours and Xen's wall times are {gap} s apart, with {between} s between the runs");
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

@@ -1,6 +1,7 @@
 //! x86_64: boot (PVH), descriptor tables, trap and syscall entry, serial, QEMU exit.
 
 pub mod boot;
+pub mod clock;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;

@@ -98,6 +98,8 @@ fn exit(code: ExitCode) -> ! {
 
 #[no_mangle]
 extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
+    // System time 0 for guests.
+    let boot_tsc = cpu::rdtsc();
     super::set_boot_l4_phys(cpu::cr3());
     serial::init();
     console::set_output(console_output);
@@ -214,6 +216,10 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
     };
     log::info!("dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles", dom0.nr_pages(), dom0.vcpu.rip, dom0.l4_maddr, cpu::rdtsc() - started);
+    let clock = start_clock(boot_tsc);
+    if clock.publish(&mut memory, dom0.shared_info_mfn, cpu::rdtsc()).is_none() {
+        boot_error("dom0 shared_info", &"cannot write the time");
+    }
     let regs = dom0.vcpu;
     let l4 = dom0.l4_maddr;
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
@@ -229,6 +235,25 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         cpu::load_cr3(l4);
         entry::enter_guest(&regs)
     }
+}
+
+/// The clock guests read: the TSC's scale, measured now, and the RTC's time at boot.
+fn start_clock(boot_tsc: u64) -> crate::time::Clock {
+    let (hz, how) = super::clock::tsc_hz();
+    let Some(scale) = crate::time::TscScale::for_frequency(hz) else {
+        boot_error("clock", &"no usable TSC frequency");
+    };
+    let now_ns = scale.to_ns(cpu::rdtsc() - boot_tsc);
+    let wallclock = match super::clock::read_rtc().and_then(|t| t.unix_seconds()) {
+        // Unix time at system time 0: the RTC's now, less the time since boot.
+        Some(seconds) => {
+            let boot_ns = (u128::from(seconds) * 1_000_000_000).saturating_sub(u128::from(now_ns));
+            ((boot_ns / 1_000_000_000) as u64, (boot_ns % 1_000_000_000) as u32)
+        }
+        None => (0, 0),
+    };
+    log::info!("time: TSC {} MHz ({how}), wallclock {} s at boot", hz / 1_000_000, wallclock.0);
+    crate::time::Clock { boot_tsc, scale, wallclock }
 }
 
 /// The hypervisor state for an entry from a guest. One CPU: the lock is free unless a
