@@ -99,6 +99,9 @@ define_hypercalls! {
         /// maximum_ram_page, current/maximum_reservation, machphys_mapping,
         /// machphys_mfn_list, machine_memory_map and memory_map.
         memory_op = 12 (cmd: u64, arg: GuestHandle);
+        /// Arms the vCPU's single-shot timer for absolute system time `timeout_ns` (0
+        /// cancels it); it raises VIRQ_TIMER, at once if the time has passed.
+        set_timer_op = 15 (timeout_ns: u64);
         /// Event-channel operations (`ops::event_channel` EVTCHNOP_*): the 2-level
         /// ABI's commands; the FIFO ones answer as for a domain that is not using it.
         event_channel_op = 32 (cmd: u32, arg: GuestHandle);
@@ -112,8 +115,6 @@ define_hypercalls! {
         sched_op_compat = 6 (cmd: u32, arg: u64);
         /// Platform-wide operations for dom0 (formerly dom0_op).
         platform_op = 7 (op: GuestHandle);
-        /// Arms the one-shot timer (absolute system time in ns; 0 cancels).
-        set_timer_op = 15 (timeout_ns: u64);
         /// Old form of event_channel_op with a combined argument.
         event_channel_op_compat = 16 (op: GuestHandle);
         /// Old form of physdev_op with a combined argument.
@@ -244,6 +245,10 @@ mod tests {
             self.calls.push(("event_channel_op", [cmd as u64, arg.address(), 0]));
             Ok(0)
         }
+        fn set_timer_op(&mut self, timeout_ns: u64) -> Result<i64, Errno> {
+            self.calls.push(("set_timer_op", [timeout_ns, 0, 0]));
+            Ok(0)
+        }
         fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {
             self.calls.push(("hypercall_count", [number as u64, 0, 0]));
             Ok(7)
@@ -336,7 +341,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::set_timer_op, 11, 48, 49, 55, 1000, u64::MAX] {
+        for n in [nr::vcpu_op, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

@@ -6,7 +6,7 @@
 use crate::console::println;
 use crate::platform;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use hypercall_abi::shared_info::SharedInfo;
+use hypercall_abi::shared_info::{SharedInfo, VcpuTimeInfo};
 use hypercall_abi::start_info::StartInfo;
 
 /// Where shared_info is mapped (an otherwise unused page of the lower half).
@@ -71,4 +71,29 @@ pub fn upcall() {
             }
         }
     }
+}
+
+/// A consistent copy of vCPU 0's vcpu_time_info: retried while the version is odd or
+/// changes under us (the hypervisor's update protocol, xen.h).
+pub fn time_info(shared: *const SharedInfo) -> VcpuTimeInfo {
+    loop {
+        // SAFETY: `shared` is the shared_info mapping from `shared_info`; the loop
+        // follows the version protocol, so a torn copy is never returned.
+        let (before, info, after) = unsafe {
+            let at = core::ptr::addr_of!((*shared).vcpu_info[0].time);
+            let before = core::ptr::addr_of!((*at).version).read_volatile();
+            let info = at.read_volatile();
+            (before, info, core::ptr::addr_of!((*at).version).read_volatile())
+        };
+        if before % 2 == 0 && before == after {
+            return info;
+        }
+    }
+}
+
+/// System time now (ns since the hypervisor booted), from our own TSC.
+pub fn now_ns(shared: *const SharedInfo) -> u64 {
+    // SAFETY: rdtsc is allowed in ring 3 (CR4.TSD clear on both hypervisors).
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    time_info(shared).system_time_at(tsc)
 }

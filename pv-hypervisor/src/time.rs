@@ -52,9 +52,16 @@ pub struct Clock {
     pub scale: TscScale,
     /// Unix time at system time 0 (boot), in seconds and nanoseconds.
     pub wallclock: (u64, u32),
+    /// Reads the TSC (`rdtsc` on the machine, a stand-in in host tests).
+    pub read_tsc: fn() -> u64,
 }
 
 impl Clock {
+    /// System time now: nanoseconds since boot.
+    pub fn now_ns(&self) -> u64 {
+        self.scale.to_ns((self.read_tsc)().wrapping_sub(self.boot_tsc))
+    }
+
     /// vcpu_time_info as of TSC value `tsc`.
     pub fn time_info_at(&self, tsc: u64, version: u32) -> VcpuTimeInfo {
         VcpuTimeInfo {
@@ -91,6 +98,21 @@ impl Clock {
         fields[8..].copy_from_slice(&((sec >> 32) as u32).to_le_bytes());
         memory.write_bytes(wc_at + 4, &fields)?;
         memory.write_bytes(wc_at, &wc_odd.wrapping_add(1).to_le_bytes())
+    }
+}
+
+/// A domain's single-shot timer (set_timer_op): once `deadline` (system time, ns) has
+/// passed it fires once, raising VIRQ_TIMER (lost if the domain has not bound it, as
+/// on Xen). Whether it fired.
+pub fn fire_if_due<M: MachineMemory>(domain: &mut crate::domain::Domain, memory: &mut M, now_ns: u64) -> bool {
+    match domain.timer_deadline {
+        Some(deadline) if deadline <= now_ns => {
+            domain.timer_deadline = None;
+            let mut bits = crate::evtchn::SharedInfoBits { memory, shared_info_mfn: domain.shared_info_mfn };
+            domain.events.raise_virq(&mut bits, hypercall_abi::ops::event_channel::VIRQ_TIMER);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -149,7 +171,7 @@ mod tests {
 
     #[test]
     fn the_guests_formula_agrees_with_ours() {
-        let clock = Clock { boot_tsc: 1000, scale: TscScale::for_frequency(2_400_000_000).unwrap(), wallclock: (1_700_000_000, 5) };
+        let clock = Clock { boot_tsc: 1000, scale: TscScale::for_frequency(2_400_000_000).unwrap(), wallclock: (1_700_000_000, 5), read_tsc: || 0 };
         let info = clock.time_info_at(2_400_001_000, 2);
         // mul is rounded down: within a nanosecond per second.
         assert!(info.system_time.abs_diff(1_000_000_000) <= 1);
@@ -161,7 +183,7 @@ mod tests {
     fn publishing_leaves_even_versions_and_the_wallclock() {
         let mut memory = SparseMemory::default();
         memory.add_frame(3, 0);
-        let clock = Clock { boot_tsc: 0, scale: TscScale::for_frequency(1_000_000_000).unwrap(), wallclock: (0x1_2345_6789, 42) };
+        let clock = Clock { boot_tsc: 0, scale: TscScale::for_frequency(1_000_000_000).unwrap(), wallclock: (0x1_2345_6789, 42), read_tsc: || 0 };
         clock.publish(&mut memory, 3, 5_000).unwrap();
         clock.publish(&mut memory, 3, 6_000).unwrap();
         let time_at = 3 * 4096 + 32;

@@ -489,6 +489,14 @@ fn time_conforms_to_xen() {
     assert!((-5..=between + 5).contains(&gap), "ours and Xen's wall times are {gap} s apart, with {between} s between the runs");
 }
 
+/// The single-shot timer and blocking: set_timer_op, VIRQ_TIMER through the event
+/// callback, SCHEDOP_block; a past deadline fires at once, 0 cancels, and a 100 ms
+/// sleep ends by the timer, neither early nor late. Same answers as Xen 4.17.
+#[test]
+fn sleep_conforms_to_xen() {
+    conforms_to_xen("sleep", 7);
+}
+
 #[test]
 fn descriptors_conform_to_xen() {
     conforms_to_xen("descriptors", 16);

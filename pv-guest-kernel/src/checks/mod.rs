@@ -20,6 +20,7 @@ pub mod mmu_stress;
 pub mod pagetables;
 pub mod privops;
 pub mod ptwr;
+pub mod sleep;
 pub mod time;
 pub mod traps;
 pub mod usermode;

@@ -6,7 +6,8 @@
 
 use super::Tally;
 use crate::console::println;
-use hypercall_abi::shared_info::{SharedInfo, VcpuTimeInfo};
+use crate::events::time_info;
+use hypercall_abi::shared_info::SharedInfo;
 use hypercall_abi::start_info::StartInfo;
 
 /// 2024-01-01 and 2100-01-01, Unix time.
@@ -15,23 +16,6 @@ const PLAUSIBLE: core::ops::Range<u64> = 1_704_067_200..4_102_444_800;
 fn rdtsc() -> u64 {
     // SAFETY: rdtsc is allowed in ring 3 (CR4.TSD clear on both hypervisors).
     unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// A consistent copy of vcpu_time_info: retried while the version is odd or changes.
-fn time_info(shared: *const SharedInfo) -> VcpuTimeInfo {
-    loop {
-        // SAFETY: shared_info is mapped (crate::events); the hypervisor updates the
-        // structure under its version protocol, which this loop follows.
-        let (before, info, after) = unsafe {
-            let at = core::ptr::addr_of!((*shared).vcpu_info[0].time);
-            let before = core::ptr::addr_of!((*at).version).read_volatile();
-            let info = at.read_volatile();
-            (before, info, core::ptr::addr_of!((*at).version).read_volatile())
-        };
-        if before % 2 == 0 && before == after {
-            return info;
-        }
-    }
 }
 
 fn wallclock(shared: *const SharedInfo) -> (u32, u64, u32) {

@@ -270,6 +270,7 @@ fn populate<M: MachineMemory>(
         crash_reason: None,
         console: Default::default(),
         events: crate::evtchn::EventChannels::new(spec.id),
+        timer_deadline: None,
     })
 }
 

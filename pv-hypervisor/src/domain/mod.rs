@@ -70,6 +70,8 @@ pub struct Domain {
     /// Its event channels (what each port is bound to; pending and mask bits are in
     /// shared_info).
     pub events: crate::evtchn::EventChannels,
+    /// The single-shot timer's deadline (set_timer_op), system time in ns.
+    pub timer_deadline: Option<u64>,
 }
 
 impl Domain {

@@ -45,6 +45,8 @@ pub struct MachineInfo {
     pub max_page: u64,
     /// The firmware's memory map (XENMEM_machine_memory_map, dom0 only).
     pub memory_map: Vec<E820Entry>,
+    /// System time and the TSC scale (set_timer_op, the time guests read).
+    pub clock: crate::time::Clock,
 }
 
 /// The TLB flush a hypercall leaves for the exit path.
@@ -211,6 +213,10 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn event_channel_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
         event_channel::event_channel_op(self, cmd, arg)
+    }
+
+    fn set_timer_op(&mut self, timeout_ns: u64) -> Result<i64, Errno> {
+        sched_op::set_timer_op(self, timeout_ns)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

@@ -66,6 +66,13 @@ impl crate::mm::frame_alloc::FrameSource for FreeList {
     }
 }
 
+/// The fake machine's TSC: one tick per nanosecond (the test clock's scale), set by tests.
+pub static FAKE_TSC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn fake_tsc() -> u64 {
+    FAKE_TSC.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The fake machine's M2P table: one hypervisor frame, describing all 64 frames.
 pub const M2P_MFN: u64 = 0x30;
 pub const MACHINE_FRAMES: u64 = 64;
@@ -104,6 +111,7 @@ impl TestGuest {
             crash_reason: None,
             console: Default::default(),
             events: crate::evtchn::EventChannels::new(0),
+            timer_deadline: None,
         };
         let mut frames = FrameTable::new(64);
         for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {
@@ -128,7 +136,9 @@ impl TestGuest {
             E820Entry { addr: 0x2_0000, size: 0x1000, kind: E820_RESERVED },
             E820Entry { addr: 0x2_1000, size: MACHINE_FRAMES * 4096 - 0x2_1000, kind: E820_RAM },
         ];
-        let machine = MachineInfo { m2p, max_page: MACHINE_FRAMES, memory_map };
+        let clock =
+            crate::time::Clock { boot_tsc: 0, scale: crate::time::TscScale { mul: 1 << 31, shift: 1 }, wallclock: (0, 0), read_tsc: fake_tsc };
+        let machine = MachineInfo { m2p, max_page: MACHINE_FRAMES, memory_map, clock };
         let free: Vec<u64> = (0x38..0x40).collect();
         for &mfn in &free {
             memory.add_frame(mfn, 0xee);

@@ -118,6 +118,10 @@ pub struct TrapState {
     /// The guest's LDT (MMUEXT_SET_LDT): where it is in the guest, how many entries,
     /// and the frames mapped for the CPU so far (trap::ldt maps them on first use).
     pub ldt: LdtState,
+    /// The timer deadline changed: `arch` arms the hardware timer again.
+    pub timer_changed: bool,
+    /// SCHEDOP_block: the vCPU waits (the hypervisor idles) until an event is pending.
+    pub blocked: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +182,8 @@ impl Default for TrapState {
             // another domain's frames.
             gdt_dirty: true,
             ldt: LdtState::default(),
+            timer_changed: false,
+            blocked: false,
         }
     }
 }
@@ -206,6 +212,8 @@ impl TrapState {
             | self.gs_selector_pending.is_some()
             | self.gdt_dirty
             | self.ldt.dirty
+            | self.timer_changed
+            | self.blocked
             | self.debugreg_dirty
             | self.segment_bases_dirty
     }

@@ -98,6 +98,14 @@ pub fn exit_qemu(code: ExitCode) -> ! {
     halt_forever()
 }
 
+/// Waits for an interrupt with interrupts enabled just for the wait (sti's one-
+/// instruction shadow covers hlt: one arriving between the two still wakes it).
+pub fn wait_for_interrupt() {
+    // SAFETY: the IDT handles every vector the hardware can raise here (the LAPIC timer
+    // and spurious vectors resume the interrupted hlt); interrupts are off again after.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
 pub fn halt_forever() -> ! {
     loop {
         x86_64::instructions::interrupts::disable();

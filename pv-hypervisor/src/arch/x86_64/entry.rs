@@ -57,6 +57,20 @@ core::arch::global_asm!(
     "push {int80_vector}",
     "jmp trap_common",
 
+    // The LAPIC timer and spurious interrupts: no error code.
+    ".balign 16",
+    ".globl timer_stub",
+    "timer_stub:",
+    "push 0",
+    "push {timer_vector}",
+    "jmp trap_common",
+    ".balign 16",
+    ".globl spurious_stub",
+    "spurious_stub:",
+    "push 0",
+    "push {spurious_vector}",
+    "jmp trap_common",
+
     "trap_common:",
     "push_guest_registers",
     "cld",
@@ -132,6 +146,8 @@ core::arch::global_asm!(
     syscall_vector = const SYSCALL_VECTOR,
     syscall32_vector = const SYSCALL32_VECTOR,
     int80_vector = const INT80_VECTOR,
+    timer_vector = const super::lapic::TIMER_VECTOR as u64,
+    spurious_vector = const super::lapic::SPURIOUS_VECTOR as u64,
     sysret_vector = const SYSRET_VECTOR,
 );
 
@@ -141,6 +157,8 @@ pub const INT80_VECTOR: u64 = crate::trap::entry::VECTOR_INT80;
 extern "C" {
     static trap_stubs: u8;
     static int80_stub: u8;
+    static timer_stub: u8;
+    static spurious_stub: u8;
     fn syscall_entry();
     fn syscall32_entry();
     fn restore_frame();
@@ -152,6 +170,11 @@ pub fn trap_stub_address(vector: usize) -> u64 {
 
 pub fn int80_stub_address() -> u64 {
     core::ptr::addr_of!(int80_stub) as u64
+}
+
+/// The LAPIC timer's and spurious interrupts' stubs.
+pub fn interrupt_stub_addresses() -> (u64, u64) {
+    (core::ptr::addr_of!(timer_stub) as u64, core::ptr::addr_of!(spurious_stub) as u64)
 }
 
 const MSR_SYSENTER_CS: u32 = 0x174;

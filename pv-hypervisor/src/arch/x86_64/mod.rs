@@ -8,6 +8,7 @@ pub mod gdt;
 pub mod gdt_area;
 pub mod high_memory;
 pub mod idt;
+pub mod lapic;
 pub mod machine_memory;
 pub mod pic;
 pub mod ports;

@@ -2,7 +2,7 @@
 //! entry from a guest lands in.
 
 use super::machine_memory::DirectMap;
-use super::{boot, cpu, entry, gdt, idt, phys_to_virt, pic, protect, pvh, serial};
+use super::{boot, cpu, entry, gdt, idt, lapic, phys_to_virt, pic, protect, pvh, serial};
 use crate::boot_options::{BootOptions, TraceHypercalls};
 use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
@@ -192,7 +192,9 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         boot_error("machine-to-phys table", &"the boot L4 is outside RAM");
     }
     let memory_map = pvh.memmap.iter().map(|e| E820Entry { addr: e.addr, size: e.size, kind: e.kind }).collect();
-    let machine = MachineInfo { m2p, max_page: nr_frames, memory_map };
+    let (clock, tsc_hz) = start_clock(boot_tsc);
+    super::lapic::init(tsc_hz);
+    let machine = MachineInfo { m2p, max_page: nr_frames, memory_map, clock };
     // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
     let hypervisor_l4: [u64; 512] = unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
     if let Err(e) = check_dom0_fits(options.dom0_pages, frames.free_frames()) {
@@ -216,8 +218,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
     };
     log::info!("dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles", dom0.nr_pages(), dom0.vcpu.rip, dom0.l4_maddr, cpu::rdtsc() - started);
-    let clock = start_clock(boot_tsc);
-    if clock.publish(&mut memory, dom0.shared_info_mfn, cpu::rdtsc()).is_none() {
+    if machine.clock.publish(&mut memory, dom0.shared_info_mfn, cpu::rdtsc()).is_none() {
         boot_error("dom0 shared_info", &"cannot write the time");
     }
     let regs = dom0.vcpu;
@@ -238,7 +239,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
 }
 
 /// The clock guests read: the TSC's scale, measured now, and the RTC's time at boot.
-fn start_clock(boot_tsc: u64) -> crate::time::Clock {
+fn start_clock(boot_tsc: u64) -> (crate::time::Clock, u64) {
     let (hz, how) = super::clock::tsc_hz();
     let Some(scale) = crate::time::TscScale::for_frequency(hz) else {
         boot_error("clock", &"no usable TSC frequency");
@@ -253,7 +254,7 @@ fn start_clock(boot_tsc: u64) -> crate::time::Clock {
         None => (0, 0),
     };
     log::info!("time: TSC {} MHz ({how}), wallclock {} s at boot", hz / 1_000_000, wallclock.0);
-    crate::time::Clock { boot_tsc, scale, wallclock }
+    (crate::time::Clock { boot_tsc, scale, wallclock, read_tsc: cpu::rdtsc }, hz)
 }
 
 /// The hypervisor state for an entry from a guest. One CPU: the lock is free unless a
@@ -392,6 +393,9 @@ const VECTOR_MACHINE_CHECK: u64 = 18;
 #[no_mangle]
 extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let cr2 = cpu::cr2();
+    if frame.vector == u64::from(lapic::TIMER_VECTOR) || frame.vector == u64::from(lapic::SPURIOUS_VECTOR) {
+        timer_interrupt(frame);
+    }
     // NMIs are the platform's, not the guest's, whatever was running: note and resume.
     if frame.vector == VECTOR_NMI {
         serial::write_emergency(format_args!("(hv) WARN  NMI at rip {:#x}\n", frame.rip));
@@ -423,6 +427,34 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
         hv.frame_table.note_tlb_flushed();
     }
     resume_guest(guard, frame);
+}
+
+/// The LAPIC timer (or a spurious interrupt). In the idle loop (ring 0, SCHEDOP_block)
+/// it only wakes the CPU: the loop looks at the time itself. From a running guest it
+/// fires the domain's timer if due (VIRQ_TIMER) and arms the next one; the upcall, if
+/// the guest can take it, is delivered on the way back.
+fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
+    if frame.vector == u64::from(lapic::TIMER_VECTOR) {
+        lapic::end_of_interrupt();
+    }
+    if !frame.from_guest() {
+        // SAFETY: the frame the entry stub pushed; the idle loop resumes after its hlt.
+        unsafe { entry::resume_frame(frame) };
+    }
+    let mut guard = lock_hypervisor();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    crate::time::fire_if_due(domain, &mut hv.memory, hv.machine.clock.now_ns());
+    domain.traps.timer_changed = true;
+    resume_guest(guard, frame);
+}
+
+/// Arms the LAPIC timer for the domain's deadline, or stops it.
+fn arm_timer(deadline: Option<u64>, now_ns: u64) {
+    match deadline {
+        Some(at) => lapic::arm(at.saturating_sub(now_ns)),
+        None => lapic::disarm(),
+    }
 }
 
 /// The one way back to a running guest after a hypercall or an exception. The common
@@ -466,6 +498,22 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
         trap_entry::check_exit_frame(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
+    }
+    // SCHEDOP_block: idle with interrupts on until the timer (or anything else) makes an
+    // upcall deliverable.
+    while domain.traps.blocked && domain.state.is_running() {
+        let now = hv.machine.clock.now_ns();
+        crate::time::fire_if_due(domain, &mut hv.memory, now);
+        if deliver::upcall_deliverable(domain, &hv.memory) {
+            domain.traps.blocked = false;
+            break;
+        }
+        arm_timer(domain.timer_deadline, now);
+        cpu::wait_for_interrupt();
+    }
+    if domain.traps.timer_changed {
+        domain.traps.timer_changed = false;
+        arm_timer(domain.timer_deadline, hv.machine.clock.now_ns());
     }
     // An event upcall the guest can take now: it enters its event callback instead.
     if domain.state.is_running() {
