@@ -102,6 +102,9 @@ define_hypercalls! {
         /// Arms the vCPU's single-shot timer for absolute system time `timeout_ns` (0
         /// cancels it); it raises VIRQ_TIMER, at once if the time has passed.
         set_timer_op = 15 (timeout_ns: u64);
+        /// Per-vCPU operations (`ops::vcpu` VCPUOP_*): is_up, and the single-shot and
+        /// periodic timers (VIRQ_TIMER); the others answer -ENOSYS so far.
+        vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestHandle);
         /// Event-channel operations (`ops::event_channel` EVTCHNOP_*): the 2-level
         /// ABI's commands; the FIFO ones answer as for a domain that is not using it.
         event_channel_op = 32 (cmd: u32, arg: GuestHandle);
@@ -123,8 +126,6 @@ define_hypercalls! {
         grant_table_op = 20 (cmd: u32, args: GuestHandle, count: u32);
         /// update_va_mapping in another domain's address space.
         update_va_mapping_otherdomain = 22 (va: u64, pte: u64, flags: u64, domid: u16);
-        /// Per-vCPU operations.
-        vcpu_op = 24 (cmd: u32, vcpu_id: u32, arg: GuestHandle);
         /// Security-module operations.
         xsm_op = 27 (op: GuestHandle);
         /// Registers an NMI callback.
@@ -249,6 +250,10 @@ mod tests {
             self.calls.push(("set_timer_op", [timeout_ns, 0, 0]));
             Ok(0)
         }
+        fn vcpu_op(&mut self, cmd: u32, vcpu_id: u32, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("vcpu_op", [cmd as u64, vcpu_id as u64, arg.address()]));
+            Ok(0)
+        }
         fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {
             self.calls.push(("hypercall_count", [number as u64, 0, 0]));
             Ok(7)
@@ -341,7 +346,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::vcpu_op, 11, 48, 49, 55, 1000, u64::MAX] {
+        for n in [nr::nmi_op, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

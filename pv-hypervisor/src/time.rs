@@ -104,15 +104,47 @@ impl Clock {
 /// A domain's single-shot timer (set_timer_op): once `deadline` (system time, ns) has
 /// passed it fires once, raising VIRQ_TIMER (lost if the domain has not bound it, as
 /// on Xen). Whether it fired.
+/// The periodic timer (VCPUOP_set_periodic_timer) fires the same way at each period,
+/// once however many periods passed (the next one a period after the tick), but only
+/// while the vCPU runs: as on Xen, a
+/// blocked vCPU is not woken by it (`while_blocked`), and a period that ended while it
+/// was blocked fires when it runs again.
 pub fn fire_if_due<M: MachineMemory>(domain: &mut crate::domain::Domain, memory: &mut M, now_ns: u64) -> bool {
-    match domain.timer_deadline {
-        Some(deadline) if deadline <= now_ns => {
-            domain.timer_deadline = None;
-            let mut bits = crate::evtchn::SharedInfoBits { memory, shared_info_mfn: domain.shared_info_mfn };
-            domain.events.raise_virq(&mut bits, hypercall_abi::ops::event_channel::VIRQ_TIMER);
+    fire(domain, memory, now_ns, false)
+}
+
+/// As [`fire_if_due`] for a blocked vCPU: the single-shot timer only.
+pub fn fire_if_due_while_blocked<M: MachineMemory>(domain: &mut crate::domain::Domain, memory: &mut M, now_ns: u64) -> bool {
+    fire(domain, memory, now_ns, true)
+}
+
+fn fire<M: MachineMemory>(domain: &mut crate::domain::Domain, memory: &mut M, now_ns: u64, while_blocked: bool) -> bool {
+    let single = domain.timer_deadline.is_some_and(|deadline| deadline <= now_ns);
+    if single {
+        domain.timer_deadline = None;
+    }
+    let periodic = match domain.periodic_timer {
+        Some((period, next)) if next <= now_ns && !while_blocked => {
+            // The next period starts from this tick, however late it is (Xen's
+            // periodic_last_event).
+            domain.periodic_timer = Some((period, now_ns.saturating_add(period)));
+            domain.periodic_last_event = now_ns;
             true
         }
         _ => false,
+    };
+    if single || periodic {
+        let mut bits = crate::evtchn::SharedInfoBits { memory, shared_info_mfn: domain.shared_info_mfn };
+        domain.events.raise_virq(&mut bits, hypercall_abi::ops::event_channel::VIRQ_TIMER);
+    }
+    single || periodic
+}
+
+/// The earliest time either timer of the domain fires, if any is set.
+pub fn next_expiry(domain: &crate::domain::Domain) -> Option<u64> {
+    match (domain.timer_deadline, domain.periodic_timer.map(|(_, next)| next)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -18,6 +18,8 @@ pub mod physdev;
 pub mod sched_op;
 /// set_trap_table entries and the iret frame (arch-x86/xen.h, xen-x86_64.h).
 pub mod traps;
+/// vcpu_op commands and structures (vcpu.h).
+pub mod vcpu;
 /// vm_assist commands and types (xen.h).
 pub mod vm_assist;
 /// xen_version commands and their output structures (version.h).

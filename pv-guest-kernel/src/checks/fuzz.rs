@@ -387,8 +387,18 @@ pub fn run(info: &StartInfo, command: &str) {
     // finishes that model).
     // event_channel_op too: a random send can make Xen deliver an upcall, which this
     // guest has no handler for yet (`evtchn-ops` checks event channels against Xen).
-    let xen_skips =
-        [nr::hypercall_count, nr::mmu_update, nr::mmuext_op, nr::update_va_mapping, nr::update_descriptor, nr::set_gdt, nr::event_channel_op];
+    // vcpu_op too: Xen offers commands ours does not (VCPUOP_down would stop dom0's
+    // only vCPU).
+    let xen_skips = [
+        nr::hypercall_count,
+        nr::mmu_update,
+        nr::mmuext_op,
+        nr::update_va_mapping,
+        nr::update_descriptor,
+        nr::set_gdt,
+        nr::event_channel_op,
+        nr::vcpu_op,
+    ];
     for h in HYPERCALLS.iter().filter(|h| h.handled && h.number != nr::iret && !(on_xen && xen_skips.contains(&h.number))) {
         if fuzzer.handled_len < fuzzer.handled.len() {
             fuzzer.handled[fuzzer.handled_len] = h.number;

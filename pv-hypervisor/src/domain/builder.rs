@@ -271,6 +271,8 @@ fn populate<M: MachineMemory>(
         console: Default::default(),
         events: crate::evtchn::EventChannels::new(spec.id),
         timer_deadline: None,
+        periodic_timer: None,
+        periodic_last_event: 0,
     })
 }
 

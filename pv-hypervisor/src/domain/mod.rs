@@ -72,6 +72,10 @@ pub struct Domain {
     pub events: crate::evtchn::EventChannels,
     /// The single-shot timer's deadline (set_timer_op), system time in ns.
     pub timer_deadline: Option<u64>,
+    /// The periodic timer (VCPUOP_set_periodic_timer): its period and next expiry.
+    pub periodic_timer: Option<(u64, u64)>,
+    /// When the periodic timer last fired (system time, ns): a new period starts from it.
+    pub periodic_last_event: u64,
 }
 
 impl Domain {

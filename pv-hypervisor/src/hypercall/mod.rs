@@ -17,6 +17,7 @@ mod reservation;
 mod sched_op;
 pub mod trace;
 mod traps;
+mod vcpu_op;
 pub mod xen_version;
 
 pub use iret::{IRET_NO_USER_TABLE, IRET_UNREADABLE};
@@ -217,6 +218,10 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
 
     fn set_timer_op(&mut self, timeout_ns: u64) -> Result<i64, Errno> {
         sched_op::set_timer_op(self, timeout_ns)
+    }
+
+    fn vcpu_op(&mut self, cmd: u32, vcpu_id: u32, arg: GuestHandle) -> Result<i64, Errno> {
+        vcpu_op::vcpu_op(self, cmd, vcpu_id, arg)
     }
 
     fn hypercall_count(&mut self, number: u32) -> Result<i64, Errno> {

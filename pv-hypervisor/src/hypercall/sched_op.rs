@@ -71,11 +71,10 @@ mod tests {
 
 #[cfg(test)]
 mod timer_tests {
-    use super::super::test_support::{TestGuest, FAKE_TSC, SHARED_INFO};
+    use super::super::test_support::{set_fake_tsc, TestGuest, SHARED_INFO};
     use crate::mm::guest_walk::MachineMemory;
     use hypercall_abi::nr;
     use hypercall_abi::ops::event_channel::VIRQ_TIMER;
-    use std::sync::atomic::Ordering::SeqCst;
 
     fn timer_pending(g: &TestGuest, port: u32) -> bool {
         g.memory.read_u64(SHARED_INFO + 2048).unwrap() & (1 << port) != 0
@@ -86,12 +85,12 @@ mod timer_tests {
         let mut g = TestGuest::new();
         let port = g.domain.events.bind_virq(VIRQ_TIMER, 0).unwrap();
         // The test clock: 1 ns per tick.
-        FAKE_TSC.store(1_000, SeqCst);
+        set_fake_tsc(1_000);
         assert_eq!(g.call(nr::set_timer_op, [5_000, 0, 0, 0, 0, 0]), 0);
         assert_eq!(g.domain.timer_deadline, Some(5_000));
         assert!(g.domain.traps.timer_changed, "arch arms the hardware timer");
         assert!(!timer_pending(&g, port));
-        FAKE_TSC.store(6_000, SeqCst);
+        set_fake_tsc(6_000);
         assert!(crate::time::fire_if_due(&mut g.domain, &mut g.memory, 6_000));
         assert!(timer_pending(&g, port));
         assert!(!crate::time::fire_if_due(&mut g.domain, &mut g.memory, 7_000), "once");

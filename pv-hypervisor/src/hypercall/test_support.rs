@@ -66,11 +66,19 @@ impl crate::mm::frame_alloc::FrameSource for FreeList {
     }
 }
 
-/// The fake machine's TSC: one tick per nanosecond (the test clock's scale), set by tests.
-pub static FAKE_TSC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+std::thread_local! {
+    /// The fake machine's TSC, per test thread: one tick per nanosecond (the test
+    /// clock's scale).
+    static FAKE_TSC: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// Sets the test thread's TSC (and so its system time, in ns).
+pub fn set_fake_tsc(ticks: u64) {
+    FAKE_TSC.with(|t| t.set(ticks));
+}
 
 fn fake_tsc() -> u64 {
-    FAKE_TSC.load(std::sync::atomic::Ordering::SeqCst)
+    FAKE_TSC.with(|t| t.get())
 }
 
 /// The fake machine's M2P table: one hypervisor frame, describing all 64 frames.
@@ -112,6 +120,8 @@ impl TestGuest {
             console: Default::default(),
             events: crate::evtchn::EventChannels::new(0),
             timer_deadline: None,
+            periodic_timer: None,
+            periodic_last_event: 0,
         };
         let mut frames = FrameTable::new(64);
         for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {

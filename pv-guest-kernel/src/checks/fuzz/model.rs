@@ -38,6 +38,7 @@ pub const ENOENT: i64 = -2;
 pub const EEXIST: i64 = -17;
 pub const ENOSPC: i64 = -28;
 pub const EOPNOTSUPP: i64 = -95;
+pub const ETIME: i64 = -62;
 
 /// What a call may return.
 #[derive(Clone, Copy, Debug)]
@@ -190,6 +191,7 @@ pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64, memory_
         nr::multicall => super::model_cpu::multicall(rng, args),
         nr::memory_op => super::model_memory::memory_op(rng, l, args, memory_facts),
         nr::event_channel_op => event_channel_op(rng, args),
+        nr::vcpu_op => vcpu_op(rng, args),
         // A handled hypercall this model does not know yet: any Xen error will do.
         _ => Call::new(number, args, Expect::ZeroOr(&[EPERM, EFAULT, EINVAL, ENOSYS])),
     }
@@ -208,6 +210,24 @@ fn event_channel_op(rng: &mut Rng, mut args: [u64; 6]) -> Call {
         rng.pick(&[0x7fff_dead_0000, 0xffff_8300_0000_0000, 0x8000_0000_0000_0000, u64::MAX - 3])
     };
     Call::new(nr::event_channel_op, args, Expect::ZeroOr(&[EPERM, ENOENT, ESRCH, EFAULT, EEXIST, EINVAL, ENOSPC, ENOSYS, EOPNOTSUPP]))
+}
+
+/// A vCPU other than 0 does not exist (-ENOENT before anything else); is_up answers 1;
+/// the timer commands read their structure from scratch or fail to; the rest are not
+/// offered. Timers set here raise VIRQ_TIMER, which the fuzzer never binds.
+fn vcpu_op(rng: &mut Rng, mut args: [u64; 6]) -> Call {
+    let cmd = if rng.percent(90) { rng.below(12) as u32 } else { small(rng) as u32 };
+    let vcpu = if rng.percent(80) { 0 } else { small(rng) as u32 };
+    args[0] = rng.widen(cmd);
+    args[1] = rng.widen(vcpu);
+    args[2] = if rng.percent(70) { super::args::scratch_ptr(rng).addr } else { rng.pick(&[0, 0x7fff_dead_0000, 0x8000_0000_0000_0000]) };
+    let expect = match (vcpu, cmd) {
+        (1.., _) => Expect::Exact(ENOENT),
+        (_, 3) => Expect::Exact(1),
+        (_, 6..=9) => Expect::ZeroOr(&[EFAULT, EINVAL, ETIME]),
+        _ => Expect::Exact(ENOSYS),
+    };
+    Call::new(nr::vcpu_op, args, expect)
 }
 
 pub(super) fn guarded(mut call: Call, p: &Ptr) -> Call {

@@ -503,17 +503,22 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     // upcall deliverable.
     while domain.traps.blocked && domain.state.is_running() {
         let now = hv.machine.clock.now_ns();
-        crate::time::fire_if_due(domain, &mut hv.memory, now);
+        crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
         if deliver::upcall_deliverable(domain, &hv.memory) {
             domain.traps.blocked = false;
+            // Running again: a period that ended meanwhile fires now, and the periodic
+            // timer is armed again with the rest.
+            crate::time::fire_if_due(domain, &mut hv.memory, now);
+            domain.traps.timer_changed = true;
             break;
         }
+        // Blocked: only the single-shot timer wakes it (the periodic one waits, as on Xen).
         arm_timer(domain.timer_deadline, now);
         cpu::wait_for_interrupt();
     }
     if domain.traps.timer_changed {
         domain.traps.timer_changed = false;
-        arm_timer(domain.timer_deadline, hv.machine.clock.now_ns());
+        arm_timer(crate::time::next_expiry(domain), hv.machine.clock.now_ns());
     }
     // An event upcall the guest can take now: it enters its event callback instead.
     if domain.state.is_running() {
