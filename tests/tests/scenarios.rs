@@ -150,6 +150,29 @@ fn fault_crashes_only_the_domain() {
     // The hypervisor survived the fault and reported the domain's end itself.
     expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "crash")]);
     expect_exit(&outcome, ExitCode::DomainCrash);
+    assert_eq!(&xl_list_row(&outcome)[..5], ["Domain-0", "0", "64", "1", "----c-"]);
+}
+
+/// The `xl list`-style row the hypervisor prints for dom0 as the machine stops
+/// (Name, ID, Mem, VCPUs, State, Time(s)), split into its fields.
+fn xl_list_row(outcome: &Outcome) -> Vec<String> {
+    let mut lines = outcome.log.lines().filter(|l| conformance::source_of(l) == conformance::Source::Hypervisor);
+    lines.find(|l| l.contains("Name") && l.contains("Time(s)")).unwrap_or_else(|| panic!("no xl list header; log tail:\n{}", outcome.tail(20)));
+    let row = lines.next().expect("a row after the header");
+    row.trim_start_matches("(hv) ").split_whitespace().map(String::from).collect()
+}
+
+/// A domain that sleeps 1 s of its life is charged only for the rest: the table printed
+/// as the machine stops shows it shut down, with less than a second of CPU time.
+#[test]
+fn the_machine_stops_with_an_xl_list() {
+    let outcome = boot("xl-list", &dom0_bundle(&guest_image(), "sleep 1000"));
+    expect(&outcome, &[("test", "sleep"), ("status", "pass")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+    let row = xl_list_row(&outcome);
+    assert_eq!(&row[..5], ["Domain-0", "0", "64", "1", "---s--"]);
+    let cpu: f64 = row[5].parse().expect("Time(s) is a number");
+    assert!(cpu < 1.0, "charged {cpu} s for a domain that slept 1 s of its life");
 }
 
 #[test]

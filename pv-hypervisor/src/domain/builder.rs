@@ -273,6 +273,7 @@ fn populate<M: MachineMemory>(
         timer_deadline: None,
         periodic_timer: None,
         periodic_last_event: 0,
+        blocked_ns: 0,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod elf_image;
 pub mod frames;
 pub mod hypercall_page;
 pub mod layout;
+pub mod list;
 pub mod vcpu;
 
 use crate::console::guest_line::GuestLineBuffer;
@@ -76,6 +77,8 @@ pub struct Domain {
     pub periodic_timer: Option<(u64, u64)>,
     /// When the periodic timer last fired (system time, ns): a new period starts from it.
     pub periodic_last_event: u64,
+    /// Nanoseconds it spent blocked (SCHEDOP_block), for its CPU time.
+    pub blocked_ns: u64,
 }
 
 impl Domain {

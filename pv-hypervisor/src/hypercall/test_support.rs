@@ -122,6 +122,7 @@ impl TestGuest {
             timer_deadline: None,
             periodic_timer: None,
             periodic_last_event: 0,
+            blocked_ns: 0,
         };
         let mut frames = FrameTable::new(64);
         for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {

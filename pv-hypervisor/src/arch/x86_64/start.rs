@@ -515,6 +515,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         // Blocked: only the single-shot timer wakes it (the periodic one waits, as on Xen).
         arm_timer(domain.timer_deadline, now);
         cpu::wait_for_interrupt();
+        domain.blocked_ns += hv.machine.clock.now_ns().saturating_sub(now);
     }
     if domain.traps.timer_changed {
         domain.traps.timer_changed = false;
@@ -636,6 +637,16 @@ fn domain_stopped() -> ! {
     for row in hypercall_trace::table_rows(&domain.hypercall_counts, &domain.hypercall_cycles) {
         hv_println!("domain {domid} hypercalls: {row}");
     }
+    // The xl list of the machine as it stops: this domain was the only one. Its CPU
+    // time is the time since boot it was not blocked (the hypervisor's own share
+    // included: one CPU, one domain).
+    let cpu_ns = hv.machine.clock.now_ns().saturating_sub(domain.blocked_ns);
+    hv_println!("{}", crate::domain::list::HEADER);
+    let mut row = alloc::string::String::new();
+    let _ = crate::domain::list::write_row(&mut row, &domain, false, cpu_ns);
+    hv_println!("{row}");
+    // Before the heap is measured for leaks below.
+    drop(row);
     let code = exit_code_for(domain.state);
     hv_println!("domain {domid} ({}) is gone; no domain left", domain.name);
     drop(domain);
