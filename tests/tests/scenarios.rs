@@ -448,7 +448,7 @@ fn mmu_stress_conforms_to_xen() {
 /// pinned, switched to and destroyed with its tables; MMUEXT_CLEAR_PAGE and COPY_PAGE.
 #[test]
 fn pagetables_conform_to_xen() {
-    conforms_to_xen("pagetables", 36);
+    conforms_to_xen("pagetables", 41);
 }
 
 /// Ballooning down and up: 16 MiB given back (decrease_reservation) and taken again

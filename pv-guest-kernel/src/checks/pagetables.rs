@@ -109,6 +109,7 @@ pub fn run() {
     // three came back.
     println!("RESULT test=pagetables check=tables_returned kernel_tables={leaked} status={}", if leaked == 3 { "pass" } else { "fail" });
     tally.add(leaked == 3);
+    unpinned_base_pointer(&mut tally);
     line(&mut tally, "unmap_private", mm::with(|m| m.unmap(kernel, PRIVATE_VA)), 0);
     line(&mut tally, "unmap_shared", mm::with(|m| m.unmap(kernel, VA)), 0);
     frame_operations(&mut tally, kernel, (a, mfn_a), mfn_b);
@@ -145,4 +146,22 @@ fn frame_operations(tally: &mut Tally, kernel_l4: u64, (a, mfn_a): (u64, u64), m
     line(tally, "copy_into_page_table", mmuext(MMUEXT_COPY_PAGE, kernel_l4, mfn_b), -22);
     line(tally, "clear_page_not_ours", mmuext(MMUEXT_CLEAR_PAGE, 0, 0), -22);
     line(tally, "copy_page_from_not_ours", mmuext(MMUEXT_COPY_PAGE, mfn_a, 0), -22);
+}
+
+/// MMUEXT_NEW_BASEPTR with an L4 that is validated but not pinned: Xen 4.17 takes it
+/// (the base pointer holds its own type reference), and so do we.
+fn unpinned_base_pointer(tally: &mut Tally) {
+    use hypercall_abi::ops::mmu::{MMUEXT_PIN_L4_TABLE, MMUEXT_UNPIN_TABLE};
+    let Ok(space) = mm::with(|m| m.new_address_space()) else {
+        line(tally, "unpinned_setup", Err(MmError::OutOfFrames), 0);
+        return;
+    };
+    line(tally, "unpin_l4", mmuext(MMUEXT_UNPIN_TABLE, space.l4(), 0), 0);
+    let switched = mm::with(|m| m.switch_to(space));
+    line(tally, "switch_to_unpinned_l4", switched, 0);
+    if switched.is_ok() {
+        line(tally, "switch_back_from_unpinned", mm::with(|m| m.switch_to(m.kernel_space())), 0);
+    }
+    line(tally, "pin_again", mmuext(MMUEXT_PIN_L4_TABLE, space.l4(), 0), 0);
+    line(tally, "destroy_third_space", mm::with(|m| m.destroy_address_space(space)), 0);
 }
