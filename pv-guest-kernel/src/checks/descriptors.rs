@@ -20,12 +20,6 @@ const TSS: u64 = 0x0000_8900_0000_0067;
 const CALL_GATE: u64 = 0x0000_ec00_e033_1000;
 static KERNEL_WORD: u64 = 0;
 
-fn returned(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
-    let pass = ret == expected;
-    println!("RESULT test=descriptors check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
-
 /// Reads descriptor `index` of frame `mfn` through a read-only mapping of the window.
 fn read_back(info: &StartInfo, mfn: u64, index: usize) -> Option<u64> {
     let window_mfn = platform::pfn_to_mfn(info, WINDOW >> 12)?;
@@ -50,12 +44,12 @@ pub fn run(info: &StartInfo) {
     // A frame the kernel maps writable (its own data) cannot hold a GDT.
     let data_pfn = (core::ptr::addr_of!(KERNEL_WORD) as u64 - platform::virt_base()) >> 12;
     let data_mfn = platform::pfn_to_mfn(info, data_pfn).unwrap_or(0);
-    returned(&mut tally, "set_gdt_writable_frame", set_gdt(&[data_mfn], 16), -22);
+    tally.ret("set_gdt_writable_frame", set_gdt(&[data_mfn], 16), -22);
 
     // A GDT with a DPL 0 code segment (raised to DPL 3) and a data segment.
     let filled = super::usermode::fill_frame(info, gdt, &[(1, CODE64_DPL3), (2, CODE64_DPL0), (3, DATA_DPL3)]);
-    returned(&mut tally, "fill_frame", i64::from(!filled), 0);
-    returned(&mut tally, "set_gdt", set_gdt(&[gdt], 16), 0);
+    tally.ret("fill_frame", i64::from(!filled), 0);
+    tally.ret("set_gdt", set_gdt(&[gdt], 16), 0);
     let dpl = read_back(info, gdt, 2).map_or(99, |d| (d >> 45) & 3);
     println!("RESULT test=descriptors check=dpl0_code_becomes dpl={dpl} status={}", if dpl == 3 { "pass" } else { "fail" });
     tally.add(dpl == 3);
@@ -78,9 +72,9 @@ pub fn run(info: &StartInfo) {
     // update_descriptor: a call gate (kept with DPL 0), a TSS (refused), misaligned.
     // SAFETY: plain values.
     unsafe {
-        returned(&mut tally, "update_descriptor_call_gate", calls::update_descriptor((gdt << 12) + 4 * 8, CALL_GATE), 0);
-        returned(&mut tally, "update_descriptor_tss", calls::update_descriptor((gdt << 12) + 6 * 8, TSS), -22);
-        returned(&mut tally, "update_descriptor_misaligned", calls::update_descriptor((gdt << 12) + 3, 0), -22);
+        tally.ret("update_descriptor_call_gate", calls::update_descriptor((gdt << 12) + 4 * 8, CALL_GATE), 0);
+        tally.ret("update_descriptor_tss", calls::update_descriptor((gdt << 12) + 6 * 8, TSS), -22);
+        tally.ret("update_descriptor_misaligned", calls::update_descriptor((gdt << 12) + 3, 0), -22);
     }
     let gate_dpl = read_back(info, gdt, 4).map_or(99, |d| (d >> 45) & 3);
     println!("RESULT test=descriptors check=call_gate_dpl dpl={gate_dpl} status={}", if gate_dpl == 0 { "pass" } else { "fail" });
@@ -96,14 +90,14 @@ pub fn run(info: &StartInfo) {
     // A TSS anywhere in a new frame refuses the whole frame; too many entries.
     let bad = mfn(13);
     super::usermode::fill_frame(info, bad, &[(100, TSS)]);
-    returned(&mut tally, "set_gdt_frame_with_tss", set_gdt(&[bad], 512), -22);
-    returned(&mut tally, "set_gdt_too_many_entries", set_gdt(&[gdt], 7169), -22);
+    tally.ret("set_gdt_frame_with_tss", set_gdt(&[bad], 512), -22);
+    tally.ret("set_gdt_too_many_entries", set_gdt(&[gdt], 7169), -22);
     // SAFETY: the hypervisor must refuse the unmapped list without touching anything.
-    returned(&mut tally, "set_gdt_bad_list", unsafe { calls::set_gdt(GuestArray::from_raw(0x7fff_dead_0000), 16) }, -14);
+    tally.ret("set_gdt_bad_list", unsafe { calls::set_gdt(GuestArray::from_raw(0x7fff_dead_0000), 16) }, -14);
     // Back to no GDT of its own; the frame is an ordinary page again.
-    returned(&mut tally, "set_gdt_empty", set_gdt(&[], 0), 0);
+    tally.ret("set_gdt_empty", set_gdt(&[], 0), 0);
     let ret = platform::update_va_mapping(WINDOW, (gdt << 12) | 0x67);
-    returned(&mut tally, "map_former_gdt_frame_writable", ret, 0);
+    tally.ret("map_former_gdt_frame_writable", ret, 0);
     platform::update_va_mapping(WINDOW, (window_mfn << 12) | 0x67);
     tally.finish();
 }

@@ -15,12 +15,6 @@ use core::sync::atomic::Ordering::SeqCst;
 use hypercall_abi::ops::event_channel::*;
 use hypercall_abi::start_info::StartInfo;
 
-fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
-    let pass = ret == expected;
-    println!("RESULT test=evtchn-upcall check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
-
 /// Upcalls and ports seen so far, and the last port, against what is expected.
 fn seen(tally: &mut Tally, check: &str, upcalls: u64, port: u32) {
     let (u, p, last) = (UPCALLS.load(SeqCst), PORTS_SEEN.load(SeqCst), LAST_PORT.load(SeqCst));
@@ -41,19 +35,19 @@ pub fn run(info: &StartInfo) {
     };
     shared.set_upcall_mask(true);
     shared.clear_upcall();
-    line(&mut tally, "register_event_callback", crate::events::register_callback(), 0);
+    tally.ret("register_event_callback", crate::events::register_callback(), 0);
     let mut ipi = EvtchnBindIpi { vcpu: 0, port: 0 };
-    line(&mut tally, "bind_ipi", op(EVTCHNOP_BIND_IPI, &mut ipi), 0);
+    tally.ret("bind_ipi", op(EVTCHNOP_BIND_IPI, &mut ipi), 0);
     let port = ipi.port;
 
-    line(&mut tally, "send_masked", op(EVTCHNOP_SEND, &mut EvtchnPort { port }), 0);
+    tally.ret("send_masked", op(EVTCHNOP_SEND, &mut EvtchnPort { port }), 0);
     seen(&mut tally, "no_upcall_while_masked", 0, port);
     let (pending, _) = shared.upcall();
     println!("RESULT test=evtchn-upcall check=upcall_pending_flag value={pending}");
     // Unmask events, then any hypercall's return delivers what is pending.
     shared.set_upcall_mask(false);
     let (major, _) = crate::platform::hypervisor_version();
-    line(&mut tally, "hypercall_after_unmask", i64::from(major), 4);
+    tally.ret("hypercall_after_unmask", i64::from(major), 4);
     seen(&mut tally, "delivered_on_the_way_out", 1, port);
     let masked_after = shared.get().vcpu_info[0].evtchn_upcall_mask;
     println!(
@@ -62,20 +56,20 @@ pub fn run(info: &StartInfo) {
     );
     tally.add(masked_after == 0);
 
-    line(&mut tally, "send_unmasked", op(EVTCHNOP_SEND, &mut EvtchnPort { port }), 0);
+    tally.ret("send_unmasked", op(EVTCHNOP_SEND, &mut EvtchnPort { port }), 0);
     seen(&mut tally, "delivered_on_its_own_return", 2, port);
 
     shared.set_mask(port, true);
-    line(&mut tally, "send_port_masked", op(EVTCHNOP_SEND, &mut EvtchnPort { port }), 0);
+    tally.ret("send_port_masked", op(EVTCHNOP_SEND, &mut EvtchnPort { port }), 0);
     seen(&mut tally, "port_mask_holds_it", 2, port);
     println!("RESULT test=evtchn-upcall check=port_pending value={}", shared.pending(port));
-    line(&mut tally, "unmask", op(EVTCHNOP_UNMASK, &mut EvtchnPort { port }), 0);
+    tally.ret("unmask", op(EVTCHNOP_UNMASK, &mut EvtchnPort { port }), 0);
     seen(&mut tally, "unmask_delivers", 3, port);
 
     let masked = MASKED_IN_EVERY_UPCALL.load(SeqCst);
     println!("RESULT test=evtchn-upcall check=callback_runs_masked value={} status={}", u8::from(masked), if masked { "pass" } else { "fail" });
     tally.add(masked);
     shared.set_upcall_mask(true);
-    line(&mut tally, "close", op(EVTCHNOP_CLOSE, &mut EvtchnPort { port }), 0);
+    tally.ret("close", op(EVTCHNOP_CLOSE, &mut EvtchnPort { port }), 0);
     tally.finish();
 }

@@ -4,16 +4,10 @@
 //! without growing the heap further. Counts only, so both hypervisors print the same.
 
 use super::Tally;
-use crate::console::println;
 use crate::mm::heap;
 use alloc::vec::Vec;
 
 const BLOCK_WORDS: usize = 8192;
-
-fn line(tally: &mut Tally, check: &str, fields: core::fmt::Arguments<'_>, pass: bool) {
-    println!("RESULT test=heap check={check} {fields} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
 
 /// Allocates `blocks` blocks, fills and verifies each; returns how many verified.
 fn fill(blocks: usize) -> usize {
@@ -32,13 +26,13 @@ pub fn run(command: &str) {
     let blocks = mib as usize * 16;
     let before = heap::pages();
     let verified = fill(blocks);
-    line(&mut tally, "fill", format_args!("blocks={blocks} verified={verified}"), verified == blocks);
+    tally.line("fill", verified == blocks, format_args!("blocks={blocks} verified={verified}"));
     let grown = heap::pages() - before;
     let enough = grown * 4096 >= mib << 20;
-    line(&mut tally, "grew_by_mapping", format_args!("enough={}", u8::from(enough)), enough);
+    tally.line("grew_by_mapping", enough, format_args!("enough={}", u8::from(enough)));
     let verified = fill(blocks);
     let grown_again = heap::pages() - before - grown;
-    line(&mut tally, "refill", format_args!("blocks={blocks} verified={verified}"), verified == blocks);
-    line(&mut tally, "reuses_freed_memory", format_args!("grew_again={grown_again}"), grown_again == 0);
+    tally.line("refill", verified == blocks, format_args!("blocks={blocks} verified={verified}"));
+    tally.line("reuses_freed_memory", grown_again == 0, format_args!("grew_again={grown_again}"));
     tally.finish();
 }

@@ -30,12 +30,6 @@ fn set_ldt(base: u64, entries: u64) -> i64 {
     unsafe { calls::mmuext_op(GuestArray::from_slice(&[op]), 1, GuestOut::NULL, DOMID_SELF) }
 }
 
-fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
-    let pass = ret == expected;
-    println!("RESULT test=ldt check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
-
 /// Loads `selector` into ES (unused in 64-bit mode, so nothing else minds).
 fn load_es(selector: u64) -> Probed {
     probe!("", "mov es, edi", selector, 0u64)
@@ -60,11 +54,11 @@ pub fn run() {
         return;
     }
     let saved_es = es();
-    line(&mut tally, "misaligned", set_ldt(0x40_0008, 4), -22);
-    line(&mut tally, "too_many_entries", set_ldt(0x40_0000, 8193), -22);
-    line(&mut tally, "hypervisor_range", set_ldt(0xffff_8000_0000_0000, 4), -22);
-    line(&mut tally, "end_past_the_lower_half", set_ldt(0x7fff_ffff_f000, 8192), 0);
-    line(&mut tally, "no_entries_any_address", set_ldt(0xffff_8000_0000_0008, 0), 0);
+    tally.ret("misaligned", set_ldt(0x40_0008, 4), -22);
+    tally.ret("too_many_entries", set_ldt(0x40_0000, 8193), -22);
+    tally.ret("hypervisor_range", set_ldt(0xffff_8000_0000_0000, 4), -22);
+    tally.ret("end_past_the_lower_half", set_ldt(0x7fff_ffff_f000, 8192), 0);
+    tally.ret("no_entries_any_address", set_ldt(0xffff_8000_0000_0008, 0), 0);
 
     // One LDT page of ours: four descriptors, mapped read-only (the physmap is its
     // only mapping).
@@ -82,7 +76,7 @@ pub fn run() {
         tally.add(false);
         return tally.finish();
     };
-    line(&mut tally, "set", set_ldt(va, 4), 0);
+    tally.ret("set", set_ldt(va, 4), 0);
     tally.add(report("ldt", "load_data_dpl3", &load_es(selector(0)), &Expect::none()));
     let loaded = es();
     let pass = loaded == selector(0);
@@ -94,24 +88,24 @@ pub fn run() {
     tally.add(report("ldt", "load_past_the_count", &load_es(selector(4)), &Expect::fault(13, selector(4) & !3)));
     restore_es(saved_es);
     // In use, the page holds descriptors: it cannot be mapped writable.
-    line(&mut tally, "map_writable_in_use", mm::with(|m| m.protect(kernel, va, DATA)).err().map_or(0, MmError::code), -16);
-    line(&mut tally, "clear", set_ldt(0, 0), 0);
+    tally.ret("map_writable_in_use", mm::with(|m| m.protect(kernel, va, DATA)).err().map_or(0, MmError::code), -16);
+    tally.ret("clear", set_ldt(0, 0), 0);
     tally.add(report("ldt", "load_without_ldt", &load_es(selector(0)), &Expect::fault(13, selector(0) & !3)));
-    line(&mut tally, "map_writable_after", mm::with(|m| m.protect(kernel, va, DATA)).err().map_or(0, MmError::code), 0);
+    tally.ret("map_writable_after", mm::with(|m| m.protect(kernel, va, DATA)).err().map_or(0, MmError::code), 0);
 
     // Pages that cannot be used: a TSS descriptor in it, or nothing mapped there.
     let _ = mm::with(|m| {
         m.poke(pfn, 5, TSS)?;
         m.protect(kernel, va, READ_ONLY)
     });
-    line(&mut tally, "set_with_system_descriptor", set_ldt(va, 8), 0);
+    tally.ret("set_with_system_descriptor", set_ldt(va, 8), 0);
     // Xen 4.17 hands the guest a #PF at the entry's address (error code 0) when the
     // page cannot serve as an LDT page.
     let at_entry = |address: u64| Expect { cr2: Some(address), ..Expect::fault(14, 0) };
     tally.add(report("ldt", "load_from_page_with_system_descriptor", &load_es(selector(0)), &at_entry(va)));
-    line(&mut tally, "set_unmapped", set_ldt(0x7fff_dead_0000, 8), 0);
+    tally.ret("set_unmapped", set_ldt(0x7fff_dead_0000, 8), 0);
     tally.add(report("ldt", "load_from_unmapped_page", &load_es(selector(1)), &at_entry(0x7fff_dead_0008)));
-    line(&mut tally, "clear_again", set_ldt(0, 0), 0);
+    tally.ret("clear_again", set_ldt(0, 0), 0);
     restore_es(saved_es);
     let _ = mm::with(|m| {
         m.protect(kernel, va, DATA)?;

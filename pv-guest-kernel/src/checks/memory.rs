@@ -18,12 +18,6 @@ const EINVAL: i64 = -22;
 const ENOSYS: i64 = -38;
 const UNMAPPED: u64 = 0x7fff_dead_0000;
 
-fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
-    let pass = ret == expected;
-    println!("RESULT test=memory check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
-
 fn memory_op(cmd: u64, arg: u64) -> i64 {
     // SAFETY: every caller passes a pointer to a live, correctly sized local, NULL, or
     // an address that is not mapped (which the hypervisor must refuse).
@@ -68,28 +62,28 @@ fn balloon(tally: &mut Tally, info: &StartInfo, m2p_frame: u64, max_page: i64) {
     let current = || reservation_of(XENMEM_CURRENT_RESERVATION);
     let before = current();
     let mut one = [p2m[n - 1]];
-    line(tally, "decrease_reservation", reservation(XENMEM_DECREASE_RESERVATION, &mut one), 1);
+    tally.ret("decrease_reservation", reservation(XENMEM_DECREASE_RESERVATION, &mut one), 1);
     let pass = current() == before - 1;
     println!("RESULT test=memory check=decrease_reservation_counts one_less={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(tally, "decrease_reservation_again", reservation(XENMEM_DECREASE_RESERVATION, &mut one), 0);
-    line(tally, "decrease_reservation_not_ours", reservation(XENMEM_DECREASE_RESERVATION, &mut [m2p_frame]), 0);
-    line(tally, "decrease_reservation_unmapped_list", reservation_at(XENMEM_DECREASE_RESERVATION, 1, UNMAPPED), 0);
-    line(tally, "decrease_reservation_unreadable", memory_op(XENMEM_DECREASE_RESERVATION.into(), UNMAPPED), 0);
+    tally.ret("decrease_reservation_again", reservation(XENMEM_DECREASE_RESERVATION, &mut one), 0);
+    tally.ret("decrease_reservation_not_ours", reservation(XENMEM_DECREASE_RESERVATION, &mut [m2p_frame]), 0);
+    tally.ret("decrease_reservation_unmapped_list", reservation_at(XENMEM_DECREASE_RESERVATION, 1, UNMAPPED), 0);
+    tally.ret("decrease_reservation_unreadable", memory_op(XENMEM_DECREASE_RESERVATION.into(), UNMAPPED), 0);
 
     let mut new = [0u64];
-    line(tally, "increase_reservation", reservation(XENMEM_INCREASE_RESERVATION, &mut new), 1);
+    tally.ret("increase_reservation", reservation(XENMEM_INCREASE_RESERVATION, &mut new), 1);
     let pass = current() == before && (new[0] as i64) < max_page;
     println!("RESULT test=memory check=increase_reservation_counts back_to_start={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(tally, "machphys_update_new_frame", machphys_update(new[0], (n - 1) as u64), 0);
+    tally.ret("machphys_update_new_frame", machphys_update(new[0], (n - 1) as u64), 0);
     p2m[n - 1] = new[0];
     tally.add(m2p(new[0]) == (n - 1) as u64);
 
     let mut second = [p2m[n - 2]];
-    line(tally, "decrease_before_populate", reservation(XENMEM_DECREASE_RESERVATION, &mut second), 1);
+    tally.ret("decrease_before_populate", reservation(XENMEM_DECREASE_RESERVATION, &mut second), 1);
     second[0] = (n - 2) as u64;
-    line(tally, "populate_physmap", reservation(XENMEM_POPULATE_PHYSMAP, &mut second), 1);
+    tally.ret("populate_physmap", reservation(XENMEM_POPULATE_PHYSMAP, &mut second), 1);
     let populated = second[0];
     let pass = m2p(populated) == (n - 2) as u64 && current() == before;
     println!("RESULT test=memory check=populate_physmap_sets_m2p m2p_set={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
@@ -105,30 +99,30 @@ fn balloon(tally: &mut Tally, info: &StartInfo, m2p_frame: u64, max_page: i64) {
 fn larger_extents(tally: &mut Tally, current: &dyn Fn() -> i64) {
     let before = current();
     let mut run = [0u64];
-    line(tally, "increase_reservation_order_1", ordered(XENMEM_INCREASE_RESERVATION, 1, &mut run), 1);
+    tally.ret("increase_reservation_order_1", ordered(XENMEM_INCREASE_RESERVATION, 1, &mut run), 1);
     let pass = run[0].is_multiple_of(2) && current() == before + 2;
     println!("RESULT test=memory check=increase_order_1_aligned_and_counted pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(tally, "decrease_reservation_order_1", ordered(XENMEM_DECREASE_RESERVATION, 1, &mut run), 1);
+    tally.ret("decrease_reservation_order_1", ordered(XENMEM_DECREASE_RESERVATION, 1, &mut run), 1);
     let pass = current() == before;
     println!("RESULT test=memory check=decrease_order_1_counted pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
     // Guest frames far past our memory: a PV guest names them freely.
     let gpfn = 0x10_0000u64;
     let mut populate = [gpfn];
-    line(tally, "populate_physmap_order_2", ordered(XENMEM_POPULATE_PHYSMAP, 2, &mut populate), 1);
+    tally.ret("populate_physmap_order_2", ordered(XENMEM_POPULATE_PHYSMAP, 2, &mut populate), 1);
     let mfn = populate[0];
     let pass = mfn.is_multiple_of(4) && (0..4).all(|i| m2p(mfn + i) == gpfn + i) && current() == before + 4;
     println!("RESULT test=memory check=populate_order_2_sets_m2p pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(tally, "decrease_reservation_order_2", ordered(XENMEM_DECREASE_RESERVATION, 2, &mut populate), 1);
+    tally.ret("decrease_reservation_order_2", ordered(XENMEM_DECREASE_RESERVATION, 2, &mut populate), 1);
     // Frames given back already are not ours any more.
     let mut misaligned = [run[0] | 1];
-    line(tally, "decrease_reservation_order_1_not_ours", ordered(XENMEM_DECREASE_RESERVATION, 1, &mut misaligned), 0);
+    tally.ret("decrease_reservation_order_1_not_ours", ordered(XENMEM_DECREASE_RESERVATION, 1, &mut misaligned), 0);
     // 32 MiB in one extent: dom0 may (Xen 4.17 allows it; domUs get less).
     let mut huge = [0u64];
-    line(tally, "increase_reservation_order_13", ordered(XENMEM_INCREASE_RESERVATION, 13, &mut huge), 1);
-    line(tally, "decrease_reservation_order_13", ordered(XENMEM_DECREASE_RESERVATION, 13, &mut huge), 1);
+    tally.ret("increase_reservation_order_13", ordered(XENMEM_INCREASE_RESERVATION, 13, &mut huge), 1);
+    tally.ret("decrease_reservation_order_13", ordered(XENMEM_DECREASE_RESERVATION, 13, &mut huge), 1);
     let pass = current() == before;
     println!("RESULT test=memory check=larger_extents_all_back pass={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
@@ -163,16 +157,16 @@ pub fn run(info: &StartInfo) {
     let ours_below = p2m.iter().all(|&mfn| (mfn as i64) < max_page);
     println!("RESULT test=memory check=maximum_ram_page ret={max_page} above_our_frames={}", u8::from(ours_below));
     tally.add(ours_below);
-    line(&mut tally, "maximum_ram_page_with_extent", memory_op(u64::from(XENMEM_MAXIMUM_RAM_PAGE) | 1 << MEMOP_EXTENT_SHIFT, 0), EINVAL);
+    tally.ret("maximum_ram_page_with_extent", memory_op(u64::from(XENMEM_MAXIMUM_RAM_PAGE) | 1 << MEMOP_EXTENT_SHIFT, 0), EINVAL);
 
     let current = reservation_query(XENMEM_CURRENT_RESERVATION, DOMID_SELF);
     let pass = current == info.nr_pages as i64;
     println!("RESULT test=memory check=current_reservation is_nr_pages={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(&mut tally, "current_reservation_own_id", reservation_query(XENMEM_CURRENT_RESERVATION, 0), current);
-    line(&mut tally, "current_reservation_no_such_domain", reservation_query(XENMEM_CURRENT_RESERVATION, 9), ESRCH);
-    line(&mut tally, "current_reservation_domid_io", reservation_query(XENMEM_CURRENT_RESERVATION, 0x7ff1), ESRCH);
-    line(&mut tally, "current_reservation_unmapped", memory_op(XENMEM_CURRENT_RESERVATION.into(), UNMAPPED), EFAULT);
+    tally.ret("current_reservation_own_id", reservation_query(XENMEM_CURRENT_RESERVATION, 0), current);
+    tally.ret("current_reservation_no_such_domain", reservation_query(XENMEM_CURRENT_RESERVATION, 9), ESRCH);
+    tally.ret("current_reservation_domid_io", reservation_query(XENMEM_CURRENT_RESERVATION, 0x7ff1), ESRCH);
+    tally.ret("current_reservation_unmapped", memory_op(XENMEM_CURRENT_RESERVATION.into(), UNMAPPED), EFAULT);
     let maximum = reservation_query(XENMEM_MAXIMUM_RESERVATION, DOMID_SELF);
     let pass = maximum >= current;
     println!("RESULT test=memory check=maximum_reservation at_least_current={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
@@ -191,14 +185,14 @@ pub fn run(info: &StartInfo) {
     tally.add(pass);
     let with_extent = u64::from(XENMEM_MACHPHYS_MAPPING) | 3 << MEMOP_EXTENT_SHIFT;
     // Xen's x86 commands take no extent: with one they are commands it does not know.
-    line(&mut tally, "machphys_mapping_with_extent", memory_op(with_extent, &mut mapping as *mut _ as u64), ENOSYS);
+    tally.ret("machphys_mapping_with_extent", memory_op(with_extent, &mut mapping as *mut _ as u64), ENOSYS);
     let mut count = MemoryMap::default();
     let with_extent = u64::from(XENMEM_MACHINE_MEMORY_MAP) | 1 << MEMOP_EXTENT_SHIFT;
-    line(&mut tally, "machine_memory_map_with_extent", memory_op(with_extent, &mut count as *mut _ as u64), ENOSYS);
+    tally.ret("machine_memory_map_with_extent", memory_op(with_extent, &mut count as *mut _ as u64), ENOSYS);
     let mut list = MachphysMfnList::default();
     let with_extent = u64::from(XENMEM_MACHPHYS_MFN_LIST) | 1 << MEMOP_EXTENT_SHIFT;
-    line(&mut tally, "machphys_mfn_list_with_extent", memory_op(with_extent, &mut list as *mut _ as u64), ENOSYS);
-    line(&mut tally, "machphys_mapping_unmapped", memory_op(XENMEM_MACHPHYS_MAPPING.into(), UNMAPPED), EFAULT);
+    tally.ret("machphys_mfn_list_with_extent", memory_op(with_extent, &mut list as *mut _ as u64), ENOSYS);
+    tally.ret("machphys_mapping_unmapped", memory_op(XENMEM_MACHPHYS_MAPPING.into(), UNMAPPED), EFAULT);
 
     // Every frame of ours maps back to its frame number (sampled: first, last, some).
     let n = p2m.len();
@@ -217,12 +211,12 @@ pub fn run(info: &StartInfo) {
     // MMU_MACHPHYS_UPDATE: our own frame's entry changes and reads back; then restored.
     let pfn = n / 2;
     let mfn = p2m[pfn];
-    line(&mut tally, "machphys_update_own_frame", machphys_update(mfn, 0x1234_5678), 0);
+    tally.ret("machphys_update_own_frame", machphys_update(mfn, 0x1234_5678), 0);
     let seen = m2p(mfn);
     let pass = seen == 0x1234_5678;
     println!("RESULT test=memory check=machphys_update_reads_back value={seen:#x} status={}", if pass { "pass" } else { "fail" });
     tally.add(pass);
-    line(&mut tally, "machphys_update_restore", machphys_update(mfn, pfn as u64), 0);
+    tally.ret("machphys_update_restore", machphys_update(mfn, pfn as u64), 0);
     tally.add(m2p(mfn) == pfn as u64);
 
     let mut list_mfns = [0u64; 4];
@@ -232,18 +226,18 @@ pub fn run(info: &StartInfo) {
     println!("RESULT test=memory check=machphys_mfn_list ret={ret} nr_extents={} status={}", list.nr_extents, if pass { "pass" } else { "fail" });
     tally.add(pass);
     // Not ours: the M2P table's own first frame, and a frame far beyond RAM.
-    line(&mut tally, "machphys_update_m2p_frame", machphys_update(list_mfns[0], 0), EINVAL);
-    line(&mut tally, "machphys_update_beyond_ram", machphys_update(0x7_ffff_ff00, 0), EINVAL);
+    tally.ret("machphys_update_m2p_frame", machphys_update(list_mfns[0], 0), EINVAL);
+    tally.ret("machphys_update_beyond_ram", machphys_update(0x7_ffff_ff00, 0), EINVAL);
 
     // The pseudo-physical map: none was set for a PV dom0.
     let mut map = MemoryMap::default();
-    line(&mut tally, "memory_map", memory_op(XENMEM_MEMORY_MAP.into(), &mut map as *mut _ as u64), ENOSYS);
+    tally.ret("memory_map", memory_op(XENMEM_MEMORY_MAP.into(), &mut map as *mut _ as u64), ENOSYS);
     // The machine's map: dom0 may read it.
     let mut count = MemoryMap::default();
-    line(&mut tally, "machine_memory_map_count", memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut count as *mut _ as u64), 0);
+    tally.ret("machine_memory_map_count", memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut count as *mut _ as u64), 0);
     let mut entries = [E820Entry::default(); 32];
     let mut small = MemoryMap { nr_entries: count.nr_entries, _pad: 0, buffer: entries.as_mut_ptr() as u64 };
-    line(&mut tally, "machine_memory_map_no_spare_entry", memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut small as *mut _ as u64), EINVAL);
+    tally.ret("machine_memory_map_no_spare_entry", memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut small as *mut _ as u64), EINVAL);
     let mut full = MemoryMap { nr_entries: entries.len() as u32, _pad: 0, buffer: entries.as_mut_ptr() as u64 };
     let ret = memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut full as *mut _ as u64);
     let written = (full.nr_entries as usize).min(entries.len());
@@ -264,11 +258,11 @@ pub fn run(info: &StartInfo) {
         memory_op(XENMEM_MACHINE_MEMORY_MAP.into(), &mut m as *mut _ as u64)
     };
     let n = count.nr_entries;
-    line(&mut tally, "machine_memory_map_no_room_bad_buffer", bad_map(0, 0xffff_8000_0000_0000), EINVAL);
-    line(&mut tally, "machine_memory_map_unmapped_buffer", bad_map(n, UNMAPPED), EFAULT);
-    line(&mut tally, "machine_memory_map_hypervisor_buffer", bad_map(n + 1, 0xffff_8000_0000_0000), EFAULT);
-    line(&mut tally, "machine_memory_map_read_only_buffer", bad_map(n + 1, info.pt_base), EFAULT);
+    tally.ret("machine_memory_map_no_room_bad_buffer", bad_map(0, 0xffff_8000_0000_0000), EINVAL);
+    tally.ret("machine_memory_map_unmapped_buffer", bad_map(n, UNMAPPED), EFAULT);
+    tally.ret("machine_memory_map_hypervisor_buffer", bad_map(n + 1, 0xffff_8000_0000_0000), EFAULT);
+    tally.ret("machine_memory_map_read_only_buffer", bad_map(n + 1, info.pt_base), EFAULT);
     balloon(&mut tally, info, list_mfns[0], max_page);
-    line(&mut tally, "unknown_command", memory_op(63, 0), ENOSYS);
+    tally.ret("unknown_command", memory_op(63, 0), ENOSYS);
     tally.finish();
 }

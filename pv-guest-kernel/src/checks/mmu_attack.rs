@@ -65,12 +65,6 @@ fn m2p_frame() -> u64 {
     frames[0]
 }
 
-fn line(tally: &mut Tally, check: &str, ret: i64, expected: i64) {
-    let pass = ret == expected;
-    println!("RESULT test=mmu-attack check={check} ret={ret} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
-
 fn unchanged(tally: &mut Tally, check: &str, before: u64, after: u64) {
     let pass = before == after;
     println!("RESULT test=mmu-attack check={check}_left_entry unchanged={} status={}", u8::from(pass), if pass { "pass" } else { "fail" });
@@ -114,26 +108,26 @@ pub fn run(info: &StartInfo) {
     // What is not ours: the hypervisor's M2P frame (its number comes from
     // machphys_mfn_list), writable or read-only; memory past RAM.
     let m2p = m2p_frame();
-    line(&mut tally, "map_hypervisor_frame_writable", one(target, (m2p << 12) | DATA_RW), EBUSY);
-    line(&mut tally, "map_hypervisor_frame_readonly", one(target, (m2p << 12) | READ_ONLY), EBUSY);
+    tally.ret("map_hypervisor_frame_writable", one(target, (m2p << 12) | DATA_RW), EBUSY);
+    tally.ret("map_hypervisor_frame_readonly", one(target, (m2p << 12) | READ_ONLY), EBUSY);
     unchanged(&mut tally, "map_hypervisor_frame", 0, read_entry(L1_VA, 3));
-    line(&mut tally, "map_beyond_ram", one(target, (0x7_ffff_f000u64 << 12) | READ_ONLY), EPERM);
+    tally.ret("map_beyond_ram", one(target, (0x7_ffff_f000u64 << 12) | READ_ONLY), EPERM);
     // A page table mapped writable: our L1 itself, our L2, the live L4.
     for (check, frame) in [("map_own_l1_writable", p.l1), ("map_own_l2_writable", p.l2), ("map_current_l4_writable", p.l4)] {
-        line(&mut tally, check, one(target, (frame << 12) | DATA_RW), EBUSY);
+        tally.ret(check, one(target, (frame << 12) | DATA_RW), EBUSY);
         unchanged(&mut tally, check, 0, read_entry(L1_VA, 3));
     }
     // Level confusion: an L4 entry pointing at the L4 itself, writable (a
     // self-map that would hand out every table writable); an L2 entry naming a data
     // page as if it were an L1; a frame mapped writable pinned as a table; an L2 pinned
     // as an L1.
-    line(&mut tally, "l4_maps_itself_writable", one(entry(p.l4, 251), (p.l4 << 12) | TABLE), EINVAL);
-    line(&mut tally, "l2_entry_to_writable_data", one(entry(p.l2, 1), (p.data << 12) | TABLE), EINVAL);
-    line(&mut tally, "pin_writable_frame_as_l1", platform::mmuext(MMUEXT_PIN_L1_TABLE, p.data), EINVAL);
-    line(&mut tally, "pin_l2_as_l1", platform::mmuext(MMUEXT_PIN_L1_TABLE, p.l2), EINVAL);
+    tally.ret("l4_maps_itself_writable", one(entry(p.l4, 251), (p.l4 << 12) | TABLE), EINVAL);
+    tally.ret("l2_entry_to_writable_data", one(entry(p.l2, 1), (p.data << 12) | TABLE), EINVAL);
+    tally.ret("pin_writable_frame_as_l1", platform::mmuext(MMUEXT_PIN_L1_TABLE, p.data), EINVAL);
+    tally.ret("pin_l2_as_l1", platform::mmuext(MMUEXT_PIN_L1_TABLE, p.l2), EINVAL);
     // A 2 MiB page (superpages are not offered) and reserved bits.
-    line(&mut tally, "large_page_in_l2", one(entry(p.l2, 1), (p.spare << 12) | TABLE | LARGE), EINVAL);
-    line(&mut tally, "reserved_bit_in_l2", one(entry(p.l2, 1), (p.spare << 12) | TABLE | (1 << 51)), EINVAL);
+    tally.ret("large_page_in_l2", one(entry(p.l2, 1), (p.spare << 12) | TABLE | LARGE), EINVAL);
+    tally.ret("reserved_bit_in_l2", one(entry(p.l2, 1), (p.spare << 12) | TABLE | (1 << 51)), EINVAL);
     // The hypervisor's own L4 slots: neither writable nor clearable.
     for slot in [256u64, 262, 271] {
         let check = match slot {
@@ -141,9 +135,9 @@ pub fn run(info: &StartInfo) {
             262 => "write_hypervisor_slot_262",
             _ => "write_hypervisor_slot_271",
         };
-        line(&mut tally, check, one(entry(p.l4, slot), 0), EINVAL);
+        tally.ret(check, one(entry(p.l4, slot), 0), EINVAL);
     }
-    line(&mut tally, "update_va_mapping_hypervisor_address", platform::update_va_mapping(0xffff_8300_0000_0000, 0), EINVAL);
+    tally.ret("update_va_mapping_hypervisor_address", platform::update_va_mapping(0xffff_8300_0000_0000, 0), EINVAL);
     // A batch whose second entry is bad: the first is applied, the third is not.
     let (ret, done) = update(&[
         MmuUpdate { ptr: entry(p.l1, 4), val: (p.spare << 12) | READ_ONLY },
@@ -164,16 +158,16 @@ pub fn run(info: &StartInfo) {
     );
     tally.add(pass);
     // A store into the L2 through a read-only mapping: only L1 stores are emulated.
-    line(&mut tally, "map_own_l2_readonly", one(entry(p.l1, 2), (p.l2 << 12) | READ_ONLY), 0);
+    tally.ret("map_own_l2_readonly", one(entry(p.l1, 2), (p.l2 << 12) | READ_ONLY), 0);
     let probe = probe!("", "mov [rdi], rsi", L2_VA + 8, (p.spare << 12) | TABLE);
     tally.add(report("mmu-attack", "store_into_l2", &probe, &Expect { cr2: Some(L2_VA + 8), ..Expect::fault(14, 3) }));
     unchanged(&mut tally, "store_into_l2", 0, read_entry(L2_VA, 1));
     // Unpinning the live L4 works (the base pointer still holds it) and changes
     // nothing the guest can use: it can be pinned again.
-    line(&mut tally, "unpin_current_l4", platform::mmuext(MMUEXT_UNPIN_TABLE, p.l4), 0);
-    line(&mut tally, "map_unpinned_current_l4_writable", one(target, (p.l4 << 12) | DATA_RW), EBUSY);
-    line(&mut tally, "pin_current_l4_again", platform::mmuext(MMUEXT_PIN_L4_TABLE, p.l4), 0);
+    tally.ret("unpin_current_l4", platform::mmuext(MMUEXT_UNPIN_TABLE, p.l4), 0);
+    tally.ret("map_unpinned_current_l4_writable", one(target, (p.l4 << 12) | DATA_RW), EBUSY);
+    tally.ret("pin_current_l4_again", platform::mmuext(MMUEXT_PIN_L4_TABLE, p.l4), 0);
 
-    line(&mut tally, "teardown", one((p.l4 << 12) + SLOT * 8, 0), 0);
+    tally.ret("teardown", one((p.l4 << 12) + SLOT * 8, 0), 0);
     tally.finish();
 }

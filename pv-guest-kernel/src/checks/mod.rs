@@ -224,6 +224,19 @@ impl Tally {
         }
     }
 
+    /// One check of a return value: `RESULT test=T check=C ret=R status=S`.
+    pub fn ret(&mut self, check: &str, ret: i64, expected: i64) {
+        let pass = ret == expected;
+        crate::console::println!("RESULT test={} check={check} ret={ret} status={}", self.test, if pass { "pass" } else { "fail" });
+        self.add(pass);
+    }
+
+    /// One check with fields of its own: `RESULT test=T check=C FIELDS status=S`.
+    pub fn line(&mut self, check: &str, pass: bool, fields: core::fmt::Arguments<'_>) {
+        crate::console::println!("RESULT test={} check={check} {fields} status={}", self.test, if pass { "pass" } else { "fail" });
+        self.add(pass);
+    }
+
     pub fn finish(&self) {
         let status = if self.failed == 0 { "pass" } else { "fail" };
         crate::console::println!("RESULT test={} status={status} checks={} failed={}", self.test, self.passed + self.failed, self.failed);

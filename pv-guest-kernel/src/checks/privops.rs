@@ -144,9 +144,11 @@ pub fn run(info: &StartInfo) {
     static mut TABLE_REGISTER: [u8; 16] = [0; 16];
     let store = core::ptr::addr_of_mut!(TABLE_REGISTER) as u64;
     let p = probe!("", "sgdt [rdi]", store, 0u64);
+    // SAFETY: the probe's store is done (or faulted); nothing else writes TABLE_REGISTER.
     let gdt_limit = u16::from_le_bytes(unsafe { [(*core::ptr::addr_of!(TABLE_REGISTER))[0], (*core::ptr::addr_of!(TABLE_REGISTER))[1]] });
     value_check(&mut tally, "sgdt", &p, &Expect::none(), Some(u64::from(gdt_limit)));
     let p = probe!("", "sidt [rdi]", store, 0u64);
+    // SAFETY: as for sgdt.
     let idt_limit = u16::from_le_bytes(unsafe { [(*core::ptr::addr_of!(TABLE_REGISTER))[0], (*core::ptr::addr_of!(TABLE_REGISTER))[1]] });
     value_check(&mut tally, "sidt", &p, &Expect::none(), Some(u64::from(idt_limit)));
     let p = probe!("xor eax, eax", "sldt ax");

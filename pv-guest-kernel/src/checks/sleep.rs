@@ -21,11 +21,6 @@ fn set_timer(deadline: u64) -> i64 {
     unsafe { calls::set_timer_op(deadline) }
 }
 
-fn line(tally: &mut Tally, check: &str, pass: bool, fields: core::fmt::Arguments<'_>) {
-    println!("RESULT test=sleep check={check} {fields} status={}", if pass { "pass" } else { "fail" });
-    tally.add(pass);
-}
-
 pub fn run(info: &StartInfo, command: &str) {
     let mut tally = Tally::new("sleep");
     let Some(ms) = super::numeric_argument("sleep", command, 100, 1..=60_000) else { return };
@@ -38,10 +33,10 @@ pub fn run(info: &StartInfo, command: &str) {
         return;
     };
     shared.set_upcall_mask(true);
-    line(&mut tally, "register_event_callback", crate::events::register_callback() == 0, format_args!("ok=1"));
+    tally.line("register_event_callback", crate::events::register_callback() == 0, format_args!("ok=1"));
     let mut virq = EvtchnBindVirq { virq: VIRQ_TIMER, vcpu: 0, port: 0 };
     let bound = op(EVTCHNOP_BIND_VIRQ, &mut virq);
-    line(&mut tally, "bind_virq_timer", bound == 0, format_args!("ret={bound}"));
+    tally.line("bind_virq_timer", bound == 0, format_args!("ret={bound}"));
     let timer_port = u64::from(virq.port);
     let time = shared.0 as *const SharedInfo;
 
@@ -51,12 +46,12 @@ pub fn run(info: &StartInfo, command: &str) {
     let upcalls = UPCALLS.load(SeqCst);
     let ret = set_timer(1);
     let fired = UPCALLS.load(SeqCst) > upcalls && LAST_PORT.load(SeqCst) == timer_port;
-    line(&mut tally, "past_deadline_fires_at_once", ret == 0 && fired, format_args!("ret={ret} fired={}", u8::from(fired)));
+    tally.line("past_deadline_fires_at_once", ret == 0 && fired, format_args!("ret={ret} fired={}", u8::from(fired)));
 
     // A cancelled timer never fires: set far ahead, cancel, and sleep on another.
     let ret = set_timer(now_ns(time) + 5_000_000);
     let cancelled = set_timer(0);
-    line(&mut tally, "cancel", ret == 0 && cancelled == 0, format_args!("ret={cancelled}"));
+    tally.line("cancel", ret == 0 && cancelled == 0, format_args!("ret={cancelled}"));
 
     let start = now_ns(time);
     let upcalls = UPCALLS.load(SeqCst);
@@ -69,13 +64,13 @@ pub fn run(info: &StartInfo, command: &str) {
     }
     let slept_ns = now_ns(time) - start;
     let woken_by_timer = UPCALLS.load(SeqCst) > upcalls && LAST_PORT.load(SeqCst) == timer_port;
-    line(&mut tally, "woken_by_the_timer", ret == 0 && woken_by_timer, format_args!("woken={}", u8::from(woken_by_timer)));
+    tally.line("woken_by_the_timer", ret == 0 && woken_by_timer, format_args!("woken={}", u8::from(woken_by_timer)));
     let at_least = slept_ns >= ms * 1_000_000;
-    line(&mut tally, "slept_at_least_the_time", at_least, format_args!("ok={}", u8::from(at_least)));
+    tally.line("slept_at_least_the_time", at_least, format_args!("ok={}", u8::from(at_least)));
     // Timer slack under QEMU's emulation: generous, but a timer that fires a second
     // late (or waits for something else) fails.
     let on_time = slept_ns < ms * 1_000_000 + 200_000_000;
-    line(&mut tally, "woke_on_time", on_time, format_args!("ok={}", u8::from(on_time)));
+    tally.line("woke_on_time", on_time, format_args!("ok={}", u8::from(on_time)));
     println!("RESULT test=sleep check=slept elapsed_ms={}", slept_ns / 1_000_000);
     vcpu_timers(&mut tally, time, timer_port);
     shared.set_upcall_mask(true);
@@ -104,11 +99,11 @@ fn block_for_timer(count: u64, timer_port: u64) -> bool {
 /// VCPU_SSHOTTMR_future refuses the past (-ETIME).
 fn vcpu_timers(tally: &mut Tally, time: *const SharedInfo, timer_port: u64) {
     use hypercall_abi::ops::vcpu::*;
-    line(tally, "vcpu_is_up", vcpu_op(VCPUOP_IS_UP, 0, &mut ()) == 1, format_args!("ok=1"));
+    tally.line("vcpu_is_up", vcpu_op(VCPUOP_IS_UP, 0, &mut ()) == 1, format_args!("ok=1"));
     let ret = vcpu_op(VCPUOP_IS_UP, 7, &mut ());
-    line(tally, "vcpu_is_up_no_vcpu", ret == -2, format_args!("ret={ret}"));
+    tally.line("vcpu_is_up_no_vcpu", ret == -2, format_args!("ret={ret}"));
     let ret = vcpu_op(VCPUOP_SET_PERIODIC_TIMER, 0, &mut VcpuSetPeriodicTimer { period_ns: 999_999 });
-    line(tally, "periodic_below_1ms", ret == -22, format_args!("ret={ret}"));
+    tally.line("periodic_below_1ms", ret == -22, format_args!("ret={ret}"));
     // The periodic timer ticks while the vCPU runs (a blocked one is not woken by it, on
     // Xen as here): spin, events enabled, until three ticks or half a second.
     let start = now_ns(time);
@@ -122,8 +117,7 @@ fn vcpu_timers(tally: &mut Tally, time: *const SharedInfo, timer_port: u64) {
     let stopped = vcpu_op(VCPUOP_STOP_PERIODIC_TIMER, 0, &mut ());
     // The first tick comes at once (on Xen too), the next two a period apart each.
     let paced = (20_000_000..250_000_000).contains(&elapsed);
-    line(
-        tally,
+    tally.line(
         "periodic_ticks",
         ret == 0 && ticked && stopped == 0 && paced,
         format_args!("set={ret} three_ticks={} stop={stopped}", u8::from(ticked)),
@@ -133,11 +127,11 @@ fn vcpu_timers(tally: &mut Tally, time: *const SharedInfo, timer_port: u64) {
     let mut past = VcpuSetSingleshotTimer { timeout_abs_ns: 1, flags: VCPU_SSHOTTMR_FUTURE, _pad: 0 };
     let ret = vcpu_op(VCPUOP_SET_SINGLESHOT_TIMER, 0, &mut past);
     let fired = UPCALLS.load(SeqCst) > upcalls;
-    line(tally, "singleshot_past_with_future_flag", ret == 0 && fired, format_args!("ret={ret} fired={}", u8::from(fired)));
+    tally.line("singleshot_past_with_future_flag", ret == 0 && fired, format_args!("ret={ret} fired={}", u8::from(fired)));
     let mut soon = VcpuSetSingleshotTimer { timeout_abs_ns: now_ns(time) + 20_000_000, flags: VCPU_SSHOTTMR_FUTURE, _pad: 0 };
     let ret = vcpu_op(VCPUOP_SET_SINGLESHOT_TIMER, 0, &mut soon);
     let woken = block_for_timer(1, timer_port);
-    line(tally, "singleshot_fires", ret == 0 && woken, format_args!("ret={ret} woken={}", u8::from(woken)));
+    tally.line("singleshot_fires", ret == 0 && woken, format_args!("ret={ret} woken={}", u8::from(woken)));
     let ret = vcpu_op(VCPUOP_STOP_SINGLESHOT_TIMER, 0, &mut ());
-    line(tally, "singleshot_stop", ret == 0, format_args!("ret={ret}"));
+    tally.line("singleshot_stop", ret == 0, format_args!("ret={ret}"));
 }

@@ -30,8 +30,7 @@ fn wallclock(shared: *const SharedInfo) -> (u32, u64, u32) {
 }
 
 fn line(tally: &mut Tally, check: &str, value: bool) {
-    println!("RESULT test=time check={check} value={} status={}", u8::from(value), if value { "pass" } else { "fail" });
-    tally.add(value);
+    tally.line(check, value, format_args!("value={}", u8::from(value)));
 }
 
 pub fn run(info: &StartInfo) {

@@ -629,8 +629,11 @@ fn domain_stopped() -> ! {
     if leftovers.still_referenced != 0 {
         log::error!("domain {domid}: {} frames still referenced after teardown, kept", leftovers.still_referenced);
     }
-    // Its breakpoints and its GDT go with it.
+    // Its breakpoints, its GDT and its LDT go with it (the window must not keep showing
+    // frames that are free now).
     super::gdt_area::map_guest_frames(&[]);
+    super::gdt_area::map_ldt_frames(&[0; crate::trap::state::LDT_PAGES]);
+    super::gdt::load_ldt(0);
     cpu::load_debug_registers(&[0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400]);
     // Its hypercalls: how many of each and, where traced, the time they took.
     hv_println!("domain {domid} hypercalls: {:<22} {:>3} {:>10} {:>14} {:>10}", "name", "nr", "count", "tsc cycles", "per call");
