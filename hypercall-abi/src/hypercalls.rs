@@ -108,6 +108,9 @@ define_hypercalls! {
         /// Event-channel operations (`ops::event_channel` EVTCHNOP_*): the 2-level
         /// ABI's commands; the FIFO ones answer as for a domain that is not using it.
         event_channel_op = 32 (cmd: u32, arg: GuestHandle);
+        /// Registers (`ops::nmi::XennmiCallback`) or unregisters the NMI callback, the
+        /// same trap-table entry 2 that callback_op's CALLBACKTYPE_NMI sets.
+        nmi_op = 28 (cmd: u32, arg: GuestHandle);
         /// Ours (arch_2): how many times the calling domain has made hypercall
         /// `number` so far, this call included when it asks about itself. The worked
         /// example of docs/adding-a-hypercall.md.
@@ -128,8 +131,6 @@ define_hypercalls! {
         update_va_mapping_otherdomain = 22 (va: u64, pte: u64, flags: u64, domid: u16);
         /// Security-module operations.
         xsm_op = 27 (op: GuestHandle);
-        /// Registers an NMI callback.
-        nmi_op = 28 (cmd: u32, arg: GuestHandle);
         /// Profiling.
         xenoprof_op = 31 (op: u32, arg: GuestHandle);
         /// HVM operations.
@@ -246,6 +247,10 @@ mod tests {
             self.calls.push(("event_channel_op", [cmd as u64, arg.address(), 0]));
             Ok(0)
         }
+        fn nmi_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+            self.calls.push(("nmi_op", [cmd as u64, arg.address(), 0]));
+            Ok(0)
+        }
         fn set_timer_op(&mut self, timeout_ns: u64) -> Result<i64, Errno> {
             self.calls.push(("set_timer_op", [timeout_ns, 0, 0]));
             Ok(0)
@@ -346,7 +351,7 @@ mod tests {
     #[test]
     fn unimplemented_and_unknown_numbers_are_enosys() {
         let mut r = Recorder { calls: std::vec::Vec::new() };
-        for n in [nr::nmi_op, 11, 48, 49, 55, 1000, u64::MAX] {
+        for n in [nr::xsm_op, 11, 48, 49, 55, 1000, u64::MAX] {
             assert_eq!(dispatch(&mut r, n, [0; 6]), -38, "number {n}");
         }
         assert!(r.calls.is_empty());

@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, time, sleep [MS], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
+    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, nmi, time, sleep [MS], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -49,6 +49,7 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "ldt" => crate::checks::ldt::run(),
         "evtchn-ops" => crate::checks::evtchn_ops::run(info),
         "evtchn-upcall" => crate::checks::evtchn_upcall::run(info),
+        "nmi" => crate::checks::nmi::run(info),
         "time" => crate::checks::time::run(info),
         "sleep" => crate::checks::sleep::run(info, command),
         "entry-attacks" => crate::checks::entry_attacks::run(info),

@@ -42,6 +42,13 @@ pub fn register_callback() -> i64 {
     platform::register_callback(CALLBACKTYPE_EVENT, entry, true)
 }
 
+/// vCPU 0's evtchn_upcall_mask now, if shared_info is mapped.
+pub fn upcall_mask() -> Option<u8> {
+    let shared = MAPPED.load(SeqCst).then_some(SHARED_INFO_VA as *const SharedInfo)?;
+    // SAFETY: mapped at SHARED_INFO_VA (MAPPED); a byte read of the guest's own flag.
+    Some(unsafe { core::ptr::addr_of!((*shared).vcpu_info[0].evtchn_upcall_mask).read_volatile() })
+}
+
 /// The upcall: called from the event callback's stub with events masked.
 pub fn upcall() {
     let Some(shared) = MAPPED.load(SeqCst).then_some(SHARED_INFO_VA as *mut SharedInfo) else {

@@ -99,6 +99,13 @@ core::arch::global_asm!(
     "push 0",
     "push 0x100",
     "jmp guest_trap_common",
+    ".globl guest_callback_nmi",
+    "guest_callback_nmi:",
+    "pop rcx",
+    "pop r11",
+    "push 0",
+    "push 0x104",
+    "jmp guest_trap_common",
     ".globl guest_callback_sysenter",
     "guest_callback_sysenter:",
     "pop rcx",
@@ -113,13 +120,19 @@ extern "C" {
     fn guest_callback_syscall32();
     fn guest_callback_sysenter();
     fn guest_callback_event();
+    fn guest_callback_nmi();
 }
+
+/// The NMI callback (CALLBACKTYPE_NMI / nmi_op): recorded as this pseudo-vector; an NMI
+/// through trap-table entry 2 is recorded as vector 2.
+pub const CALLBACK_NMI: u64 = 0x104;
 
 /// Entry points for callback_op registrations.
 pub fn callback_entry(callback_type: u16) -> Option<u64> {
     use hypercall_abi::ops::callback::{CALLBACKTYPE_EVENT, CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
     match callback_type {
         CALLBACKTYPE_EVENT => Some(guest_callback_event as *const () as u64),
+        hypercall_abi::ops::callback::CALLBACKTYPE_NMI => Some(guest_callback_nmi as *const () as u64),
         CALLBACKTYPE_SYSCALL => Some(guest_callback_syscall as *const () as u64),
         CALLBACKTYPE_SYSCALL32 => Some(guest_callback_syscall32 as *const () as u64),
         CALLBACKTYPE_SYSENTER => Some(guest_callback_sysenter as *const () as u64),
@@ -128,9 +141,9 @@ pub fn callback_entry(callback_type: u16) -> Option<u64> {
 }
 
 trap_stubs! {
-    0 plain, 1 plain, 3 plain, 4 plain, 5 plain, 6 plain, 7 plain, 8 code, 10 code, 11 code,
+    0 plain, 1 plain, 2 plain, 3 plain, 4 plain, 5 plain, 6 plain, 7 plain, 8 code, 10 code, 11 code,
     12 code, 13 code, 14 code, 16 plain, 17 code, 19 plain,
-    0x80 plain, 0x81 plain, 0x83 plain, 0x84 plain,
+    0x80 plain, 0x81 plain, 0x83 plain, 0x84 plain, 0x86 plain,
 }
 
 // Common tail: save the registers, call the handler, then resume whatever the frame says
@@ -161,15 +174,27 @@ extern "C" {
     static guest_trap_stubs: [StubEntry; STUB_COUNT];
 }
 
-/// Trap-table flags per vector: DPL in bits 0-1, bit 2 = trap gate (events stay as
-/// they were). Soft interrupts 0x80 (DPL 3), 0x81 (DPL 0), 0x83 (DPL 3) and 0x84
-/// (DPL 1) exercise the `int n` permission rule.
+/// Trap-table flags per vector: DPL in bits 0-1, bit 2 = interrupt gate (events masked
+/// on entry). Soft interrupts 0x80 (DPL 3), 0x81 (DPL 0), 0x83 (DPL 3) and 0x84
+/// (DPL 1) exercise the `int n` permission rule; 0x86 (DPL 3) is the one interrupt gate.
 fn flags_for(vector: u64) -> u8 {
     match vector {
         3 | 4 | 0x80 | 0x83 => 3,
         0x84 => 1,
+        0x86 => 3 | hypercall_abi::ops::traps::TI_FLAG_MASK_EVENTS,
         _ => 0,
     }
+}
+
+/// The vector-2 stub is an NMI handler: only the `nmi` checks install it (a trap-table
+/// entry 2 is the NMI callback).
+pub const NMI_STUB_VECTOR: u64 = 2;
+
+/// The address of the vector's stub, if there is one.
+pub fn stub_address(vector: u64) -> Option<u64> {
+    // SAFETY: the table is emitted by the assembly above with exactly STUB_COUNT entries.
+    let stubs = unsafe { &*core::ptr::addr_of!(guest_trap_stubs) };
+    stubs.iter().find(|s| s.vector == vector).map(|s| s.address)
 }
 
 /// Registers every stub with the hypervisor. Returns the hypercall's result.
@@ -177,7 +202,7 @@ pub fn install() -> i64 {
     let mut table = [TrapInfo::default(); STUB_COUNT + 1];
     // SAFETY: the table is emitted by the assembly above with exactly STUB_COUNT entries.
     let stubs = unsafe { &*core::ptr::addr_of!(guest_trap_stubs) };
-    for (slot, stub) in table.iter_mut().zip(stubs.iter()) {
+    for (slot, stub) in table.iter_mut().zip(stubs.iter().filter(|s| s.vector != NMI_STUB_VECTOR)) {
         *slot = TrapInfo {
             vector: stub.vector as u8,
             flags: flags_for(stub.vector),
@@ -200,6 +225,8 @@ pub struct TrapRecord {
     pub rsp: u64,
     /// The guest's CR2 as read in the handler (page faults only).
     pub cr2: u64,
+    /// evtchn_upcall_mask as the handler found it (u64::MAX: shared_info not mapped).
+    pub mask_at_entry: u64,
 }
 
 /// Set by a probe before its instruction: where to resume after the exception.
@@ -209,7 +236,7 @@ pub static ARMED: AtomicBool = AtomicBool::new(false);
 /// Set by a probe: the address of the instruction it expects to fault.
 pub static PROBE_RIP: AtomicU64 = AtomicU64::new(0);
 static TAKEN: AtomicU64 = AtomicU64::new(0);
-static LAST: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+static LAST: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 /// Forgets the last record; a probe calls it first.
 pub fn clear() {
@@ -220,7 +247,7 @@ pub fn clear() {
 pub fn last() -> Option<TrapRecord> {
     (TAKEN.load(SeqCst) != 0).then(|| {
         let v = |i: usize| LAST[i].load(SeqCst);
-        TrapRecord { vector: v(0), error_code: v(1), rip: v(2), cs: v(3), rflags: v(4), rsp: v(5), cr2: v(6) }
+        TrapRecord { vector: v(0), error_code: v(1), rip: v(2), cs: v(3), rflags: v(4), rsp: v(5), cr2: v(6), mask_at_entry: v(7) }
     })
 }
 
@@ -237,8 +264,13 @@ extern "C" fn guest_trap_handler(frame: &mut TrapFrame) {
         crate::events::upcall();
         return;
     }
+    if frame.vector == CALLBACK_NMI || frame.vector == NMI_STUB_VECTOR {
+        crate::checks::nmi::nmi(frame);
+        return;
+    }
     let cr2 = if frame.vector == 14 { platform::read_cr2() } else { 0 };
-    for (slot, value) in LAST.iter().zip([frame.vector, frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp, cr2]) {
+    let mask = crate::events::upcall_mask().map_or(u64::MAX, u64::from);
+    for (slot, value) in LAST.iter().zip([frame.vector, frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp, cr2, mask]) {
         slot.store(value, SeqCst);
     }
     TAKEN.store(1, SeqCst);

@@ -27,7 +27,7 @@ examples:
 /// The guest commands `--guest-cmdline` can name.
 const GUEST_COMMANDS: &str = "guest commands: hello (default), fault, badptr, hypercall-count, traps, privops, \
 usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, \
-ldt, evtchn-ops, evtchn-upcall, time, sleep [MS], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], \
+ldt, evtchn-ops, evtchn-upcall, nmi, time, sleep [MS], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], \
 fuzz SEED COUNT [trace=I]";
 
 #[derive(Parser)]

@@ -12,6 +12,8 @@ pub mod memory;
 pub mod mmu;
 /// multicall entries (xen.h).
 pub mod multicall;
+/// nmi_op commands and the callback structure (nmi.h).
+pub mod nmi;
 /// physdev_op commands (physdev.h).
 pub mod physdev;
 /// sched_op commands, shutdown reasons and argument structures (sched.h).

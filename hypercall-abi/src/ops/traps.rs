@@ -12,7 +12,7 @@ pub struct TrapInfo {
     /// Exception or software-interrupt vector.
     pub vector: u8,
     /// Bits 0-1: the lowest privilege that may raise it with `int n` (DPL); bit 2
-    /// ([`TI_FLAG_TRAP_GATE`]): leave events enabled on entry.
+    /// ([`TI_FLAG_MASK_EVENTS`]): an interrupt gate, events masked on entry.
     pub flags: u8,
     /// Code selector of the handler (the hypervisor forces guest privilege on it).
     pub cs: u16,
@@ -28,9 +28,12 @@ const _: () = assert!(offset_of!(TrapInfo, address) == 8);
 
 /// `trap_info.flags` bits 0-1 (TI_GET_DPL in arch-x86/xen.h).
 pub const TI_FLAG_DPL_MASK: u8 = 3;
-/// `trap_info.flags` bit 2 (TI_GET_IF): a trap gate, events stay enabled. Clear means an
-/// interrupt gate: the hypervisor masks events (`evtchn_upcall_mask`) before the handler.
-pub const TI_FLAG_TRAP_GATE: u8 = 4;
+/// `trap_info.flags` bit 2 (TI_GET_IF, arch-x86/xen.h): an interrupt gate, so the
+/// hypervisor masks events (`evtchn_upcall_mask`) before the handler runs; clear, a trap
+/// gate leaves them as they were. Linux sets it for its interrupt gates ("interrupt
+/// gates clear IF"), and Xen 4.17 masks events exactly then (seen: the `traps` checks
+/// gate_masks_events / trap_gate_keeps_events).
+pub const TI_FLAG_MASK_EVENTS: u8 = 4;
 
 /// What a guest pushes before the `iret` hypercall, lowest address first
 /// (arch-x86/xen-x86_64.h `iret_context`). The bounce frame the hypervisor builds for an

@@ -13,6 +13,9 @@ pub const VCPUOP_SET_PERIODIC_TIMER: u32 = 6;
 pub const VCPUOP_STOP_PERIODIC_TIMER: u32 = 7;
 pub const VCPUOP_SET_SINGLESHOT_TIMER: u32 = 8;
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u32 = 9;
+/// Sends an NMI to the vCPU (`arg` must be NULL); it enters the guest's NMI callback
+/// (trap-table entry 2) once it is not already handling one (vcpu.h).
+pub const VCPUOP_SEND_NMI: u32 = 11;
 
 /// set_singleshot_timer's flag: the deadline must be in the future, else -ETIME.
 pub const VCPU_SSHOTTMR_FUTURE: u32 = 1;

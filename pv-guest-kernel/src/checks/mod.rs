@@ -17,6 +17,7 @@ pub mod ldt;
 pub mod memory;
 pub mod mmu_attack;
 pub mod mmu_stress;
+pub mod nmi;
 pub mod pagetables;
 pub mod privops;
 pub mod ptwr;

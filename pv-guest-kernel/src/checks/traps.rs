@@ -80,5 +80,30 @@ pub fn run(info: &StartInfo) {
     let p = probe!("", "int 0x0e");
     tally.add(report("traps", "int_exception_vector", &p, &Expect::fault(13, (0x0e << 3) | 2)));
 
+    gates_and_the_event_mask(&mut tally, info);
     tally.finish();
+}
+
+/// trap_info flags bit 2: with events enabled, an interrupt gate's handler finds them
+/// masked; a trap gate's finds them as they were. (The stub's iret restores them.)
+fn gates_and_the_event_mask(tally: &mut Tally, info: &StartInfo) {
+    let Some(shared) = super::evtchn_ops::map_shared_info(info) else {
+        tally.line("gates", false, format_args!("reason=cannot-map-shared-info"));
+        return;
+    };
+    // Nothing is bound, so nothing can become pending while events are enabled.
+    shared.clear_upcall();
+    shared.set_upcall_mask(false);
+    let p = probe!("", "int 0x86");
+    let interrupt_gate = p.trap.map_or(u64::MAX, |t| t.mask_at_entry);
+    let p80 = probe!("", "int 0x80");
+    let trap_gate = p80.trap.map_or(u64::MAX, |t| t.mask_at_entry);
+    let p_ud = probe!("", "ud2");
+    let flags_zero = p_ud.trap.map_or(u64::MAX, |t| t.mask_at_entry);
+    let after = shared.get().vcpu_info[0].evtchn_upcall_mask;
+    shared.set_upcall_mask(true);
+    tally.line("interrupt_gate_masks_events", interrupt_gate == 1, format_args!("mask_at_entry={interrupt_gate}"));
+    tally.line("trap_gate_keeps_events", trap_gate == 0, format_args!("mask_at_entry={trap_gate}"));
+    tally.line("exception_flags_0_keeps_events", flags_zero == 0, format_args!("mask_at_entry={flags_zero}"));
+    tally.line("iret_restores_events", after == 0, format_args!("mask={after}"));
 }

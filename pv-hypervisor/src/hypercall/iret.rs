@@ -25,6 +25,9 @@ pub fn iret<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) -> Result<i64, 
         return Err(Errno::EINVAL);
     }
     let outcome = apply_iret(&frame, ctx.regs);
+    // The NMI handler's iret ends it: the next NMI may come (Xen 4.17 likewise unmasks
+    // NMIs on every iret, whatever it returns from).
+    ctx.domain.traps.nmi_masked = false;
     ctx.domain.traps.mode = outcome.mode;
     if ctx.domain.traps.architectural_iopl() {
         ctx.domain.traps.iopl = outcome.requested_iopl;

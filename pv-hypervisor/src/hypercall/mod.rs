@@ -216,6 +216,10 @@ impl<M: MachineMemory> HypercallHandler for HypercallContext<'_, M> {
         event_channel::event_channel_op(self, cmd, arg)
     }
 
+    fn nmi_op(&mut self, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+        traps::nmi_op(self, cmd, arg)
+    }
+
     fn set_timer_op(&mut self, timeout_ns: u64) -> Result<i64, Errno> {
         sched_op::set_timer_op(self, timeout_ns)
     }

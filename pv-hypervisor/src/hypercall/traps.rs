@@ -10,6 +10,7 @@ use hypercall_abi::ops::callback::{
     CallbackRegister, CallbackUnregister, CALLBACKF_MASK_EVENTS, CALLBACKOP_REGISTER, CALLBACKOP_UNREGISTER, CALLBACKTYPE_EVENT,
     CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_NMI, CALLBACKTYPE_SYSCALL,
 };
+use hypercall_abi::ops::nmi::{XennmiCallback, XENNMI_REGISTER_CALLBACK, XENNMI_UNREGISTER_CALLBACK};
 use hypercall_abi::ops::traps::TrapInfo;
 use hypercall_abi::ops::vm_assist::*;
 use hypercall_abi::{Errno, GuestArray, GuestHandle};
@@ -47,6 +48,11 @@ fn register(ctx: &mut HypercallContext<'_, impl MachineMemory>, request: &Callba
     if !is_canonical(request.address) {
         return Err(Errno::EINVAL);
     }
+    if request.callback_type == CALLBACKTYPE_NMI {
+        // Trap-table entry 2, events always masked: CALLBACKF_mask_events plays no part.
+        ctx.domain.traps.set_nmi_callback(request.address);
+        return Ok(0);
+    }
     let callback = Callback { address: request.address, mask_events: request.flags & CALLBACKF_MASK_EVENTS != 0 };
     let slot = ctx.domain.traps.callbacks.slot(request.callback_type).ok_or(Errno::ENOSYS)?;
     *slot = Some(callback);
@@ -74,12 +80,31 @@ pub fn callback_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32
             // Only the NMI callback can be taken back; the others stay once set.
             match request.callback_type {
                 CALLBACKTYPE_NMI => {
-                    ctx.domain.traps.callbacks.nmi = None;
+                    ctx.domain.traps.clear_nmi_callback();
                     Ok(0)
                 }
                 t if ctx.domain.traps.callbacks.slot(t).is_some() => Err(Errno::EINVAL),
                 _ => Err(Errno::ENOSYS),
             }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// nmi_op (nmi.h): the NMI callback's older interface, the same trap-table entry 2.
+pub fn nmi_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
+    match cmd {
+        XENNMI_REGISTER_CALLBACK => {
+            let request: XennmiCallback = arg.into_in().read(ctx)?;
+            if !is_canonical(request.handler_address) {
+                return Err(Errno::EINVAL);
+            }
+            ctx.domain.traps.set_nmi_callback(request.handler_address);
+            Ok(0)
+        }
+        XENNMI_UNREGISTER_CALLBACK => {
+            ctx.domain.traps.clear_nmi_callback();
+            Ok(0)
         }
         _ => Err(Errno::ENOSYS),
     }

@@ -18,6 +18,15 @@ pub fn vcpu_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, vc
     let now = ctx.machine.clock.now_ns();
     match cmd {
         VCPUOP_IS_UP => return Ok(1),
+        VCPUOP_SEND_NMI => {
+            if !arg.is_null() {
+                return Err(Errno::EINVAL);
+            }
+            // Delivered on the way back to the guest (arch's exit path), once it is
+            // not in an NMI handler already; a second one while one waits is the same.
+            ctx.domain.traps.nmi_pending = true;
+            return Ok(0);
+        }
         VCPUOP_SET_PERIODIC_TIMER => {
             let set: VcpuSetPeriodicTimer = arg.into_in().read(&*ctx)?;
             if set.period_ns < MIN_PERIOD_NS {

@@ -3,7 +3,7 @@
 //! `arch` calls it with the registers the CPU saved.
 
 use super::bounce::{build_bounce, enter_handler, BounceError, BounceTarget, Interrupted};
-use super::state::GuestMode;
+use super::state::{GuestMode, VECTOR_NMI};
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::Domain;
 use crate::mm::guest_walk::{copy_to_guest, MachineMemory};
@@ -207,6 +207,23 @@ pub fn user_syscall<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs:
     };
     regs.rflags &= !RFLAGS_DF;
     delivered
+}
+
+/// A pending NMI (VCPUOP_send_nmi), on the way back to the guest: it enters trap-table
+/// entry 2 (the NMI callback) as an exception without error code, and further NMIs wait
+/// for its `iret`. With no entry the NMI is dropped, as Xen drops it. Whether it entered
+/// the handler.
+pub fn deliver_nmi<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs: &mut GuestRegisters) -> Result<bool, Undeliverable> {
+    if !domain.traps.nmi_deliverable() {
+        return Ok(false);
+    }
+    domain.traps.nmi_pending = false;
+    if !domain.traps.trap(VECTOR_NMI).is_set() {
+        return Ok(false);
+    }
+    bounce_vector(domain, memory, regs, VECTOR_NMI, None)?;
+    domain.traps.nmi_masked = true;
+    Ok(true)
 }
 
 /// Whether vCPU 0 has an event upcall to take now: evtchn_upcall_pending set and

@@ -2,10 +2,8 @@
 //! the callbacks, the kernel stack, and the virtual CPU state a PV kernel owns
 //! instead of the real one (CR0.TS, CR2, debug registers, IOPL, segment bases).
 
-use hypercall_abi::ops::callback::{
-    CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_NMI, CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER,
-};
-use hypercall_abi::ops::traps::{TrapInfo, TI_FLAG_DPL_MASK, TI_FLAG_TRAP_GATE};
+use hypercall_abi::ops::callback::{CALLBACKTYPE_EVENT, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER};
+use hypercall_abi::ops::traps::{TrapInfo, TI_FLAG_DPL_MASK, TI_FLAG_MASK_EVENTS};
 use hypercall_abi::ops::vm_assist::VMASST_TYPE_ARCHITECTURAL_IOPL;
 
 /// One entry of the virtual IDT. `address == 0` means "no handler".
@@ -28,7 +26,7 @@ impl TrapEntry {
 
     /// An interrupt gate masks events on entry; a trap gate leaves them as they were.
     pub fn masks_events(&self) -> bool {
-        self.flags & TI_FLAG_TRAP_GATE == 0
+        self.flags & TI_FLAG_MASK_EVENTS != 0
     }
 }
 
@@ -39,7 +37,8 @@ pub struct Callback {
     pub mask_events: bool,
 }
 
-/// The callbacks of callback_op / set_callbacks. `None` is "not registered".
+/// The callbacks of callback_op / set_callbacks. `None` is "not registered". The NMI
+/// callback is not here: as on Xen it is trap-table entry 2 ([`TrapState::set_nmi_callback`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Callbacks {
     pub event: Option<Callback>,
@@ -47,7 +46,6 @@ pub struct Callbacks {
     pub syscall: Option<Callback>,
     pub syscall32: Option<Callback>,
     pub sysenter: Option<Callback>,
-    pub nmi: Option<Callback>,
 }
 
 impl Callbacks {
@@ -59,7 +57,6 @@ impl Callbacks {
             CALLBACKTYPE_SYSCALL => &mut self.syscall,
             CALLBACKTYPE_SYSCALL32 => &mut self.syscall32,
             CALLBACKTYPE_SYSENTER => &mut self.sysenter,
-            CALLBACKTYPE_NMI => &mut self.nmi,
             _ => return None,
         })
     }
@@ -74,6 +71,7 @@ pub enum GuestMode {
 }
 
 pub const VECTORS: usize = 256;
+pub const VECTOR_NMI: u8 = 2;
 
 /// Per-vCPU trap state. Plain data: the rules that change it live in the sibling modules.
 #[derive(Clone, Debug)]
@@ -122,6 +120,10 @@ pub struct TrapState {
     pub timer_changed: bool,
     /// SCHEDOP_block: the vCPU waits (the hypervisor idles) until an event is pending.
     pub blocked: bool,
+    /// VCPUOP_send_nmi: an NMI waits for the way back to the guest.
+    pub nmi_pending: bool,
+    /// The guest is in its NMI handler: a further NMI waits until its `iret`.
+    pub nmi_masked: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +186,8 @@ impl Default for TrapState {
             ldt: LdtState::default(),
             timer_changed: false,
             blocked: false,
+            nmi_pending: false,
+            nmi_masked: false,
         }
     }
 }
@@ -200,6 +204,23 @@ impl TrapState {
         self.table = [TrapEntry::default(); VECTORS];
     }
 
+    /// CALLBACKTYPE_NMI / XENNMI_register_callback: trap-table entry 2, entered on the
+    /// kernel code selector with events masked, as Xen 4.17 sets it (so a later
+    /// set_trap_table entry for vector 2 replaces it, and unregistering clears both).
+    pub fn set_nmi_callback(&mut self, address: u64) {
+        let entry = TrapEntry { address, cs: hypercall_abi::arch_x86_64::FLAT_KERNEL_CS64 | 3, flags: TI_FLAG_MASK_EVENTS };
+        self.table[VECTOR_NMI as usize] = entry;
+    }
+
+    pub fn clear_nmi_callback(&mut self) {
+        self.table[VECTOR_NMI as usize] = TrapEntry::default();
+    }
+
+    /// Whether an NMI is waiting that the guest can take now (checked on the way out).
+    pub fn nmi_deliverable(&self) -> bool {
+        self.nmi_pending & !self.nmi_masked
+    }
+
     pub fn trap(&self, vector: u8) -> TrapEntry {
         self.table[vector as usize]
     }
@@ -214,6 +235,7 @@ impl TrapState {
             | self.ldt.dirty
             | self.timer_changed
             | self.blocked
+            | self.nmi_pending
             | self.debugreg_dirty
             | self.segment_bases_dirty
     }

@@ -192,6 +192,7 @@ pub fn implemented(rng: &mut Rng, l: &Layout, number: u64, version: i64, memory_
         nr::memory_op => super::model_memory::memory_op(rng, l, args, memory_facts),
         nr::event_channel_op => event_channel_op(rng, args),
         nr::vcpu_op => vcpu_op(rng, args),
+        nr::nmi_op => nmi_op(rng, l, args),
         // A handled hypercall this model does not know yet: any Xen error will do.
         _ => Call::new(number, args, Expect::ZeroOr(&[EPERM, EFAULT, EINVAL, ENOSYS])),
     }
@@ -224,6 +225,10 @@ fn vcpu_op(rng: &mut Rng, mut args: [u64; 6]) -> Call {
     let expect = match (vcpu, cmd) {
         (1.., _) => Expect::Exact(ENOENT),
         (_, 3) => Expect::Exact(1),
+        // send_nmi: the NMI is dropped on the way out, as the NMI callback (trap-table
+        // entry 2) is never left registered (Restore::NmiCallback, Restore::TrapTable).
+        (_, 11) if args[2] == 0 => Expect::Exact(0),
+        (_, 11) => Expect::Exact(EINVAL),
         (_, 6..=9) => Expect::ZeroOr(&[EFAULT, EINVAL, ETIME]),
         _ => Expect::Exact(ENOSYS),
     };
@@ -324,6 +329,29 @@ fn callback_op(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
         _ => ENOSYS,
     };
     let call = Call { restore: Restore::NmiCallback, ..Call::new(nr::callback_op, args, Expect::Exact(expect)) };
+    guarded(call, &p)
+}
+
+/// nmi_op (nmi.h): register reads a 16-byte xennmi_callback whose address must be
+/// canonical; unregister takes nothing; other commands do not exist. The callback is
+/// unregistered again afterwards.
+fn nmi_op(rng: &mut Rng, l: &Layout, mut args: [u64; 6]) -> Call {
+    let cmd = if rng.percent(90) { rng.below(3) as u32 } else { small(rng) as u32 };
+    let p = pointer(rng, l);
+    args[0] = rng.widen(cmd);
+    args[1] = p.addr;
+    if let (Some(offset), true) = (p.scratch, rng.percent(50)) {
+        let noise = rng.next();
+        let address: u64 = rng.pick(&[0x10_0000, 0x8000_0000_0000_0000, 0, noise]);
+        memory::poke_scratch(offset, &address.to_le_bytes());
+    }
+    let expect = match cmd {
+        0 if p.read_room < 16 => EFAULT,
+        0 if !is_canonical(memory::peek_u64(p.addr)) => EINVAL,
+        0 | 1 => 0,
+        _ => ENOSYS,
+    };
+    let call = Call { restore: Restore::NmiCallback, ..Call::new(nr::nmi_op, args, Expect::Exact(expect)) };
     guarded(call, &p)
 }
 

@@ -521,9 +521,13 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         domain.traps.timer_changed = false;
         arm_timer(crate::time::next_expiry(domain), hv.machine.clock.now_ns());
     }
-    // An event upcall the guest can take now: it enters its event callback instead.
+    // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
+    // handler instead of where it was. An NMI handler that masks events defers the upcall
+    // to its iret.
     if domain.state.is_running() {
-        if let Err(why) = deliver::deliver_upcall(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame) {
+        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
+        let delivered = deliver::deliver_nmi(domain, &mut memory, frame).and_then(|_| deliver::deliver_upcall(domain, &mut memory, frame));
+        if let Err(why) = delivered {
             domain.crash(why.describe());
         }
     }

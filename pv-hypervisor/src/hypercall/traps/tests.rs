@@ -17,12 +17,12 @@ fn write_traps(guest: &mut TestGuest, entries: &[TrapInfo]) {
 #[test]
 fn set_trap_table_installs_until_the_terminator_and_null_clears() {
     let mut g = TestGuest::new();
-    write_traps(&mut g, &[trap(14, 0, 0x10_1000), trap(0x80, 3 | 4, 0x10_2000), trap(3, 0, 0), trap(6, 0, 0x10_3000)]);
+    write_traps(&mut g, &[trap(14, 4, 0x10_1000), trap(0x80, 3, 0x10_2000), trap(3, 0, 0), trap(6, 0, 0x10_3000)]);
     assert_eq!(g.call(nr::set_trap_table, [GUEST_DATA_VA, 0, 0, 0, 0, 0]), 0);
     let t = &g.domain.traps;
     assert_eq!(t.trap(14).address, 0x10_1000);
     assert_eq!(t.trap(14).cs, 0xe033, "guest privilege forced on the selector");
-    assert!(t.trap(14).masks_events());
+    assert!(t.trap(14).masks_events(), "flags bit 2: an interrupt gate");
     assert_eq!((t.trap(0x80).dpl(), t.trap(0x80).masks_events()), (3, false));
     assert!(!t.trap(6).is_set(), "entries after the terminator are not read");
     // A later call changes only the vectors it names.
@@ -60,6 +60,9 @@ fn callbacks_register_and_only_nmi_unregisters() {
         g.poke(GUEST_DATA_VA, reg(t, 0, 0x10_6000).as_bytes());
         assert_eq!(g.call(nr::callback_op, arg), 0, "type {t}");
     }
+    // The NMI callback is trap-table entry 2, masking events whatever the flags said.
+    let nmi = g.domain.traps.trap(2);
+    assert_eq!((nmi.address, nmi.cs, nmi.masks_events(), nmi.dpl()), (0x10_6000, 0xe033, true, 0));
     for retired_or_unknown in [3, 6, 8] {
         g.poke(GUEST_DATA_VA, reg(retired_or_unknown, 0, 0x10_6000).as_bytes());
         assert_eq!(g.call(nr::callback_op, arg), -38, "type {retired_or_unknown}");
@@ -70,7 +73,7 @@ fn callbacks_register_and_only_nmi_unregisters() {
     let unreg = [CALLBACKOP_UNREGISTER as u64, GUEST_DATA_VA, 0, 0, 0, 0];
     g.poke(GUEST_DATA_VA, CallbackUnregister { callback_type: CALLBACKTYPE_NMI, _pad: 0 }.as_bytes());
     assert_eq!(g.call(nr::callback_op, unreg), 0);
-    assert_eq!(g.domain.traps.callbacks.nmi, None);
+    assert!(!g.domain.traps.trap(2).is_set());
     g.poke(GUEST_DATA_VA, CallbackUnregister { callback_type: CALLBACKTYPE_EVENT, _pad: 0 }.as_bytes());
     assert_eq!(g.call(nr::callback_op, unreg), -22);
     g.poke(GUEST_DATA_VA, CallbackUnregister { callback_type: 99, _pad: 0 }.as_bytes());
@@ -102,4 +105,36 @@ fn stack_switch_fpu_and_vm_assist() {
     assert_eq!(g.call(nr::vm_assist, [enable, 6, 0, 0, 0, 0]), -22);
     assert_eq!(g.call(nr::vm_assist, [enable, 64, 0, 0, 0, 0]), -22);
     assert_eq!(g.call(nr::vm_assist, [2, 4, 0, 0, 0, 0]), -38);
+}
+
+#[test]
+fn nmi_op_sets_the_same_entry_and_send_nmi_waits_for_iret() {
+    use hypercall_abi::ops::nmi::*;
+    use hypercall_abi::ops::vcpu::VCPUOP_SEND_NMI;
+    let mut g = TestGuest::new();
+    g.poke(GUEST_DATA_VA, XennmiCallback { handler_address: 0x10_7000, pad: 0 }.as_bytes());
+    assert_eq!(g.call(nr::nmi_op, [XENNMI_REGISTER_CALLBACK as u64, GUEST_DATA_VA, 0, 0, 0, 0]), 0);
+    assert_eq!(g.domain.traps.trap(2).address, 0x10_7000);
+    g.poke(GUEST_DATA_VA, XennmiCallback { handler_address: 0x8000_0000_0000, pad: 0 }.as_bytes());
+    assert_eq!(g.call(nr::nmi_op, [XENNMI_REGISTER_CALLBACK as u64, GUEST_DATA_VA, 0, 0, 0, 0]), -22);
+    assert_eq!(g.call(nr::nmi_op, [XENNMI_REGISTER_CALLBACK as u64, 0x10, 0, 0, 0, 0]), -14);
+    assert_eq!(g.call(nr::nmi_op, [7, 0, 0, 0, 0, 0]), -38);
+
+    assert_eq!(g.call(nr::vcpu_op, [VCPUOP_SEND_NMI as u64, 0, GUEST_DATA_VA, 0, 0, 0]), -22, "arg must be NULL");
+    assert_eq!(g.call(nr::vcpu_op, [VCPUOP_SEND_NMI as u64, 1, 0, 0, 0, 0]), -2, "no vCPU 1");
+    assert_eq!(g.call(nr::vcpu_op, [VCPUOP_SEND_NMI as u64, 0, 0, 0, 0, 0]), 0);
+    assert!(g.domain.traps.nmi_deliverable());
+    // Delivered on the way out: the handler runs with NMIs (and events) masked.
+    g.regs.rsp = GUEST_DATA_VA + 0x800;
+    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.memory, &mut g.regs), Ok(true));
+    assert_eq!(g.regs.rip, 0x10_7000);
+    assert!(g.domain.traps.nmi_masked && !g.domain.traps.nmi_pending);
+    assert_eq!(g.call(nr::vcpu_op, [VCPUOP_SEND_NMI as u64, 0, 0, 0, 0, 0]), 0);
+    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.memory, &mut g.regs), Ok(false), "nested: waits");
+    assert!(g.domain.traps.nmi_pending);
+    // Unregistered: a pending NMI is dropped.
+    assert_eq!(g.call(nr::nmi_op, [XENNMI_UNREGISTER_CALLBACK as u64, 0, 0, 0, 0, 0]), 0);
+    g.domain.traps.nmi_masked = false;
+    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.memory, &mut g.regs), Ok(false));
+    assert!(!g.domain.traps.nmi_pending);
 }

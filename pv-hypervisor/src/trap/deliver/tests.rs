@@ -27,7 +27,7 @@ fn mask(g: &TestGuest) -> u8 {
 
 #[test]
 fn page_fault_reaches_the_handler_with_cr2_and_kernel_error_code() {
-    let mut g = guest_with_traps(&[(14, 0, 0x10_e000)]);
+    let mut g = guest_with_traps(&[(14, 4, 0x10_e000)]);
     let before = g.regs;
     let fault = GuestException { vector: 14, error_code: 0x7, cr2: 0xdead_b000 };
     deliver_exception(&mut g.domain, &mut g.memory, &mut g.regs, fault).unwrap();
@@ -44,7 +44,7 @@ fn page_fault_reaches_the_handler_with_cr2_and_kernel_error_code() {
 
 #[test]
 fn soft_interrupts_follow_the_dpl_rule() {
-    let mut g = guest_with_traps(&[(13, 0, 0x10_d000), (0x81, 0, 0x10_8100), (0x82, 1 | 4, 0x10_8200)]);
+    let mut g = guest_with_traps(&[(13, 0, 0x10_d000), (0x81, 0, 0x10_8100), (0x82, 1, 0x10_8200)]);
     let rip = g.regs.rip;
     // int 0x82, DPL 1: allowed from the guest kernel, past the instruction.
     deliver_exception(&mut g.domain, &mut g.memory, &mut g.regs, GuestException { vector: 13, error_code: 0x412, cr2: 0 }).unwrap();
