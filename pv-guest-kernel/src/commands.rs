@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault, badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, nmi, time, sleep [MS], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
+    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, nmi, time, sleep [MS], spin [SECONDS], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -29,6 +29,15 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
             println!("RESULT test=hello status=pass");
         }
         "fault" => {
+            // `fault MS`: run that long first (a domain that crashes while others run).
+            if let (Some(ms), Some(shared)) =
+                (command.split_ascii_whitespace().nth(1).and_then(|a| a.parse::<u64>().ok()), crate::events::shared_info(info))
+            {
+                let until = crate::events::now_ns(shared) + ms * 1_000_000;
+                while crate::events::now_ns(shared) < until {
+                    core::hint::spin_loop();
+                }
+            }
             println!("RESULT test=fault status=about-to-fault");
             platform::execute_privileged_instruction();
         }
@@ -52,6 +61,8 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "nmi" => crate::checks::nmi::run(info),
         "time" => crate::checks::time::run(info),
         "sleep" => crate::checks::sleep::run(info, command),
+        "spin" => crate::checks::spin::run(info, command),
+        "watch-domains" => crate::checks::watch_domains::run(info, command),
         "entry-attacks" => crate::checks::entry_attacks::run(info),
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
         "bench-hypercall" => crate::checks::bench::run(info, command),

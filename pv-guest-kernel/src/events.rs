@@ -21,6 +21,8 @@ pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
 pub static PORTS_SEEN: AtomicU64 = AtomicU64::new(0);
 pub static LAST_PORT: AtomicU64 = AtomicU64::new(u64::MAX);
 pub static MASKED_IN_EVERY_UPCALL: AtomicBool = AtomicBool::new(true);
+/// How often each of the first 64 ports was seen.
+pub static SEEN_PER_PORT: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 
 /// shared_info, mapped on first use.
 pub fn shared_info(info: &StartInfo) -> Option<*mut SharedInfo> {
@@ -75,6 +77,9 @@ pub fn upcall() {
             for bit in (0..64).filter(|b| ready & (1 << b) != 0) {
                 PORTS_SEEN.fetch_add(1, SeqCst);
                 LAST_PORT.store((word * 64 + bit) as u64, SeqCst);
+                if let Some(count) = SEEN_PER_PORT.get(word * 64 + bit) {
+                    count.fetch_add(1, SeqCst);
+                }
             }
         }
     }

@@ -25,6 +25,8 @@ pub mod hypercall;
 #[forbid(unsafe_code)]
 pub mod mm;
 #[forbid(unsafe_code)]
+pub mod sched;
+#[forbid(unsafe_code)]
 pub mod time;
 #[forbid(unsafe_code)]
 pub mod trap;

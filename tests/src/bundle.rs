@@ -62,6 +62,42 @@ pub fn dom0_bundle(kernel: &[u8], cmdline: &str) -> Vec<u8> {
     NewcWriter::new().directory("dom0").file(DOM0_KERNEL, kernel).file(DOM0_CMDLINE, cmdline.as_bytes()).finish()
 }
 
+/// One domU for [`bundle_with_domus`]: its name, command line and config text
+/// (`key = value` lines: memory, weight, cap).
+pub struct DomU<'a> {
+    pub name: &'a str,
+    pub cmdline: &'a str,
+    pub config: &'a str,
+}
+
+/// dom0 and domUs, all running `kernel`.
+pub fn bundle_with_domus(kernel: &[u8], dom0_cmdline: &str, domus: &[DomU<'_>]) -> Vec<u8> {
+    let mut writer = NewcWriter::new().directory("dom0").file(DOM0_KERNEL, kernel).file(DOM0_CMDLINE, dom0_cmdline.as_bytes());
+    for domu in domus {
+        let dir = format!("domU/{}", domu.name);
+        writer = writer
+            .directory(&dir)
+            .file(&format!("{dir}/kernel"), kernel)
+            .file(&format!("{dir}/cmdline"), domu.cmdline.as_bytes())
+            .file(&format!("{dir}/config"), domu.config.as_bytes());
+    }
+    writer.finish()
+}
+
+/// Parses `NAME[,key=value...]:CMDLINE` (the command line's `--domu`) into name, config
+/// text and command line.
+pub fn parse_domu_option(spec: &str) -> Result<(String, String, String), String> {
+    let (head, cmdline) = spec.split_once(':').unwrap_or((spec, "hello"));
+    let mut parts = head.split(',');
+    let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(|| format!("--domu '{spec}': no name before ':'"))?;
+    let mut config = String::new();
+    for setting in parts {
+        let (key, value) = setting.split_once('=').ok_or_else(|| format!("--domu '{spec}': '{setting}' is not key=value"))?;
+        config.push_str(&format!("{key} = {value}\n"));
+    }
+    Ok((name.to_string(), config, cmdline.to_string()))
+}
+
 /// Byte offsets of every entry header (for tests that corrupt a chosen entry).
 pub fn header_offsets(archive: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();

@@ -2,7 +2,7 @@
 //! (pv-hypervisor, pv-guest-kernel) and checks RESULT lines and the exit status.
 
 use hypercall_abi::debug_exit::ExitCode;
-use pv_tests::bundle::{dom0_bundle, header_offsets, NewcWriter, DOM0_CMDLINE, DOM0_KERNEL};
+use pv_tests::bundle::{bundle_with_domus, dom0_bundle, header_offsets, DomU, NewcWriter, DOM0_CMDLINE, DOM0_KERNEL};
 use pv_tests::results::{find, ResultLine};
 use pv_tests::scenario::{run, Options, Outcome};
 use pv_tests::{conformance, qemu, results};
@@ -550,4 +550,84 @@ fn hypervisor_mappings_are_wx_with_stack_guards() {
         expect_exit(&outcome, ExitCode::HypervisorPanic);
         assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("greeting")));
     }
+}
+
+/// A RESULT line domain `domid` printed (its console output carries `(dN)`).
+fn expect_from(outcome: &Outcome, domid: u16, wanted: &[(&str, &str)]) -> ResultLine {
+    let lines: Vec<ResultLine> =
+        outcome.log.lines().filter(|l| conformance::source_of(l) == conformance::Source::Guest(domid)).filter_map(results::parse_line).collect();
+    find(&lines, wanted).cloned().unwrap_or_else(|| panic!("no RESULT line from d{domid} with {wanted:?}; log tail:\n{}", outcome.tail(40)))
+}
+
+fn domu<'a>(name: &'a str, cmdline: &'a str, config: &'a str) -> DomU<'a> {
+    DomU { name, cmdline, config }
+}
+
+/// Three CPU-bound domUs with weights 1:2:4 (dom0 says hello and goes): each one's
+/// work, done while all three spin, is its CPU share, and the shares must be within 10%
+/// of 1/7, 2/7 and 4/7. The hypervisor's own accounting must agree.
+#[test]
+fn three_spinning_domus_share_the_cpu_by_weight() {
+    let bundle = bundle_with_domus(
+        &guest_image(),
+        "hello",
+        &[domu("a", "spin 3", "weight = 1"), domu("b", "spin 3", "weight = 2"), domu("c", "spin 3", "weight = 4\nmemory = 16")],
+    );
+    let outcome = boot("spin-weights", &bundle);
+    expect_exit(&outcome, ExitCode::Poweroff);
+    let work: Vec<u64> = (1..=3).map(|d| number(&expect_from(&outcome, d, &[("test", "spin"), ("status", "pass")])["work"])).collect();
+    let cpu: Vec<u64> = (1..=3).map(|d| number(&expect_hv(&outcome, &[("event", "domain_cpu"), ("domid", &d.to_string())])["cpu_ms"])).collect();
+    let total: u64 = work.iter().sum();
+    let cpu_total: u64 = cpu.iter().sum();
+    for (i, weight) in [1.0, 2.0, 4.0].iter().enumerate() {
+        let expected = weight / 7.0;
+        let share = work[i] as f64 / total as f64;
+        let accounted = cpu[i] as f64 / cpu_total as f64;
+        eprintln!("d{}: weight {weight}, work share {share:.4}, CPU time share {accounted:.4} (expected {expected:.4})", i + 1);
+        assert!((share - expected).abs() <= 0.1 * expected, "d{} got {share:.4} of the work, expected {expected:.4}", i + 1);
+        assert!((accounted - expected).abs() <= 0.1 * expected, "d{} was charged {accounted:.4} of the CPU", i + 1);
+    }
+}
+
+/// A domU crashes while two others spin: only it ends (with its register dump), dom0
+/// learns of every end through VIRQ_DOM_EXC, the others finish normally, every domain's
+/// frames come back, and the exit code says a domain crashed.
+#[test]
+fn a_crashing_domu_leaves_the_others_running() {
+    let bundle =
+        bundle_with_domus(&guest_image(), "watch-domains 3", &[domu("a", "spin 1", ""), domu("b", "spin 1", ""), domu("crasher", "fault 300", "")]);
+    let outcome = boot("domu-crash", &bundle);
+    expect_hv(&outcome, &[("event", "domain_crash"), ("domid", "3")]);
+    expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "3"), ("reason", "crash")]);
+    for d in [1, 2] {
+        expect_from(&outcome, d, &[("test", "spin"), ("status", "pass")]);
+        expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", &d.to_string()), ("reason", "poweroff")]);
+    }
+    for d in [1, 2, 3] {
+        expect_hv(&outcome, &[("event", "teardown"), ("domid", &d.to_string()), ("frames_still_owned", "0"), ("frames_still_referenced", "0")]);
+    }
+    expect_from(&outcome, 0, &[("test", "watch-domains"), ("status", "pass"), ("dom_exc", "3")]);
+    expect_exit(&outcome, ExitCode::DomainCrash);
+}
+
+/// A domU that never yields cannot hold dom0 up: dom0's 200 ms sleep ends on time
+/// (within 10%) while the domU spins for 2 s, because a woken domain preempts.
+#[test]
+fn a_spinning_domu_cannot_hold_up_dom0() {
+    let bundle = bundle_with_domus(&guest_image(), "sleep 200", &[domu("hog", "spin 2", "")]);
+    let outcome = boot("spin-vs-sleep", &bundle);
+    expect_exit(&outcome, ExitCode::Poweroff);
+    let slept = number(&expect_from(&outcome, 0, &[("test", "sleep"), ("check", "slept")])["elapsed_ms"]);
+    assert!((180..=220).contains(&slept), "dom0 slept {slept} ms for 200");
+    expect_from(&outcome, 0, &[("test", "sleep"), ("status", "pass")]);
+    expect_from(&outcome, 1, &[("test", "spin"), ("status", "pass")]);
+}
+
+/// A domU's config is checked like any boot input: one line naming the file and why.
+#[test]
+fn a_bad_domu_config_is_refused_with_its_file_name() {
+    let bundle = bundle_with_domus(&guest_image(), "hello", &[domu("web", "hello", "weight = 0")]);
+    let outcome = boot("bad-domu-config", &bundle);
+    expect_hv(&outcome, &[("event", "boot_error"), ("file", "domU/web/config"), ("reason", "line 1: weight = 0 is outside 1-65535")]);
+    expect_exit(&outcome, ExitCode::HypervisorError);
 }

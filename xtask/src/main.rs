@@ -25,9 +25,9 @@ examples:
   cargo xtask bench hypercall --runs 7              ours vs real Xen, medians of 7 runs";
 
 /// The guest commands `--guest-cmdline` can name.
-const GUEST_COMMANDS: &str = "guest commands: hello (default), fault, badptr, hypercall-count, traps, privops, \
+const GUEST_COMMANDS: &str = "guest commands: hello (default), fault [MS], badptr, hypercall-count, traps, privops, \
 usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, \
-ldt, evtchn-ops, evtchn-upcall, nmi, time, sleep [MS], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], \
+ldt, evtchn-ops, evtchn-upcall, nmi, time, sleep [MS], spin [SECONDS], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], \
 fuzz SEED COUNT [trace=I]";
 
 #[derive(Parser)]
@@ -111,6 +111,10 @@ struct RunArgs {
     /// QEMU machine type for our hypervisor: microvm boots without the BIOS
     #[arg(long, value_enum, default_value_t = Machine::Pc, conflicts_with = "xen")]
     machine: Machine,
+    /// Also start a domU running our guest kernel (repeatable), e.g.
+    /// `--domu web,memory=16,weight=512,cap=50:spin 2`
+    #[arg(long = "domu", value_name = "NAME[,memory=MIB][,weight=W][,cap=PCT][:COMMAND]", conflicts_with = "xen")]
+    domus: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,10 +230,21 @@ fn run(sh: &Shell, args: &RunArgs) -> Result<()> {
         eprintln!("xtask: booting real Xen 4.17; it does not exit when dom0 powers off: press Ctrl-C");
         qemu::xen_command(&xen, &kernel, &dom0_cmdline)
     } else {
-        let bundle_path = if args.kernel.is_some() {
+        let bundle_path = if args.kernel.is_some() || !args.domus.is_empty() {
             let image = std::fs::read(&kernel).map_err(|e| format!("{}: {e}", kernel.display()))?;
+            let guest = std::fs::read(&built.guest).map_err(|e| e.to_string())?;
+            let domus = args.domus.iter().map(|spec| bundle::parse_domu_option(spec)).collect::<Result<Vec<_>>>()?;
             let path = artifacts_dir().join("run-kernel.cpio");
-            std::fs::write(&path, bundle::dom0_bundle(&image, &dom0_cmdline)).map_err(|e| e.to_string())?;
+            let mut writer =
+                bundle::NewcWriter::new().directory("dom0").file(bundle::DOM0_KERNEL, &image).file(bundle::DOM0_CMDLINE, dom0_cmdline.as_bytes());
+            for (name, config, cmdline) in &domus {
+                let dir = format!("domU/{name}");
+                writer = writer
+                    .file(&format!("{dir}/kernel"), &guest)
+                    .file(&format!("{dir}/cmdline"), cmdline.as_bytes())
+                    .file(&format!("{dir}/config"), config.as_bytes());
+            }
+            std::fs::write(&path, writer.finish()).map_err(|e| e.to_string())?;
             path
         } else {
             built.bundle.clone()

@@ -22,9 +22,11 @@ pub mod pagetables;
 pub mod privops;
 pub mod ptwr;
 pub mod sleep;
+pub mod spin;
 pub mod time;
 pub mod traps;
 pub mod usermode;
+pub mod watch_domains;
 
 use crate::traps::{clear, last, TrapRecord, ARMED, PROBE_RIP, RESUME_RIP};
 use core::sync::atomic::Ordering::SeqCst;

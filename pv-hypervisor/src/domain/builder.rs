@@ -273,7 +273,10 @@ fn populate<M: MachineMemory>(
         timer_deadline: None,
         periodic_timer: None,
         periodic_last_event: 0,
-        blocked_ns: 0,
+        sched: Default::default(),
+        sched_state: Default::default(),
+        fpu: Default::default(),
+        data_selectors: [0; 4],
     })
 }
 

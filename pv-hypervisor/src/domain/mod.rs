@@ -5,6 +5,7 @@ pub mod boot;
 pub mod builder;
 pub mod bundle;
 pub mod crash;
+pub mod domu_config;
 pub mod elf_image;
 pub mod frames;
 pub mod hypercall_page;
@@ -77,8 +78,14 @@ pub struct Domain {
     pub periodic_timer: Option<(u64, u64)>,
     /// When the periodic timer last fired (system time, ns): a new period starts from it.
     pub periodic_last_event: u64,
-    /// Nanoseconds it spent blocked (SCHEDOP_block), for its CPU time.
-    pub blocked_ns: u64,
+    /// Its weight and cap, and what the scheduler keeps for it (CPU time included).
+    pub sched: crate::sched::SchedParams,
+    pub sched_state: crate::sched::SchedState,
+    /// The vCPU's x87/SSE state while another domain runs (`fxsave` image).
+    pub fpu: alloc::boxed::Box<vcpu::FpuArea>,
+    /// DS, ES, FS and GS selectors while another domain runs (the entry path leaves the
+    /// guest's in the CPU; a switch must not show them to the next domain).
+    pub data_selectors: [u16; 4],
 }
 
 impl Domain {
@@ -99,6 +106,11 @@ impl Domain {
     pub fn crash(&mut self, reason: &'static str) {
         self.state = DomainState::Crashed;
         self.crash_reason.get_or_insert(reason);
+    }
+
+    /// Whether the scheduler may run it: not stopped, not blocked.
+    pub fn runnable(&self) -> bool {
+        self.state.is_running() & !self.traps.blocked
     }
 
     pub fn nr_pages(&self) -> u64 {

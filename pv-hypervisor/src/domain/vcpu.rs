@@ -69,3 +69,26 @@ impl GuestRegisters {
         self.cs & 3 == 3
     }
 }
+
+/// The 512-byte `fxsave` image of a vCPU's x87, MMX and SSE state (Intel SDM vol. 1,
+/// 10.5.1), 16-byte aligned as the instruction needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct FpuArea(pub [u8; 512]);
+
+/// FCW at byte 0 and MXCSR at byte 24 of the image.
+const FCW_OFFSET: usize = 0;
+const MXCSR_OFFSET: usize = 24;
+
+impl Default for FpuArea {
+    /// The state after `fninit` with SSE exceptions masked: FCW 0x37f, MXCSR 0x1f80, all
+    /// registers 0 (what a vCPU starts with).
+    fn default() -> Self {
+        let mut image = [0u8; 512];
+        image[FCW_OFFSET..FCW_OFFSET + 2].copy_from_slice(&0x037fu16.to_le_bytes());
+        image[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
+        FpuArea(image)
+    }
+}
+
+const _: () = assert!(core::mem::align_of::<FpuArea>() == 16);

@@ -122,7 +122,10 @@ impl TestGuest {
             timer_deadline: None,
             periodic_timer: None,
             periodic_last_event: 0,
-            blocked_ns: 0,
+            sched: Default::default(),
+            sched_state: Default::default(),
+            fpu: Default::default(),
+            data_selectors: [0; 4],
         };
         let mut frames = FrameTable::new(64);
         for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {

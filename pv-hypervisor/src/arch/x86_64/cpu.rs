@@ -256,3 +256,44 @@ pub fn load_gs_selector(selector: u16) {
     // (set_segment_base); the hypervisor never uses GS.
     unsafe { core::arch::asm!("mov gs, {0:x}", in(reg) selector, options(nomem, nostack)) };
 }
+
+/// Switches the x87/SSE state from one vCPU to another: saves the CPU's into `out`,
+/// loads `into`. CR0.TS is cleared first (fxsave with TS set would fault here); the
+/// exit path sets it again for the incoming vCPU.
+pub fn switch_fpu(out: &mut crate::domain::vcpu::FpuArea, into: &crate::domain::vcpu::FpuArea) {
+    set_task_switched(false);
+    // SAFETY: both areas are 512 bytes, 16-byte aligned (FpuArea's type); CR4.OSFXSR is
+    // on (guests use SSE) and TS is clear; `into` came from fxsave or is FpuArea's
+    // default, whose reserved MXCSR bits are 0, so fxrstor cannot fault.
+    unsafe {
+        core::arch::asm!("fxsave64 [{}]", in(reg) out.0.as_mut_ptr(), options(nostack));
+        core::arch::asm!("fxrstor64 [{}]", in(reg) into.0.as_ptr(), options(nostack, readonly));
+    }
+}
+
+/// DS, ES, FS and GS as the guest left them (the hypervisor never loads them).
+pub fn data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no effect.
+    unsafe {
+        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack));
+    }
+    [ds, es, fs, gs]
+}
+
+/// Loads a vCPU's DS, ES, FS and GS. Only selectors that cannot fault here are loaded:
+/// null, or the hypervisor's flat ring-3 data selector (a reserved GDT entry, always
+/// present); a selector into the guest's own GDT or LDT becomes null (a gap: Xen loads
+/// it, with a fixup when it faults). The caller loads FS/GS bases afterwards.
+pub fn load_data_selectors(selectors: [u16; 4]) {
+    let flat = hypercall_abi::arch_x86_64::FLAT_RING3_DS32;
+    let safe = |s: u16| if s == flat { s } else { 0 };
+    let [ds, es, fs, gs] = selectors.map(safe);
+    // SAFETY: null or present DPL-3 flat data descriptors of the hypervisor's GDT, with
+    // RPL 3: loads that cannot fault; the hypervisor itself does not use these registers.
+    unsafe {
+        core::arch::asm!("mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}", "mov gs, {3:x}",
+            in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs, options(nomem, nostack));
+    }
+}

@@ -81,3 +81,13 @@ fn raw_send(byte: u8) {
         data.write(byte);
     }
 }
+
+/// A byte typed on COM1, if one waits (line status bit 0): the debug keys. Polled at
+/// scheduling points, so no interrupt is needed.
+pub fn try_receive() -> Option<u8> {
+    use x86_64::instructions::port::Port;
+    let mut status: Port<u8> = Port::new(COM1 + 5);
+    let mut data: Port<u8> = Port::new(COM1);
+    // SAFETY: COM1's line-status and receive registers; reading them only takes the byte.
+    unsafe { (status.read() & 1 != 0).then(|| data.read()) }
+}

@@ -6,8 +6,9 @@ use super::{boot, cpu, entry, gdt, idt, lapic, phys_to_virt, pic, protect, pvh, 
 use crate::boot_options::{BootOptions, TraceHypercalls};
 use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
-use crate::domain::bundle::{DOM0_CMDLINE, DOM0_KERNEL};
+use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
+use crate::domain::domu_config::domu_files;
 use crate::domain::frames::tear_down;
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::{exit_code_for, Domain, DomainState};
@@ -19,6 +20,7 @@ use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
 use crate::mm::m2p::{self, MachToPhys};
 use crate::mm::owned::OwnedBy;
+use crate::sched;
 use crate::trap::cpuid::CpuidPolicy;
 use crate::trap::deliver;
 use crate::trap::emulate::HostView;
@@ -26,9 +28,11 @@ use crate::trap::entry::{self as trap_entry, ExceptionContext};
 use crate::trap::frame_check;
 use crate::trap::state::GuestMode;
 use crate::{console, hv_println, hv_result};
+use alloc::vec::Vec;
 use core::fmt::Write;
 use hypercall_abi::debug_exit::ExitCode;
 use hypercall_abi::ops::memory::E820Entry;
+use hypercall_abi::ops::sched_op::ShutdownReason;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
@@ -57,11 +61,19 @@ struct Hypervisor {
     cpuid: CpuidPolicy,
     /// CR0 (without TS), CR4 and EFER as guests read them: fixed after boot.
     host_view: HostView,
-    /// The running domain. Only dom0 exists until domain creation lands.
-    current: Option<Domain>,
-    /// Free frames and heap in use just before dom0 was built: what its teardown must
-    /// give back to the last frame and byte.
-    before_dom0: Usage,
+    /// Every domain that has not been torn down yet, dom0 first.
+    domains: Vec<Domain>,
+    /// Index in `domains` of the domain whose vCPU the CPU runs (or last ran).
+    current: usize,
+    /// When `current` last started running (system time, ns): its CPU time since.
+    dispatched_at: u64,
+    /// Until when `current` may run before the scheduler looks again.
+    slice_end: u64,
+    /// Whether any domain crashed (the exit code says so when the last one is gone).
+    any_crashed: bool,
+    /// Free frames and heap in use just before the first domain was built: what the
+    /// teardown of the last one must leave, to the last frame and byte.
+    before_domains: Usage,
 }
 
 #[derive(Clone, Copy)]
@@ -181,6 +193,12 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Ok(files) => files,
         Err((file, reason)) => boot_error(file, &reason),
     };
+    // dom0_files validated the archive.
+    let Ok(bundle) = Bundle::parse(bundle_bytes) else { boot_error("bundle", &"not a cpio newc archive") };
+    let domus = match domu_files(&bundle) {
+        Ok(domus) => domus,
+        Err((file, reason)) => boot_error(&file, &reason),
+    };
 
     let mut memory = DirectMap::new(ram_end);
     let nr_frames = ram_end / 4096;
@@ -212,24 +230,69 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
             boot_error("machine-to-phys table", &"its frames are outside the frame table");
         }
     }
-    let before_dom0 = Usage { free_frames: frames.free_frames(), heap_bytes: HEAP.lock().used() };
+    let before_domains = Usage { free_frames: frames.free_frames(), heap_bytes: HEAP.lock().used() };
     let dom0 = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
         Ok(d) => d,
         Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
     };
     log::info!("dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles", dom0.nr_pages(), dom0.vcpu.rip, dom0.l4_maddr, cpu::rdtsc() - started);
-    if machine.clock.publish(&mut memory, dom0.shared_info_mfn, cpu::rdtsc()).is_none() {
-        boot_error("dom0 shared_info", &"cannot write the time");
+    let mut domains = alloc::vec![dom0];
+    // The domUs the bundle names, built like dom0 but unprivileged (a toolstack in dom0
+    // will call the same builder later).
+    for (index, domu) in domus.iter().enumerate() {
+        let nr_pages = domu.config.memory_mib * 256;
+        let file = |what: &str| alloc::format!("domU/{}/{what}", domu.name);
+        if let Err(e) = check_dom0_fits(nr_pages, frames.free_frames()) {
+            boot_error(&file("config"), &alloc::format!("memory = {} MiB does not fit: {} MiB free", domu.config.memory_mib, e.free_pages / 256));
+        }
+        let spec = DomainSpec { id: index as u16 + 1, name: domu.name, kernel: domu.kernel, cmdline: domu.cmdline, nr_pages, privileged: false };
+        let mut domain = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
+            Ok(d) => d,
+            Err(e) => boot_error(&file(if e.cmdline_at_fault { "cmdline" } else { "kernel" }), &e.reason),
+        };
+        domain.sched = domu.config.sched;
+        log::info!(
+            "d{} ({}): {} MiB, weight {}, cap {}%, entry {:#x}",
+            domain.id,
+            domu.name,
+            domu.config.memory_mib,
+            domain.sched.weight,
+            domain.sched.cap,
+            domain.vcpu.rip
+        );
+        domains.push(domain);
     }
-    let regs = dom0.vcpu;
-    let l4 = dom0.l4_maddr;
+    for domain in &domains {
+        if machine.clock.publish(&mut memory, domain.shared_info_mfn, cpu::rdtsc()).is_none() {
+            boot_error("shared_info", &"cannot write the time");
+        }
+    }
+    let regs = domains[0].vcpu;
+    let l4 = domains[0].l4_maddr;
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
     let address_bits = 64 - ram_end.saturating_sub(1).leading_zeros();
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
     let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
     let host_view = HostView { cr0, cr4, efer };
-    *HV.lock() = Some(Hypervisor { frames, frame_table, hypervisor_l4, memory, machine, cpuid, host_view, current: Some(dom0), before_dom0 });
+    let now = machine.clock.now_ns();
+    *HV.lock() = Some(Hypervisor {
+        frames,
+        frame_table,
+        hypervisor_l4,
+        memory,
+        machine,
+        cpuid,
+        host_view,
+        domains,
+        current: 0,
+        dispatched_at: now,
+        slice_end: now,
+        any_crashed: false,
+        before_domains,
+    });
     hv_println!("starting dom0");
+    // Preemption starts with dom0's first slice (the first slow exit schedules).
+    super::lapic::arm(sched::TIME_SLICE_NS);
     // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
     // boot's stack frames are not needed any more.
     unsafe {
@@ -274,7 +337,7 @@ fn lock_hypervisor() -> spin::MutexGuard<'static, Option<Hypervisor>> {
 extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     if domain.traps.mode == GuestMode::User {
         // A user program's system call, for the guest kernel.
         let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
@@ -341,7 +404,7 @@ fn run_hypercall(
 #[inline(never)]
 fn traced_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     let (id, number, args) = (domain.id, frame.rax, frame.hypercall_args());
     let started = cpu::rdtsc();
     let result = run_hypercall(domain, &mut hv.memory, &mut hv.frame_table, &hv.hypervisor_l4, &hv.machine, &mut hv.frames, frame);
@@ -380,7 +443,7 @@ fn flush_after_hypercall(flush: TlbFlush, frame_table: &mut FrameTable) {
 extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     trap_entry::compat_syscall(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
     resume_guest(guard, frame);
 }
@@ -415,7 +478,7 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, &mut super::ports::HardwarePorts, frame, &hardware);
     // A store into a page table (trap::ptwr) may have dropped a given-back frame's last
     // reference.
@@ -429,10 +492,10 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     resume_guest(guard, frame);
 }
 
-/// The LAPIC timer (or a spurious interrupt). In the idle loop (ring 0, SCHEDOP_block)
-/// it only wakes the CPU: the loop looks at the time itself. From a running guest it
-/// fires the domain's timer if due (VIRQ_TIMER) and arms the next one; the upcall, if
-/// the guest can take it, is delivered on the way back.
+/// The LAPIC timer (or a spurious interrupt). In the idle loop (ring 0) it only wakes
+/// the CPU: the loop looks at the time itself. From a running guest it fires the
+/// domain's timer if due (VIRQ_TIMER) and takes the slow exit, where every domain's
+/// timers fire and the scheduler decides whether the guest's slice is over.
 fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     if frame.vector == u64::from(lapic::TIMER_VECTOR) {
         lapic::end_of_interrupt();
@@ -443,7 +506,7 @@ fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     }
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     crate::time::fire_if_due(domain, &mut hv.memory, hv.machine.clock.now_ns());
     domain.traps.timer_changed = true;
     resume_guest(guard, frame);
@@ -465,7 +528,7 @@ fn arm_timer(deadline: Option<u64>, now_ns: u64) {
 #[inline(always)]
 fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     let unchanged = domain.state.is_running()
         & frame_check::is_plain_flat_frame(frame)
         & cpu::cr3_and_ts_are(domain.active_l4(), domain.traps.fpu_ts)
@@ -488,39 +551,67 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
 }
 
 /// Every exit [`resume_guest`] does not take on its fast path: stop the domain if a
-/// handler crashed or shut it down, check the frame `iretq` will load in full (the
-/// guest's own segments), and load the page table, CR0.TS and the CPU state the vCPU
-/// runs with.
+/// handler crashed or shut it down (tearing it down while the others go on), fire the
+/// timers of every domain, let the scheduler choose who runs (idling with `hlt` when
+/// nobody may), and load the page table, CR0.TS and the CPU state the chosen vCPU runs
+/// with, delivering its pending NMI or event upcall.
 #[cold]
 #[inline(never)]
 fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.current.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
         trap_entry::check_exit_frame(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
     }
-    // SCHEDOP_block: idle with interrupts on until the timer (or anything else) makes an
-    // upcall deliverable.
-    while domain.traps.blocked && domain.state.is_running() {
-        let now = hv.machine.clock.now_ns();
-        crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
-        if deliver::upcall_deliverable(domain, &hv.memory) {
-            domain.traps.blocked = false;
-            // Running again: a period that ended meanwhile fires now, and the periodic
-            // timer is armed again with the rest.
-            crate::time::fire_if_due(domain, &mut hv.memory, now);
-            domain.traps.timer_changed = true;
-            break;
+    if domain.state == DomainState::Crashed {
+        let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
+    }
+    let mut now = hv.machine.clock.now_ns();
+    charge_current(hv, now);
+    let mut must_choose = now >= hv.slice_end;
+    if !hv.domains[hv.current].state.is_running() {
+        retire_current(hv, now);
+        must_choose = true;
+    } else if !hv.domains[hv.current].runnable() {
+        must_choose = true;
+    }
+    poll_debug_keys(hv, now);
+    must_choose |= fire_timers_and_wake(hv, now);
+    if must_choose {
+        loop {
+            let candidates: Vec<sched::Candidate> =
+                hv.domains.iter().map(|d| sched::Candidate { params: d.sched, state: d.sched_state, runnable: d.runnable() }).collect();
+            match sched::decide(&candidates, now) {
+                sched::Decision::Run { index, until_ns } => {
+                    if index != hv.current {
+                        switch_to(hv, frame, index);
+                    }
+                    hv.slice_end = until_ns;
+                    break;
+                }
+                sched::Decision::Idle { until_ns } => {
+                    // Nobody may run: wait for the next timer, a capped domain's new
+                    // period, or the housekeeping tick (debug keys).
+                    let wake = hv.domains.iter().filter_map(crate::time::next_expiry).chain(until_ns).min();
+                    arm_timer(Some(wake.unwrap_or(u64::MAX).min(now + HOUSEKEEPING_NS)), now);
+                    cpu::wait_for_interrupt();
+                    now = hv.machine.clock.now_ns();
+                    poll_debug_keys(hv, now);
+                    fire_timers_and_wake(hv, now);
+                }
+            }
         }
-        // Blocked: only the single-shot timer wakes it (the periodic one waits, as on Xen).
-        arm_timer(domain.timer_deadline, now);
-        cpu::wait_for_interrupt();
-        domain.blocked_ns += hv.machine.clock.now_ns().saturating_sub(now);
+        hv.dispatched_at = now;
     }
-    if domain.traps.timer_changed {
-        domain.traps.timer_changed = false;
-        arm_timer(crate::time::next_expiry(domain), hv.machine.clock.now_ns());
-    }
+    let cur = hv.current;
+    // The next interrupt: the end of the slice or the first timer of any domain, and at
+    // least the housekeeping tick.
+    let next_timer = hv.domains.iter().filter_map(crate::time::next_expiry).min();
+    let others = hv.domains.len() > 1;
+    let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(now + HOUSEKEEPING_NS);
+    arm_timer(Some(deadline), now);
+    let Some(domain) = hv.domains.get_mut(cur) else { exit(ExitCode::HypervisorPanic) };
+    domain.traps.timer_changed = false;
     // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
     // handler instead of where it was. An NMI handler that masks events defers the upcall
     // to its iret.
@@ -528,15 +619,10 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
         let delivered = deliver::deliver_nmi(domain, &mut memory, frame).and_then(|_| deliver::deliver_upcall(domain, &mut memory, frame));
         if let Err(why) = delivered {
+            // Its end is handled like any other: through the slow path again.
             domain.crash(why.describe());
+            resume_guest_slowly(guard, frame);
         }
-    }
-    if domain.state == DomainState::Crashed {
-        let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
-    }
-    if !domain.state.is_running() {
-        drop(guard);
-        domain_stopped();
     }
     // SAFETY: every guest L4 carries the hypervisor's slots (filled when it is
     // validated as an L4).
@@ -545,16 +631,113 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         hv.frame_table.note_tlb_flushed();
     }
     cpu::set_task_switched(domain.traps.fpu_ts);
-    // The frame passed check_exit_frame above (or the domain is gone).
-    if frame.sysret_can_resume() {
-        frame.vector = SYSRET_VECTOR;
-    }
+    // The frame passed check_exit_frame (this domain's, before it was switched away
+    // from, or just now).
+    frame.vector = if frame.sysret_can_resume() { SYSRET_VECTOR } else { 0 };
     if domain.traps.cpu_state_changed() {
         load_guest_cpu_state(&mut domain.traps);
     }
     drop(guard);
     // SAFETY: as in `resume_guest`.
     unsafe { entry::resume_frame(frame) }
+}
+
+/// The housekeeping tick: the longest the hypervisor goes without looking at the debug
+/// keys and the clock.
+const HOUSEKEEPING_NS: u64 = 100_000_000;
+
+/// Charges the current domain for the time since it was dispatched.
+fn charge_current(hv: &mut Hypervisor, now: u64) {
+    let ran = now.saturating_sub(hv.dispatched_at);
+    hv.dispatched_at = now;
+    if let Some(domain) = hv.domains.get_mut(hv.current) {
+        domain.sched_state.charge(domain.sched, ran, now);
+    }
+}
+
+/// Fires every domain's due timers; a blocked domain with an upcall to take wakes up
+/// (placed by the scheduler a little ahead of the others). Whether one woke.
+fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
+    let least = sched::least_vtime(hv.domains.iter().map(|d| (d.sched_state, d.runnable())));
+    let mut woke = false;
+    for domain in hv.domains.iter_mut().filter(|d| d.state.is_running()) {
+        if !domain.traps.blocked {
+            crate::time::fire_if_due(domain, &mut hv.memory, now);
+            continue;
+        }
+        crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
+        if deliver::upcall_deliverable(domain, &hv.memory) {
+            domain.traps.blocked = false;
+            // Running again: a period that ended meanwhile fires now.
+            crate::time::fire_if_due(domain, &mut hv.memory, now);
+            domain.traps.timer_changed = true;
+            if let Some(least) = least {
+                domain.sched_state.wake(least);
+            }
+            woke = true;
+        }
+    }
+    woke
+}
+
+/// Makes `next` the running vCPU: the outgoing one's registers (the frame at the top of
+/// the stack), FPU state and data selectors go into its domain; the incoming one's come
+/// out, and everything the exit path loads only on change is marked changed.
+fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
+    let outgoing = hv.current;
+    let selectors = cpu::data_selectors();
+    let mut fpu_out = None;
+    if let Some(old) = hv.domains.get_mut(outgoing).filter(|_| outgoing != next) {
+        old.vcpu = *frame;
+        old.data_selectors = selectors;
+        fpu_out = Some(core::mem::take(&mut old.fpu));
+    }
+    let Some(new) = hv.domains.get_mut(next) else { exit(ExitCode::HypervisorPanic) };
+    if let Some(mut saved) = fpu_out {
+        cpu::switch_fpu(&mut saved, &new.fpu);
+        if let Some(old) = hv.domains.get_mut(outgoing) {
+            old.fpu = saved;
+        }
+    } else if outgoing != next {
+        // The outgoing domain is gone: its FPU state with it.
+        cpu::switch_fpu(&mut Default::default(), &hv.domains[next].fpu);
+    }
+    let new = &mut hv.domains[next];
+    *frame = new.vcpu;
+    cpu::load_data_selectors(new.data_selectors);
+    let t = &mut new.traps;
+    t.bases_loaded_for = None;
+    t.segment_bases_dirty = true;
+    t.gdt_dirty = true;
+    t.ldt.dirty = true;
+    t.debugreg_dirty = true;
+    t.timer_changed = true;
+    hv.current = next;
+}
+
+/// The debug keys on the serial console, like Xen's: `q` prints the domain list.
+fn poll_debug_keys(hv: &Hypervisor, now: u64) {
+    while let Some(key) = serial::try_receive() {
+        match key {
+            b'q' => print_domain_list(hv, now),
+            b'h' => hv_println!("debug keys: 'q' domain list, 'h' this help"),
+            _ => {}
+        }
+    }
+}
+
+/// The `xl list`-style table of every domain.
+fn print_domain_list(hv: &Hypervisor, now: u64) {
+    hv_println!("{}", crate::domain::list::HEADER);
+    for domain in &hv.domains {
+        let mut cpu_ns = domain.sched_state.cpu_ns;
+        if domain.id == hv.domains.get(hv.current).map_or(u16::MAX, |d| d.id) {
+            cpu_ns += now.saturating_sub(hv.dispatched_at);
+        }
+        let mut row = alloc::string::String::new();
+        let _ = crate::domain::list::write_row(&mut row, domain, domain.traps.blocked, cpu_ns);
+        hv_println!("{row}");
+    }
 }
 
 /// The rarely changing CPU state a guest owns: its GS selector, GDT, debug registers
@@ -611,30 +794,39 @@ impl Write for ConsoleWriter {
     }
 }
 
-/// The current domain stopped: report it, give its memory back, and stop the machine
-/// when no domain is left.
-fn domain_stopped() -> ! {
-    let mut guard = HV.lock();
-    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(mut domain) = hv.current.take() else { exit(ExitCode::HypervisorPanic) };
-    let domid = domain.id;
-    if !domain.console.is_empty() {
-        domain.console.flush(&mut |line| console::guest_line::print_guest_line(domid, line));
+/// The current domain stopped: report it, give its memory back and tell dom0
+/// (VIRQ_DOM_EXC); the others go on. When it was the last, print the domain list, check
+/// that the machine got everything back, and stop it.
+fn retire_current(hv: &mut Hypervisor, now: u64) {
+    let index = hv.current;
+    let domid = hv.domains[index].id;
+    {
+        let domain = &mut hv.domains[index];
+        if !domain.console.is_empty() {
+            domain.console.flush(&mut |line| console::guest_line::print_guest_line(domid, line));
+        }
     }
     // Leave the dying domain's address space before freeing its page tables.
     // SAFETY: the boot L4 maps the hypervisor exactly as every guest L4 does.
     unsafe { cpu::load_cr3(super::boot_l4_phys()) };
-    match domain.state {
+    let state = hv.domains[index].state;
+    match state {
         DomainState::Shutdown(reason) => hv_result!("event=domain_shutdown domid={domid} reason={}", reason.name()),
         DomainState::Crashed => hv_result!("event=domain_shutdown domid={domid} reason=crash"),
         DomainState::Running => {}
     }
+    hv.any_crashed |= matches!(state, DomainState::Crashed | DomainState::Shutdown(ShutdownReason::Crash));
+    if hv.domains.len() == 1 {
+        // The list as the machine stops, this domain still in it.
+        print_domain_list(hv, now);
+    }
+    let domain = hv.domains.remove(index);
     let leftovers = tear_down(&domain, &mut hv.frame_table, &mut hv.memory, &hv.machine.m2p, &mut hv.frames);
     if leftovers.still_referenced != 0 {
         log::error!("domain {domid}: {} frames still referenced after teardown, kept", leftovers.still_referenced);
     }
     // Its breakpoints, its GDT and its LDT go with it (the window must not keep showing
-    // frames that are free now).
+    // frames that are free now); the next domain loads its own.
     super::gdt_area::map_guest_frames(&[]);
     super::gdt_area::map_ldt_frames(&[0; crate::trap::state::LDT_PAGES]);
     super::gdt::load_ldt(0);
@@ -644,27 +836,33 @@ fn domain_stopped() -> ! {
     for row in hypercall_trace::table_rows(&domain.hypercall_counts, &domain.hypercall_cycles) {
         hv_println!("domain {domid} hypercalls: {row}");
     }
-    // The xl list of the machine as it stops: this domain was the only one. Its CPU
-    // time is the time since boot it was not blocked (the hypervisor's own share
-    // included: one CPU, one domain).
-    let cpu_ns = hv.machine.clock.now_ns().saturating_sub(domain.blocked_ns);
-    hv_println!("{}", crate::domain::list::HEADER);
-    let mut row = alloc::string::String::new();
-    let _ = crate::domain::list::write_row(&mut row, &domain, false, cpu_ns);
-    hv_println!("{row}");
-    // Before the heap is measured for leaks below.
-    drop(row);
-    let code = exit_code_for(domain.state);
-    hv_println!("domain {domid} ({}) is gone; no domain left", domain.name);
-    drop(domain);
-    // What the domain did not give back. Its frames are all free again only if no
-    // reference or type outlived it; its heap only if nothing of it was kept.
-    let before = hv.before_dom0;
-    let frames_leaked = before.free_frames as i64 - hv.frames.free_frames() as i64;
     let still_owned = hv.frame_table.frames_of(domid).count();
+    let last_state = domain.state;
+    hv_println!("domain {domid} ({}) is gone; {} left", domain.name, hv.domains.len());
+    hv_result!("event=domain_cpu domid={domid} cpu_ms={}", domain.sched_state.cpu_ns / 1_000_000);
+    drop(domain);
+    // dom0 learns that a domain is gone.
+    if let Some(dom0) = hv.domains.iter_mut().find(|d| d.id == 0) {
+        let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: dom0.shared_info_mfn };
+        dom0.events.raise_virq(&mut bits, hypercall_abi::ops::event_channel::VIRQ_DOM_EXC);
+    }
+    // The current index is stale now: the scheduler picks again (switch_to saves nothing
+    // for a domain that is gone).
+    hv.current = usize::MAX;
+    if !hv.domains.is_empty() {
+        hv_result!("event=teardown domid={domid} frames_still_owned={still_owned} frames_still_referenced={}", leftovers.still_referenced);
+        return;
+    }
+    // What the domains did not give back. Their frames are all free again only if no
+    // reference or type outlived them; the heap only if nothing of theirs was kept.
+    // The list's buffer was allocated after the baseline was taken.
+    hv.domains.shrink_to_fit();
+    let before = hv.before_domains;
+    let frames_leaked = before.free_frames as i64 - hv.frames.free_frames() as i64;
     let heap_leaked = HEAP.lock().used() as i64 - before.heap_bytes as i64;
     hv_result!("event=teardown domid={domid} frames_leaked={frames_leaked} frames_still_owned={still_owned} heap_bytes_leaked={heap_leaked}");
-    drop(guard);
+    hv_println!("no domain left");
+    let code = if hv.any_crashed { ExitCode::DomainCrash } else { exit_code_for(last_state) };
     exit(code)
 }
 
