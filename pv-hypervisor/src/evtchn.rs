@@ -9,8 +9,11 @@
 //! its `evtchn_upcall_pending`. Unmasking a pending port does the same second half.
 //! Delivery of the upcall (the event callback) is the exit path's business.
 //!
-//! Only one domain exists so far, so an interdomain channel can only be a loopback:
-//! naming any other domain is -ESRCH, as Xen answers for a domain that does not exist.
+//! An interdomain channel joins ports of two domains. This type holds one domain's
+//! ports; the operations that reach the other end (`hypercall::event_channel`, domain
+//! teardown) use [`EventChannels::waits_for`], [`EventChannels::connect`],
+//! [`EventChannels::disconnect`] and [`EventChannels::raise`] on the peer's ports, and
+//! `send`/`close` say which peer port they concern.
 
 use crate::domain::DomainId;
 use crate::mm::guest_walk::MachineMemory;
@@ -131,19 +134,56 @@ impl EventChannels {
         self.allocate(Binding::Unbound { remote }, 0)
     }
 
-    /// Connects a new port to `remote_port` of `remote_dom` (only ourselves, so far),
-    /// which must be unbound and waiting for us. The new port starts pending, as on
-    /// Xen: the other end may have signalled before the connection existed.
+    /// Connects a new port to our own `remote_port` (a loopback), which must be unbound
+    /// and waiting for us. The new port starts pending, as on Xen: the other end may
+    /// have signalled before the connection existed. Another domain's port goes through
+    /// [`EventChannels::bind_to`].
     pub fn bind_interdomain(&mut self, bits: &mut dyn EventBits, remote_dom: u16, remote_port: u32) -> Result<u32, Errno> {
         self.own(remote_dom)?;
-        match self.port(remote_port)?.binding {
-            Binding::Unbound { remote } if remote == self.domain => {}
-            _ => return Err(Errno::EINVAL),
+        if !self.waits_for(remote_port, self.domain)? {
+            return Err(Errno::EINVAL);
         }
-        let local = self.allocate(Binding::Interdomain { remote: self.domain, remote_port }, 0)?;
-        self.ports[remote_port as usize].binding = Binding::Interdomain { remote: self.domain, remote_port: local };
+        let local = self.bind_to(bits, self.domain, remote_port)?;
+        self.connect(remote_port, self.domain, local);
+        Ok(local)
+    }
+
+    /// Whether `port` is unbound and waiting for domain `from` (-EINVAL: no such port).
+    pub fn waits_for(&self, port: u32, from: DomainId) -> Result<bool, Errno> {
+        Ok(self.port(port)?.binding == Binding::Unbound { remote: from })
+    }
+
+    /// A new port joined to `remote`'s `remote_port` (which the caller checked with
+    /// `waits_for` and then `connect`s), raised at once as on Xen.
+    pub fn bind_to(&mut self, bits: &mut dyn EventBits, remote: DomainId, remote_port: u32) -> Result<u32, Errno> {
+        let local = self.allocate(Binding::Interdomain { remote, remote_port }, 0)?;
         self.raise(bits, local);
         Ok(local)
+    }
+
+    /// Our waiting `port` is now joined to `remote`'s `remote_port`.
+    pub fn connect(&mut self, port: u32, remote: DomainId, remote_port: u32) {
+        if let Some(p) = self.ports.get_mut(port as usize) {
+            p.binding = Binding::Interdomain { remote, remote_port };
+        }
+    }
+
+    /// The other end of our interdomain `port` went away (closed, or its domain died):
+    /// the port waits for `remote` again, as Xen leaves it.
+    pub fn disconnect(&mut self, port: u32, remote: DomainId) {
+        if let Some(p) = self.ports.get_mut(port as usize) {
+            if matches!(p.binding, Binding::Interdomain { .. }) {
+                p.binding = Binding::Unbound { remote };
+            }
+        }
+    }
+
+    /// The far ends of our interdomain ports in other domains (for our teardown).
+    pub fn interdomain_peers(&self) -> impl Iterator<Item = (DomainId, u32)> + '_ {
+        self.ports.iter().filter_map(move |p| match p.binding {
+            Binding::Interdomain { remote, remote_port } if remote != self.domain => Some((remote, remote_port)),
+            _ => None,
+        })
     }
 
     pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, Errno> {
@@ -171,31 +211,38 @@ impl EventChannels {
         self.allocate(Binding::Ipi, vcpu)
     }
 
-    /// Closes `port`; an interdomain peer goes back to waiting for us. The port's
-    /// pending bit is cleared so that a later binding starts clean.
-    pub fn close(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<(), Errno> {
+    /// Closes `port`; an interdomain peer goes back to waiting for us (done here for a
+    /// loopback; for another domain's port, returned for the caller to `disconnect`).
+    /// The port's pending bit is cleared so that a later binding starts clean.
+    pub fn close(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<Option<(DomainId, u32)>, Errno> {
+        let mut far_end = None;
         match self.port(port)?.binding {
             Binding::Free | Binding::Reserved => return Err(Errno::EINVAL),
-            Binding::Interdomain { remote_port, .. } if remote_port != port => {
+            Binding::Interdomain { remote, remote_port } if remote == self.domain && remote_port != port => {
                 self.ports[remote_port as usize].binding = Binding::Unbound { remote: self.domain };
             }
+            Binding::Interdomain { remote, .. } if remote == self.domain => {}
+            Binding::Interdomain { remote, remote_port } => far_end = Some((remote, remote_port)),
             Binding::Virq(virq) => self.virqs[virq as usize] = 0,
             _ => {}
         }
         self.ports[port as usize] = FREE;
         bits.clear_pending(port);
-        Ok(())
+        Ok(far_end)
     }
 
-    pub fn send(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<(), Errno> {
+    /// Sends on `port`. A loopback or IPI is raised here; for a port joined to another
+    /// domain, the far end (domain, port) is returned for the caller to raise there.
+    pub fn send(&mut self, bits: &mut dyn EventBits, port: u32) -> Result<Option<(DomainId, u32)>, Errno> {
         match self.port(port)?.binding {
-            Binding::Interdomain { remote_port, .. } => self.raise(bits, remote_port),
+            Binding::Interdomain { remote, remote_port } if remote == self.domain => self.raise(bits, remote_port),
+            Binding::Interdomain { remote, remote_port } => return Ok(Some((remote, remote_port))),
             Binding::Ipi => self.raise(bits, port),
             // Nobody is listening yet: the event is dropped, without an error.
             Binding::Unbound { .. } => {}
             _ => return Err(Errno::EINVAL),
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Raises a virtual IRQ if the domain bound it; whether it did.
@@ -209,7 +256,9 @@ impl EventChannels {
         }
     }
 
-    fn raise(&self, bits: &mut dyn EventBits, port: u32) {
+    /// Marks `port` pending and, if that is news and it is not masked, notifies its
+    /// vCPU (selector bit, then evtchn_upcall_pending).
+    pub fn raise(&self, bits: &mut dyn EventBits, port: u32) {
         if bits.test_and_set_pending(port) || bits.is_masked(port) {
             return;
         }
@@ -265,16 +314,20 @@ impl EventChannels {
         Ok(())
     }
 
-    /// EVTCHNOP_reset: every port of the domain closed.
-    pub fn reset_all(&mut self, bits: &mut dyn EventBits, dom: u16) -> Result<(), Errno> {
+    /// EVTCHNOP_reset: every port of the domain closed. Returns the far ends in other
+    /// domains, for the caller to `disconnect`.
+    pub fn reset_all(&mut self, bits: &mut dyn EventBits, dom: u16) -> Result<Vec<(DomainId, u32)>, Errno> {
         self.own(dom)?;
+        let mut far_ends = Vec::new();
         for port in 1..self.ports.len() as u32 {
             if !matches!(self.ports[port as usize].binding, Binding::Free) {
-                let _ = self.close(bits, port);
+                if let Ok(Some(far)) = self.close(bits, port) {
+                    far_ends.push(far);
+                }
             }
         }
         self.reset();
-        Ok(())
+        Ok(far_ends)
     }
 }
 

@@ -72,6 +72,14 @@ impl SchedState {
         allowed.saturating_sub(used)
     }
 
+    /// SCHEDOP_yield: placed just behind the least virtual time among the others
+    /// (`others_least`), so each runnable one goes first; alone, it runs on.
+    pub fn yield_to(&mut self, others_least: Option<u64>) {
+        if let Some(least) = others_least {
+            self.vtime = self.vtime.max(least.saturating_add(1));
+        }
+    }
+
     /// A blocked domain became runnable: no credit for the time it slept, a small lead.
     pub fn wake(&mut self, least_vtime: u64) {
         self.vtime = self.vtime.max(least_vtime.saturating_sub(WAKE_LEAD));
@@ -206,6 +214,19 @@ mod tests {
         assert!(sleeper.vtime < spinner.vtime && spinner.vtime - sleeper.vtime <= WAKE_LEAD);
         let c = |s| Candidate { params: w(256), state: s, runnable: true };
         assert!(matches!(decide(&[c(spinner), c(sleeper)], 3_000_000_000), Decision::Run { index: 1, .. }));
+    }
+
+    #[test]
+    fn a_yielding_domain_goes_behind_the_others() {
+        let mut yielder = SchedState::default();
+        let mut other = SchedState::default();
+        other.charge(w(256), 5_000_000, 5_000_000);
+        yielder.yield_to(Some(other.vtime));
+        let c = |s| Candidate { params: w(256), state: s, runnable: true };
+        assert!(matches!(decide(&[c(yielder), c(other)], 5_000_000), Decision::Run { index: 1, .. }));
+        let before = yielder.vtime;
+        yielder.yield_to(None);
+        assert_eq!(yielder.vtime, before, "alone: nothing changes");
     }
 
     #[test]

@@ -631,3 +631,19 @@ fn a_bad_domu_config_is_refused_with_its_file_name() {
     expect_hv(&outcome, &[("event", "boot_error"), ("file", "domU/web/config"), ("reason", "line 1: weight = 0 is outside 1-65535")]);
     expect_exit(&outcome, ExitCode::HypervisorError);
 }
+
+/// Two domUs bounce an interdomain event 10,000 times (one offers a port with
+/// alloc_unbound, the other binds to it): both count exactly 10,000 sent and received,
+/// and the channel's far end is cleaned up when the first one is torn down.
+#[test]
+fn two_domus_ping_pong_ten_thousand_events() {
+    let bundle =
+        bundle_with_domus(&guest_image(), "hello", &[domu("ping", "evtchn-pingpong 2 10000", ""), domu("pong", "evtchn-pingpong 1 10000", "")]);
+    let outcome = boot("pingpong", &bundle);
+    expect_exit(&outcome, ExitCode::Poweroff);
+    for (d, role) in [(1, "offer"), (2, "bind")] {
+        let line = expect_from(&outcome, d, &[("test", "evtchn-pingpong"), ("role", role), ("status", "pass")]);
+        assert_eq!((line["sent"].as_str(), line["received"].as_str()), ("10000", "10000"));
+        eprintln!("d{d} ({role}): {} ns per round trip", line["ns_per_round_trip"]);
+    }
+}

@@ -19,6 +19,7 @@ pub mod mmu_attack;
 pub mod mmu_stress;
 pub mod nmi;
 pub mod pagetables;
+pub mod pingpong;
 pub mod privops;
 pub mod ptwr;
 pub mod sleep;

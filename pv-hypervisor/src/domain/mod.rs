@@ -126,6 +126,34 @@ impl Domain {
     }
 }
 
+/// Every domain but the one making a hypercall, for the operations that reach across
+/// (interdomain event channels). Borrowed next to the caller's `&mut Domain`.
+pub struct Others<'a> {
+    before: &'a mut [Domain],
+    after: &'a mut [Domain],
+}
+
+impl<'a> Others<'a> {
+    /// No other domain (host tests; a machine with one domain).
+    pub fn none() -> Others<'a> {
+        Others { before: &mut [], after: &mut [] }
+    }
+
+    /// `domains[index]` and the rest.
+    pub fn split(domains: &'a mut [Domain], index: usize) -> Option<(&'a mut Domain, Others<'a>)> {
+        if index >= domains.len() {
+            return None;
+        }
+        let (before, rest) = domains.split_at_mut(index);
+        let (current, after) = rest.split_first_mut()?;
+        Some((current, Others { before, after }))
+    }
+
+    pub fn get_mut(&mut self, id: DomainId) -> Option<&mut Domain> {
+        self.before.iter_mut().chain(self.after.iter_mut()).find(|d| d.id == id)
+    }
+}
+
 /// How QEMU should exit when `state` is the state of the last domain.
 pub fn exit_code_for(state: DomainState) -> ExitCode {
     match state {

@@ -69,7 +69,7 @@ fn a_loopback_channel_connects_signals_and_unbinds_on_close() {
     let mut ev = EventChannels::new(ME);
     let mut bits = Bits::default();
     let listener = ev.alloc_unbound(DOMID_SELF, DOMID_SELF).unwrap();
-    assert_eq!(ev.send(&mut bits, listener), Ok(()), "unbound: dropped silently");
+    assert_eq!(ev.send(&mut bits, listener), Ok(None), "unbound: dropped silently");
     assert!(!bits.is_pending(listener));
     let local = ev.bind_interdomain(&mut bits, DOMID_SELF, listener).unwrap();
     assert!(bits.is_pending(local), "a new interdomain port starts pending");
@@ -134,7 +134,42 @@ fn other_domains_do_not_exist_yet_and_reset_closes_everything() {
     assert_eq!(ev.status(5, 1), Err(Errno::ESRCH));
     assert_eq!(ev.close(&mut bits, 0), Err(Errno::EINVAL), "port 0 is reserved");
     ev.bind_virq(VIRQ_DEBUG, 0).unwrap();
-    assert_eq!(ev.reset_all(&mut bits, DOMID_SELF), Ok(()));
+    assert_eq!(ev.reset_all(&mut bits, DOMID_SELF), Ok(vec![]));
     assert_eq!(ev.status(DOMID_SELF, 1).map(|s| s.status), Ok(EVTCHNSTAT_CLOSED));
     assert_eq!(ev.bind_virq(VIRQ_DEBUG, 0), Ok(1));
+}
+
+#[test]
+fn two_domains_connect_send_close_and_outlive_each_other() {
+    let (mut a, mut b) = (EventChannels::new(1), EventChannels::new(2));
+    let (mut a_bits, mut b_bits) = (Bits::default(), Bits::default());
+    // a offers a port to b; b binds to it (the caller checks, binds, connects).
+    let offered = a.alloc_unbound(DOMID_SELF, 2).unwrap();
+    assert_eq!(a.waits_for(offered, 3), Ok(false), "only the named domain may bind");
+    assert_eq!(a.waits_for(99, 2), Err(Errno::EINVAL));
+    assert_eq!(a.waits_for(offered, 2), Ok(true));
+    let local = b.bind_to(&mut b_bits, 1, offered).unwrap();
+    a.connect(offered, 2, local);
+    assert!(b_bits.is_pending(local), "a new binding starts pending, as on Xen");
+    assert_eq!(b.status(DOMID_SELF, local).unwrap().u, [1, offered]);
+    // Sends name the far end; the caller raises it there.
+    assert_eq!(b.send(&mut b_bits, local), Ok(Some((1, offered))));
+    assert_eq!(a.send(&mut a_bits, offered), Ok(Some((2, local))));
+    b.raise(&mut b_bits, local);
+    // b closes: a's port waits for b again; a send from a is dropped.
+    assert_eq!(b.close(&mut b_bits, local), Ok(Some((1, offered))));
+    a.disconnect(offered, 2);
+    assert_eq!(a.binding(offered), Some(Binding::Unbound { remote: 2 }));
+    assert_eq!(a.send(&mut a_bits, offered), Ok(None));
+    // b binds again, then a dies: b learns the far ends to disconnect from a's list.
+    let again = b.bind_to(&mut b_bits, 1, offered).unwrap();
+    a.connect(offered, 2, again);
+    assert_eq!(a.interdomain_peers().collect::<std::vec::Vec<_>>(), [(2, again)]);
+    b.disconnect(again, 1);
+    assert_eq!(b.binding(again), Some(Binding::Unbound { remote: 1 }));
+    // A reset reports far ends in other domains.
+    let third = b.bind_to(&mut b_bits, 1, a.alloc_unbound(DOMID_SELF, 2).unwrap()).unwrap();
+    b.connect(again, 1, 5);
+    assert_eq!(b.reset_all(&mut b_bits, DOMID_SELF).unwrap().len(), 2);
+    let _ = third;
 }

@@ -5,10 +5,13 @@
 //! Xen) is -ENOSYS, the answer a guest takes as "2-level only".
 
 use super::HypercallContext;
+use crate::domain::DomainId;
 use crate::evtchn::{EventChannels, SharedInfoBits, VCPUS};
 use crate::mm::guest_walk::MachineMemory;
 use hypercall_abi::ops::event_channel::*;
 use hypercall_abi::{Errno, GuestHandle};
+
+const DOMID_SELF: u16 = hypercall_abi::ops::mmu::DOMID_SELF;
 
 /// The FIFO control block: ready (u32), a reserved u32, 16 queue heads (u32).
 const FIFO_CONTROL_BLOCK: u32 = 72;
@@ -17,6 +20,24 @@ const FIFO_CONTROL_BLOCK: u32 = 72;
 fn split<'c, M: MachineMemory>(ctx: &'c mut HypercallContext<'_, M>) -> (&'c mut EventChannels, SharedInfoBits<'c, M>) {
     let shared_info_mfn = ctx.domain.shared_info_mfn;
     (&mut ctx.domain.events, SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn })
+}
+
+/// Raises `port` of domain `remote` (an interdomain send). A blocked peer that can take
+/// the upcall now is woken by the scheduler, which the slow exit path runs: this
+/// domain's exit takes it (`reschedule`), so the peer can preempt at once.
+fn raise_in<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, remote: DomainId, port: u32) {
+    if let Some(peer) = ctx.others.get_mut(remote) {
+        peer.events.raise(&mut SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn: peer.shared_info_mfn }, port);
+        ctx.domain.traps.reschedule |= peer.traps.blocked;
+    }
+}
+
+/// The far end of a port we closed waits for us again.
+fn disconnect<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, (remote, port): (DomainId, u32)) {
+    let me = ctx.domain.id;
+    if let Some(peer) = ctx.others.get_mut(remote) {
+        peer.events.disconnect(port, me);
+    }
 }
 
 pub fn event_channel_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
@@ -28,8 +49,23 @@ pub fn event_channel_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
             let (op, out) = arg.into_in_out::<EvtchnBindInterdomain>().read(&*ctx)?;
-            let (events, mut bits) = split(ctx);
-            let port = events.bind_interdomain(&mut bits, op.remote_dom, op.remote_port)?;
+            let me = ctx.domain.id;
+            let port = if op.remote_dom == DOMID_SELF || op.remote_dom == me {
+                let (events, mut bits) = split(ctx);
+                events.bind_interdomain(&mut bits, op.remote_dom, op.remote_port)?
+            } else {
+                let peer = ctx.others.get_mut(op.remote_dom).ok_or(Errno::ESRCH)?;
+                if !peer.events.waits_for(op.remote_port, me)? {
+                    return Err(Errno::EINVAL);
+                }
+                let shared_info_mfn = ctx.domain.shared_info_mfn;
+                let local =
+                    ctx.domain.events.bind_to(&mut SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn }, op.remote_dom, op.remote_port)?;
+                if let Some(peer) = ctx.others.get_mut(op.remote_dom) {
+                    peer.events.connect(op.remote_port, me, local);
+                }
+                local
+            };
             out.field::<u32>(core::mem::offset_of!(EvtchnBindInterdomain, local_port)).write(ctx, &port)?;
         }
         EVTCHNOP_BIND_VIRQ => {
@@ -50,12 +86,16 @@ pub fn event_channel_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd
         EVTCHNOP_CLOSE => {
             let op: EvtchnPort = arg.into_in().read(&*ctx)?;
             let (events, mut bits) = split(ctx);
-            events.close(&mut bits, op.port)?;
+            if let Some(far_end) = events.close(&mut bits, op.port)? {
+                disconnect(ctx, far_end);
+            }
         }
         EVTCHNOP_SEND => {
             let op: EvtchnPort = arg.into_in().read(&*ctx)?;
             let (events, mut bits) = split(ctx);
-            events.send(&mut bits, op.port)?;
+            if let Some((remote, remote_port)) = events.send(&mut bits, op.port)? {
+                raise_in(ctx, remote, remote_port);
+            }
         }
         EVTCHNOP_UNMASK => {
             let op: EvtchnPort = arg.into_in().read(&*ctx)?;
@@ -74,7 +114,9 @@ pub fn event_channel_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd
         EVTCHNOP_RESET => {
             let op: EvtchnReset = arg.into_in().read(&*ctx)?;
             let (events, mut bits) = split(ctx);
-            events.reset_all(&mut bits, op.dom)?;
+            for far_end in events.reset_all(&mut bits, op.dom)? {
+                disconnect(ctx, far_end);
+            }
         }
         EVTCHNOP_INIT_CONTROL => {
             let op: EvtchnInitControl = arg.into_in().read(&*ctx)?;

@@ -62,6 +62,8 @@ pub enum TlbFlush {
 /// vCPU's saved registers (which `iret` replaces; the result goes into RAX after).
 pub struct HypercallContext<'a, M: MachineMemory> {
     pub domain: &'a mut Domain,
+    /// The other domains (interdomain event channels reach them).
+    pub others: crate::domain::Others<'a>,
     pub memory: &'a mut M,
     pub regs: &'a mut GuestRegisters,
     /// Ownership and types of every machine frame (PV MMU).

@@ -10,8 +10,13 @@ use hypercall_abi::{Errno, GuestHandle};
 
 pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg: GuestHandle) -> Result<i64, Errno> {
     match cmd {
-        // One domain per CPU for now: yielding returns straight away.
-        SCHEDOP_YIELD => Ok(0),
+        // The scheduler looks again on the way out, this vCPU behind every other
+        // runnable one.
+        SCHEDOP_YIELD => {
+            ctx.domain.traps.reschedule = true;
+            ctx.domain.traps.yielded = true;
+            Ok(0)
+        }
         // Events are enabled first (Xen's local_event_delivery_enable); with one already
         // deliverable the call returns and the upcall comes on the way out, otherwise
         // the vCPU waits (the exit path idles) until one is.

@@ -180,6 +180,7 @@ impl TestGuest {
     pub fn call(&mut self, number: u64, args: [u64; 6]) -> i64 {
         self.domain.count_hypercall(number);
         let mut ctx = HypercallContext {
+            others: crate::domain::Others::none(),
             domain: &mut self.domain,
             memory: &mut self.memory,
             regs: &mut self.regs,

@@ -120,6 +120,11 @@ pub struct TrapState {
     pub timer_changed: bool,
     /// SCHEDOP_block: the vCPU waits (the hypervisor idles) until an event is pending.
     pub blocked: bool,
+    /// Something this vCPU did (an event for a blocked domain) wants the scheduler to
+    /// look again on the way out.
+    pub reschedule: bool,
+    /// SCHEDOP_yield: the others go first.
+    pub yielded: bool,
     /// VCPUOP_send_nmi: an NMI waits for the way back to the guest.
     pub nmi_pending: bool,
     /// The guest is in its NMI handler: a further NMI waits until its `iret`.
@@ -186,6 +191,8 @@ impl Default for TrapState {
             ldt: LdtState::default(),
             timer_changed: false,
             blocked: false,
+            reschedule: false,
+            yielded: false,
             nmi_pending: false,
             nmi_masked: false,
         }
@@ -236,6 +243,7 @@ impl TrapState {
             | self.timer_changed
             | self.blocked
             | self.nmi_pending
+            | self.reschedule
             | self.debugreg_dirty
             | self.segment_bases_dirty
     }

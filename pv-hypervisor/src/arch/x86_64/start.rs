@@ -11,7 +11,7 @@ use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::domu_config::domu_files;
 use crate::domain::frames::tear_down;
 use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
-use crate::domain::{exit_code_for, Domain, DomainState};
+use crate::domain::{exit_code_for, Domain, DomainState, Others};
 use crate::hypercall::trace as hypercall_trace;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
 use crate::hypercall::{HypercallContext, MachineInfo, TlbFlush};
@@ -349,7 +349,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     if core::hint::black_box(traced(domain.id)) {
         traced_hypercall(guard, frame);
     }
-    frame.rax = run_hypercall(domain, &mut hv.memory, &mut hv.frame_table, &hv.hypervisor_l4, &hv.machine, &mut hv.frames, frame) as u64;
+    frame.rax = run_hypercall(hv, frame) as u64;
     resume_guest(guard, frame);
 }
 
@@ -366,26 +366,20 @@ fn traced(domain: u16) -> bool {
 
 /// Counts, dispatches and flushes one hypercall; its result.
 #[inline(always)]
-fn run_hypercall(
-    domain: &mut Domain,
-    memory: &mut DirectMap,
-    frame_table: &mut FrameTable,
-    hypervisor_l4: &[u64; 512],
-    machine: &MachineInfo,
-    frames: &mut FrameAllocator<'static>,
-    frame: &mut GuestRegisters,
-) -> i64 {
+fn run_hypercall(hv: &mut Hypervisor, frame: &mut GuestRegisters) -> i64 {
+    let Some((domain, others)) = Others::split(&mut hv.domains, hv.current) else { exit(ExitCode::HypervisorPanic) };
     let number = frame.rax;
     domain.count_hypercall(number);
     let args = frame.hypercall_args();
     let mut ctx = HypercallContext {
         domain,
-        memory,
+        others,
+        memory: &mut hv.memory,
         regs: frame,
-        frames: frame_table,
-        hypervisor_l4,
-        machine,
-        frame_source: frames,
+        frames: &mut hv.frame_table,
+        hypervisor_l4: &hv.hypervisor_l4,
+        machine: &hv.machine,
+        frame_source: &mut hv.frames,
         flush_tlb: false,
         flush_page: None,
     };
@@ -404,11 +398,12 @@ fn run_hypercall(
 #[inline(never)]
 fn traced_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    let (id, number, args) = (domain.id, frame.rax, frame.hypercall_args());
+    let (number, args) = (frame.rax, frame.hypercall_args());
     let started = cpu::rdtsc();
-    let result = run_hypercall(domain, &mut hv.memory, &mut hv.frame_table, &hv.hypervisor_l4, &hv.machine, &mut hv.frames, frame);
+    let result = run_hypercall(hv, frame);
     let cycles = cpu::rdtsc().wrapping_sub(started);
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
+    let id = domain.id;
     if let Some(slot) = domain.hypercall_cycles.get_mut(number as usize) {
         *slot += cycles;
     }
@@ -568,12 +563,19 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     }
     let mut now = hv.machine.clock.now_ns();
     charge_current(hv, now);
-    let mut must_choose = now >= hv.slice_end;
+    let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.reschedule);
     if !hv.domains[hv.current].state.is_running() {
         retire_current(hv, now);
         must_choose = true;
     } else if !hv.domains[hv.current].runnable() {
         must_choose = true;
+    }
+    if let Some(domain) = hv.domains.get(hv.current).filter(|d| d.traps.yielded) {
+        let id = domain.id;
+        let others_least = sched::least_vtime(hv.domains.iter().filter(|d| d.id != id).map(|d| (d.sched_state, d.runnable())));
+        let domain = &mut hv.domains[hv.current];
+        domain.traps.yielded = false;
+        domain.sched_state.yield_to(others_least);
     }
     poll_debug_keys(hv, now);
     must_choose |= fire_timers_and_wake(hv, now);
@@ -821,6 +823,12 @@ fn retire_current(hv: &mut Hypervisor, now: u64) {
         print_domain_list(hv, now);
     }
     let domain = hv.domains.remove(index);
+    // Its interdomain channels: the far ends wait for it again, as Xen leaves them.
+    for (remote, port) in domain.events.interdomain_peers() {
+        if let Some(peer) = hv.domains.iter_mut().find(|d| d.id == remote) {
+            peer.events.disconnect(port, domid);
+        }
+    }
     let leftovers = tear_down(&domain, &mut hv.frame_table, &mut hv.memory, &hv.machine.m2p, &mut hv.frames);
     if leftovers.still_referenced != 0 {
         log::error!("domain {domid}: {} frames still referenced after teardown, kept", leftovers.still_referenced);

@@ -1,0 +1,120 @@
+//! `evtchn-pingpong PEER N`: two domains bounce an interdomain event N times. The one
+//! with the lower domain id offers a port (EVTCHNOP_alloc_unbound for PEER: port 1, the
+//! lowest free one), the other binds to it (retrying until it is offered), sends first,
+//! and times the N round trips; each side waits for the other's event blocked
+//! (SCHEDOP_block with events enabled). Both report what they sent and received.
+
+use super::evtchn_ops::{map_shared_info, op};
+use crate::console::println;
+use crate::events::{now_ns, SEEN_PER_PORT};
+use core::sync::atomic::Ordering::SeqCst;
+use hypercall_abi::guest::calls;
+use hypercall_abi::ops::event_channel::*;
+use hypercall_abi::ops::sched_op::{SCHEDOP_BLOCK, SCHEDOP_YIELD};
+use hypercall_abi::start_info::StartInfo;
+use hypercall_abi::GuestHandle;
+
+const DOMID_SELF: u16 = hypercall_abi::ops::mmu::DOMID_SELF;
+/// The port the lower-numbered side offers (the lowest free port of a fresh kernel).
+const OFFERED_PORT: u32 = 1;
+
+/// Our own domain id: what EVTCHNOP_status reports as the remote end of a port offered
+/// to DOMID_SELF.
+fn own_domid() -> Option<u16> {
+    let mut probe = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: DOMID_SELF, port: 0 };
+    if op(EVTCHNOP_ALLOC_UNBOUND, &mut probe) != 0 {
+        return None;
+    }
+    let mut status = EvtchnStatus { dom: DOMID_SELF, port: probe.port, ..Default::default() };
+    let ok = op(EVTCHNOP_STATUS, &mut status) == 0;
+    op(EVTCHNOP_CLOSE, &mut EvtchnPort { port: probe.port });
+    ok.then_some(status.u[0] as u16)
+}
+
+fn block() {
+    // SAFETY: SCHEDOP_block takes no argument.
+    unsafe { calls::sched_op(SCHEDOP_BLOCK, GuestHandle::NULL) };
+}
+
+pub fn run(info: &StartInfo, command: &str) {
+    let mut args = command.split_ascii_whitespace().skip(1).map(str::parse::<u64>);
+    let (Some(Ok(peer)), Some(Ok(rounds))) = (args.next(), args.next()) else {
+        println!("RESULT test=evtchn-pingpong status=fail reason=usage-PEER-N");
+        return;
+    };
+    let Some(shared) = map_shared_info(info) else {
+        println!("RESULT test=evtchn-pingpong status=fail reason=cannot-map-shared-info");
+        return;
+    };
+    if crate::traps::install() != 0 || crate::events::register_callback() != 0 {
+        println!("RESULT test=evtchn-pingpong status=fail reason=callbacks");
+        return;
+    }
+    let Some(me) = own_domid() else {
+        println!("RESULT test=evtchn-pingpong status=fail reason=own-domid");
+        return;
+    };
+    let peer = peer as u16;
+    let offering = me < peer;
+    let port = if offering {
+        let mut offer = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: peer, port: 0 };
+        let ret = op(EVTCHNOP_ALLOC_UNBOUND, &mut offer);
+        if ret != 0 || offer.port != OFFERED_PORT {
+            println!("RESULT test=evtchn-pingpong status=fail reason=alloc-unbound ret={ret} port={}", offer.port);
+            return;
+        }
+        offer.port
+    } else {
+        let mut bind = EvtchnBindInterdomain { remote_dom: peer, remote_port: OFFERED_PORT, local_port: 0, ..Default::default() };
+        let mut tries = 0u64;
+        loop {
+            let ret = op(EVTCHNOP_BIND_INTERDOMAIN, &mut bind);
+            tries += 1;
+            if ret == 0 {
+                break;
+            }
+            if ret != -22 || tries > 100_000 {
+                println!("RESULT test=evtchn-pingpong status=fail reason=bind-interdomain ret={ret} tries={tries}");
+                return;
+            }
+            // SAFETY: SCHEDOP_yield takes no argument.
+            unsafe { calls::sched_op(SCHEDOP_YIELD, GuestHandle::NULL) };
+        }
+        // A new binding starts pending (Xen's rule): that is not the peer's event.
+        shared.clear_pending(bind.local_port);
+        bind.local_port
+    };
+    let Some(seen) = SEEN_PER_PORT.get(port as usize) else {
+        println!("RESULT test=evtchn-pingpong status=fail reason=port-out-of-range port={port}");
+        return;
+    };
+    let time = shared.0 as *const hypercall_abi::shared_info::SharedInfo;
+    shared.clear_upcall();
+    shared.set_upcall_mask(false);
+    let mut sent = 0u64;
+    let started = now_ns(time);
+    for round in 0..rounds {
+        if !offering {
+            op(EVTCHNOP_SEND, &mut EvtchnPort { port });
+            sent += 1;
+        }
+        // The other side's event for this round.
+        while seen.load(SeqCst) <= round {
+            block();
+        }
+        if offering {
+            op(EVTCHNOP_SEND, &mut EvtchnPort { port });
+            sent += 1;
+        }
+    }
+    let elapsed = now_ns(time) - started;
+    shared.set_upcall_mask(true);
+    let received = seen.load(SeqCst);
+    let pass = sent == rounds && received == rounds;
+    println!(
+        "RESULT test=evtchn-pingpong role={} me={me} peer={peer} port={port} rounds={rounds} sent={sent} received={received} ns_per_round_trip={} status={}",
+        if offering { "offer" } else { "bind" },
+        elapsed / rounds.max(1),
+        if pass { "pass" } else { "fail" }
+    );
+}
