@@ -589,13 +589,14 @@ fn three_spinning_domus_share_the_cpu_by_weight() {
     }
 }
 
-/// A domU crashes while two others spin: only it ends (with its register dump), dom0
+/// A domU crashes (after a second, so that dom0 has bound VIRQ_DOM_EXC) while two
+/// others spin: only it ends (with its register dump), dom0
 /// learns of every end through VIRQ_DOM_EXC, the others finish normally, every domain's
 /// frames come back, and the exit code says a domain crashed.
 #[test]
 fn a_crashing_domu_leaves_the_others_running() {
     let bundle =
-        bundle_with_domus(&guest_image(), "watch-domains 3", &[domu("a", "spin 1", ""), domu("b", "spin 1", ""), domu("crasher", "fault 300", "")]);
+        bundle_with_domus(&guest_image(), "watch-domains 3", &[domu("a", "spin 2", ""), domu("b", "spin 2", ""), domu("crasher", "fault 1000", "")]);
     let outcome = boot("domu-crash", &bundle);
     expect_hv(&outcome, &[("event", "domain_crash"), ("domid", "3")]);
     expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "3"), ("reason", "crash")]);
