@@ -306,6 +306,42 @@ impl Memory {
         mmu_update(&[MmuUpdate { ptr: (table << 12) | (index * 8), val: (mfn << 12) | flags }])
     }
 
+    /// Maps machine frame `mfn` read-only at every page of `count` 2 MiB regions from
+    /// `va` (2 MiB aligned, no tables there yet below the L2s): one L1 table whose 512
+    /// entries all name the frame, linked from `count` L2 entries. Gigabytes of address
+    /// space for a few tables (what `console-flood` writes from).
+    pub fn map_repeated(&mut self, l4: u64, va: u64, mfn: u64, count: u64) -> Result<(), MmError> {
+        let pfn = self.frames.take().ok_or(MmError::OutOfFrames)?;
+        let l1 = self.mfn(pfn).ok_or(MmError::OutOfFrames)?;
+        // SAFETY: a free frame of ours, writable in the physmap, used by no one yet.
+        unsafe { raw::fill_page(physmap::va(pfn), |_| (mfn << 12) | READ_ONLY) };
+        self.remap_physmap(pfn, READ_ONLY)?;
+        let mut batch = [MmuUpdate { ptr: 0, val: 0 }; 64];
+        let mut filled = 0;
+        for region in 0..count {
+            let at = va + region * (2 << 20);
+            // The L2 that holds `at`'s entry: walk (building) to the L1 level's parent.
+            let mut table = l4;
+            for shift in [39, 30] {
+                let index = (at >> shift) & 511;
+                let mut entry = self.entry(table, index)?;
+                if entry & PTE_PRESENT == 0 {
+                    let new = self.new_table()?;
+                    entry = (new << 12) | TABLE;
+                    mmu_update(&[MmuUpdate { ptr: (table << 12) | (index * 8), val: entry }])?;
+                }
+                table = (entry & PTE_ADDRESS) >> 12;
+            }
+            batch[filled] = MmuUpdate { ptr: (table << 12) | (((at >> 21) & 511) * 8), val: (l1 << 12) | TABLE };
+            filled += 1;
+            if filled == batch.len() || region + 1 == count {
+                mmu_update(&batch[..filled])?;
+                filled = 0;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the mapping of `va` (flushed when `l4` is the running space).
     pub fn unmap(&mut self, l4: u64, va: u64) -> Result<(), MmError> {
         self.change(l4, va, |_| 0)

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 /// check of that test.
 pub const HYPERVISOR_SPECIFIC: &[(&str, &str, &str, &str)] = &[
     ("sleep", "slept", "elapsed_ms", "the time each run actually slept, which timer slack and QEMU's pace vary; woke_on_time bounds it"),
+    ("sleep", "slept", "from_ms", "system time when the sleep began: when the boot got there"),
+    ("sleep", "slept", "until_ms", "system time when the sleep ended"),
     (
         "time",
         "wall_time",

@@ -71,7 +71,12 @@ pub fn run(info: &StartInfo, command: &str) {
     // late (or waits for something else) fails.
     let on_time = slept_ns < ms * 1_000_000 + 200_000_000;
     tally.line("woke_on_time", on_time, format_args!("ok={}", u8::from(on_time)));
-    println!("RESULT test=sleep check=slept elapsed_ms={}", slept_ns / 1_000_000);
+    println!(
+        "RESULT test=sleep check=slept elapsed_ms={} from_ms={} until_ms={}",
+        slept_ns / 1_000_000,
+        start / 1_000_000,
+        (start + slept_ns) / 1_000_000
+    );
     vcpu_timers(&mut tally, time, timer_port);
     shared.set_upcall_mask(true);
     tally.finish();

@@ -9,7 +9,7 @@ use hypercall_abi::{Errno, GuestArray};
 
 /// Bytes copied from the guest per step: a stack buffer, so a huge `count` costs time
 /// proportional to the guest's own (mapped) memory, never hypervisor memory.
-const CHUNK: usize = 128;
+const CHUNK: usize = 1024;
 
 pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, count: u32, buffer: GuestArray<u8>) -> Result<i64, Errno> {
     match cmd {
@@ -22,11 +22,19 @@ pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32,
     }
 }
 
+/// Bytes written between two looks at the clock (a long write continues later once a
+/// timer is due: Xen's hypercall continuation).
+const PREEMPT_CHECK_BYTES: u64 = 4096;
+
 fn write<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, count: u32, mut buffer: GuestArray<u8>) -> Result<i64, Errno> {
     let mut chunk = [0u8; CHUNK];
     let mut done: u64 = 0;
     let count = count as u64;
     while done < count {
+        if done > 0 && done.is_multiple_of(PREEMPT_CHECK_BYTES) && ctx.preempt_wanted() {
+            let rest = [u64::from(CONSOLEIO_WRITE), count - done, buffer.address(), 0, 0, 0];
+            return ctx.continue_later(rest);
+        }
         let len = (count - done).min(CHUNK as u64) as usize;
         // A bad pointer anywhere fails the call; what came before it was printed, as on Xen.
         buffer = buffer.read_into(ctx, &mut chunk[..len])?;
@@ -83,5 +91,28 @@ mod tests {
         assert_eq!(guest.call(nr::console_io, [7, 1, GUEST_DATA_VA, 0, 0, 0]), -38);
         guest.domain.privileged = false;
         assert_eq!(guest.call(nr::console_io, [1, 1, GUEST_DATA_VA, 0, 0, 0]), -1);
+    }
+
+    #[test]
+    fn a_long_write_continues_later_where_it_stopped() {
+        let mut guest = TestGuest::new();
+        for page in 0..2 {
+            guest.poke(GUEST_DATA_VA + page * 4096, &[b'x'; 4096]);
+        }
+        guest.regs.rip = 0x10_0102;
+        // A timer is due: the write stops after its first 4 KiB and asks to be run
+        // again (syscall re-executed, count and buffer advanced).
+        guest.preempt_at = 0;
+        assert_eq!(guest.call(nr::console_io, [0, 8000, GUEST_DATA_VA, 0, 0, 0]), nr::console_io as i64);
+        assert_eq!((guest.regs.rip, guest.regs.rdi, guest.regs.rsi, guest.regs.rdx), (0x10_0100, 0, 8000 - 4096, GUEST_DATA_VA + 4096));
+        assert!(guest.domain.traps.reschedule, "the exit path runs the timers");
+        // Run again (as the guest's syscall would): it finishes.
+        guest.preempt_at = u64::MAX;
+        let args = [guest.regs.rdi, guest.regs.rsi, guest.regs.rdx, 0, 0, 0];
+        assert_eq!(guest.call(nr::console_io, args), 0);
+        // Full lines went out as they filled; what waits is the rest of 8000 bytes, once.
+        let mut tail = 0;
+        guest.domain.console.flush(&mut |line| tail += line.len());
+        assert_eq!(tail, 8000 % crate::console::guest_line::MAX_LINE, "every byte, once");
     }
 }

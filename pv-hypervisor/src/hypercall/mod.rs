@@ -77,9 +77,37 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     pub flush_tlb: bool,
     /// The guest asked for the translation of this one address to be flushed.
     pub flush_page: Option<u64>,
+    /// System time at which a long hypercall stops and continues later: the next timer
+    /// interrupt the hypervisor armed (interrupts are off while it runs).
+    pub preempt_at: u64,
+    /// Set by a handler that stopped early: the arguments to run it again with.
+    pub continuation: Option<[u64; 6]>,
+}
+
+/// Xen's hypercall continuation: the guest re-executes its `syscall` (2 bytes back)
+/// with the hypercall number in rax and `args` in the argument registers, so a long
+/// hypercall resumes where it stopped after timers and other domains have run. What
+/// the caller must put in rax: the number.
+pub fn apply_continuation(regs: &mut GuestRegisters, number: u64, args: [u64; 6]) -> i64 {
+    regs.rip = regs.rip.wrapping_sub(2);
+    [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9] = args;
+    number as i64
 }
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
+    /// Whether a long hypercall should stop here and continue later (a timer is due).
+    pub fn preempt_wanted(&self) -> bool {
+        self.machine.clock.now_ns() >= self.preempt_at
+    }
+
+    /// Stops the hypercall here; it runs again with `args` after the exit path has run
+    /// the timers and the scheduler.
+    pub fn continue_later(&mut self, args: [u64; 6]) -> Result<i64, Errno> {
+        self.continuation = Some(args);
+        self.domain.traps.reschedule = true;
+        Ok(0)
+    }
+
     /// Asks for `va`'s translation to be flushed; a second, different address makes it
     /// a whole flush.
     fn flush_page(&mut self, va: u64) {

@@ -42,6 +42,8 @@ pub struct TestGuest {
     pub free_frames: FreeList,
     /// The flush the last call left for the exit path.
     pub last_flush: TlbFlush,
+    /// When calls should stop and continue later (system time; never by default).
+    pub preempt_at: u64,
 }
 
 /// A frame source over a plain list, lowest frame first.
@@ -157,7 +159,7 @@ impl TestGuest {
         for &mfn in &free {
             memory.add_frame(mfn, 0xee);
         }
-        TestGuest { domain, memory, frames, regs, machine, free_frames: FreeList(free), last_flush: TlbFlush::None }
+        TestGuest { domain, memory, frames, regs, machine, free_frames: FreeList(free), last_flush: TlbFlush::None, preempt_at: u64::MAX }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -190,8 +192,13 @@ impl TestGuest {
             frame_source: &mut self.free_frames,
             flush_tlb: false,
             flush_page: None,
+            preempt_at: self.preempt_at,
+            continuation: None,
         };
-        let result = hypercall_abi::dispatch(&mut ctx, number, args);
+        let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
+        if let Some(args) = ctx.continuation {
+            result = super::apply_continuation(ctx.regs, number, args);
+        }
         ctx.free_given_back();
         // What the exit path would flush, and the frame table told so, as arch does.
         self.last_flush = ctx.flush_wanted();

@@ -69,6 +69,9 @@ struct Hypervisor {
     dispatched_at: u64,
     /// Until when `current` may run before the scheduler looks again.
     slice_end: u64,
+    /// When the LAPIC timer was last armed to fire (system time): long hypercalls stop
+    /// there and continue later.
+    next_interrupt_at: u64,
     /// Whether any domain crashed (the exit code says so when the last one is gone).
     any_crashed: bool,
     /// Free frames and heap in use just before the first domain was built: what the
@@ -287,6 +290,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         current: 0,
         dispatched_at: now,
         slice_end: now,
+        next_interrupt_at: now + sched::TIME_SLICE_NS,
         any_crashed: false,
         before_domains,
     });
@@ -382,8 +386,13 @@ fn run_hypercall(hv: &mut Hypervisor, frame: &mut GuestRegisters) -> i64 {
         frame_source: &mut hv.frames,
         flush_tlb: false,
         flush_page: None,
+        preempt_at: hv.next_interrupt_at,
+        continuation: None,
     };
-    let result = hypercall_abi::dispatch(&mut ctx, number, args);
+    let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
+    if let Some(args) = ctx.continuation {
+        result = crate::hypercall::apply_continuation(ctx.regs, number, args);
+    }
     // One branch for "nothing to flush or free", the common case (see resume_guest).
     let flush = ctx.flush_tlb | ctx.flush_page.is_some() | ctx.frames.flush_needed() | ctx.frames.has_unused_given_back();
     if core::hint::black_box(flush) {
@@ -612,6 +621,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let others = hv.domains.len() > 1;
     let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(now + HOUSEKEEPING_NS);
     arm_timer(Some(deadline), now);
+    hv.next_interrupt_at = deadline;
     let Some(domain) = hv.domains.get_mut(cur) else { exit(ExitCode::HypervisorPanic) };
     domain.traps.timer_changed = false;
     // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
