@@ -681,3 +681,22 @@ fn a_long_hypercall_does_not_delay_other_domains_timers() {
         .expect("domain 1's console_io count");
     assert!(entries > 10, "console_io entered {entries} times");
 }
+
+/// SCHEDOP_poll, shutdown_code, remote_shutdown and the watchdogs, against Xen 4.17
+/// (including its -ENOSPC returned as an unsigned 32-bit value).
+#[test]
+fn sched_ops_conform_to_xen() {
+    conforms_to_xen("sched-ops", 21);
+}
+
+/// A domU that stops kicking its watchdog is shut down with reason watchdog when it
+/// fires (as Xen does), while dom0 goes on.
+#[test]
+fn a_domu_that_stops_kicking_its_watchdog_is_shut_down() {
+    let bundle = bundle_with_domus(&guest_image(), "sleep 1500", &[domu("stuck", "watchdog-then-spin 1 5", "")]);
+    let outcome = boot("watchdog", &bundle);
+    expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "1"), ("reason", "watchdog")]);
+    expect_from(&outcome, 0, &[("test", "sleep"), ("status", "pass")]);
+    assert!(!outcome.log.contains("(d1) RESULT test=watchdog-then-spin status=pass"), "the domU must not get to finish");
+    expect_exit(&outcome, ExitCode::DomainCrash);
+}

@@ -85,6 +85,23 @@ const _: () = assert!(core::mem::size_of::<SchedPoll>() == 24);
 const _: () = assert!(offset_of!(SchedPoll, nr_ports) == 8);
 const _: () = assert!(offset_of!(SchedPoll, timeout) == 16);
 
+/// SCHEDOP_watchdog argument: `id` 0 makes a new watchdog (the call returns its id,
+/// 1 or 2); a nonzero id kicks it for `timeout` more seconds, or with 0 destroys it.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct SchedWatchdog {
+    pub id: u32,
+    pub timeout: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SchedWatchdog>() == 8);
+const _: () = assert!(offset_of!(SchedWatchdog, timeout) == 4);
+
+/// Watchdogs a domain may have (Xen's NR_DOMAIN_WATCHDOG_TIMERS).
+pub const WATCHDOGS_PER_DOMAIN: usize = 2;
+/// The most ports one SCHEDOP_poll may name (Xen's "fairly arbitrary limit").
+pub const POLL_MAX_PORTS: u32 = 128;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ pub mod pagetables;
 pub mod pingpong;
 pub mod privops;
 pub mod ptwr;
+pub mod sched_ops;
 pub mod sleep;
 pub mod spin;
 pub mod time;

@@ -277,6 +277,9 @@ fn populate<M: MachineMemory>(
         sched_state: Default::default(),
         fpu: Default::default(),
         data_selectors: [0; 4],
+        poll: None,
+        shutdown_code: None,
+        watchdogs: [None; hypercall_abi::ops::sched_op::WATCHDOGS_PER_DOMAIN],
     })
 }
 

@@ -83,6 +83,12 @@ pub struct Domain {
     pub sched_state: crate::sched::SchedState,
     /// The vCPU's x87/SSE state while another domain runs (`fxsave` image).
     pub fpu: alloc::boxed::Box<vcpu::FpuArea>,
+    /// SCHEDOP_poll: the ports the blocked vCPU waits on and its deadline (system time).
+    pub poll: Option<Poll>,
+    /// SCHEDOP_shutdown_code: the reason its shutdown will have, whatever it says then.
+    pub shutdown_code: Option<ShutdownReason>,
+    /// SCHEDOP_watchdog: when each watchdog fires unless kicked (system time).
+    pub watchdogs: [Option<u64>; hypercall_abi::ops::sched_op::WATCHDOGS_PER_DOMAIN],
     /// DS, ES, FS and GS selectors while another domain runs (the entry path leaves the
     /// guest's in the CPU; a switch must not show them to the next domain).
     pub data_selectors: [u16; 4],
@@ -100,6 +106,14 @@ impl Domain {
     /// Machine address of vCPU 0's `vcpu_info` (the start of shared_info).
     pub fn vcpu_info_maddr(&self) -> u64 {
         self.shared_info_mfn * hypercall_abi::arch_x86_64::PAGE_SIZE
+    }
+
+    /// Stops the domain with `reason` (SCHEDOP_shutdown, a remote shutdown, a watchdog),
+    /// or with the reason SCHEDOP_shutdown_code declared first, as on Xen.
+    pub fn shut_down(&mut self, reason: ShutdownReason) {
+        if self.state.is_running() {
+            self.state = DomainState::Shutdown(self.shutdown_code.unwrap_or(reason));
+        }
     }
 
     /// Stops the domain for good: the entry path dumps its registers and tears it down.
@@ -124,6 +138,14 @@ impl Domain {
         let counted = u64::from(number < COUNTED_HYPERCALLS as u64);
         self.hypercall_counts[(number as usize).min(COUNTED_HYPERCALLS - 1)] += counted;
     }
+}
+
+/// A blocked SCHEDOP_poll.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Poll {
+    pub ports: Vec<u32>,
+    /// 0: no timeout.
+    pub timeout_ns: u64,
 }
 
 /// Every domain but the one making a hypercall, for the operations that reach across

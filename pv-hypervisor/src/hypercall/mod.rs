@@ -14,7 +14,7 @@ mod memory;
 mod mmu;
 mod multicall;
 mod reservation;
-mod sched_op;
+pub mod sched_op;
 pub mod trace;
 mod traps;
 mod vcpu_op;

@@ -128,6 +128,9 @@ impl TestGuest {
             sched_state: Default::default(),
             fpu: Default::default(),
             data_selectors: [0; 4],
+            poll: None,
+            shutdown_code: None,
+            watchdogs: [None; hypercall_abi::ops::sched_op::WATCHDOGS_PER_DOMAIN],
         };
         let mut frames = FrameTable::new(64);
         for mfn in (1..=4).chain([SHARED_INFO >> 12]).chain((0..PAGES).map(|p| (DATA >> 12) + p)) {

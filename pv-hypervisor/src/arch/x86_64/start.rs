@@ -574,7 +574,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     charge_current(hv, now);
     let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.reschedule);
     if !hv.domains[hv.current].state.is_running() {
-        retire_current(hv, now);
+        retire(hv, hv.current, now);
         must_choose = true;
     } else if !hv.domains[hv.current].runnable() {
         must_choose = true;
@@ -588,6 +588,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     }
     poll_debug_keys(hv, now);
     must_choose |= fire_timers_and_wake(hv, now);
+    must_choose |= retire_stopped_others(hv, now);
     if must_choose {
         loop {
             let candidates: Vec<sched::Candidate> =
@@ -603,12 +604,13 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
                 sched::Decision::Idle { until_ns } => {
                     // Nobody may run: wait for the next timer, a capped domain's new
                     // period, or the housekeeping tick (debug keys).
-                    let wake = hv.domains.iter().filter_map(crate::time::next_expiry).chain(until_ns).min();
+                    let wake = hv.domains.iter().filter_map(wake_deadline).chain(until_ns).min();
                     arm_timer(Some(wake.unwrap_or(u64::MAX).min(now + HOUSEKEEPING_NS)), now);
                     cpu::wait_for_interrupt();
                     now = hv.machine.clock.now_ns();
                     poll_debug_keys(hv, now);
                     fire_timers_and_wake(hv, now);
+                    retire_stopped_others(hv, now);
                 }
             }
         }
@@ -617,7 +619,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let cur = hv.current;
     // The next interrupt: the end of the slice or the first timer of any domain, and at
     // least the housekeeping tick.
-    let next_timer = hv.domains.iter().filter_map(crate::time::next_expiry).min();
+    let next_timer = hv.domains.iter().filter_map(wake_deadline).min();
     let others = hv.domains.len() > 1;
     let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(now + HOUSEKEEPING_NS);
     arm_timer(Some(deadline), now);
@@ -667,18 +669,44 @@ fn charge_current(hv: &mut Hypervisor, now: u64) {
     }
 }
 
-/// Fires every domain's due timers; a blocked domain with an upcall to take wakes up
-/// (placed by the scheduler a little ahead of the others). Whether one woke.
+/// The earliest time something of `domain`'s must happen: a timer, a poll's timeout,
+/// a watchdog.
+fn wake_deadline(domain: &Domain) -> Option<u64> {
+    let poll = domain.poll.as_ref().map(|p| p.timeout_ns).filter(|&t| t != 0);
+    crate::time::next_expiry(domain).into_iter().chain(poll).chain(domain.watchdogs.iter().flatten().copied()).min()
+}
+
+/// Domains other than the current one that stopped (shut down from elsewhere, or by a
+/// watchdog): retired now. Whether there were any.
+fn retire_stopped_others(hv: &mut Hypervisor, now: u64) -> bool {
+    let mut any = false;
+    while let Some(index) = hv.domains.iter().enumerate().position(|(i, d)| i != hv.current && !d.state.is_running()) {
+        retire(hv, index, now);
+        any = true;
+    }
+    any
+}
+
+/// Fires every domain's due timers and watchdogs; a blocked domain with an upcall to
+/// take (or a poll that is satisfied) wakes up, placed by the scheduler a little ahead
+/// of the others. Whether one woke.
 fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
     let least = sched::least_vtime(hv.domains.iter().map(|d| (d.sched_state, d.runnable())));
     let mut woke = false;
     for domain in hv.domains.iter_mut().filter(|d| d.state.is_running()) {
+        if domain.watchdogs.iter().flatten().any(|&expiry| expiry <= now) {
+            hv_println!("watchdog timer fired for domain {}", domain.id);
+            domain.shut_down(ShutdownReason::Watchdog);
+            continue;
+        }
         if !domain.traps.blocked {
             crate::time::fire_if_due(domain, &mut hv.memory, now);
             continue;
         }
         crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
-        if deliver::upcall_deliverable(domain, &hv.memory) {
+        let polled = crate::hypercall::sched_op::poll_satisfied(domain, &mut hv.memory, now);
+        if polled || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory)) {
+            domain.poll = None;
             domain.traps.blocked = false;
             // Running again: a period that ended meanwhile fires now.
             crate::time::fire_if_due(domain, &mut hv.memory, now);
@@ -806,11 +834,10 @@ impl Write for ConsoleWriter {
     }
 }
 
-/// The current domain stopped: report it, give its memory back and tell dom0
-/// (VIRQ_DOM_EXC); the others go on. When it was the last, print the domain list, check
+/// A domain stopped (the current one, or another one: a remote shutdown, a watchdog):
+/// report it, give its memory back and tell dom0 (VIRQ_DOM_EXC); the others go on. When it was the last, print the domain list, check
 /// that the machine got everything back, and stop it.
-fn retire_current(hv: &mut Hypervisor, now: u64) {
-    let index = hv.current;
+fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
     let domid = hv.domains[index].id;
     {
         let domain = &mut hv.domains[index];
@@ -827,7 +854,8 @@ fn retire_current(hv: &mut Hypervisor, now: u64) {
         DomainState::Crashed => hv_result!("event=domain_shutdown domid={domid} reason=crash"),
         DomainState::Running => {}
     }
-    hv.any_crashed |= matches!(state, DomainState::Crashed | DomainState::Shutdown(ShutdownReason::Crash));
+    // A watchdog that fired means the domain hung: as bad as a crash for the exit code.
+    hv.any_crashed |= matches!(state, DomainState::Crashed | DomainState::Shutdown(ShutdownReason::Crash | ShutdownReason::Watchdog));
     if hv.domains.len() == 1 {
         // The list as the machine stops, this domain still in it.
         print_domain_list(hv, now);
@@ -864,9 +892,21 @@ fn retire_current(hv: &mut Hypervisor, now: u64) {
         let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: dom0.shared_info_mfn };
         dom0.events.raise_virq(&mut bits, hypercall_abi::ops::event_channel::VIRQ_DOM_EXC);
     }
-    // The current index is stale now: the scheduler picks again (switch_to saves nothing
-    // for a domain that is gone).
-    hv.current = usize::MAX;
+    // The current index: stale if it was this one (the scheduler picks again, and
+    // switch_to saves nothing for a domain that is gone), one lower if after it; the
+    // CPU state windows were cleared above, so the current domain loads its own again.
+    if index == hv.current {
+        hv.current = usize::MAX;
+    } else {
+        if index < hv.current {
+            hv.current -= 1;
+        }
+        if let Some(current) = hv.domains.get_mut(hv.current) {
+            current.traps.gdt_dirty = true;
+            current.traps.ldt.dirty = true;
+            current.traps.debugreg_dirty = true;
+        }
+    }
     if !hv.domains.is_empty() {
         hv_result!("event=teardown domid={domid} frames_still_owned={still_owned} frames_still_referenced={}", leftovers.still_referenced);
         return;
