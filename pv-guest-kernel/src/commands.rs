@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
+    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -66,6 +66,7 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "sleep" => crate::checks::sleep::run(info, command),
         "spin" => crate::checks::spin::run(info, command),
         "console-flood" => crate::checks::console_flood::run(info, command),
+        "console-echo" => crate::checks::console_echo::run(info, command),
         "watch-domains" => crate::checks::watch_domains::run(info, command),
         "entry-attacks" => crate::checks::entry_attacks::run(info),
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),

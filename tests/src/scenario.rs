@@ -17,6 +17,8 @@ pub struct Options {
     pub mark: Option<&'static str>,
     /// Where to save the log.
     pub log_path: Option<PathBuf>,
+    /// Typed on the serial console: once a line contains the first text, the bytes.
+    pub input: Vec<(&'static str, &'static [u8])>,
 }
 
 pub struct Outcome {
@@ -45,12 +47,14 @@ impl Outcome {
 pub fn run(mut command: Command, options: &Options) -> Result<Outcome, String> {
     let started = Instant::now();
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(if options.input.is_empty() { Stdio::null() } else { Stdio::piped() })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stdin = child.stdin.take();
+    let mut typed = 0;
     let (lines_tx, lines_rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
@@ -70,6 +74,13 @@ pub fn run(mut command: Command, options: &Options) -> Result<Outcome, String> {
             Ok(line) => {
                 if mark_after.is_none() && options.mark.is_some_and(|m| line.contains(m)) {
                     mark_after = Some(started.elapsed());
+                }
+                if let (Some((after, bytes)), Some(input)) = (options.input.get(typed), stdin.as_mut()) {
+                    if line.contains(after) {
+                        use std::io::Write;
+                        let _ = input.write_all(bytes).and_then(|()| input.flush());
+                        typed += 1;
+                    }
                 }
                 let stop = options.stop_on.iter().find(|s| line.contains(**s)).map(|s| s.to_string());
                 log.push_str(&line);

@@ -32,6 +32,12 @@ fn boot_with(name: &str, bundle: &[u8], hv_cmdline: &str) -> Outcome {
 
 /// As [`boot_with`], with QEMU arguments added last (QEMU takes the last `-m`).
 fn boot_with_qemu_args(name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &[&str]) -> Outcome {
+    boot_typing(name, bundle, hv_cmdline, qemu_args, vec![])
+}
+
+/// As [`boot_with_qemu_args`], typing `input` on the serial console: each entry's bytes
+/// once a line contains its text.
+fn boot_typing(name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &[&str], input: Vec<(&'static str, &'static [u8])>) -> Outcome {
     qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
     let dir = artifacts().join("scenarios");
     std::fs::create_dir_all(&dir).unwrap();
@@ -39,7 +45,7 @@ fn boot_with_qemu_args(name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &
     std::fs::write(&bundle_path, bundle).unwrap();
     let mut cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, hv_cmdline);
     cmd.args(qemu_args);
-    let options = Options { timeout: OUR_TIMEOUT, stop_on: vec![], mark: None, log_path: Some(dir.join(format!("{name}.log"))) };
+    let options = Options { timeout: OUR_TIMEOUT, stop_on: vec![], mark: None, log_path: Some(dir.join(format!("{name}.log"))), input };
     let outcome = run(cmd, &options).unwrap_or_else(|e| panic!("{e}"));
     assert!(!outcome.timed_out, "{name}: timed out after {OUR_TIMEOUT:?}; log tail:\n{}", outcome.tail(30));
     outcome
@@ -114,6 +120,7 @@ fn boot_xen(name: &str, cmdline: &str) -> Outcome {
         stop_on: vec![qemu::XEN_DOM0_HALTED, qemu::XEN_DOM0_SHUTDOWN],
         mark: None,
         log_path: Some(artifacts().join(format!("scenarios/{name}-real-xen.log"))),
+        input: vec![],
     };
     let outcome = run(qemu::xen_command(&xen, &artifacts().join("pv-guest-kernel"), cmdline), &options).unwrap();
     assert!(!outcome.timed_out, "{name}: Xen timed out; log tail:\n{}", outcome.tail(40));
@@ -699,4 +706,19 @@ fn a_domu_that_stops_kicking_its_watchdog_is_shut_down() {
     expect_from(&outcome, 0, &[("test", "sleep"), ("status", "pass")]);
     assert!(!outcome.log.contains("(d1) RESULT test=watchdog-then-spin status=pass"), "the domU must not get to finish");
     expect_exit(&outcome, ExitCode::DomainCrash);
+}
+
+/// The serial console as Xen has it: typed bytes go to dom0 (VIRQ_CONSOLE, then
+/// CONSOLEIO_read); CTRL-a three times switches input to the hypervisor, whose `q`
+/// prints the domain list and raises VIRQ_DEBUG in every domain.
+#[test]
+fn serial_input_reaches_dom0_and_the_debug_keys() {
+    let bundle = dom0_bundle(&guest_image(), "console-echo 5");
+    let outcome = boot_typing("console-echo", &bundle, "loglvl=info", &[], vec![("console-echo check=ready", b"hello\x01\x01\x01q")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+    let line = expect_from(&outcome, 0, &[("test", "console-echo"), ("status", "pass")]);
+    assert_eq!(line["got"], "hello");
+    assert!(outcome.log.contains("(hv) serial input to the hypervisor"), "CTRL-a three times switches input");
+    let lists = outcome.log.lines().filter(|l| l.starts_with("(hv) Domain-0 ")).count();
+    assert!(lists >= 2, "'q' printed the domain list (and the stop printed it again): {lists}");
 }

@@ -59,7 +59,8 @@ fn boot(sh: &Shell) -> Result<(), String> {
                 }
                 _ => qemu::hypervisor_command(&built.hypervisor, &bundle, "loglvl=info"),
             };
-            let options = Options { timeout: Duration::from_secs(timeout), stop_on: vec![GREETING], mark: Some(GREETING), log_path: None };
+            let options =
+                Options { timeout: Duration::from_secs(timeout), stop_on: vec![GREETING], mark: Some(GREETING), log_path: None, input: vec![] };
             let outcome = run(command, &options)?;
             let t = outcome.mark_after.ok_or_else(|| format!("{name}: no greeting; log tail:\n{}", outcome.tail(20)))?;
             times.push(t.as_secs_f64());

@@ -27,7 +27,7 @@ pub fn fuzz(sh: &Shell, count: u64, seed: u64, trace_from: Option<u64>) -> Resul
     let log_path = artifacts_dir().join(format!("fuzz-{seed}-{count}.log"));
     // A generous bound: 100,000 calls take seconds; the timeout only catches a hang.
     let timeout = Duration::from_secs(120 + count / 1000);
-    let options = Options { timeout, stop_on: vec![], mark: Some(FUZZ_START), log_path: Some(log_path.clone()) };
+    let options = Options { timeout, stop_on: vec![], mark: Some(FUZZ_START), log_path: Some(log_path.clone()), input: vec![] };
     let outcome = run(qemu::hypervisor_command(&built.hypervisor, &bundle, "loglvl=info"), &options)?;
 
     for line in outcome

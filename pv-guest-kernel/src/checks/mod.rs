@@ -6,6 +6,7 @@
 pub mod balloon;
 pub mod bench;
 pub mod bench_mmu;
+pub mod console_echo;
 pub mod console_flood;
 pub mod descriptors;
 pub mod entry_attacks;

@@ -90,7 +90,9 @@ pub fn run(info: &StartInfo, command: &str) {
     };
     let time = shared.0 as *const hypercall_abi::shared_info::SharedInfo;
     shared.clear_upcall();
-    shared.set_upcall_mask(false);
+    // Events stay masked while we look at the count: SCHEDOP_block enables them and
+    // returns at once if the peer's event came since (no lost wake-up).
+    shared.set_upcall_mask(true);
     let mut sent = 0u64;
     let started = now_ns(time);
     for round in 0..rounds {
@@ -101,6 +103,7 @@ pub fn run(info: &StartInfo, command: &str) {
         // The other side's event for this round.
         while seen.load(SeqCst) <= round {
             block();
+            shared.set_upcall_mask(true);
         }
         if offering {
             op(EVTCHNOP_SEND, &mut EvtchnPort { port });

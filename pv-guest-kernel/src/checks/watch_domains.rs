@@ -34,13 +34,16 @@ pub fn run(info: &StartInfo, command: &str) {
     };
     let time = shared.0 as *const hypercall_abi::shared_info::SharedInfo;
     let give_up = now_ns(time) + GIVE_UP_NS;
-    shared.set_upcall_mask(false);
+    // Events masked while checking; SCHEDOP_block enables them and returns at once if
+    // one came since (no lost wake-up).
+    shared.set_upcall_mask(true);
     while seen.load(SeqCst) < wanted && now_ns(time) < give_up {
         // SAFETY: set_timer_op and block take no pointer; the timer bounds the wait.
         unsafe {
             calls::set_timer_op(give_up);
             calls::sched_op(SCHEDOP_BLOCK, GuestHandle::NULL);
         }
+        shared.set_upcall_mask(true);
     }
     shared.set_upcall_mask(true);
     let got = seen.load(SeqCst);

@@ -5,6 +5,7 @@
 //! output goes nowhere.
 
 pub mod guest_line;
+pub mod input;
 
 use core::fmt;
 use spin::Once;

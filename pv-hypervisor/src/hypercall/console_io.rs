@@ -14,12 +14,24 @@ const CHUNK: usize = 1024;
 pub fn console_io<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, count: u32, buffer: GuestArray<u8>) -> Result<i64, Errno> {
     match cmd {
         CONSOLEIO_WRITE => write(ctx, count, buffer),
-        // Reading the console is dom0's and needs the input path; not offered yet.
-        CONSOLEIO_READ if ctx.domain.privileged => Err(Errno::ENOSYS),
+        // Reading the console is dom0's: what was typed while input went to it.
+        CONSOLEIO_READ if ctx.domain.privileged => read(ctx, count, buffer),
         CONSOLEIO_READ => Err(Errno::EPERM),
         // Xen answers an unknown console command with -ENOSYS.
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Up to `count` queued input bytes into the guest's buffer; how many (0: none).
+fn read<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, count: u32, buffer: GuestArray<u8>) -> Result<i64, Errno> {
+    let mut bytes = [0u8; crate::console::input::RING_BYTES];
+    let wanted = (count as usize).min(bytes.len());
+    // Taken from the queue only once they are in the guest's buffer (as on Xen, a
+    // bad buffer loses nothing).
+    let n = ctx.console_input.peek(&mut bytes[..wanted]);
+    buffer.write_from(ctx, &bytes[..n])?;
+    ctx.console_input.consume(n);
+    Ok(n as i64)
 }
 
 /// Bytes written between two looks at the clock (a long write continues later once a
@@ -114,5 +126,19 @@ mod tests {
         let mut tail = 0;
         guest.domain.console.flush(&mut |line| tail += line.len());
         assert_eq!(tail, 8000 % crate::console::guest_line::MAX_LINE, "every byte, once");
+    }
+
+    #[test]
+    fn dom0_reads_what_was_typed_and_a_bad_buffer_loses_nothing() {
+        let mut guest = TestGuest::new();
+        for &b in b"ls -l" {
+            guest.console_input.feed(b);
+        }
+        assert_eq!(guest.call(nr::console_io, [1, 3, 0x7fff_dead_0000, 0, 0, 0]), -14);
+        assert_eq!(guest.call(nr::console_io, [1, 3, GUEST_DATA_VA, 0, 0, 0]), 3);
+        assert_eq!(guest.peek(GUEST_DATA_VA, 3), b"ls ");
+        assert_eq!(guest.call(nr::console_io, [1, 100, GUEST_DATA_VA, 0, 0, 0]), 2);
+        assert_eq!(guest.peek(GUEST_DATA_VA, 2), b"-l");
+        assert_eq!(guest.call(nr::console_io, [1, 100, GUEST_DATA_VA, 0, 0, 0]), 0, "nothing left");
     }
 }

@@ -82,6 +82,8 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     pub preempt_at: u64,
     /// Set by a handler that stopped early: the arguments to run it again with.
     pub continuation: Option<[u64; 6]>,
+    /// Serial input queued for dom0 (CONSOLEIO_read).
+    pub console_input: &'a mut crate::console::input::SerialInput,
 }
 
 /// Xen's hypercall continuation: the guest re-executes its `syscall` (2 bytes back)

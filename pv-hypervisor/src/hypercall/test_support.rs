@@ -44,6 +44,8 @@ pub struct TestGuest {
     pub last_flush: TlbFlush,
     /// When calls should stop and continue later (system time; never by default).
     pub preempt_at: u64,
+    /// What the serial console queued for dom0.
+    pub console_input: crate::console::input::SerialInput,
 }
 
 /// A frame source over a plain list, lowest frame first.
@@ -162,7 +164,17 @@ impl TestGuest {
         for &mfn in &free {
             memory.add_frame(mfn, 0xee);
         }
-        TestGuest { domain, memory, frames, regs, machine, free_frames: FreeList(free), last_flush: TlbFlush::None, preempt_at: u64::MAX }
+        TestGuest {
+            domain,
+            memory,
+            frames,
+            regs,
+            machine,
+            free_frames: FreeList(free),
+            last_flush: TlbFlush::None,
+            preempt_at: u64::MAX,
+            console_input: Default::default(),
+        }
     }
 
     fn data_maddr(va: u64) -> u64 {
@@ -197,6 +209,7 @@ impl TestGuest {
             flush_page: None,
             preempt_at: self.preempt_at,
             continuation: None,
+            console_input: &mut self.console_input,
         };
         let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
         if let Some(args) = ctx.continuation {

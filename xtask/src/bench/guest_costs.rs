@@ -147,7 +147,7 @@ pub fn summarise(suite: &Suite, ours: &[Run], xen: &[Run], icount: Option<&Run>)
 }
 
 fn boot(suite: &Suite, command: std::process::Command, timeout_s: u64, stop_on: Vec<&'static str>, log: &Path) -> Result<Run, String> {
-    let options = Options { timeout: Duration::from_secs(timeout_s), stop_on, mark: None, log_path: Some(log.to_path_buf()) };
+    let options = Options { timeout: Duration::from_secs(timeout_s), stop_on, mark: None, log_path: Some(log.to_path_buf()), input: vec![] };
     let outcome = run(command, &options)?;
     if outcome.timed_out {
         return Err(format!("timed out after {timeout_s} s (log: {})", log.display()));

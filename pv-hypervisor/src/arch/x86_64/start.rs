@@ -69,6 +69,8 @@ struct Hypervisor {
     dispatched_at: u64,
     /// Until when `current` may run before the scheduler looks again.
     slice_end: u64,
+    /// Serial input: dom0's queue, or the debug keys after CTRL-a three times.
+    console_input: crate::console::input::SerialInput,
     /// When the LAPIC timer was last armed to fire (system time): long hypercalls stop
     /// there and continue later.
     next_interrupt_at: u64,
@@ -291,10 +293,11 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         dispatched_at: now,
         slice_end: now,
         next_interrupt_at: now + sched::TIME_SLICE_NS,
+        console_input: Default::default(),
         any_crashed: false,
         before_domains,
     });
-    hv_println!("starting dom0");
+    hv_println!("starting dom0; serial input to dom0 (type CTRL-a three times to switch input to the hypervisor's debug keys)");
     // Preemption starts with dom0's first slice (the first slow exit schedules).
     super::lapic::arm(sched::TIME_SLICE_NS);
     // SAFETY: the guest L4 carries the hypervisor's slots (copied by the builder), and
@@ -388,6 +391,7 @@ fn run_hypercall(hv: &mut Hypervisor, frame: &mut GuestRegisters) -> i64 {
         flush_page: None,
         preempt_at: hv.next_interrupt_at,
         continuation: None,
+        console_input: &mut hv.console_input,
     };
     let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
     if let Some(args) = ctx.continuation {
@@ -755,13 +759,32 @@ fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
     hv.current = next;
 }
 
-/// The debug keys on the serial console, like Xen's: `q` prints the domain list.
-fn poll_debug_keys(hv: &Hypervisor, now: u64) {
-    while let Some(key) = serial::try_receive() {
-        match key {
-            b'q' => print_domain_list(hv, now),
-            b'h' => hv_println!("debug keys: 'q' domain list, 'h' this help"),
-            _ => {}
+/// Serial input, as Xen routes it: to dom0 (queued for CONSOLEIO_read, VIRQ_CONSOLE
+/// raised), or after CTRL-a three times to the debug keys: `q` prints the domain list
+/// and raises VIRQ_DEBUG in every domain (Xen's 'q' asks guests to dump their state
+/// the same way), `h` lists the keys.
+fn poll_debug_keys(hv: &mut Hypervisor, now: u64) {
+    use crate::console::input::Input;
+    use hypercall_abi::ops::event_channel::{VIRQ_CONSOLE, VIRQ_DEBUG};
+    while let Some(byte) = serial::try_receive() {
+        match hv.console_input.feed(byte) {
+            Input::DebugKey(b'q') => {
+                print_domain_list(hv, now);
+                for domain in hv.domains.iter_mut() {
+                    let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: domain.shared_info_mfn };
+                    domain.events.raise_virq(&mut bits, VIRQ_DEBUG);
+                }
+            }
+            Input::DebugKey(b'h') => hv_println!("debug keys: 'q' domain list (and VIRQ_DEBUG to every domain), 'h' this help"),
+            Input::DebugKey(_) | Input::Nothing => {}
+            Input::ForDom0 => {
+                if let Some(dom0) = hv.domains.iter_mut().find(|d| d.id == 0) {
+                    let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: dom0.shared_info_mfn };
+                    dom0.events.raise_virq(&mut bits, VIRQ_CONSOLE);
+                }
+            }
+            Input::Switched(true) => hv_println!("serial input to the hypervisor (debug keys; 'h' lists them; CTRL-a three times: back to dom0)"),
+            Input::Switched(false) => hv_println!("serial input to dom0"),
         }
     }
 }
