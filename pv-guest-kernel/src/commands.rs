@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], fuzz SEED COUNT";
+    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -72,6 +72,8 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "entry-attack" => crate::checks::entry_attacks::run_fatal(info, command.split_ascii_whitespace().nth(1).unwrap_or("")),
         "bench-hypercall" => crate::checks::bench::run(info, command),
         "bench-mmu" => crate::checks::bench_mmu::run(info, command),
+        "bench-events" => crate::checks::bench_events::run(info, command),
+        "bench-switch" => crate::checks::bench_events::switch(command),
         "fuzz" => crate::checks::fuzz::run(info, command),
         other => {
             println!("unknown command '{other}'; commands: {COMMANDS}");

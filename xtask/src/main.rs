@@ -27,7 +27,7 @@ examples:
 /// The guest commands `--guest-cmdline` can name.
 const GUEST_COMMANDS: &str = "guest commands: hello (default), fault [MS], badptr, hypercall-count, traps, privops, \
 usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, \
-ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], \
+ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], \
 fuzz SEED COUNT [trace=I]";
 
 #[derive(Parser)]
@@ -61,8 +61,10 @@ enum Command {
     Bench {
         /// boot: boot-to-greeting time; rings: ring-buffer throughput; hypercall: null
         /// hypercall, exception bounce + iret, user syscall; mmu: mmu_update of one PTE,
-        /// of 64, update_va_mapping, writable-page-table store (ours vs real Xen under TCG,
-        /// plus ours' instruction counts under -icount)
+        /// of 64, update_va_mapping, writable-page-table store; events: event send (masked,
+        /// with upcall), set_timer_op (ours vs real Xen under TCG, plus ours' instruction
+        /// counts under -icount), then the interdomain round trip and the domain switch
+        /// (ours only: two domUs)
         #[arg(value_enum, default_value_t = Benchmark::All)]
         which: Benchmark,
         /// Paired rounds (ours, then Xen) for hypercall and mmu; medians are reported
@@ -129,6 +131,7 @@ pub enum Benchmark {
     Rings,
     Hypercall,
     Mmu,
+    Events,
     All,
 }
 

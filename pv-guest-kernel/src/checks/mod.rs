@@ -5,6 +5,7 @@
 
 pub mod balloon;
 pub mod bench;
+pub mod bench_events;
 pub mod bench_mmu;
 pub mod console_echo;
 pub mod console_flood;

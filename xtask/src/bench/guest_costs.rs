@@ -47,6 +47,13 @@ pub const MMU: Suite = Suite {
     title: "page-table update costs (batch64: per call of 64)",
 };
 
+pub const EVENTS: Suite = Suite {
+    name: "events",
+    command: "bench-events",
+    ops: &["evtchn_send_masked", "evtchn_send_upcall", "set_timer_op"],
+    title: "event-channel and timer costs in one domain",
+};
+
 /// What one boot of a bench command printed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {

@@ -227,6 +227,14 @@ pub fn load_segment_bases(fs: u64, gs: u64, shadow_gs: u64) {
 /// Every address was checked to be a guest address (trap::debugreg), so no breakpoint
 /// can fire in the hypervisor, which never touches guest addresses.
 pub fn load_debug_registers(dr: &[u64; 8]) {
+    // Skipped when the CPU holds these already: the common case on a domain switch,
+    // where nobody uses breakpoints (six debug-register writes saved per switch).
+    let wanted = [dr[0], dr[1], dr[2], dr[3], dr[7]];
+    let mut loaded = LOADED_DEBUG_REGISTERS.lock();
+    if *loaded == Some(wanted) {
+        return;
+    }
+    *loaded = Some(wanted);
     // SAFETY: writing debug registers only arms breakpoints on the checked addresses.
     unsafe {
         core::arch::asm!("mov dr0, {}", in(reg) dr[0], options(nomem, nostack));
@@ -237,6 +245,9 @@ pub fn load_debug_registers(dr: &[u64; 8]) {
         core::arch::asm!("mov dr7, {}", in(reg) dr[7], options(nomem, nostack));
     }
 }
+
+/// DR0-DR3 and DR7 as last loaded (None: unknown, at boot).
+static LOADED_DEBUG_REGISTERS: spin::Mutex<Option<[u64; 5]>> = spin::Mutex::new(None);
 
 /// Reads DR6 and resets it to its idle value (the CPU never clears its status bits).
 pub fn take_debug_status() -> u64 {
