@@ -69,6 +69,8 @@ struct Hypervisor {
     dispatched_at: u64,
     /// Until when `current` may run before the scheduler looks again.
     slice_end: u64,
+    /// When the hypervisor next looks at the serial input (the housekeeping tick).
+    housekeeping_at: u64,
     /// Serial input: dom0's queue, or the debug keys after CTRL-a three times.
     console_input: crate::console::input::SerialInput,
     /// When the LAPIC timer was last armed to fire (system time): long hypercalls stop
@@ -294,6 +296,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         slice_end: now,
         next_interrupt_at: now + sched::TIME_SLICE_NS,
         console_input: Default::default(),
+        housekeeping_at: now + HOUSEKEEPING_NS,
         any_crashed: false,
         before_domains,
     });
@@ -590,7 +593,12 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         domain.traps.yielded = false;
         domain.sched_state.yield_to(others_least);
     }
-    poll_debug_keys(hv, now);
+    // Serial input at the housekeeping tick only: reading the UART costs port I/O,
+    // which the slow path of every timer or upcall exit should not pay.
+    if now >= hv.housekeeping_at {
+        hv.housekeeping_at = now + HOUSEKEEPING_NS;
+        poll_debug_keys(hv, now);
+    }
     must_choose |= fire_timers_and_wake(hv, now);
     must_choose |= retire_stopped_others(hv, now);
     if must_choose {
@@ -609,7 +617,9 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
                     // Nobody may run: wait for the next timer, a capped domain's new
                     // period, or the housekeeping tick (debug keys).
                     let wake = hv.domains.iter().filter_map(wake_deadline).chain(until_ns).min();
-                    arm_timer(Some(wake.unwrap_or(u64::MAX).min(now + HOUSEKEEPING_NS)), now);
+                    let wake = wake.unwrap_or(u64::MAX).min(now + HOUSEKEEPING_NS);
+                    arm_timer(Some(wake), now);
+                    hv.next_interrupt_at = wake;
                     cpu::wait_for_interrupt();
                     now = hv.machine.clock.now_ns();
                     poll_debug_keys(hv, now);
@@ -625,9 +635,13 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     // least the housekeeping tick.
     let next_timer = hv.domains.iter().filter_map(wake_deadline).min();
     let others = hv.domains.len() > 1;
-    let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(now + HOUSEKEEPING_NS);
-    arm_timer(Some(deadline), now);
-    hv.next_interrupt_at = deadline;
+    let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(hv.housekeeping_at);
+    // The LAPIC is written only when the deadline moved or the last one has passed
+    // (an MMIO write is one of the dearer things an exit can do under emulation).
+    if deadline != hv.next_interrupt_at || now >= hv.next_interrupt_at {
+        arm_timer(Some(deadline), now);
+        hv.next_interrupt_at = deadline;
+    }
     let Some(domain) = hv.domains.get_mut(cur) else { exit(ExitCode::HypervisorPanic) };
     domain.traps.timer_changed = false;
     // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
