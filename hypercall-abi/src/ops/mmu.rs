@@ -66,3 +66,7 @@ pub const UVMF_ALL: u64 = 4;
 
 /// The domain id that means "the caller" (xen.h DOMID_SELF).
 pub const DOMID_SELF: u16 = 0x7ff0;
+
+/// mmu_update / mmuext_op: set in `count` when the call is a continuation of a
+/// preempted batch (xen.h MMU_UPDATE_PREEMPTED, the top bit of the unsigned count).
+pub const MMU_UPDATE_PREEMPTED: u32 = 1 << 31;

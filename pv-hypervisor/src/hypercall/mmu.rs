@@ -14,7 +14,10 @@ use crate::mm::is_guest_range;
 use crate::mm::pagetable::{fill_hypervisor_slots, M2pSlot, PageTables, PTE_ACCESSED, PTE_ADDRESS, PTE_DIRTY, PTE_PRESENT, PTE_PS_OR_PAT};
 use crate::trap::ldt;
 use hypercall_abi::ops::mmu::*;
-use hypercall_abi::{Errno, GuestArray, GuestOut};
+use hypercall_abi::{Errno, GuestArray, GuestIn, GuestOut};
+
+/// Entries between two looks at the clock in a long batch.
+const PREEMPT_CHECK_ENTRIES: u32 = 64;
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
     pub(super) fn tables(&mut self) -> PageTables<'_, M> {
@@ -39,24 +42,46 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
         done_out.write(self, &done)
     }
 
-    /// Runs `count` entries of `T` through `each`, stopping at the first error.
+    /// Runs `count` entries of `T` through `each`, stopping at the first error. A long
+    /// batch is preemptible as on Xen: when a timer is due it writes the entries done so
+    /// far to `done_out` and continues later with the rest, its count marked
+    /// MMU_UPDATE_PREEMPTED; entering with that mark, it first reads the total done so
+    /// far back from `done_out` (Xen's protocol, so the guest's final count is the
+    /// whole batch's).
     fn batch<T: zerocopy::FromBytes + zerocopy::IntoBytes>(
         &mut self,
         items: GuestArray<T>,
         count: u32,
         done_out: GuestOut<u32>,
+        foreign: u16,
         mut each: impl FnMut(&mut Self, T) -> Result<(), Errno>,
     ) -> Result<i64, Errno> {
+        let mut done_before = 0;
+        let mut count = count;
+        if count & MMU_UPDATE_PREEMPTED != 0 {
+            count &= !MMU_UPDATE_PREEMPTED;
+            if !done_out.is_null() {
+                // The total this hypercall's earlier parts wrote there.
+                done_before = GuestIn::<u32>::from_raw(done_out.address()).read(self).unwrap_or(0);
+            }
+        }
+        let start = items.address();
         let mut done = 0;
         let mut result = Ok(0);
         for item in items.elements(u64::from(count)) {
+            if done > 0 && done % PREEMPT_CHECK_ENTRIES == 0 && self.preempt_wanted() {
+                let next = start.wrapping_add(u64::from(done) * core::mem::size_of::<T>() as u64);
+                let rest = [next, u64::from((count - done) | MMU_UPDATE_PREEMPTED), done_out.address(), u64::from(foreign), 0, 0];
+                self.write_done(done_out, done_before.wrapping_add(done))?;
+                return self.continue_later(rest);
+            }
             if let Err(e) = item.into_in().read(self).and_then(|item| each(self, item)) {
                 result = Err(e);
                 break;
             }
             done += 1;
         }
-        self.write_done(done_out, done)?;
+        self.write_done(done_out, done_before.wrapping_add(done))?;
         result
     }
 }
@@ -123,7 +148,7 @@ pub fn mmu_update<M: MachineMemory>(
     foreign: u16,
 ) -> Result<i64, Errno> {
     ctx.check_foreign(foreign)?;
-    ctx.batch(requests, count, done_out, normal_update)
+    ctx.batch(requests, count, done_out, foreign, normal_update)
 }
 
 fn pin<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, page_type: PageType) -> Result<(), Errno> {
@@ -266,7 +291,7 @@ pub fn mmuext_op<M: MachineMemory>(
     foreign: u16,
 ) -> Result<i64, Errno> {
     ctx.check_foreign(foreign)?;
-    ctx.batch(ops, count, done_out, extended)
+    ctx.batch(ops, count, done_out, foreign, extended)
 }
 
 /// The L1 table and index that map `va` in the kernel's address space.

@@ -192,3 +192,28 @@ fn clear_and_copy_page_write_only_frames_that_could_be_mapped_writable() {
     assert_eq!(mmuext(&mut g, MMUEXT_CLEAR_PAGE, 0x3f), -22, "a free frame, not the caller's");
     assert_eq!(copy(&mut g, spare, 0x3f), -22);
 }
+
+#[test]
+fn a_long_batch_continues_later_and_counts_the_whole_batch() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    // 100 updates of one entry (map, unmap, map, ...): a timer is due, so it stops after
+    // the first 64 with the rest marked preempted, and the guest re-executes it.
+    let requests: std::vec::Vec<MmuUpdate> =
+        (0..100).map(|i| MmuUpdate { ptr: pte(4), val: if i % 2 == 0 { (spare << 12) | RO } else { 0 } }).collect();
+    let bytes: std::vec::Vec<u8> = requests.iter().flat_map(|r| r.as_bytes().to_vec()).collect();
+    g.poke(SCRATCH, &bytes);
+    g.regs.rip = 0x10_0102;
+    g.preempt_at = 0;
+    let ret = g.call(nr::mmu_update, [SCRATCH, 100, DONE, DOMID_SELF as u64, 0, 0]);
+    assert_eq!(ret, nr::mmu_update as i64, "continued: rax holds the number again");
+    assert_eq!(g.regs.rip, 0x10_0100);
+    assert_eq!((g.regs.rdi, g.regs.rsi, g.regs.rdx), (SCRATCH + 64 * 16, u64::from(36 | MMU_UPDATE_PREEMPTED), DONE));
+    assert_eq!(u32::from_le_bytes(g.peek(DONE, 4).try_into().unwrap()), 64, "done so far, for the next part");
+    // The next part (no timer due) finishes; the count is the whole batch's.
+    g.preempt_at = u64::MAX;
+    let args = [g.regs.rdi, g.regs.rsi, g.regs.rdx, g.regs.r10, 0, 0];
+    assert_eq!(g.call(nr::mmu_update, args), 0);
+    assert_eq!(u32::from_le_bytes(g.peek(DONE, 4).try_into().unwrap()), 100);
+    assert_eq!(g.frames.ref_count(spare), 0, "the last update unmapped it");
+}
