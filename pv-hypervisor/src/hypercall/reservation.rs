@@ -20,6 +20,7 @@ const MAX_ORDER: u32 = 18;
 
 pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u32, start_extent: u64, arg: GuestHandle) -> i64 {
     let done = start_extent;
+    let arg_address = arg.address();
     let Ok(r) = arg.into_in::<MemoryReservation>().read(ctx) else { return done as i64 };
     // Too many to encode a continuation, already done, another domain, larger extents.
     let too_many = r.nr_extents > u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT);
@@ -44,6 +45,12 @@ pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u
     };
     let mut i = start_extent;
     for slot in GuestArray::<u64>::from_raw(list).skip(start_extent).elements(r.nr_extents - start_extent) {
+        // Between extents, a due timer makes it continue later from extent i (encoded
+        // above the command's low bits, as Xen does).
+        if i > start_extent && ctx.preempt_wanted() {
+            let _ = ctx.continue_later([(i << MEMOP_EXTENT_SHIFT) | u64::from(op), arg_address, 0, 0, 0, 0]);
+            return 0;
+        }
         let ok = match op {
             XENMEM_DECREASE_RESERVATION => slot.into_in().read(ctx).is_ok_and(|mfn| give_back(ctx, mfn, order)),
             XENMEM_INCREASE_RESERVATION => take(ctx, order, limit).is_some_and(|mfn| unreported || slot.into_out().write(ctx, &mfn).is_ok()),

@@ -577,6 +577,50 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
     }
+    // The scheduler's part, when something it cares about happened: a timer
+    // interrupt or a timer set, a block, poll, yield or shutdown, an event for a
+    // blocked domain. Other slow exits (a page-table or mode switch, an upcall) skip it.
+    let t = &domain.traps;
+    if t.timer_changed | t.reschedule | t.blocked | t.yielded | !domain.state.is_running() {
+        run_scheduler(hv, frame);
+    }
+    let cur = hv.current;
+    let Some(domain) = hv.domains.get_mut(cur) else { exit(ExitCode::HypervisorPanic) };
+    domain.traps.timer_changed = false;
+    // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
+    // handler instead of where it was. An NMI handler that masks events defers the upcall
+    // to its iret.
+    if domain.state.is_running() {
+        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
+        let delivered = deliver::deliver_nmi(domain, &mut memory, frame).and_then(|_| deliver::deliver_upcall(domain, &mut memory, frame));
+        if let Err(why) = delivered {
+            // Its end is handled like any other: through the slow path again.
+            domain.crash(why.describe());
+            resume_guest_slowly(guard, frame);
+        }
+    }
+    // SAFETY: every guest L4 carries the hypervisor's slots (filled when it is
+    // validated as an L4).
+    if unsafe { cpu::switch_cr3(domain.active_l4()) } {
+        // A CR3 write drops every translation (the hypervisor uses no global pages).
+        hv.frame_table.note_tlb_flushed();
+    }
+    cpu::set_task_switched(domain.traps.fpu_ts);
+    // The frame passed check_exit_frame (this domain's, before it was switched away
+    // from, or just now).
+    frame.vector = if frame.sysret_can_resume() { SYSRET_VECTOR } else { 0 };
+    if domain.traps.cpu_state_changed() {
+        load_guest_cpu_state(&mut domain.traps);
+    }
+    drop(guard);
+    // SAFETY: as in `resume_guest`.
+    unsafe { entry::resume_frame(frame) }
+}
+
+/// Charges the running domain, retires stopped domains, fires every domain's timers,
+/// lets the scheduler choose who runs (switching to it, or idling with `hlt` when
+/// nobody may) and arms the LAPIC for the next thing that must happen.
+fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     let mut now = hv.machine.clock.now_ns();
     charge_current(hv, now);
     let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.reschedule);
@@ -630,7 +674,6 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         }
         hv.dispatched_at = now;
     }
-    let cur = hv.current;
     // The next interrupt: the end of the slice or the first timer of any domain, and at
     // least the housekeeping tick.
     let next_timer = hv.domains.iter().filter_map(wake_deadline).min();
@@ -642,36 +685,6 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         arm_timer(Some(deadline), now);
         hv.next_interrupt_at = deadline;
     }
-    let Some(domain) = hv.domains.get_mut(cur) else { exit(ExitCode::HypervisorPanic) };
-    domain.traps.timer_changed = false;
-    // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
-    // handler instead of where it was. An NMI handler that masks events defers the upcall
-    // to its iret.
-    if domain.state.is_running() {
-        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
-        let delivered = deliver::deliver_nmi(domain, &mut memory, frame).and_then(|_| deliver::deliver_upcall(domain, &mut memory, frame));
-        if let Err(why) = delivered {
-            // Its end is handled like any other: through the slow path again.
-            domain.crash(why.describe());
-            resume_guest_slowly(guard, frame);
-        }
-    }
-    // SAFETY: every guest L4 carries the hypervisor's slots (filled when it is
-    // validated as an L4).
-    if unsafe { cpu::switch_cr3(domain.active_l4()) } {
-        // A CR3 write drops every translation (the hypervisor uses no global pages).
-        hv.frame_table.note_tlb_flushed();
-    }
-    cpu::set_task_switched(domain.traps.fpu_ts);
-    // The frame passed check_exit_frame (this domain's, before it was switched away
-    // from, or just now).
-    frame.vector = if frame.sysret_can_resume() { SYSRET_VECTOR } else { 0 };
-    if domain.traps.cpu_state_changed() {
-        load_guest_cpu_state(&mut domain.traps);
-    }
-    drop(guard);
-    // SAFETY: as in `resume_guest`.
-    unsafe { entry::resume_frame(frame) }
 }
 
 /// The housekeeping tick: the longest the hypervisor goes without looking at the debug

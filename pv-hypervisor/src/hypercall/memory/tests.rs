@@ -224,3 +224,20 @@ fn a_pinned_table_given_back_is_unpinned_first() {
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 1);
     assert_eq!((g.frames.owner(spare), g.domain.tot_pages), (None, 15), "nothing else held it: freed at once");
 }
+
+#[test]
+fn a_long_reservation_continues_from_the_extent_it_reached() {
+    let mut g = TestGuest::new();
+    let spare = SPARE_FRAMES.start;
+    g.regs.rip = 0x10_0102;
+    g.preempt_at = 0;
+    // A timer is due: one extent is done, then the call continues from extent 1.
+    let ret = reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare, spare + 1, spare + 2], BUFFER, DOMID_SELF, 0);
+    assert_eq!(ret, nr::memory_op as i64);
+    assert_eq!((g.regs.rip, g.regs.rdi, g.regs.rsi), (0x10_0100, (1 << MEMOP_EXTENT_SHIFT) | u64::from(XENMEM_DECREASE_RESERVATION), ARG));
+    assert_eq!(g.domain.tot_pages, 15);
+    g.preempt_at = u64::MAX;
+    let args = [g.regs.rdi, g.regs.rsi, 0, 0, 0, 0];
+    assert_eq!(g.call(nr::memory_op, args), 3, "the answer counts every extent, from the first");
+    assert_eq!(g.domain.tot_pages, 13);
+}
