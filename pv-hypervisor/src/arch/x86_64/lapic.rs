@@ -1,7 +1,9 @@
 //! The local APIC's timer, in xAPIC mode through its MMIO page (reached through the
-//! direct map, which covers the first 4 GiB of physical addresses): one-shot, on
-//! [`TIMER_VECTOR`], counting down at a rate measured against the TSC at boot. The
-//! hypervisor arms it for the earliest guest timer deadline.
+//! direct map, which covers the first 4 GiB of physical addresses), on
+//! [`TIMER_VECTOR`]. Where the CPU has it (CPUID.1:ECX bit 24) the timer runs in
+//! TSC-deadline mode: armed with the absolute TSC value to fire at (MSR 0x6e0), no
+//! calibration needed. Otherwise one-shot mode, counting down at a rate measured
+//! against the TSC at boot. The hypervisor arms it for the earliest deadline it has.
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -19,8 +21,13 @@ const REG_DIVIDE: u64 = 0x3e0;
 const DIVIDE_BY_16: u32 = 0x3;
 const LVT_MASKED: u32 = 1 << 16;
 
-/// Timer ticks per second (0 until measured).
+/// Timer ticks per second (0 until measured; in TSC-deadline mode, the TSC's rate).
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+/// Whether the timer runs in TSC-deadline mode.
+static TSC_DEADLINE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+const LVT_TSC_DEADLINE: u32 = 0b10 << 17;
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 fn register(offset: u64) -> *mut u32 {
     (super::phys_to_virt(LAPIC_PHYS) + offset) as *mut u32
@@ -42,6 +49,13 @@ fn read(offset: u64) -> u32 {
 /// it adds to every boot).
 pub fn init(tsc_hz: u64) {
     write(REG_SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
+    if super::cpu::cpuid(1, 0)[2] & CPUID_1_ECX_TSC_DEADLINE != 0 {
+        TIMER_HZ.store(tsc_hz, Relaxed);
+        TSC_DEADLINE.store(true, Relaxed);
+        write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+        log::info!("lapic: timer in TSC-deadline mode");
+        return;
+    }
     write(REG_DIVIDE, DIVIDE_BY_16);
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     write(REG_INITIAL_COUNT, u32::MAX);
@@ -63,12 +77,27 @@ pub fn init(tsc_hz: u64) {
 /// beyond the counter's range fires early, and the caller arms it again then).
 pub fn arm(ns: u64) {
     let hz = TIMER_HZ.load(Relaxed);
+    if TSC_DEADLINE.load(Relaxed) {
+        let ticks = (u128::from(ns) * u128::from(hz) / 1_000_000_000).clamp(1, u128::from(u64::MAX >> 1)) as u64;
+        write_deadline(super::cpu::rdtsc().saturating_add(ticks));
+        return;
+    }
     let ticks = (u128::from(ns) * u128::from(hz) / 1_000_000_000).clamp(1, u128::from(u32::MAX)) as u32;
     write(REG_INITIAL_COUNT, ticks);
 }
 
 pub fn disarm() {
+    if TSC_DEADLINE.load(Relaxed) {
+        write_deadline(0);
+        return;
+    }
     write(REG_INITIAL_COUNT, 0);
+}
+
+/// IA32_TSC_DEADLINE: the timer fires when the TSC reaches it (0 disarms).
+fn write_deadline(tsc: u64) {
+    // SAFETY: the MSR exists (CPUID said so at init) and only arms the LAPIC timer.
+    unsafe { x86_64::registers::model_specific::Msr::new(MSR_TSC_DEADLINE).write(tsc) };
 }
 
 pub fn end_of_interrupt() {
