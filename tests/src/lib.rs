@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod conformance;
+pub mod kernel_image;
 pub mod qemu;
 pub mod results;
 pub mod scenario;

@@ -722,3 +722,21 @@ fn serial_input_reaches_dom0_and_the_debug_keys() {
     let lists = outcome.log.lines().filter(|l| l.starts_with("(hv) Domain-0 ")).count();
     assert!(lists >= 2, "'q' printed the domain list (and the stop printed it again): {lists}");
 }
+
+/// A Linux-style bzImage of our own guest kernel, with each compression distributions
+/// use (gzip, xz with the x86 BCJ filter, zstd), is unpacked when the bundle is built
+/// (`pv_tests::kernel_image`, the way `cargo xtask run --kernel` takes one) and boots.
+#[test]
+fn a_bzimage_of_our_guest_boots() {
+    use pv_tests::kernel_image::{bzimage, pv_elf, Compression};
+    let guest = guest_image();
+    for compression in [Compression::Gzip, Compression::Xz, Compression::Zstd] {
+        let image = bzimage(&guest, compression);
+        assert!(image.len() < guest.len(), "{compression:?}: the payload is compressed");
+        let elf = pv_elf(&image).unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+        assert_eq!(elf, guest);
+        let outcome = boot(&format!("bzimage-{compression:?}"), &dom0_bundle(&elf, "hello"));
+        expect(&outcome, &[("test", "hello"), ("status", "pass")]);
+        expect_exit(&outcome, ExitCode::Poweroff);
+    }
+}
