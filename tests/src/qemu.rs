@@ -96,11 +96,21 @@ pub fn xen_command(xen: &Path, guest: &Path, guest_cmdline: &str) -> Command {
 
 /// [`xen_command`] with the accelerator arguments given.
 pub fn xen_command_with(accel: &[String], xen: &Path, guest: &Path, guest_cmdline: &str) -> Command {
+    xen_command_full(accel, xen, guest, guest_cmdline, None)
+}
+
+/// [`xen_command_with`], with dom0's initial ramdisk as the second multiboot module.
+pub fn xen_command_full(accel: &[String], xen: &Path, guest: &Path, guest_cmdline: &str, initrd: Option<&Path>) -> Command {
     let mut cmd = base_command(accel);
     cmd.args(["-serial", "stdio"]);
     cmd.arg("-kernel").arg(xen);
     cmd.args(["-append", "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=all guest_loglvl=all noreboot"]);
-    cmd.arg("-initrd").arg(format!("{} {}", guest.display(), guest_cmdline));
+    // QEMU's multiboot modules: comma-separated, a comma inside one doubled.
+    let mut modules = format!("{} {}", guest.display(), guest_cmdline.replace(',', ",,"));
+    if let Some(initrd) = initrd {
+        modules.push_str(&format!(",{}", initrd.display().to_string().replace(',', ",,")));
+    }
+    cmd.arg("-initrd").arg(modules);
     cmd
 }
 

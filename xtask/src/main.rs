@@ -27,7 +27,7 @@ examples:
 /// The guest commands `--guest-cmdline` can name.
 const GUEST_COMMANDS: &str = "guest commands: hello (default), fault [MS], badptr, hypercall-count, traps, privops, \
 usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, \
-ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], \
+ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], \
 fuzz SEED COUNT [trace=I]";
 
 #[derive(Parser)]
@@ -107,6 +107,9 @@ struct RunArgs {
     /// The command line for --kernel
     #[arg(long, requires = "kernel", value_name = "STR")]
     cmdline: Option<String>,
+    /// dom0's initial ramdisk (start_info's module; on real Xen the second module)
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
     /// dom0's memory in MiB (the machine gets 256 MiB more); our hypervisor only
     #[arg(long, value_name = "MIB", conflicts_with = "xen", value_parser = clap::value_parser!(u64).range(1..))]
     memory: Option<u64>,
@@ -232,9 +235,9 @@ fn run(sh: &Shell, args: &RunArgs) -> Result<()> {
     let mut command = if args.xen {
         let xen = qemu::xen_image(&artifacts_dir())?;
         eprintln!("xtask: booting real Xen 4.17; it does not exit when dom0 powers off: press Ctrl-C");
-        qemu::xen_command(&xen, &kernel, &dom0_cmdline)
+        qemu::xen_command_full(&qemu::accelerator_args(), &xen, &kernel, &dom0_cmdline, args.initrd.as_deref())
     } else {
-        let bundle_path = if args.kernel.is_some() || !args.domus.is_empty() {
+        let bundle_path = if args.kernel.is_some() || !args.domus.is_empty() || args.initrd.is_some() {
             let image = match unpacked {
                 Some(elf) => elf,
                 None => std::fs::read(&kernel).map_err(|e| format!("{}: {e}", kernel.display()))?,
@@ -244,6 +247,10 @@ fn run(sh: &Shell, args: &RunArgs) -> Result<()> {
             let path = artifacts_dir().join("run-kernel.cpio");
             let mut writer =
                 bundle::NewcWriter::new().directory("dom0").file(bundle::DOM0_KERNEL, &image).file(bundle::DOM0_CMDLINE, dom0_cmdline.as_bytes());
+            if let Some(path) = &args.initrd {
+                let initrd = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                writer = writer.file("dom0/initrd", &initrd);
+            }
             for (name, config, cmdline) in &domus {
                 let dir = format!("domU/{name}");
                 writer = writer

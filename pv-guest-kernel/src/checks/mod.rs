@@ -16,6 +16,7 @@ pub mod evtchn_upcall;
 pub mod fuzz;
 pub mod heap;
 pub mod hypercalls;
+pub mod initrd;
 pub mod ldt;
 pub mod memory;
 pub mod mmu_attack;

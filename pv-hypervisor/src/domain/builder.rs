@@ -18,7 +18,7 @@ use core::fmt;
 use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
 use hypercall_abi::features::{feature_from_name, XENFEAT_DOM0, XENFEAT_PAE_PGDIR_ABOVE_4GB, XENFEAT_WRITABLE_PAGE_TABLES};
 use hypercall_abi::shared_info::SharedInfo;
-use hypercall_abi::start_info::{StartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use hypercall_abi::start_info::{StartInfo, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED};
 use zerocopy::{FromZeros, IntoBytes};
 
 const PAGE: u64 = 4096;
@@ -32,6 +32,9 @@ pub struct DomainSpec<'a> {
     pub cmdline: &'a [u8],
     pub nr_pages: u64,
     pub privileged: bool,
+    /// The initial ramdisk (empty: none), placed after the kernel and named in
+    /// start_info's mod_start/mod_len.
+    pub module: &'a [u8],
 }
 
 #[derive(Debug)]
@@ -141,7 +144,7 @@ pub fn build_domain<M: MachineMemory>(
         virt_kstart: image.virt_kstart,
         virt_kend: image.virt_kend,
         nr_pages: spec.nr_pages,
-        module_len: 0,
+        module_len: spec.module.len() as u64,
     })
     .map_err(BuildError::Layout)?;
     if spec.cmdline.len() >= 1024 {
@@ -200,6 +203,8 @@ fn populate<M: MachineMemory>(
         writer.write(layout.p2m.start + i as u64 * PAGE, &page[..chunk.len() * 8])?;
     }
 
+    writer.write(layout.module.start, spec.module)?;
+
     let mut start_info = StartInfo::new_zeroed();
     start_info.magic[..StartInfo::MAGIC.len()].copy_from_slice(StartInfo::MAGIC);
     start_info.nr_pages = spec.nr_pages;
@@ -209,6 +214,16 @@ fn populate<M: MachineMemory>(
     start_info.nr_pt_frames = layout.nr_pt_frames;
     start_info.mfn_list = layout.p2m.start;
     start_info.cmd_line[..spec.cmdline.len()].copy_from_slice(spec.cmdline);
+    if !spec.module.is_empty() {
+        // A virtual address, or (MOD_START_PFN note) the guest frame number of its start.
+        start_info.mod_len = spec.module.len() as u64;
+        start_info.mod_start = if image.notes.mod_start_pfn {
+            start_info.flags |= SIF_MOD_START_PFN;
+            layout.pfn_of(layout.module.start).ok_or(BuildError::MemoryWrite(layout.module.start))?
+        } else {
+            layout.module.start
+        };
+    }
     writer.write(layout.start_info.start, start_info.as_bytes())?;
 
     let mut pt_error = None;
@@ -291,8 +306,12 @@ pub(crate) mod tests {
     use crate::mm::test_memory::SparseMemory as Frames;
 
     pub(crate) fn build(nr_pages: u64, free_frames: u64) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
+        build_with_module(nr_pages, free_frames, b"")
+    }
+
+    fn build_with_module(nr_pages: u64, free_frames: u64, module: &[u8]) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
         let kernel = valid_kernel();
-        let spec = DomainSpec { id: 0, name: "d0", kernel: &kernel, cmdline: b"hello", nr_pages, privileged: true };
+        let spec = DomainSpec { id: 0, name: "d0", kernel: &kernel, cmdline: b"hello", nr_pages, privileged: true, module };
         let mut memory = Frames::default();
         // Machine frames handed out in a scrambled order, starting at 0x1000.
         let mut pool: Vec<u64> = (0..free_frames).map(|i| 0x1000 + (i * 7919) % free_frames).collect();
@@ -305,6 +324,22 @@ pub(crate) mod tests {
         hv_l4[262] = 0xdead_0003;
         let result = build_domain(&spec, &mut memory, &mut || pool.pop(), &mut |mfn| released.push(mfn), &hv_l4);
         (result, memory, released)
+    }
+
+    #[test]
+    fn an_initrd_follows_the_kernel_and_start_info_names_it() {
+        let ramdisk: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let (domain, memory, _) = build_with_module(2048, 4096, &ramdisk);
+        let domain = domain.unwrap();
+        let l4 = domain.l4_maddr;
+        let info: StartInfo = read_guest(&memory, l4, domain.vcpu.rsi).unwrap();
+        assert_eq!(info.mod_len, 10_000);
+        assert_eq!(info.flags & SIF_MOD_START_PFN, 0, "a virtual address: the kernel has no MOD_START_PFN note");
+        for offset in [0u64, 4095, 4096, 9_999] {
+            let byte: u8 = read_guest(&memory, l4, info.mod_start + offset).unwrap();
+            assert_eq!(byte, ramdisk[offset as usize], "byte {offset}");
+        }
+        assert!(info.mod_start + info.mod_len <= info.mfn_list, "before the p2m list");
     }
 
     #[test]
@@ -353,7 +388,7 @@ pub(crate) mod tests {
     #[test]
     fn bad_images_are_refused_before_allocating() {
         let mut memory = Frames::default();
-        let spec = DomainSpec { id: 0, name: "d0", kernel: b"not an elf", cmdline: b"", nr_pages: 1024, privileged: true };
+        let spec = DomainSpec { id: 0, name: "d0", kernel: b"not an elf", cmdline: b"", nr_pages: 1024, privileged: true, module: b"" };
         let mut allocated = 0;
         let result = build_domain(
             &spec,
@@ -385,7 +420,7 @@ pub(crate) mod tests {
         };
         let build_with = |features: &'static [u8], privileged: bool| {
             let image = kernel(features);
-            let spec = DomainSpec { id: 1, name: "d1", kernel: &image, cmdline: b"", nr_pages: 2048, privileged };
+            let spec = DomainSpec { id: 1, name: "d1", kernel: &image, cmdline: b"", nr_pages: 2048, privileged, module: b"" };
             let mut memory = Frames::default();
             let mut pool: Vec<u64> = (0x1000..0x1000 + 4096).collect();
             for &f in &pool {

@@ -11,6 +11,8 @@ use core::fmt;
 
 pub const DOM0_KERNEL: &str = "dom0/kernel";
 pub const DOM0_CMDLINE: &str = "dom0/cmdline";
+/// dom0's initial ramdisk (optional): start_info's module.
+pub const DOM0_INITRD: &str = "dom0/initrd";
 
 const MAGIC: &[u8; 6] = b"070701";
 const HEADER_LEN: usize = 110;

@@ -6,7 +6,7 @@ use super::{boot, cpu, entry, gdt, idt, lapic, phys_to_virt, pic, protect, pvh, 
 use crate::boot_options::{BootOptions, TraceHypercalls};
 use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
-use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_KERNEL};
+use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_INITRD, DOM0_KERNEL};
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::domu_config::domu_files;
 use crate::domain::frames::tear_down;
@@ -225,7 +225,8 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     if let Err(e) = check_dom0_fits(options.dom0_pages, frames.free_frames()) {
         boot_error("hypervisor-cmdline", &e);
     }
-    let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true };
+    let initrd = bundle.file(DOM0_INITRD).unwrap_or(b"");
+    let spec = DomainSpec { id: 0, name: "Domain-0", kernel, cmdline, nr_pages: options.dom0_pages, privileged: true, module: initrd };
     let started = cpu::rdtsc();
     let Some(mut frame_table) = FrameTable::try_new(nr_frames) else {
         boot_error("hypervisor-heap", &"no room for the frame table");
@@ -252,7 +253,15 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         if let Err(e) = check_dom0_fits(nr_pages, frames.free_frames()) {
             boot_error(&file("config"), &alloc::format!("memory = {} MiB does not fit: {} MiB free", domu.config.memory_mib, e.free_pages / 256));
         }
-        let spec = DomainSpec { id: index as u16 + 1, name: domu.name, kernel: domu.kernel, cmdline: domu.cmdline, nr_pages, privileged: false };
+        let spec = DomainSpec {
+            id: index as u16 + 1,
+            name: domu.name,
+            kernel: domu.kernel,
+            cmdline: domu.cmdline,
+            nr_pages,
+            privileged: false,
+            module: b"",
+        };
         let mut domain = match build_and_adopt(&spec, &mut memory, &mut frames, &mut frame_table, &hypervisor_l4, &machine.m2p) {
             Ok(d) => d,
             Err(e) => boot_error(&file(if e.cmdline_at_fault { "cmdline" } else { "kernel" }), &e.reason),
