@@ -58,6 +58,8 @@ pub enum BuildError {
     MemoryWrite(u64),
     /// The kernel's FEATURES note requires ('!') a feature we do not offer this domain.
     UnsupportedFeature(String),
+    /// Built as dom0, the kernel's SUPPORTED_FEATURES note does not list XENFEAT_dom0.
+    NotADom0Kernel,
 }
 
 impl fmt::Display for BuildError {
@@ -71,6 +73,9 @@ impl fmt::Display for BuildError {
             BuildError::CommandLineTooLong(len) => write!(f, "command line of {len} bytes does not fit start_info (max 1023)"),
             BuildError::MemoryWrite(maddr) => write!(f, "cannot write machine address {maddr:#x}"),
             BuildError::UnsupportedFeature(name) => write!(f, "the kernel requires feature '{name}', which this hypervisor does not offer"),
+            BuildError::NotADom0Kernel => {
+                write!(f, "the kernel does not support dom0 operation (its SUPPORTED_FEATURES note lacks XENFEAT_dom0)")
+            }
         }
     }
 }
@@ -126,6 +131,14 @@ fn check_required_features(features: &str, privileged: bool) -> Result<(), Build
     Ok(())
 }
 
+/// A kernel with a SUPPORTED_FEATURES note must list XENFEAT_dom0 in it (or "dom0" in
+/// its FEATURES string) to be dom0, as Xen 4.17's dom0 builder demands ("Kernel does not
+/// support Dom0 operation"); one without the note is taken, as Xen takes it.
+fn declares_dom0_support(notes: &crate::domain::elf_image::XenNotes<'_>) -> bool {
+    let in_string = notes.features.unwrap_or("").split('|').any(|f| f.trim_start_matches('!') == "dom0");
+    !notes.has_supported_features_note || notes.supported_features & (1 << hypercall_abi::features::XENFEAT_DOM0) != 0 || in_string
+}
+
 /// Builds the domain. `hypervisor_l4` holds the hypervisor's L4 entries, of which the
 /// reserved slots are copied into the guest's L4. On failure, the frames taken so far are
 /// handed back through `release`.
@@ -139,6 +152,9 @@ pub fn build_domain<M: MachineMemory>(
     let aligned = AlignedImage::new(spec.kernel).map_err(BuildError::Image)?;
     let image = GuestImage::parse(aligned.bytes()).map_err(BuildError::Image)?;
     check_required_features(image.notes.features.unwrap_or(""), spec.privileged)?;
+    if spec.privileged && !declares_dom0_support(&image.notes) {
+        return Err(BuildError::NotADom0Kernel);
+    }
     let layout = DomainLayout::compute(&LayoutInput {
         virt_base: image.virt_base,
         virt_kstart: image.virt_kstart,
@@ -436,5 +452,31 @@ pub(crate) mod tests {
         assert!(build_with(b"!dom0\0", false).unwrap().contains("'dom0'"));
         assert_eq!(build_with(b"!dom0\0", true), None);
         assert!(build_with(b"!no_such_feature\0", true).unwrap().contains("'no_such_feature'"));
+    }
+
+    #[test]
+    fn a_dom0_kernel_with_a_supported_features_note_must_list_dom0() {
+        use crate::domain::elf_image::tests::{elf, standard_notes, Note};
+        use hypercall_abi::elfnote::{XEN_ELFNOTE_FEATURES, XEN_ELFNOTE_SUPPORTED_FEATURES};
+        let page = 0x101000u64.to_le_bytes();
+        let build_with = |supported: u32, features: &'static [u8], privileged: bool| {
+            let bits = supported.to_le_bytes();
+            let mut notes: Vec<Note<'_>> = standard_notes(&page).into_iter().filter(|n| n.0 != XEN_ELFNOTE_FEATURES).collect();
+            notes.push(Note(XEN_ELFNOTE_FEATURES, features));
+            notes.push(Note(XEN_ELFNOTE_SUPPORTED_FEATURES, &bits));
+            let image = elf(0x100000, &[0x90; 0x3000], 0x1000, &notes);
+            let spec = DomainSpec { id: 0, name: "d0", kernel: &image, cmdline: b"", nr_pages: 2048, privileged, module: b"" };
+            let mut memory = Frames::default();
+            let mut pool: Vec<u64> = (0x1000..0x1000 + 4096).collect();
+            for &f in &pool {
+                memory.add_frame(f, 0);
+            }
+            build_domain(&spec, &mut memory, &mut || pool.pop(), &mut |_| {}, &[0; 512]).err().map(|e| std::format!("{e}"))
+        };
+        let dom0_bit = 1 << hypercall_abi::features::XENFEAT_DOM0;
+        assert!(build_with(0, b"writable_page_tables\0", true).unwrap().contains("does not support dom0"));
+        assert_eq!(build_with(0, b"writable_page_tables\0", false), None, "a domU need not");
+        assert_eq!(build_with(dom0_bit, b"writable_page_tables\0", true), None);
+        assert_eq!(build_with(0, b"writable_page_tables|dom0\0", true), None, "the FEATURES string counts too");
     }
 }

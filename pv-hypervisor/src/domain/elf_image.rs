@@ -84,6 +84,8 @@ pub struct XenNotes<'a> {
     /// XENFEAT bits the kernel requires ('!' in FEATURES) and supports.
     pub required_features: u32,
     pub supported_features: u32,
+    /// Whether the image has a SUPPORTED_FEATURES note at all.
+    pub has_supported_features_note: bool,
     /// XEN_ELFNOTE_MOD_START_PFN = 1: start_info.mod_start is to be a frame number.
     pub mod_start_pfn: bool,
 }
@@ -221,7 +223,10 @@ impl<'a> GuestImage<'a> {
                             NOTE_GUEST_OS => notes.guest_os = note_string(desc),
                             NOTE_LOADER => notes.loader = note_string(desc),
                             NOTE_FEATURES => notes.features = note_string(desc),
-                            NOTE_SUPPORTED_FEATURES => notes.supported_features |= note_number(desc).unwrap_or(0) as u32,
+                            NOTE_SUPPORTED_FEATURES => {
+                                notes.supported_features |= note_number(desc).unwrap_or(0) as u32;
+                                notes.has_supported_features_note = true;
+                            }
                             hypercall_abi::elfnote::XEN_ELFNOTE_MOD_START_PFN => notes.mod_start_pfn = note_number(desc) == Some(1),
                             _ => {}
                         }
