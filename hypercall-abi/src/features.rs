@@ -13,6 +13,10 @@ pub const XENFEAT_HVM_CALLBACK_VECTOR: u32 = 8;
 pub const XENFEAT_HVM_SAFE_PVCLOCK: u32 = 9;
 pub const XENFEAT_HVM_PIRQS: u32 = 10;
 pub const XENFEAT_DOM0: u32 = 11;
+/// XENMEM_get_vnumainfo is available.
+pub const XENFEAT_MEMORY_OP_VNODE_SUPPORTED: u32 = 13;
+/// The domain's memory is mapped 1:1 (what an x86 PV domain's machine frames are).
+pub const XENFEAT_DIRECT_MAPPED: u32 = 17;
 pub const XENFEAT_NR_SUBMAPS: u32 = 1;
 
 /// The names a FEATURES note may use, with their bits.

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod conformance;
+pub mod debian_kernel;
 pub mod kernel_image;
 pub mod qemu;
 pub mod results;

@@ -107,6 +107,9 @@ pub fn run() {
         tally.ret("vm_assist_m2p_strict", calls::vm_assist(0, 32), 0);
         tally.ret("set_trap_table_bad_pointer", calls::set_trap_table(GuestArray::from_raw(0x7fff_dead_0000)), -14);
         tally.ret("fpu_taskswitch_clear", calls::fpu_taskswitch(0), 0);
+        let mut features = [0u32, 0];
+        let ret = calls::xen_version(6, GuestHandle::from_mut(&mut features));
+        tally.line("xen_version_get_features_submap_0", ret == 0, format_args!("ret={ret} submap={:#x}", features[1]));
         let mut features = [1u32, 0];
         tally.ret("xen_version_get_features_submap_1", calls::xen_version(6, GuestHandle::from_mut(&mut features)), -22);
         tally.ret("xen_version_pagesize_with_handle", calls::xen_version(7, GuestHandle::from_mut(&mut features)), -22);

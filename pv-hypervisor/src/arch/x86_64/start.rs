@@ -585,6 +585,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     }
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
+        print_guest_stack(domain, &hv.memory, frame.rsp);
     }
     // The scheduler's part, when something it cares about happened: a timer
     // interrupt or a timer set, a block, poll, yield or shutdown, an event for a
@@ -871,6 +872,18 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
         };
         cpu::load_segment_bases(t.fs_base, gs, shadow);
         t.segment_bases_dirty = false;
+    }
+}
+
+/// The top of a crashed guest's stack, read through its page tables, as Xen prints a
+/// PV guest's stack in its crash dump: the return addresses there say how it got to
+/// the fault.
+fn print_guest_stack(domain: &Domain, memory: &DirectMap, rsp: u64) {
+    let words: Vec<u64> =
+        (0..32u64).map_while(|i| crate::mm::guest_walk::read_guest::<u64>(memory, domain.active_l4(), rsp.wrapping_add(i * 8)).ok()).collect();
+    for (row, chunk) in words.chunks(4).enumerate() {
+        let text: Vec<alloc::string::String> = chunk.iter().map(|w| alloc::format!("{w:016x}")).collect();
+        hv_println!("  stack {:#x}: {}", rsp.wrapping_add(row as u64 * 32), text.join(" "));
     }
 }
 
