@@ -27,7 +27,7 @@ examples:
 /// The guest commands `--guest-cmdline` can name.
 const GUEST_COMMANDS: &str = "guest commands: hello (default), fault [MS], badptr, hypercall-count, traps, privops, \
 usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, \
-ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], \
+ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], spin-until MS, console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], \
 fuzz SEED COUNT [trace=I]";
 
 #[derive(Parser)]

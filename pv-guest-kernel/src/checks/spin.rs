@@ -11,13 +11,17 @@ use hypercall_abi::start_info::StartInfo;
 const BATCH: u64 = 4096;
 
 pub fn run(info: &StartInfo, command: &str) {
-    let Some(seconds) = super::numeric_argument("spin", command, 1, 1..=600) else { return };
+    // `spin-until MS` ends at system time MS instead: domains started together then
+    // also stop together, so none runs alone at the end.
+    let until = command.starts_with("spin-until");
+    let Some(amount) = super::numeric_argument("spin", command, 1, 1..=600_000) else { return };
     let Some(shared) = crate::events::shared_info(info) else {
         println!("RESULT test=spin status=fail reason=cannot-map-shared-info");
         return;
     };
     let started = now_ns(shared);
-    let end = started + seconds * 1_000_000_000;
+    let end = if until { amount * 1_000_000 } else { started + amount * 1_000_000_000 };
+    let seconds = (end.saturating_sub(started)) / 1_000_000_000;
     let mut work = 0u64;
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     loop {

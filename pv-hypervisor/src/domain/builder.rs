@@ -161,6 +161,7 @@ pub fn build_domain<M: MachineMemory>(
         virt_kend: image.virt_kend,
         nr_pages: spec.nr_pages,
         module_len: spec.module.len() as u64,
+        p2m_at: image.notes.init_p2m,
     })
     .map_err(BuildError::Layout)?;
     if spec.cmdline.len() >= 1024 {
@@ -229,6 +230,11 @@ fn populate<M: MachineMemory>(
     start_info.pt_base = layout.page_tables.start;
     start_info.nr_pt_frames = layout.nr_pt_frames;
     start_info.mfn_list = layout.p2m.start;
+    if let Some(first) = layout.p2m_first_pfn {
+        // INIT_P2M: the list's own frames, which the kernel must not reuse.
+        start_info.first_p2m_pfn = first;
+        start_info.nr_p2m_frames = (layout.p2m.end - layout.p2m.start) / PAGE;
+    }
     start_info.cmd_line[..spec.cmdline.len()].copy_from_slice(spec.cmdline);
     if !spec.module.is_empty() {
         // A virtual address, or (MOD_START_PFN note) the guest frame number of its start.

@@ -84,6 +84,8 @@ pub struct XenNotes<'a> {
     /// XENFEAT bits the kernel requires ('!' in FEATURES) and supports.
     pub required_features: u32,
     pub supported_features: u32,
+    /// XEN_ELFNOTE_INIT_P2M: where the kernel wants its p2m list mapped.
+    pub init_p2m: Option<u64>,
     /// Whether the image has a SUPPORTED_FEATURES note at all.
     pub has_supported_features_note: bool,
     /// XEN_ELFNOTE_MOD_START_PFN = 1: start_info.mod_start is to be a frame number.
@@ -219,6 +221,7 @@ impl<'a> GuestImage<'a> {
                             NOTE_HYPERCALL_PAGE => set_address(&mut notes.hypercall_page, desc, "HYPERCALL_PAGE")?,
                             NOTE_VIRT_BASE => set_address(&mut notes.virt_base, desc, "VIRT_BASE")?,
                             NOTE_PADDR_OFFSET => set_address(&mut notes.paddr_offset, desc, "PADDR_OFFSET")?,
+                            hypercall_abi::elfnote::XEN_ELFNOTE_INIT_P2M => set_address(&mut notes.init_p2m, desc, "INIT_P2M")?,
                             NOTE_XEN_VERSION => notes.xen_version = note_string(desc),
                             NOTE_GUEST_OS => notes.guest_os = note_string(desc),
                             NOTE_LOADER => notes.loader = note_string(desc),

@@ -3,8 +3,11 @@
 //! `virt_base`, the kernel, an optional module, the p2m list (one u64 per guest page),
 //! start_info (one page), the initial page tables, a one-page boot stack; the initial
 //! mapping then runs to the next 4 MiB boundary with at least 512 KiB to spare. Guest
-//! page frame n is mapped at `virt_base + n * 4096`.
+//! page frame n is mapped at `virt_base + n * 4096`. A kernel's INIT_P2M note
+//! (elfnote.h) moves the p2m list out of that mapping to the address it names, backed
+//! by the frames after the initial mapping's.
 
+use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
@@ -29,6 +32,9 @@ pub struct LayoutInput {
     pub nr_pages: u64,
     /// Bytes of a module placed after the kernel (0: none).
     pub module_len: u64,
+    /// The kernel's INIT_P2M note: map the p2m list at this address instead of after
+    /// the module (its frames then follow the initial mapping).
+    pub p2m_at: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +48,9 @@ pub struct DomainLayout {
     pub boot_stack: Range<u64>,
     pub v_end: u64,
     pub nr_pt_frames: u64,
+    /// With INIT_P2M: the guest frame of the p2m list's first page (its pages follow
+    /// the initial mapping's), else None (the list is inside the initial mapping).
+    pub p2m_first_pfn: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +84,24 @@ fn round_up(value: u64, to: u64) -> Option<u64> {
     Some(value.checked_add(to - 1)? & !(to - 1))
 }
 
-/// Page-table pages needed to map `[start, end)` with 4 KiB pages: one L4, and one table
-/// per distinct 512 GiB / 1 GiB / 2 MiB region touched at levels 3, 2, 1.
-fn tables_needed(start: u64, end: u64) -> u64 {
-    let count = |shift: u32| ((end - 1) >> shift) - (start >> shift) + 1;
+/// Page-table pages needed to map the (non-empty, disjoint) ranges with 4 KiB pages: one
+/// L4, and one table per distinct 512 GiB / 1 GiB / 2 MiB region touched at levels 3,
+/// 2, 1 (two ranges may share a region).
+fn tables_needed(ranges: &[Range<u64>]) -> u64 {
+    let count = |shift: u32| {
+        let mut regions: Vec<(u64, u64)> = ranges.iter().filter(|r| !r.is_empty()).map(|r| (r.start >> shift, (r.end - 1) >> shift)).collect();
+        regions.sort_unstable();
+        let mut total = 0;
+        let mut covered_to: Option<u64> = None;
+        for (first, last) in regions {
+            let from = covered_to.map_or(first, |c| first.max(c + 1));
+            if last >= from {
+                total += last - from + 1;
+            }
+            covered_to = Some(covered_to.map_or(last, |c| c.max(last)));
+        }
+        total
+    };
     1 + count(39) + count(30) + count(21)
 }
 
@@ -95,8 +118,19 @@ impl DomainLayout {
         let kernel = (input.virt_kstart & !(PAGE - 1))..round_up(input.virt_kend, PAGE).ok_or(overflow)?;
         let module_end = kernel.end.checked_add(round_up(input.module_len, PAGE).ok_or(overflow)?).ok_or(overflow)?;
         let module = kernel.end..module_end;
-        let p2m_bytes = input.nr_pages.checked_mul(8).ok_or(overflow)?;
-        let p2m = module.end..module.end.checked_add(round_up(p2m_bytes, PAGE).ok_or(overflow)?).ok_or(overflow)?;
+        let p2m_bytes = round_up(input.nr_pages.checked_mul(8).ok_or(overflow)?, PAGE).ok_or(overflow)?;
+        // With INIT_P2M the list is mapped at the kernel's address instead.
+        let elsewhere = match input.p2m_at {
+            Some(at) => Some(at..at.checked_add(p2m_bytes).ok_or(overflow)?),
+            None => None,
+        };
+        if let Some(at) = &elsewhere {
+            if at.start % PAGE != 0 || !crate::mm::is_guest_range(at.start, at.end) {
+                return Err(LayoutError::OverlapsHypervisor { start: at.start, end: at.end });
+            }
+        }
+        let inline_p2m = if elsewhere.is_some() { 0 } else { p2m_bytes };
+        let p2m = module.end..module.end.checked_add(inline_p2m).ok_or(overflow)?;
         let start_info = p2m.end..p2m.end.checked_add(PAGE).ok_or(overflow)?;
         let pt_start = start_info.end;
 
@@ -110,7 +144,7 @@ impl DomainLayout {
             if v_end - stack.end < MIN_SLACK {
                 v_end = v_end.checked_add(FOUR_MIB).ok_or(overflow)?;
             }
-            let needed = tables_needed(v_start, v_end);
+            let needed = tables_needed(&[v_start..v_end, elsewhere.clone().unwrap_or(0..0)]);
             if needed <= nr_pt_frames {
                 break (v_end, stack);
             }
@@ -121,16 +155,31 @@ impl DomainLayout {
         if !crate::mm::is_guest_range(v_start, v_end) {
             return Err(LayoutError::OverlapsHypervisor { start: v_start, end: v_end });
         }
-        let needed = (v_end - v_start) / PAGE;
+        if let Some(at) = &elsewhere {
+            if at.start < v_end && v_start < at.end {
+                return Err(LayoutError::OverlapsHypervisor { start: at.start, end: at.end });
+            }
+        }
+        let mapped = (v_end - v_start) / PAGE;
+        let needed = mapped + (elsewhere.as_ref().map_or(0, |at| (at.end - at.start) / PAGE));
         if needed > input.nr_pages {
             return Err(LayoutError::TooLargeForMemory { needed, available: input.nr_pages });
         }
-        Ok(DomainLayout { v_start, kernel, module, p2m, start_info, page_tables, boot_stack, v_end, nr_pt_frames })
+        let (p2m, p2m_first_pfn) = match elsewhere {
+            Some(at) => (at, Some(mapped)),
+            None => (p2m, None),
+        };
+        Ok(DomainLayout { v_start, kernel, module, p2m, start_info, page_tables, boot_stack, v_end, nr_pt_frames, p2m_first_pfn })
     }
 
-    /// The guest frame mapped at `va`, if `va` is inside the initial mapping.
+    /// The guest frame mapped at `va`, if `va` is inside the initial mapping (or the
+    /// p2m list mapped elsewhere).
     pub fn pfn_of(&self, va: u64) -> Option<u64> {
-        (self.v_start..self.v_end).contains(&va).then(|| (va - self.v_start) / PAGE)
+        if (self.v_start..self.v_end).contains(&va) {
+            return Some((va - self.v_start) / PAGE);
+        }
+        let first = self.p2m_first_pfn?;
+        self.p2m.contains(&va).then(|| first + (va - self.p2m.start) / PAGE)
     }
 
     pub fn mapped_pages(&self) -> u64 {
@@ -156,8 +205,10 @@ pub fn initial_page_tables(layout: &DomainLayout, mfn_of_pfn: impl Fn(u64) -> u6
     let mut next_table = l4_pfn + 1;
     // The table currently used at levels 3, 2, 1 and the region it covers.
     let mut current: [Option<(u64, u64)>; 3] = [None; 3];
-    let mut va = layout.v_start;
-    while va < layout.v_end {
+    // The initial mapping, then (INIT_P2M) the p2m list where the kernel asked for it.
+    let p2m_elsewhere = layout.p2m_first_pfn.map(|_| layout.p2m.clone()).unwrap_or(0..0);
+    let pages = (layout.v_start..layout.v_end).step_by(PAGE as usize).chain(p2m_elsewhere.step_by(PAGE as usize));
+    for va in pages {
         let mut parent = l4_pfn;
         for (slot, shift) in [(0usize, 39u32), (1, 30), (2, 21)] {
             let region = va >> shift;
@@ -173,10 +224,9 @@ pub fn initial_page_tables(layout: &DomainLayout, mfn_of_pfn: impl Fn(u64) -> u6
             };
             parent = table;
         }
-        let pfn = (va - layout.v_start) / PAGE;
+        let pfn = layout.pfn_of(va).unwrap_or(0);
         let flags = if pt_pfns.contains(&pfn) { PTE_READ_ONLY } else { PTE_DATA };
         emit(PtEntryWrite { table_pfn: parent, index: ((va >> 12) & 511) as u16, value: (mfn_of_pfn(pfn) << 12) | flags });
-        va += PAGE;
     }
 }
 
@@ -188,7 +238,7 @@ mod tests {
     use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
 
     fn small_kernel(nr_pages: u64) -> LayoutInput {
-        LayoutInput { virt_base: 0, virt_kstart: 0x100000, virt_kend: 0x115110, nr_pages, module_len: 0 }
+        LayoutInput { virt_base: 0, virt_kstart: 0x100000, virt_kend: 0x115110, nr_pages, module_len: 0, p2m_at: None }
     }
 
     #[test]
@@ -221,6 +271,7 @@ mod tests {
             virt_kend: base + 0x300000,
             nr_pages: 8192,
             module_len: 0,
+            p2m_at: None,
         })
         .unwrap();
         assert_eq!(l.v_start, base);
@@ -233,7 +284,14 @@ mod tests {
         assert!(matches!(DomainLayout::compute(&small_kernel(512)), Err(LayoutError::TooLargeForMemory { needed: 1024, available: 512 })));
         let hv = HYPERVISOR_VIRT_START + 0x100000;
         assert!(matches!(
-            DomainLayout::compute(&LayoutInput { virt_base: hv, virt_kstart: hv, virt_kend: hv + 0x1000, nr_pages: 8192, module_len: 0 }),
+            DomainLayout::compute(&LayoutInput {
+                virt_base: hv,
+                virt_kstart: hv,
+                virt_kend: hv + 0x1000,
+                nr_pages: 8192,
+                module_len: 0,
+                p2m_at: None
+            }),
             Err(LayoutError::OverlapsHypervisor { .. })
         ));
         assert_eq!(DomainLayout::compute(&LayoutInput { virt_kend: 0x100000, ..small_kernel(8192) }), Err(LayoutError::EmptyKernel));
@@ -243,7 +301,8 @@ mod tests {
                 virt_kstart: u64::MAX - 0x1000,
                 virt_kend: u64::MAX,
                 nr_pages: 8192,
-                module_len: 0
+                module_len: 0,
+                p2m_at: None
             }),
             Err(LayoutError::AddressOverflow)
         );
@@ -271,5 +330,45 @@ mod tests {
             assert_eq!(translate(&mem, l4, va, Access::Write).is_ok(), !is_table, "va {va:#x}");
         }
         assert!(translate(&mem, l4, l.v_end, Access::Read).is_err());
+    }
+
+    #[test]
+    fn init_p2m_maps_the_list_where_the_kernel_asks_after_the_initial_mapping() {
+        let at = 0x80_0000_0000; // Linux's INIT_P2M: 512 GiB
+        let l = DomainLayout::compute(&LayoutInput { p2m_at: Some(at), ..small_kernel(16384) }).unwrap();
+        // Nothing of the list in the initial mapping: start_info follows the kernel.
+        assert_eq!(l.start_info.start, 0x116000);
+        assert_eq!(l.p2m, at..at + 32 * 4096);
+        let first = l.p2m_first_pfn.unwrap();
+        assert_eq!(first, l.mapped_pages(), "its frames follow the initial mapping");
+        assert_eq!(l.pfn_of(at + 4096 + 8), Some(first + 1));
+        // The tables map both; the list is writable.
+        let mfn = |pfn: u64| 0x9000 + pfn * 5;
+        let mut mem = SparseMemory::default();
+        let mut tables = std::collections::HashSet::new();
+        initial_page_tables(&l, mfn, |w| {
+            if tables.insert(w.table_pfn) {
+                mem.add_frame(mfn(w.table_pfn), 0);
+            }
+            mem.set_entry(mfn(w.table_pfn) << 12, w.index as u64, w.value);
+        });
+        assert_eq!(tables.len() as u64, l.nr_pt_frames, "L4 + 2 L3 + 2 L2 + 3 L1");
+        let l4 = mfn(l.pfn_of(l.page_tables.start).unwrap()) << 12;
+        for page in [0u64, 31] {
+            assert_eq!(translate(&mem, l4, at + page * 4096, Access::Write), Ok(mfn(first + page) << 12));
+        }
+        assert_eq!(translate(&mem, l4, 0x100000, Access::Read), Ok(mfn(0x100) << 12));
+        // Refused: unaligned, inside the initial mapping, or not guest memory.
+        assert!(DomainLayout::compute(&LayoutInput { p2m_at: Some(at + 8), ..small_kernel(16384) }).is_err());
+        assert!(DomainLayout::compute(&LayoutInput { p2m_at: Some(0x200000), ..small_kernel(16384) }).is_err());
+        assert!(DomainLayout::compute(&LayoutInput { p2m_at: Some(0xffff_8000_0000_0000), ..small_kernel(16384) }).is_err());
+    }
+
+    #[test]
+    fn tables_are_counted_once_for_ranges_that_share_them() {
+        assert_eq!(tables_needed(core::slice::from_ref(&(0..0x400000))), 1 + 1 + 1 + 2);
+        assert_eq!(tables_needed(&[0..0x200000, 0x200000..0x400000]), 1 + 1 + 1 + 2);
+        assert_eq!(tables_needed(&[0..0x1000, 0x80_0000_0000..0x80_0000_1000]), 1 + 2 + 2 + 2);
+        assert_eq!(tables_needed(&[0..0x1000, 0..0]), 1 + 1 + 1 + 1);
     }
 }
