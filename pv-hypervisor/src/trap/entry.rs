@@ -190,10 +190,6 @@ pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, f
         BadFrame::NonCanonicalRip | BadFrame::RipBeyond32Bits | BadFrame::Rflags => 0,
         BadFrame::CodeSelector => frame.cs & 0xfff8,
         BadFrame::StackSelector => frame.ss & 0xfff8,
-        BadFrame::NonCanonicalRsp => {
-            domain.crash(bad.describe());
-            return;
-        }
     };
     let gp = GuestException { vector: VECTOR_GENERAL_PROTECTION, error_code, cr2: 0 };
     let delivered = deliver::deliver_exception(domain, memory, frame, gp);
