@@ -86,15 +86,7 @@ pub fn arm(ns: u64) {
     write(REG_INITIAL_COUNT, ticks);
 }
 
-pub fn disarm() {
-    if TSC_DEADLINE.load(Relaxed) {
-        write_deadline(0);
-        return;
-    }
-    write(REG_INITIAL_COUNT, 0);
-}
-
-/// IA32_TSC_DEADLINE: the timer fires when the TSC reaches it (0 disarms).
+/// IA32_TSC_DEADLINE: the timer fires when the TSC reaches it.
 fn write_deadline(tsc: u64) {
     // SAFETY: the MSR exists (CPUID said so at init) and only arms the LAPIC timer.
     unsafe { x86_64::registers::model_specific::Msr::new(MSR_TSC_DEADLINE).write(tsc) };

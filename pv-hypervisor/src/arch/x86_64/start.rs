@@ -532,12 +532,9 @@ fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     resume_guest(guard, frame);
 }
 
-/// Arms the LAPIC timer for the domain's deadline, or stops it.
-fn arm_timer(deadline: Option<u64>, now_ns: u64) {
-    match deadline {
-        Some(at) => lapic::arm(at.saturating_sub(now_ns)),
-        None => lapic::disarm(),
-    }
+/// Arms the LAPIC timer to fire at system time `at` (at once if that has passed).
+fn arm_timer(at: u64, now_ns: u64) {
+    lapic::arm(at.saturating_sub(now_ns));
 }
 
 /// The one way back to a running guest after a hypercall or an exception. The common
@@ -672,7 +669,7 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
                     // period, or the housekeeping tick (debug keys).
                     let wake = hv.domains.iter().filter_map(wake_deadline).chain(until_ns).min();
                     let wake = wake.unwrap_or(u64::MAX).min(now + HOUSEKEEPING_NS);
-                    arm_timer(Some(wake), now);
+                    arm_timer(wake, now);
                     hv.next_interrupt_at = wake;
                     cpu::wait_for_interrupt();
                     now = hv.machine.clock.now_ns();
@@ -692,7 +689,7 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     // The LAPIC is written only when the deadline moved or the last one has passed
     // (an MMIO write is one of the dearer things an exit can do under emulation).
     if deadline != hv.next_interrupt_at || now >= hv.next_interrupt_at {
-        arm_timer(Some(deadline), now);
+        arm_timer(deadline, now);
         hv.next_interrupt_at = deadline;
     }
 }
@@ -765,23 +762,17 @@ fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
 /// the stack), FPU state and data selectors go into its domain; the incoming one's come
 /// out, and everything the exit path loads only on change is marked changed.
 fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
-    let outgoing = hv.current;
-    let selectors = cpu::data_selectors();
-    let mut fpu_out = None;
-    if let Some(old) = hv.domains.get_mut(outgoing).filter(|_| outgoing != next) {
-        old.vcpu = *frame;
-        old.data_selectors = selectors;
-        fpu_out = Some(core::mem::take(&mut old.fpu));
-    }
-    let Some(new) = hv.domains.get_mut(next) else { exit(ExitCode::HypervisorPanic) };
-    if let Some(mut saved) = fpu_out {
-        cpu::switch_fpu(&mut saved, &new.fpu);
-        if let Some(old) = hv.domains.get_mut(outgoing) {
-            old.fpu = saved;
+    match hv.domains.get_disjoint_mut([hv.current, next]) {
+        Ok([old, new]) => {
+            old.vcpu = *frame;
+            old.data_selectors = cpu::data_selectors();
+            cpu::switch_fpu(&mut old.fpu, &new.fpu);
         }
-    } else if outgoing != next {
-        // The outgoing domain is gone: its FPU state with it.
-        cpu::switch_fpu(&mut Default::default(), &hv.domains[next].fpu);
+        // The outgoing domain is gone (retired): its state goes with it.
+        Err(_) => match hv.domains.get(next) {
+            Some(new) => cpu::switch_fpu(&mut Default::default(), &new.fpu),
+            None => exit(ExitCode::HypervisorPanic),
+        },
     }
     let new = &mut hv.domains[next];
     *frame = new.vcpu;
