@@ -380,7 +380,7 @@ fn conforms_to_xen(command: &str, at_least: usize) {
 /// event mask each kind of trap-table entry enters with (flags bit 2: interrupt gate).
 #[test]
 fn traps_conform_to_xen() {
-    conforms_to_xen("traps", 23);
+    conforms_to_xen("traps", 24);
 }
 
 /// Virtual NMIs: VCPUOP_send_nmi delivered on the way out whatever the event mask,

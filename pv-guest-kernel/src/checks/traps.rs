@@ -81,7 +81,45 @@ pub fn run(info: &StartInfo) {
     tally.add(report("traps", "int_exception_vector", &p, &Expect::fault(13, (0x0e << 3) | 2)));
 
     gates_and_the_event_mask(&mut tally, info);
+    flags_through_a_hypercall(&mut tally);
     tally.finish();
+}
+
+/// A hypercall made with DF and AC set: the hypervisor must run with both clear (its
+/// copies would run backwards, and AC would switch SMAP off in ring 0), and the guest
+/// gets its own flags back. `syscall` clears them (SFMASK) on both hypervisors; the
+/// hypercall writes the 16-byte extraversion, which a backwards copy would mangle.
+fn flags_through_a_hypercall(tally: &mut Tally) {
+    const DF_AC: u64 = (1 << 10) | (1 << 18);
+    let mut text = [0xffu8; 16];
+    let entry = hypercall_abi::guest::hypercall_page_address() + hypercall_abi::nr::xen_version * 32;
+    let (ret, flags_after): (i64, u64);
+    // SAFETY: DF and AC are set only inside this block (Rust code never sees them): the
+    // hypercall page entry is two instructions, and cld plus the popfq of the saved
+    // flags undo both before the block ends. The hypercall writes 16 bytes to `text`.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "pushfq",
+            "or qword ptr [rsp], {df_ac}",
+            "popfq",
+            "call {entry}",
+            "pushfq",
+            "pop {flags}",
+            "cld",
+            "popfq",
+            entry = in(reg) entry,
+            df_ac = const DF_AC,
+            flags = out(reg) flags_after,
+            inout("rax") 0u64 => ret,
+            inout("rdi") u64::from(hypercall_abi::ops::xen_version::XENVER_EXTRAVERSION) => _,
+            inout("rsi") text.as_mut_ptr() as u64 => _,
+            out("rcx") _, out("r11") _, out("rdx") _, out("r10") _, out("r8") _, out("r9") _,
+        );
+    }
+    let intact = text.iter().position(|&b| b == 0).is_some_and(|end| end > 0 && text[..end].iter().all(u8::is_ascii_graphic));
+    let kept = flags_after & DF_AC == DF_AC;
+    tally.line("df_ac_through_hypercall", ret == 0 && intact && kept, format_args!("ret={ret} text_intact={intact} flags_kept={kept}"));
 }
 
 /// trap_info flags bit 2: with events enabled, an interrupt gate's handler finds them

@@ -234,6 +234,7 @@ impl TrapState {
 
     /// Whether anything `arch` loads only on change (GS selector, GDT, LDT, debug registers,
     /// segment bases, or the mode whose GS base is loaded) needs loading.
+    #[inline(always)]
     pub fn cpu_state_changed(&self) -> bool {
         // `|`, not `||`: evaluated on every exit, one branch for all of them.
         (self.bases_loaded_for != Some(self.mode))
