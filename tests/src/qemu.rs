@@ -82,8 +82,37 @@ pub fn hypervisor_command(hypervisor: &Path, bundle: &Path, hv_cmdline: &str) ->
 
 /// [`hypervisor_command`] with the accelerator arguments given.
 pub fn hypervisor_command_with(accel: &[String], hypervisor: &Path, bundle: &Path, hv_cmdline: &str) -> Command {
+    hypervisor_command_on(Serial::Plain, accel, hypervisor, bundle, hv_cmdline)
+}
+
+/// What stdin and stdout carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Serial {
+    /// The serial port only.
+    Plain,
+    /// The serial port multiplexed with QEMU's monitor (`mon:stdio`): CTRL-a c switches
+    /// between them, so a scenario can type monitor commands such as `nmi`. CTRL-a is
+    /// then QEMU's, not the guest's.
+    WithMonitor,
+}
+
+impl Serial {
+    fn arg(self) -> &'static str {
+        match self {
+            Serial::Plain => "stdio",
+            Serial::WithMonitor => "mon:stdio",
+        }
+    }
+}
+
+/// Typed on a [`Serial::WithMonitor`] console: to the monitor, its `nmi` command (an
+/// NMI on every CPU, as from a front-panel button), back to the serial port.
+pub const MONITOR_NMI: &[u8] = b"\x01cnmi\n\x01c";
+
+/// [`hypervisor_command_with`], with stdio as `serial` says.
+pub fn hypervisor_command_on(serial: Serial, accel: &[String], hypervisor: &Path, bundle: &Path, hv_cmdline: &str) -> Command {
     let mut cmd = base_command(accel);
-    cmd.args(["-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    cmd.args(["-serial", serial.arg(), "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.arg("-kernel").arg(hypervisor).arg("-initrd").arg(bundle).arg("-append").arg(hv_cmdline);
     cmd
 }
@@ -101,8 +130,13 @@ pub fn xen_command_with(accel: &[String], xen: &Path, guest: &Path, guest_cmdlin
 
 /// [`xen_command_with`], with dom0's initial ramdisk as the second multiboot module.
 pub fn xen_command_full(accel: &[String], xen: &Path, guest: &Path, guest_cmdline: &str, initrd: Option<&Path>) -> Command {
+    xen_command_on(Serial::Plain, accel, xen, guest, guest_cmdline, initrd)
+}
+
+/// [`xen_command_full`], with stdio as `serial` says.
+pub fn xen_command_on(serial: Serial, accel: &[String], xen: &Path, guest: &Path, guest_cmdline: &str, initrd: Option<&Path>) -> Command {
     let mut cmd = base_command(accel);
-    cmd.args(["-serial", "stdio"]);
+    cmd.args(["-serial", serial.arg()]);
     cmd.arg("-kernel").arg(xen);
     cmd.args(["-append", "console=com1 com1=115200,8n1 dom0_mem=64M loglvl=all guest_loglvl=all noreboot"]);
     // QEMU's multiboot modules: comma-separated, a comma inside one doubled.

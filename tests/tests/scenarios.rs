@@ -5,6 +5,7 @@ use hypercall_abi::debug_exit::ExitCode;
 use pv_tests::bundle::{bundle_with_domus, dom0_bundle, header_offsets, DomU, NewcWriter, DOM0_CMDLINE, DOM0_KERNEL};
 use pv_tests::results::{find, ResultLine};
 use pv_tests::scenario::{run, Options, Outcome};
+use pv_tests::qemu::Serial;
 use pv_tests::{conformance, qemu, results};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,12 +39,17 @@ fn boot_with_qemu_args(name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &
 /// As [`boot_with_qemu_args`], typing `input` on the serial console: each entry's bytes
 /// once a line contains its text.
 fn boot_typing(name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &[&str], input: Vec<(&'static str, &'static [u8])>) -> Outcome {
+    boot_on(Serial::Plain, name, bundle, hv_cmdline, qemu_args, input)
+}
+
+/// As [`boot_typing`], with stdio as `serial` says (the monitor on it, or not).
+fn boot_on(serial: Serial, name: &str, bundle: &[u8], hv_cmdline: &str, qemu_args: &[&str], input: Vec<(&'static str, &'static [u8])>) -> Outcome {
     qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
     let dir = artifacts().join("scenarios");
     std::fs::create_dir_all(&dir).unwrap();
     let bundle_path = dir.join(format!("{name}.cpio"));
     std::fs::write(&bundle_path, bundle).unwrap();
-    let mut cmd = qemu::hypervisor_command(&artifacts().join("pv-hypervisor"), &bundle_path, hv_cmdline);
+    let mut cmd = qemu::hypervisor_command_on(serial, &qemu::accelerator_args(), &artifacts().join("pv-hypervisor"), &bundle_path, hv_cmdline);
     cmd.args(qemu_args);
     let options = Options { timeout: OUR_TIMEOUT, stop_on: vec![], mark: None, log_path: Some(dir.join(format!("{name}.log"))), input };
     let outcome = run(cmd, &options).unwrap_or_else(|e| panic!("{e}"));
@@ -113,6 +119,11 @@ fn real_xen_wanted(name: &str) -> bool {
 
 /// Boots real Xen 4.17 with our guest as dom0 running `cmdline`.
 fn boot_xen(name: &str, cmdline: &str) -> Outcome {
+    boot_xen_on(Serial::Plain, name, cmdline, vec![])
+}
+
+/// As [`boot_xen`], with stdio as `serial` says, typing `input` (see [`boot_typing`]).
+fn boot_xen_on(serial: Serial, name: &str, cmdline: &str, input: Vec<(&'static str, &'static [u8])>) -> Outcome {
     qemu::check_qemu().unwrap_or_else(|e| panic!("{e}"));
     let xen = qemu::xen_image(&artifacts()).unwrap_or_else(|e| panic!("{e}"));
     let options = Options {
@@ -120,9 +131,10 @@ fn boot_xen(name: &str, cmdline: &str) -> Outcome {
         stop_on: vec![qemu::XEN_DOM0_HALTED, qemu::XEN_DOM0_SHUTDOWN],
         mark: None,
         log_path: Some(artifacts().join(format!("scenarios/{name}-real-xen.log"))),
-        input: vec![],
+        input,
     };
-    let outcome = run(qemu::xen_command(&xen, &artifacts().join("pv-guest-kernel"), cmdline), &options).unwrap();
+    let command = qemu::xen_command_on(serial, &qemu::accelerator_args(), &xen, &artifacts().join("pv-guest-kernel"), cmdline, None);
+    let outcome = run(command, &options).unwrap();
     assert!(!outcome.timed_out, "{name}: Xen timed out; log tail:\n{}", outcome.tail(40));
     outcome
 }
@@ -731,6 +743,35 @@ fn serial_input_reaches_dom0_and_the_debug_keys() {
     assert!(outcome.log.contains("(hv) serial input to the hypervisor"), "CTRL-a three times switches input");
     let lists = outcome.log.lines().filter(|l| l.starts_with("(hv) Domain-0 ")).count();
     assert!(lists >= 2, "'q' printed the domain list (and the stop printed it again): {lists}");
+}
+
+/// An NMI from the platform (QEMU's monitor command `nmi`, typed once dom0 waits for
+/// it, blocked) becomes a virtual NMI for dom0 and wakes it, on Xen 4.17 (a release
+/// build: `nmi=dom0`) as here. Ours twice: dom0 alone (the NMI finds the CPU idle) and
+/// with a domU spinning (dom0 is woken and scheduled while another domain runs).
+#[test]
+fn a_platform_nmi_goes_to_dom0_as_on_xen() {
+    let command = "nmi-wait 20000";
+    let typed = || vec![("test=nmi-wait event=ready", qemu::MONITOR_NMI)];
+    let alone = boot_on(Serial::WithMonitor, "nmi-wait", &dom0_bundle(&guest_image(), command), "loglvl=info", &[], typed());
+    expect(&alone, &[("test", "nmi-wait"), ("status", "pass")]);
+    expect_exit(&alone, ExitCode::Poweroff);
+    assert!(alone.log.contains("(hv) WARN  NMI at rip"), "the hypervisor says it took the NMI");
+
+    let bundle = bundle_with_domus(&guest_image(), command, &[domu("spinner", "spin 2", "")]);
+    let busy = boot_on(Serial::WithMonitor, "nmi-wait-domu-spinning", &bundle, "loglvl=info", &[], typed());
+    expect_from(&busy, 0, &[("test", "nmi-wait"), ("status", "pass")]);
+    expect_from(&busy, 1, &[("test", "spin"), ("status", "pass")]);
+    expect_exit(&busy, ExitCode::Poweroff);
+
+    if !real_xen_wanted("a_platform_nmi_goes_to_dom0_as_on_xen (its real-Xen half)") {
+        return;
+    }
+    let xen = boot_xen_on(Serial::WithMonitor, "nmi-wait", command, typed());
+    let comparison = conformance::compare(&alone.log, &xen.log);
+    eprintln!("nmi-wait: {}", comparison.report());
+    assert!(comparison.matching.len() >= 5, "nmi-wait: only {} checks ran", comparison.matching.len());
+    assert!(comparison.differences.is_empty(), "nmi-wait differs from Xen 4.17:\n{}", comparison.report());
 }
 
 /// A Linux-style bzImage of our own guest kernel, with each compression distributions

@@ -175,3 +175,61 @@ fn with_events(shared: &Shared, masked: bool, f: impl FnOnce()) {
     f();
     shared.set_upcall_mask(true);
 }
+
+/// `nmi-wait [MS]`: waits, blocked, up to MS milliseconds (default 20000) for an NMI
+/// from the platform: QEMU's monitor command `nmi`, which the harness types once it sees
+/// the `ready` line. Xen 4.17 (a release build, so `nmi=dom0`) passes it to dom0 as a
+/// virtual NMI and wakes the blocked vCPU; so does pv-hypervisor. The timer is only the
+/// give-up time.
+pub fn wait_for_platform_nmi(info: &StartInfo, command: &str) {
+    use super::evtchn_ops::op;
+    use crate::events::now_ns;
+    use hypercall_abi::ops::event_channel::{EvtchnBindVirq, EVTCHNOP_BIND_VIRQ, VIRQ_TIMER};
+    use hypercall_abi::ops::sched_op::SCHEDOP_BLOCK;
+
+    let mut tally = Tally::new("nmi-wait");
+    let Some(ms) = super::numeric_argument("nmi-wait", command, 20_000, 1..=60_000) else { return };
+    tally.ret("set_trap_table", crate::traps::install(), 0);
+    let Some(shared) = map_shared_info(info) else {
+        println!("RESULT test=nmi-wait status=fail reason=cannot-map-shared-info");
+        return;
+    };
+    shared.clear_upcall();
+    shared.set_upcall_mask(true);
+    let callback = crate::traps::callback_entry(CALLBACKTYPE_NMI).unwrap_or(0);
+    tally.ret("register_callback", callback_op_nmi(Some(callback)), 0);
+    tally.ret("register_event_callback", crate::events::register_callback(), 0);
+    let mut virq = EvtchnBindVirq { virq: VIRQ_TIMER, vcpu: 0, port: 0 };
+    tally.ret("bind_virq_timer", op(EVTCHNOP_BIND_VIRQ, &mut virq), 0);
+
+    let time = shared.0 as *const hypercall_abi::shared_info::SharedInfo;
+    let before = TAKEN.load(SeqCst);
+    let start = now_ns(time);
+    let deadline = start + ms * 1_000_000;
+    // SAFETY: set_timer_op takes no pointer.
+    let timer = unsafe { calls::set_timer_op(deadline) };
+    shared.set_upcall_mask(false);
+    println!("RESULT test=nmi-wait event=ready");
+    let mut blocks = 0u64;
+    while TAKEN.load(SeqCst) == before && now_ns(time) < deadline {
+        // SAFETY: block takes no argument.
+        unsafe { calls::sched_op(SCHEDOP_BLOCK, GuestHandle::NULL) };
+        blocks += 1;
+    }
+    let waited_ms = (now_ns(time) - start) / 1_000_000;
+    shared.set_upcall_mask(true);
+    // SAFETY: as above; 0 cancels the timer.
+    unsafe { calls::set_timer_op(0) };
+    let taken = TAKEN.load(SeqCst) - before;
+    let vector = SEEN[0].load(SeqCst);
+    let entry = if taken == 0 { "none" } else if vector == CALLBACK_NMI { "callback" } else { "trap2" };
+    let rpl = SEEN[2].load(SeqCst) & 3;
+    let woke_early = taken > 0 && waited_ms < ms;
+    tally.line(
+        "platform_nmi",
+        timer == 0 && taken == 1 && entry == "callback" && rpl == 0 && woke_early,
+        format_args!("taken={taken} entry={entry} rpl={rpl} woke_before_timer={}", u8::from(woke_early)),
+    );
+    println!("RESULT test=nmi-wait event=waited ms={waited_ms} blocks={blocks}");
+    tally.finish();
+}

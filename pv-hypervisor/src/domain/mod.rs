@@ -11,6 +11,7 @@ pub mod frames;
 pub mod hypercall_page;
 pub mod layout;
 pub mod list;
+pub mod platform_nmi;
 pub mod vcpu;
 
 use crate::console::guest_line::GuestLineBuffer;

@@ -67,6 +67,12 @@ core::arch::global_asm!(
     "push {timer_vector}",
     "jmp trap_common",
     ".balign 16",
+    ".globl kick_stub",
+    "kick_stub:",
+    "push 0",
+    "push {kick_vector}",
+    "jmp trap_common",
+    ".balign 16",
     ".globl spurious_stub",
     "spurious_stub:",
     "push 0",
@@ -147,6 +153,7 @@ core::arch::global_asm!(
     int80_vector = const INT80_VECTOR,
     timer_vector = const super::lapic::TIMER_VECTOR as u64,
     spurious_vector = const super::lapic::SPURIOUS_VECTOR as u64,
+    kick_vector = const super::lapic::KICK_VECTOR as u64,
     sysret_vector = const SYSRET_VECTOR,
 );
 
@@ -158,6 +165,7 @@ extern "C" {
     static int80_stub: u8;
     static timer_stub: u8;
     static spurious_stub: u8;
+    static kick_stub: u8;
     fn syscall_entry();
     fn syscall32_entry();
     fn restore_frame();
@@ -171,9 +179,9 @@ pub fn int80_stub_address() -> u64 {
     core::ptr::addr_of!(int80_stub) as u64
 }
 
-/// The LAPIC timer's and spurious interrupts' stubs.
-pub fn interrupt_stub_addresses() -> (u64, u64) {
-    (core::ptr::addr_of!(timer_stub) as u64, core::ptr::addr_of!(spurious_stub) as u64)
+/// The stubs of the LAPIC timer, spurious and kick interrupts.
+pub fn interrupt_stub_addresses() -> (u64, u64, u64) {
+    (core::ptr::addr_of!(timer_stub) as u64, core::ptr::addr_of!(spurious_stub) as u64, core::ptr::addr_of!(kick_stub) as u64)
 }
 
 const MSR_SYSENTER_CS: u32 = 0x174;

@@ -64,9 +64,11 @@ pub fn init() {
             *gate = Gate::interrupt(trap_stub_address(vector), ist, dpl);
         }
         idt[INT80_VECTOR as usize] = Gate::interrupt(int80_stub_address(), 0, 3);
-        // DPL 0: a guest's `int 0xef` is a #GP, never a fake timer tick.
-        let (timer, spurious) = super::entry::interrupt_stub_addresses();
+        // DPL 0: a guest's `int 0xef` is a #GP, never a fake timer tick (nor `int 0xee`
+        // a kick).
+        let (timer, spurious, kick) = super::entry::interrupt_stub_addresses();
         idt[super::lapic::TIMER_VECTOR as usize] = Gate::interrupt(timer, 0, 0);
+        idt[super::lapic::KICK_VECTOR as usize] = Gate::interrupt(kick, 0, 0);
         idt[super::lapic::SPURIOUS_VECTOR as usize] = Gate::interrupt(spurious, 0, 0);
         lidt(&DescriptorTablePointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: VirtAddr::new(idt.as_ptr() as u64) });
     }

@@ -10,9 +10,15 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// The timer's interrupt vector (any free vector above the exceptions and the PICs').
 pub const TIMER_VECTOR: u8 = 0xef;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// A self-IPI that makes the hypervisor look at work an NMI handler left (see
+/// [`kick_self`]).
+pub const KICK_VECTOR: u8 = 0xee;
 const LAPIC_PHYS: u64 = 0xfee0_0000;
 const REG_EOI: u64 = 0xb0;
 const REG_SPURIOUS: u64 = 0xf0;
+const REG_ICR_LOW: u64 = 0x300;
+/// ICR destination shorthand "self", fixed delivery mode.
+const ICR_TO_SELF: u32 = 0b01 << 18;
 const REG_LVT_TIMER: u64 = 0x320;
 const REG_INITIAL_COUNT: u64 = 0x380;
 const REG_CURRENT_COUNT: u64 = 0x390;
@@ -90,6 +96,15 @@ pub fn arm(ns: u64) {
 fn write_deadline(tsc: u64) {
     // SAFETY: the MSR exists (CPUID said so at init) and only arms the LAPIC timer.
     unsafe { x86_64::registers::model_specific::Msr::new(MSR_TSC_DEADLINE).write(tsc) };
+}
+
+/// Raises [`KICK_VECTOR`] on this CPU. An NMI handler cannot take the hypervisor's lock
+/// (it may have interrupted its holder) nor run the scheduler on its IST stack, so it
+/// leaves a flag and kicks: the interrupt comes as soon as interrupts are on again, in
+/// the guest after the exit or in the idle loop's `hlt`, on the ordinary stack. Safe in
+/// an NMI: nothing else writes the ICR.
+pub fn kick_self() {
+    write(REG_ICR_LOW, ICR_TO_SELF | u32::from(KICK_VECTOR));
 }
 
 pub fn end_of_interrupt() {

@@ -479,11 +479,18 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     if frame.vector == u64::from(lapic::TIMER_VECTOR) || frame.vector == u64::from(lapic::SPURIOUS_VECTOR) {
         timer_interrupt(frame);
     }
-    // NMIs are the platform's, not the guest's, whatever was running: note and resume.
+    // NMIs are the platform's, not the guest's, whatever was running: they go to dom0
+    // (domain::platform_nmi). On the IST stack, and perhaps over the hypervisor holding
+    // its lock, the handler only leaves the flag and kicks; the kick interrupt passes it.
     if frame.vector == VECTOR_NMI {
-        serial::write_emergency(format_args!("(hv) WARN  NMI at rip {:#x}\n", frame.rip));
+        serial::write_emergency(format_args!("(hv) WARN  NMI at rip {:#x}, for dom0\n", frame.rip));
+        PLATFORM_NMI.store(true, core::sync::atomic::Ordering::SeqCst);
+        lapic::kick_self();
         // SAFETY: `frame` is the one the entry stub pushed; nothing above it is needed.
         unsafe { entry::resume_frame(frame) };
+    }
+    if frame.vector == u64::from(lapic::KICK_VECTOR) {
+        kick_interrupt(frame);
     }
     // A machine check is a hardware failure, not something a guest did; a double fault
     // means the hypervisor could not take an exception.
@@ -530,6 +537,34 @@ fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     crate::time::fire_if_due(domain, &mut hv.memory, hv.machine.clock.now_ns());
     domain.traps.timer_changed = true;
     resume_guest(guard, frame);
+}
+
+/// A platform NMI not yet passed to dom0: set by the NMI handler, taken by
+/// [`pass_platform_nmi`].
+static PLATFORM_NMI: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The kick an NMI handler sends itself (lapic::kick_self). From a guest: the platform
+/// NMI goes to dom0 now, through the slow exit. In the idle loop (ring 0): it only
+/// wakes the CPU, and the loop passes the NMI on itself.
+fn kick_interrupt(frame: &mut GuestRegisters) -> ! {
+    lapic::end_of_interrupt();
+    if !frame.from_guest() {
+        // SAFETY: the frame the entry stub pushed; the interrupted code resumes.
+        unsafe { entry::resume_frame(frame) };
+    }
+    let mut guard = lock_hypervisor();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    pass_platform_nmi(hv);
+    resume_guest(guard, frame);
+}
+
+/// Passes a platform NMI the NMI handler left, if any, to dom0.
+fn pass_platform_nmi(hv: &mut Hypervisor) {
+    if PLATFORM_NMI.swap(false, core::sync::atomic::Ordering::SeqCst)
+        && crate::domain::platform_nmi::pass_to_dom0(&mut hv.domains, hv.current) == crate::domain::platform_nmi::Passed::Dropped
+    {
+        hv_println!("NMI dropped: no dom0");
+    }
 }
 
 /// Arms the LAPIC timer to fire at system time `at` (at once if that has passed).
@@ -672,6 +707,7 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
                     arm_timer(wake, now);
                     hv.next_interrupt_at = wake;
                     cpu::wait_for_interrupt();
+                    pass_platform_nmi(hv);
                     now = hv.machine.clock.now_ns();
                     poll_debug_keys(hv, now);
                     fire_timers_and_wake(hv, now);
@@ -743,7 +779,10 @@ fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
         }
         crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
         let polled = crate::hypercall::sched_op::poll_satisfied(domain, &mut hv.memory, now);
-        if polled || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory)) {
+        let woken = polled
+            || crate::domain::platform_nmi::wakes(domain)
+            || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory));
+        if woken {
             domain.poll = None;
             domain.traps.blocked = false;
             // Running again: a period that ended meanwhile fires now.
