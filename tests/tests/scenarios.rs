@@ -499,7 +499,7 @@ fn heap_conforms_to_xen() {
 /// and the #PF Xen gives for a page that cannot serve.
 #[test]
 fn ldt_conforms_to_xen() {
-    conforms_to_xen("ldt", 21);
+    conforms_to_xen("ldt", 23);
 }
 
 /// Every event-channel operation on the domain itself (loopback interdomain pairs,

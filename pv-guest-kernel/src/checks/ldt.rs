@@ -77,6 +77,19 @@ pub fn run() {
         return tally.finish();
     };
     tally.ret("set", set_ldt(va, 4), 0);
+    // The first use of the page: an iret hypercall to its 64-bit code segment (entry
+    // 3). The hypervisor maps the page for the iretq, the kernel runs on with cs naming
+    // the LDT (it reads cs into rdx there), and a second iret takes it back to 0xe030.
+    let p = probe!(
+        "mov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush rdi\nlea rax, [rip + 4f]\npush rax\npush 0",
+        "jmp hypercall_page + 23 * 32\n4:\nmov edx, cs\nmov rcx, rsp\npush 0xe02b\npush rcx\npushfq\npush 0xe030\nlea rax, [rip + 3f]\npush rax\npush 0\njmp hypercall_page + 23 * 32",
+        selector(3) & !3,
+        0u64
+    );
+    let cs_inside = p.rdx & 0xffff;
+    let pass = report("ldt", "iret_to_ldt_code", &p, &Expect::none()) && cs_inside == selector(3);
+    println!("RESULT test=ldt check=ran_on_ldt_code cs={cs_inside:#x} status={}", if pass { "pass" } else { "fail" });
+    tally.add(pass);
     tally.add(report("ldt", "load_data_dpl3", &load_es(selector(0)), &Expect::none()));
     let loaded = es();
     let pass = loaded == selector(0);

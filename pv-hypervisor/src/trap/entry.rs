@@ -9,7 +9,7 @@ use super::cpuid::CpuidPolicy;
 use super::debugreg;
 use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
 use super::emulate::{Emulation, EmulationContext, HostView};
-use super::frame_check::{check_return_frame, BadFrame};
+use super::frame_check::{check_return_frame, is_plain_flat_frame, BadFrame};
 use super::ldt;
 use super::ports::PortIo;
 use super::ptwr;
@@ -174,8 +174,36 @@ fn emulate_instead<M: MachineMemory>(
 fn guest_descriptor<M: MachineMemory>(domain: &Domain, memory: &M, selector: u16) -> Option<u64> {
     let index = (selector >> 3) as usize;
     let traps = &domain.traps;
-    let frame = *traps.gdt_frames.get(..traps.gdt_frame_count)?.get(index / 512)?;
+    let frame = if selector & SELECTOR_TI_LDT != 0 {
+        // An LDT selector within the guest's LDT, on a page already mapped for the CPU
+        // (`map_ldt_pages_for` maps the frame's pages first).
+        if index >= traps.ldt.entries as usize {
+            return None;
+        }
+        Some(traps.ldt.frames[index / 512]).filter(|&f| f != 0)?
+    } else {
+        *traps.gdt_frames.get(..traps.gdt_frame_count)?.get(index / 512)?
+    };
     memory.read_u64(frame * 4096 + (index % 512) as u64 * 8)
+}
+
+/// Selector bit 2: the descriptor is in the LDT.
+const SELECTOR_TI_LDT: u16 = 4;
+
+/// An `iretq` to a frame naming LDT segments reads their descriptors through the LDT
+/// window, and a page of it not mapped yet would fault there, in ring 0. Xen maps such a
+/// page then (as for any LDT access) and the `iretq` goes through; so we map the pages
+/// the frame's cs and ss need before checking it. A page that cannot be mapped leaves
+/// the selector refused: the guest gets the #GP(selector) `iretq` gives.
+fn map_ldt_pages_for<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, frame: &GuestRegisters) {
+    for selector in [frame.cs, frame.ss] {
+        let in_ldt = selector <= u64::from(u16::MAX) && selector as u16 & SELECTOR_TI_LDT != 0;
+        let offset = (selector & !7) as u64;
+        if in_ldt && offset < u64::from(domain.traps.ldt.entries) * 8 && domain.traps.ldt.frames[(offset / 4096) as usize] == 0 {
+            let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
+            let _ = ldt::map_on_fault(domain, &mut tables, offset);
+        }
+    }
 }
 
 /// The check before every return to a running guest. A frame `iretq` would fault on is
@@ -183,7 +211,11 @@ fn guest_descriptor<M: MachineMemory>(domain: &Domain, memory: &M, selector: u16
 /// the target state, and so do we, having checked first. A frame still bad after that
 /// (no #GP handler, or it leads to garbage again) crashes the domain.
 #[inline(always)]
-pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frame: &mut GuestRegisters) {
+pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, frame: &mut GuestRegisters) {
+    if !is_plain_flat_frame(frame) {
+        map_ldt_pages_for(domain, memory, frames, frame);
+    }
+    let memory = &mut OwnedBy::new(memory, frames, domain.id);
     let descriptor = |selector: u16| guest_descriptor(domain, memory, selector);
     let Err(bad) = check_return_frame(frame, &descriptor) else { return };
     let error_code = match bad {

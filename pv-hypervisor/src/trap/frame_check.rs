@@ -82,8 +82,9 @@ pub fn is_plain_flat_frame(regs: &GuestRegisters) -> bool {
 }
 
 /// Checks a return frame. Besides the hypervisor's flat ring-3 selectors, selectors
-/// with RPL 3 into the guest's own GDT pass if `guest_descriptor` (which reads entry
-/// `selector >> 3` of the GDT the guest installed) shows a segment `iretq` accepts.
+/// with RPL 3 into the guest's own GDT or LDT pass if `guest_descriptor` (which reads
+/// the descriptor the selector names in the table the guest installed) shows a segment
+/// `iretq` accepts.
 #[inline(always)]
 pub fn check_return_frame(regs: &GuestRegisters, guest_descriptor: &dyn Fn(u16) -> Option<u64>) -> Result<(), BadFrame> {
     let cs = regs.cs;
@@ -91,7 +92,7 @@ pub fn check_return_frame(regs: &GuestRegisters, guest_descriptor: &dyn Fn(u16) 
         Some(CodeSegment::Long)
     } else if cs == FLAT_RING3_CS32 as u64 {
         Some(CodeSegment::Compat { limit: u32::MAX as u64 })
-    } else if cs & 7 == 3 && cs <= u16::MAX as u64 {
+    } else if cs & 3 == 3 && cs <= u16::MAX as u64 {
         guest_descriptor(cs as u16).and_then(guest_code_segment)
     } else {
         None
@@ -104,7 +105,7 @@ pub fn check_return_frame(regs: &GuestRegisters, guest_descriptor: &dyn Fn(u16) 
     }
     let ss = regs.ss;
     let stack_ok =
-        ss == FLAT_RING3_SS64 as u64 || (ss & 7 == 3 && ss <= u16::MAX as u64 && guest_descriptor(ss as u16).is_some_and(guest_stack_segment));
+        ss == FLAT_RING3_SS64 as u64 || (ss & 3 == 3 && ss <= u16::MAX as u64 && guest_descriptor(ss as u16).is_some_and(guest_stack_segment));
     if !stack_ok {
         return Err(BadFrame::StackSelector);
     }
@@ -213,7 +214,11 @@ mod guest_gdt_tests {
     const DATA: u64 = 0x00cf_f200_0000_ffff;
     const CODE64_NOT_PRESENT: u64 = CODE64 & !(1 << 47);
 
+    /// A GDT, and no LDT (entry::guest_descriptor finds LDT selectors in the LDT).
     fn gdt(selector: u16) -> Option<u64> {
+        if selector & 4 != 0 {
+            return None;
+        }
         match selector >> 3 {
             1 => Some(CODE64),
             2 => Some(DATA),
@@ -235,7 +240,7 @@ mod guest_gdt_tests {
         assert_eq!(check_return_frame(&frame(0x08, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "RPL 0");
         assert_eq!(check_return_frame(&frame(0x13, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "data as code");
         assert_eq!(check_return_frame(&frame(0x23, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "not present");
-        assert_eq!(check_return_frame(&frame(0x0f, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "LDT");
+        assert_eq!(check_return_frame(&frame(0x0f, 0x13, 0x1000), &gdt), Err(BadFrame::CodeSelector), "LDT selector, no LDT");
         assert_eq!(check_return_frame(&frame(0x0b, 0x0b, 0x1000), &gdt), Err(BadFrame::StackSelector), "code as stack");
         assert_eq!(check_return_frame(&frame(0x0b, 0x2b, 0x1000), &gdt), Err(BadFrame::StackSelector), "null descriptor");
         assert_eq!(check_return_frame(&frame(0x0b, 0x13, 0x8000_0000_0000), &gdt), Err(BadFrame::NonCanonicalRip));

@@ -159,4 +159,29 @@ mod tests {
         assert_eq!(set_ldt(&mut g, 0xdead_0000, 8), 0);
         assert_eq!(fault(&mut g, 8), LdtFault::PageFault(0xdead_0008));
     }
+
+    /// An iret frame whose cs and ss are LDT segments (RPL 3) goes through, as on Xen:
+    /// the exit check maps the LDT page they are on first, and reads them from it.
+    #[test]
+    fn an_exit_frame_may_name_ldt_segments() {
+        use crate::domain::DomainState;
+        const CODE64_DPL3: u64 = 0x00af_fa00_0000_ffff;
+        const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+        let mut g = TestGuest::new();
+        let (va, mfn) = ldt_page(&mut g, CODE64_DPL3);
+        g.memory.write_bytes(mfn * PAGE + 8, &DATA_DPL3.to_le_bytes()).unwrap();
+        assert_eq!(set_ldt(&mut g, va, 2), 0);
+        g.regs.cs = 0x7; // LDT entry 0, RPL 3
+        g.regs.ss = 0xf; // LDT entry 1
+        g.regs.rcx = 1; // not a sysret frame
+        let before = g.regs;
+        crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+        assert_eq!((g.regs, g.domain.state), (before, DomainState::Running));
+        assert_eq!(g.domain.traps.ldt.frames[0], mfn, "mapped for the CPU's iretq");
+        assert!(g.domain.traps.ldt.dirty);
+        // A selector past the LDT's entries is refused (no #GP handler here: crashed).
+        g.regs.cs = 0x17;
+        crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+        assert_eq!(g.domain.state, DomainState::Crashed);
+    }
 }

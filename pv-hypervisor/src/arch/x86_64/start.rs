@@ -613,7 +613,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
-        trap_entry::check_exit_frame(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
+        trap_entry::check_exit_frame(domain, &mut hv.memory, &mut hv.frame_table, frame);
     }
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);

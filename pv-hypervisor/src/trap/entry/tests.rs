@@ -66,12 +66,12 @@ fn compat_syscall_without_callback_is_ud_at_the_instruction() {
 fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
     let (mut g, _) = guest();
     g.regs.rip = 0x0000_8000_0000_0000;
-    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
+    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
     assert_eq!((g.regs.rip, g.domain.state), (0x10_d000, DomainState::Running));
     // No #GP handler: crashed.
     let mut g = TestGuest::new();
     g.regs.rip = 0x0000_8000_0000_0000;
-    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
+    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
     assert_eq!(g.domain.state, DomainState::Crashed);
     // A non-canonical rsp is the guest's own business: iretq loads it without
     // faulting, so the frame goes back as it was (Xen resumes it the same way).
@@ -79,6 +79,6 @@ fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
     g.regs.rsp = 0x1234_0000_0000_0000;
     g.regs.rcx = 1; // not a sysret frame
     let before = g.regs;
-    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.regs);
+    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
     assert_eq!((g.regs, g.domain.state), (before, DomainState::Running));
 }
