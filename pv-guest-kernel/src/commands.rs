@@ -20,7 +20,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, nmi-wait [MS], initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], spin-until MS, console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], fuzz SEED COUNT";
+    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, selectors [N], evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, nmi-wait [MS], initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], spin [SECONDS], spin-until MS, console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -56,6 +56,7 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "heap" => crate::checks::heap::run(command),
         "descriptors" => crate::checks::descriptors::run(info),
         "ldt" => crate::checks::ldt::run(),
+        "selectors" => crate::checks::selectors::run(info, command),
         "evtchn-ops" => crate::checks::evtchn_ops::run(info),
         "evtchn-upcall" => crate::checks::evtchn_upcall::run(info),
         "nmi" => crate::checks::nmi::run(info),

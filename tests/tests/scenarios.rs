@@ -718,6 +718,19 @@ fn sched_ops_conform_to_xen() {
     conforms_to_xen("sched-ops", 21);
 }
 
+/// Data segment registers holding the guest's own LDT selectors keep them across domain
+/// switches (dom0 yields 20 times to a spinning domU): each is checked against its
+/// descriptor and loaded again when the vCPU comes back.
+#[test]
+fn data_selectors_survive_domain_switches() {
+    let bundle = bundle_with_domus(&guest_image(), "selectors 20", &[domu("spinner", "spin 1", "")]);
+    let outcome = boot("selectors", &bundle);
+    let line = expect_from(&outcome, 0, &[("test", "selectors"), ("check", "kept_across_switches"), ("status", "pass")]);
+    assert!(number(&line["switches"]) >= 10, "most yields went to the spinner: {}", line["switches"]);
+    expect_from(&outcome, 1, &[("test", "spin"), ("status", "pass")]);
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
 /// A domU that stops kicking its watchdog is shut down with reason watchdog when it
 /// fires (as Xen does), while dom0 goes on.
 #[test]

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod mmu_attack;
 pub mod mmu_stress;
 pub mod nmi;
+pub mod selectors;
 pub mod pagetables;
 pub mod pingpong;
 pub mod privops;

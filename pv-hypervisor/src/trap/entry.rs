@@ -9,7 +9,7 @@ use super::cpuid::CpuidPolicy;
 use super::debugreg;
 use super::deliver::{self, GuestException, VECTOR_GENERAL_PROTECTION, VECTOR_INVALID_OPCODE, VECTOR_PAGE_FAULT};
 use super::emulate::{Emulation, EmulationContext, HostView};
-use super::frame_check::{check_return_frame, is_plain_flat_frame, BadFrame};
+use super::frame_check::{self, check_return_frame, is_plain_flat_frame, BadFrame};
 use super::ldt;
 use super::ports::PortIo;
 use super::ptwr;
@@ -195,15 +195,38 @@ const SELECTOR_TI_LDT: u16 = 4;
 /// page then (as for any LDT access) and the `iretq` goes through; so we map the pages
 /// the frame's cs and ss need before checking it. A page that cannot be mapped leaves
 /// the selector refused: the guest gets the #GP(selector) `iretq` gives.
-fn map_ldt_pages_for<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, frame: &GuestRegisters) {
-    for selector in [frame.cs, frame.ss] {
+fn map_ldt_pages_for<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, selectors: &[u64]) {
+    for &selector in selectors {
         let in_ldt = selector <= u64::from(u16::MAX) && selector as u16 & SELECTOR_TI_LDT != 0;
-        let offset = (selector & !7) as u64;
+        let offset = selector & !7;
         if in_ldt && offset < u64::from(domain.traps.ldt.entries) * 8 && domain.traps.ldt.frames[(offset / 4096) as usize] == 0 {
             let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
             let _ = ldt::map_on_fault(domain, &mut tables, offset);
         }
     }
+}
+
+/// The DS, ES, FS and GS a vCPU had when it was switched away from, to load when it
+/// runs again, each kept if loading it from ring 3 cannot fault: null, the
+/// hypervisor's flat ring-3 segments, or a selector whose descriptor in the guest's own
+/// GDT or LDT is loadable (LDT pages mapped first, as the CPU's load would need). The
+/// guest cannot have changed its tables meanwhile, but update_descriptor while it ran
+/// may have made a loaded descriptor unloadable; such a selector becomes null (Xen
+/// would enter the failsafe callback instead).
+pub fn loadable_data_selectors<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, selectors: [u16; 4]) -> [u16; 4] {
+    use hypercall_abi::arch_x86_64::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS32};
+    map_ldt_pages_for(domain, memory, frames, &selectors.map(u64::from));
+    let memory = OwnedBy::new(memory, frames, domain.id);
+    selectors.map(|selector| {
+        let hypervisors = [FLAT_RING3_DS32, FLAT_RING3_CS32, FLAT_RING3_CS64].contains(&selector);
+        let null = selector & !3 == 0;
+        let guests = || guest_descriptor(domain, &memory, selector).is_some_and(frame_check::loadable_data_segment);
+        if null || hypervisors || guests() {
+            selector
+        } else {
+            0
+        }
+    })
 }
 
 /// The check before every return to a running guest. A frame `iretq` would fault on is
@@ -213,7 +236,7 @@ fn map_ldt_pages_for<M: MachineMemory>(domain: &mut Domain, memory: &mut M, fram
 #[inline(always)]
 pub fn check_exit_frame<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, frame: &mut GuestRegisters) {
     if !is_plain_flat_frame(frame) {
-        map_ldt_pages_for(domain, memory, frames, frame);
+        map_ldt_pages_for(domain, memory, frames, &[frame.cs, frame.ss]);
     }
     let memory = &mut OwnedBy::new(memory, frames, domain.id);
     let descriptor = |selector: u16| guest_descriptor(domain, memory, selector);

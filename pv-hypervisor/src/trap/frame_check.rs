@@ -66,6 +66,17 @@ fn guest_stack_segment(descriptor: u64) -> bool {
     descriptor & (PRESENT | CODE_OR_DATA | CODE | WRITABLE_DATA | DPL3) == PRESENT | CODE_OR_DATA | WRITABLE_DATA | DPL3
 }
 
+/// Whether `mov` from ring 3 may load a data segment register (DS, ES, FS, GS) with a
+/// selector naming this descriptor: present, and a data segment or a readable code
+/// segment, of DPL 3 (guest descriptors always have it; conforming code would not need
+/// it, but the CPU then accepts it anyway).
+pub fn loadable_data_segment(descriptor: u64) -> bool {
+    const READABLE_CODE: u64 = 1 << 41;
+    let present_segment = descriptor & (PRESENT | CODE_OR_DATA | DPL3) == PRESENT | CODE_OR_DATA | DPL3;
+    let code = descriptor & CODE != 0;
+    present_segment && (!code || descriptor & READABLE_CODE != 0)
+}
+
 /// The frame almost every exit has: flat 64-bit selectors, canonical rip and rsp, IF
 /// set, no IOPL, VM or reserved bits. Every field is compared without a branch of its
 /// own (`&` on bools), because on the exit path each branch is a translation block
@@ -230,6 +241,17 @@ mod guest_gdt_tests {
 
     fn frame(cs: u64, ss: u64, rip: u64) -> GuestRegisters {
         GuestRegisters { rip, cs, rflags: 0x202, rsp: 0x1000, ss, rcx: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn data_segment_registers_take_data_and_readable_code_of_dpl_3() {
+        assert!(loadable_data_segment(DATA));
+        assert!(loadable_data_segment(CODE64), "readable code");
+        assert!(!loadable_data_segment(CODE64 & !(1 << 41)), "execute-only code");
+        assert!(!loadable_data_segment(CODE64_NOT_PRESENT));
+        assert!(!loadable_data_segment(DATA & !(3 << 45)), "DPL 0");
+        assert!(!loadable_data_segment(0x0000_8900_0000_0067), "a TSS");
+        assert!(!loadable_data_segment(0));
     }
 
     #[test]

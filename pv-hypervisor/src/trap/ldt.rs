@@ -184,4 +184,19 @@ mod tests {
         crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
         assert_eq!(g.domain.state, DomainState::Crashed);
     }
+
+    /// After a domain switch a vCPU gets back the data selectors it had, those the CPU
+    /// can load from ring 3 without fault; LDT pages they name are mapped first.
+    #[test]
+    fn data_selectors_are_kept_when_loadable() {
+        const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+        let mut g = TestGuest::new();
+        let (va, mfn) = ldt_page(&mut g, DATA_DPL3);
+        assert_eq!(set_ldt(&mut g, va, 1), 0);
+        let kept = crate::trap::entry::loadable_data_selectors(&mut g.domain, &mut g.memory, &mut g.frames, [0x7, 0xf, 0xe02b, 0x3]);
+        assert_eq!(kept, [0x7, 0, 0xe02b, 0x3], "LDT entry 0 kept, entry 1 is past the count");
+        assert_eq!(g.domain.traps.ldt.frames[0], mfn, "mapped for the load");
+        let kept = crate::trap::entry::loadable_data_selectors(&mut g.domain, &mut g.memory, &mut g.frames, [0xe008, 0xe033, 0x0b, 0x4]);
+        assert_eq!(kept, [0, 0xe033, 0, 0x4], "ring-0 code: no; readable ring-3 code: yes; no GDT: no");
+    }
 }

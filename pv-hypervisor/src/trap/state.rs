@@ -116,6 +116,9 @@ pub struct TrapState {
     /// The guest's LDT (MMUEXT_SET_LDT): where it is in the guest, how many entries,
     /// and the frames mapped for the CPU so far (trap::ldt maps them on first use).
     pub ldt: LdtState,
+    /// DS, ES, FS and GS to load before the vCPU runs (after a domain switch; checked
+    /// by trap::entry::loadable_data_selectors).
+    pub data_selectors_to_load: Option<[u16; 4]>,
     /// The timer deadline changed: `arch` arms the hardware timer again.
     pub timer_changed: bool,
     /// SCHEDOP_block: the vCPU waits (the hypervisor idles) until an event is pending.
@@ -189,6 +192,7 @@ impl Default for TrapState {
             // another domain's frames.
             gdt_dirty: true,
             ldt: LdtState::default(),
+            data_selectors_to_load: None,
             timer_changed: false,
             blocked: false,
             reschedule: false,
@@ -232,8 +236,9 @@ impl TrapState {
         self.table[vector as usize]
     }
 
-    /// Whether anything `arch` loads only on change (GS selector, GDT, LDT, debug registers,
-    /// segment bases, or the mode whose GS base is loaded) needs loading.
+    /// Whether anything `arch` loads only on change (GS selector, GDT, LDT, data
+    /// selectors, debug registers, segment bases, or the mode whose GS base is loaded)
+    /// needs loading.
     #[inline(always)]
     pub fn cpu_state_changed(&self) -> bool {
         // `|`, not `||`: evaluated on every exit, one branch for all of them.
@@ -241,6 +246,7 @@ impl TrapState {
             | self.gs_selector_pending.is_some()
             | self.gdt_dirty
             | self.ldt.dirty
+            | self.data_selectors_to_load.is_some()
             | self.timer_changed
             | self.blocked
             | self.nmi_pending

@@ -293,16 +293,16 @@ pub fn data_selectors() -> [u16; 4] {
     [ds, es, fs, gs]
 }
 
-/// Loads a vCPU's DS, ES, FS and GS. Only selectors that cannot fault here are loaded:
-/// null, or the hypervisor's flat ring-3 data selector (a reserved GDT entry, always
-/// present); a selector into the guest's own GDT or LDT becomes null (a gap: Xen loads
-/// it, with a fixup when it faults). The caller loads FS/GS bases afterwards.
+/// Loads a vCPU's DS, ES, FS and GS, as trap::entry::loadable_data_selectors kept them
+/// (each null, a hypervisor ring-3 segment, or one whose descriptor in the guest's GDT
+/// or LDT it found loadable), with the guest's GDT and LDT in the windows. The caller
+/// loads FS/GS bases afterwards.
 pub fn load_data_selectors(selectors: [u16; 4]) {
-    let flat = hypercall_abi::arch_x86_64::FLAT_RING3_DS32;
-    let safe = |s: u16| if s == flat { s } else { 0 };
-    let [ds, es, fs, gs] = selectors.map(safe);
-    // SAFETY: null or present DPL-3 flat data descriptors of the hypervisor's GDT, with
-    // RPL 3: loads that cannot fault; the hypervisor itself does not use these registers.
+    let [ds, es, fs, gs] = selectors;
+    // SAFETY: every selector was checked against the descriptor the CPU reads now (the
+    // GDT and LDT windows hold the guest's frames, typed read-only for the guest, so the
+    // descriptors cannot have changed): loads that cannot fault. The hypervisor itself
+    // does not use these registers.
     unsafe {
         core::arch::asm!("mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}", "mov gs, {3:x}",
             in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs, options(nomem, nostack));

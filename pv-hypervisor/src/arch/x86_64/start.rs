@@ -815,8 +815,10 @@ fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
     }
     let new = &mut hv.domains[next];
     *frame = new.vcpu;
-    cpu::load_data_selectors(new.data_selectors);
+    // Loaded with the rest of its CPU state, once its GDT and LDT are in the windows.
+    let selectors = trap_entry::loadable_data_selectors(new, &mut hv.memory, &mut hv.frame_table, new.data_selectors);
     let t = &mut new.traps;
+    t.data_selectors_to_load = Some(selectors);
     t.bases_loaded_for = None;
     t.segment_bases_dirty = true;
     t.gdt_dirty = true;
@@ -890,6 +892,11 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
         super::gdt_area::map_ldt_frames(&t.ldt.frames);
         super::gdt::load_ldt(t.ldt.entries);
         t.ldt.dirty = false;
+    }
+    if let Some(selectors) = t.data_selectors_to_load.take() {
+        cpu::load_data_selectors(selectors);
+        // Loading FS and GS replaced their bases.
+        t.segment_bases_dirty = true;
     }
     if t.debugreg_dirty {
         cpu::load_debug_registers(&t.debugreg);
