@@ -98,6 +98,12 @@ impl StartInfo {
         (u64::from_le_bytes(mfn), u32::from_le_bytes(evtchn))
     }
 
+    /// Sets the domU view of the console field.
+    pub fn set_domu_console(&mut self, mfn: u64, evtchn: u32) {
+        self.console[0..8].copy_from_slice(&mfn.to_le_bytes());
+        self.console[8..12].copy_from_slice(&evtchn.to_le_bytes());
+    }
+
     /// dom0 view of the console field: (info_off, info_size).
     pub fn dom0_console(&self) -> (u32, u32) {
         let mut off = [0u8; 4];

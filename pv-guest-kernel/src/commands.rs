@@ -16,6 +16,14 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
         "RESULT event=greeting nr_pages={} flags={:#x} pt_base={:#x} nr_pt_frames={} cmd_line=\"{}\"",
         info.nr_pages, info.flags, info.pt_base, info.nr_pt_frames, cmdline
     );
+    if info.flags & hypercall_abi::start_info::SIF_INITDOMAIN == 0 {
+        // What the toolstack gave a domU (this line itself went through the console ring).
+        let (console_mfn, console_evtchn) = info.domu_console();
+        let (store_mfn, store_evtchn) = (info.store_mfn, info.store_evtchn);
+        let store_pfn = crate::mm::m2p(store_mfn).unwrap_or(u64::MAX);
+        let console_pfn = crate::mm::m2p(console_mfn).unwrap_or(u64::MAX);
+        println!("RESULT event=domu_rings store_pfn={store_pfn:#x} store_evtchn={store_evtchn} console_pfn={console_pfn:#x} console_evtchn={console_evtchn}");
+    }
 }
 
 /// Every command `run` knows, for the help line.

@@ -81,6 +81,7 @@ extern "C" fn guest_main(start_info: *const StartInfo) -> ! {
     // SAFETY: the loader points RSI at start_info, inside our initial mapping, and nothing
     // else writes it while we run.
     let info: &'static StartInfo = unsafe { &*start_info };
+    crate::console::init(info);
     crate::mm::init_later(info);
     let cmdline = core::str::from_utf8(info.cmd_line_bytes()).unwrap_or("");
     commands::greet(info, cmdline);

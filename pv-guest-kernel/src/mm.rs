@@ -25,7 +25,7 @@ mod physmap;
 mod raw;
 
 pub use address_space::AddressSpace;
-pub use raw::PAGE;
+pub use raw::{m2p, PAGE};
 
 use crate::platform;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};

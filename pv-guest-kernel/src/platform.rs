@@ -28,6 +28,20 @@ pub fn console_write_from_address(address: u64, len: u32) -> Result<(), Errno> {
     Errno::check(ret).map(|_| ())
 }
 
+/// Notifies the far end of event channel `port` (EVTCHNOP_send).
+pub fn evtchn_send(port: u32) -> i64 {
+    use hypercall_abi::ops::event_channel::{EvtchnPort, EVTCHNOP_SEND};
+    let mut op = EvtchnPort { port };
+    // SAFETY: one EvtchnPort, live for the call.
+    unsafe { calls::event_channel_op(EVTCHNOP_SEND, GuestHandle::from_mut(&mut op)) }
+}
+
+/// Gives the CPU to another domain that can run (SCHEDOP_yield).
+pub fn yield_cpu() {
+    // SAFETY: yield takes no argument.
+    unsafe { calls::sched_op(hypercall_abi::ops::sched_op::SCHEDOP_YIELD, GuestHandle::NULL) };
+}
+
 /// The hypervisor's version as (major, minor).
 pub fn hypervisor_version() -> (u32, u32) {
     // SAFETY: XENVER_version takes no argument buffer.

@@ -17,9 +17,15 @@ pub struct Options {
     pub mark: Option<&'static str>,
     /// Where to save the log.
     pub log_path: Option<PathBuf>,
-    /// Typed on the serial console: once a line contains the first text, the bytes.
+    /// Typed on the serial console: once a line contains the first text, the bytes
+    /// ([`TYPING_DELAY`] later).
     pub input: Vec<(&'static str, &'static [u8])>,
 }
+
+/// How long after its trigger line input is typed: a guest prints the line just before
+/// it waits (reads, blocks), and the bytes must find it waiting, not on its way there,
+/// however slowly a loaded host runs the guest meanwhile.
+pub const TYPING_DELAY: Duration = Duration::from_millis(300);
 
 pub struct Outcome {
     pub log: String,
@@ -78,6 +84,7 @@ pub fn run(mut command: Command, options: &Options) -> Result<Outcome, String> {
                 if let (Some((after, bytes)), Some(input)) = (options.input.get(typed), stdin.as_mut()) {
                     if line.contains(after) {
                         use std::io::Write;
+                        std::thread::sleep(TYPING_DELAY);
                         let _ = input.write_all(bytes).and_then(|()| input.flush());
                         typed += 1;
                     }

@@ -654,6 +654,24 @@ fn a_spinning_domu_cannot_hold_up_dom0() {
     expect_from(&outcome, 1, &[("test", "spin"), ("status", "pass")]);
 }
 
+/// A domU gets what Xen's toolstack gives one: a xenstore page and a console ring page
+/// after start_info, with event channels 1 and 2 (unbound, for dom0); it writes its
+/// console into the ring, whose back end for now is the hypervisor: every line of it
+/// arrives, and it makes no console_io call.
+#[test]
+fn a_domu_writes_its_console_through_the_ring_it_was_given() {
+    let bundle = bundle_with_domus(&guest_image(), "hello", &[domu("web", "time", "")]);
+    let outcome = boot("domu-rings", &bundle);
+    expect_exit(&outcome, ExitCode::Poweroff);
+    let rings = expect_from(&outcome, 1, &[("event", "domu_rings"), ("store_evtchn", "1"), ("console_evtchn", "2")]);
+    assert_eq!(number(&rings["console_pfn"]), number(&rings["store_pfn"]) + 1, "store, then console, as libxenguest lays them out");
+    let greeting = expect_from(&outcome, 1, &[("event", "greeting")]);
+    assert_eq!(number(&greeting["pt_base"]), (number(&rings["console_pfn"]) + 1) * 4096, "the page tables follow them");
+    expect_from(&outcome, 1, &[("test", "time"), ("status", "pass")]);
+    assert!(!outcome.log.contains("(hv) domain 1 hypercalls: console_io"), "the domU's console went through its ring");
+    assert!(outcome.log.contains("(hv) domain 1 hypercalls: event_channel_op"));
+}
+
 /// A domU's config is checked like any boot input: one line naming the file and why.
 #[test]
 fn a_bad_domu_config_is_refused_with_its_file_name() {

@@ -4,6 +4,7 @@
 //! The arch layer installs the output function at boot; before that (and in host tests)
 //! output goes nowhere.
 
+pub mod domu_ring;
 pub mod guest_line;
 pub mod input;
 

@@ -10,7 +10,7 @@ use super::elf_image::{AlignedImage, GuestImage, ImageError};
 use super::hypercall_page::hypercall_page;
 use super::layout::{initial_page_tables, DomainLayout, LayoutError, LayoutInput};
 use super::vcpu::GuestRegisters;
-use super::{Domain, DomainId, DomainState, COUNTED_HYPERCALLS};
+use super::{Domain, DomainId, DomuRings, DomainState, COUNTED_HYPERCALLS};
 use crate::mm::guest_walk::MachineMemory;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -60,6 +60,8 @@ pub enum BuildError {
     UnsupportedFeature(String),
     /// Built as dom0, the kernel's SUPPORTED_FEATURES note does not list XENFEAT_dom0.
     NotADom0Kernel,
+    /// A domU's xenstore or console event channel could not be allocated.
+    EventChannel(hypercall_abi::Errno),
 }
 
 impl fmt::Display for BuildError {
@@ -73,6 +75,7 @@ impl fmt::Display for BuildError {
             BuildError::CommandLineTooLong(len) => write!(f, "command line of {len} bytes does not fit start_info (max 1023)"),
             BuildError::MemoryWrite(maddr) => write!(f, "cannot write machine address {maddr:#x}"),
             BuildError::UnsupportedFeature(name) => write!(f, "the kernel requires feature '{name}', which this hypervisor does not offer"),
+            BuildError::EventChannel(e) => write!(f, "cannot allocate the xenstore or console event channel ({e:?})"),
             BuildError::NotADom0Kernel => {
                 write!(f, "the kernel does not support dom0 operation (its SUPPORTED_FEATURES note lacks XENFEAT_dom0)")
             }
@@ -162,6 +165,7 @@ pub fn build_domain<M: MachineMemory>(
         nr_pages: spec.nr_pages,
         module_len: spec.module.len() as u64,
         p2m_at: image.notes.init_p2m,
+        toolstack_pages: !spec.privileged,
     })
     .map_err(BuildError::Layout)?;
     if spec.cmdline.len() >= 1024 {
@@ -246,6 +250,22 @@ fn populate<M: MachineMemory>(
             layout.module.start
         };
     }
+    // A domU's xenstore and console: zeroed pages and unbound ports for dom0 to bind,
+    // store first (libxl allocates them in that order, so they are ports 1 and 2).
+    let mut events = crate::evtchn::EventChannels::new(spec.id);
+    let rings = if layout.console.is_empty() {
+        None
+    } else {
+        let mfn = |va: u64| layout.pfn_of(va).and_then(|pfn| p2m.get(pfn as usize).copied()).ok_or(BuildError::MemoryWrite(va));
+        let store_port = events.alloc_unbound(spec.id, 0).map_err(BuildError::EventChannel)?;
+        let console_port = events.alloc_unbound(spec.id, 0).map_err(BuildError::EventChannel)?;
+        Some(DomuRings { store_mfn: mfn(layout.xenstore.start)?, store_port, console_mfn: mfn(layout.console.start)?, console_port })
+    };
+    if let Some(rings) = rings {
+        start_info.store_mfn = rings.store_mfn;
+        start_info.store_evtchn = rings.store_port;
+        start_info.set_domu_console(rings.console_mfn, rings.console_port);
+    }
     writer.write(layout.start_info.start, start_info.as_bytes())?;
 
     let mut pt_error = None;
@@ -306,7 +326,8 @@ fn populate<M: MachineMemory>(
         hypercall_cycles: [0; COUNTED_HYPERCALLS],
         crash_reason: None,
         console: Default::default(),
-        events: crate::evtchn::EventChannels::new(spec.id),
+        events,
+        rings,
         timer_deadline: None,
         periodic_timer: None,
         periodic_last_event: 0,
@@ -332,8 +353,13 @@ pub(crate) mod tests {
     }
 
     fn build_with_module(nr_pages: u64, free_frames: u64, module: &[u8]) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
+        build_as(true, nr_pages, free_frames, module)
+    }
+
+    fn build_as(privileged: bool, nr_pages: u64, free_frames: u64, module: &[u8]) -> (Result<Domain, BuildError>, Frames, Vec<u64>) {
         let kernel = valid_kernel();
-        let spec = DomainSpec { id: 0, name: "d0", kernel: &kernel, cmdline: b"hello", nr_pages, privileged: true, module };
+        let id = u16::from(!privileged);
+        let spec = DomainSpec { id, name: "d", kernel: &kernel, cmdline: b"hello", nr_pages, privileged, module };
         let mut memory = Frames::default();
         // Machine frames handed out in a scrambled order, starting at 0x1000.
         let mut pool: Vec<u64> = (0..free_frames).map(|i| 0x1000 + (i * 7919) % free_frames).collect();
@@ -362,6 +388,32 @@ pub(crate) mod tests {
             assert_eq!(byte, ramdisk[offset as usize], "byte {offset}");
         }
         assert!(info.mod_start + info.mod_len <= info.mfn_list, "before the p2m list");
+    }
+
+    /// A domU gets what Xen's toolstack gives one: zeroed xenstore and console pages
+    /// after start_info, named by their machine frames, and ports 1 (store) and 2
+    /// (console) unbound with dom0 as the remote end. dom0 gets neither.
+    #[test]
+    fn a_domu_gets_xenstore_and_console_rings() {
+        let (domain, memory, _) = build_as(false, 2048, 4096, b"");
+        let domain = domain.unwrap();
+        let info: StartInfo = read_guest(&memory, domain.l4_maddr, domain.vcpu.rsi).unwrap();
+        let (console_mfn, console_port) = info.domu_console();
+        assert_eq!((info.store_evtchn, console_port), (1, 2));
+        let page_after = |va: u64| translate(&memory, domain.l4_maddr, va + 4096, Access::Read).unwrap() / 4096;
+        assert_eq!(info.store_mfn, page_after(domain.vcpu.rsi), "the page after start_info");
+        assert_eq!(console_mfn, page_after(domain.vcpu.rsi + 4096));
+        for mfn in [info.store_mfn, console_mfn] {
+            assert!((0..512).all(|i| memory.read_u64(mfn * 4096 + i * 8) == Some(0)), "zeroed");
+        }
+        for port in [1, 2] {
+            assert_eq!(domain.events.binding(port), Some(crate::evtchn::Binding::Unbound { remote: 0 }));
+        }
+        assert_eq!(domain.rings, Some(DomuRings { store_mfn: info.store_mfn, store_port: 1, console_mfn, console_port: 2 }));
+        let (dom0, memory, _) = build(2048, 4096);
+        let dom0 = dom0.unwrap();
+        let info: StartInfo = read_guest(&memory, dom0.l4_maddr, dom0.vcpu.rsi).unwrap();
+        assert_eq!((info.store_mfn, info.store_evtchn, dom0.rings), (0, 0, None));
     }
 
     #[test]

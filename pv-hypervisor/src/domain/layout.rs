@@ -2,7 +2,9 @@
 //! Xen's PV domain builder uses (observed on Xen 4.17, see docs/xen-abi.md): from
 //! `virt_base`, the kernel, an optional module, the p2m list (one u64 per guest page),
 //! start_info (one page), the initial page tables, a one-page boot stack; the initial
-//! mapping then runs to the next 4 MiB boundary with at least 512 KiB to spare. Guest
+//! mapping then runs to the next 4 MiB boundary with at least 512 KiB to spare. A domU
+//! also gets a xenstore page and a console ring page right after start_info, where
+//! Xen's toolstack (libxenguest's PV builder) puts them. Guest
 //! page frame n is mapped at `virt_base + n * 4096`. A kernel's INIT_P2M note
 //! (elfnote.h) moves the p2m list out of that mapping to the address it names, backed
 //! by the frames after the initial mapping's.
@@ -35,6 +37,8 @@ pub struct LayoutInput {
     /// The kernel's INIT_P2M note: map the p2m list at this address instead of after
     /// the module (its frames then follow the initial mapping).
     pub p2m_at: Option<u64>,
+    /// A domU: the xenstore and console pages follow start_info.
+    pub toolstack_pages: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct DomainLayout {
     pub module: Range<u64>,
     pub p2m: Range<u64>,
     pub start_info: Range<u64>,
+    /// A domU's xenstore ring page and console ring page (empty for dom0).
+    pub xenstore: Range<u64>,
+    pub console: Range<u64>,
     pub page_tables: Range<u64>,
     pub boot_stack: Range<u64>,
     pub v_end: u64,
@@ -132,7 +139,10 @@ impl DomainLayout {
         let inline_p2m = if elsewhere.is_some() { 0 } else { p2m_bytes };
         let p2m = module.end..module.end.checked_add(inline_p2m).ok_or(overflow)?;
         let start_info = p2m.end..p2m.end.checked_add(PAGE).ok_or(overflow)?;
-        let pt_start = start_info.end;
+        let toolstack_page = if input.toolstack_pages { PAGE } else { 0 };
+        let xenstore = start_info.end..start_info.end + toolstack_page;
+        let console = xenstore.end..xenstore.end + toolstack_page;
+        let pt_start = console.end;
 
         // The tables map themselves, so their count feeds back into the mapping's end:
         // grow until it is stable.
@@ -169,7 +179,7 @@ impl DomainLayout {
             Some(at) => (at, Some(mapped)),
             None => (p2m, None),
         };
-        Ok(DomainLayout { v_start, kernel, module, p2m, start_info, page_tables, boot_stack, v_end, nr_pt_frames, p2m_first_pfn })
+        Ok(DomainLayout { v_start, kernel, module, p2m, start_info, xenstore, console, page_tables, boot_stack, v_end, nr_pt_frames, p2m_first_pfn })
     }
 
     /// The guest frame mapped at `va`, if `va` is inside the initial mapping (or the
@@ -238,7 +248,18 @@ mod tests {
     use hypercall_abi::arch_x86_64::HYPERVISOR_VIRT_START;
 
     fn small_kernel(nr_pages: u64) -> LayoutInput {
-        LayoutInput { virt_base: 0, virt_kstart: 0x100000, virt_kend: 0x115110, nr_pages, module_len: 0, p2m_at: None }
+        LayoutInput { virt_base: 0, virt_kstart: 0x100000, virt_kend: 0x115110, nr_pages, module_len: 0, p2m_at: None, toolstack_pages: false }
+    }
+
+    #[test]
+    fn a_domu_gets_xenstore_and_console_pages_after_start_info() {
+        let l = DomainLayout::compute(&LayoutInput { toolstack_pages: true, ..small_kernel(16384) }).unwrap();
+        assert_eq!(l.start_info, 0x136000..0x137000);
+        assert_eq!(l.xenstore, 0x137000..0x138000);
+        assert_eq!(l.console, 0x138000..0x139000);
+        assert_eq!(l.page_tables.start, 0x139000);
+        let dom0 = DomainLayout::compute(&small_kernel(16384)).unwrap();
+        assert!(dom0.xenstore.is_empty() && dom0.console.is_empty());
     }
 
     #[test]
@@ -272,6 +293,7 @@ mod tests {
             nr_pages: 8192,
             module_len: 0,
             p2m_at: None,
+            toolstack_pages: false,
         })
         .unwrap();
         assert_eq!(l.v_start, base);
@@ -290,7 +312,8 @@ mod tests {
                 virt_kend: hv + 0x1000,
                 nr_pages: 8192,
                 module_len: 0,
-                p2m_at: None
+                p2m_at: None,
+                toolstack_pages: false,
             }),
             Err(LayoutError::OverlapsHypervisor { .. })
         ));
@@ -302,7 +325,8 @@ mod tests {
                 virt_kend: u64::MAX,
                 nr_pages: 8192,
                 module_len: 0,
-                p2m_at: None
+                p2m_at: None,
+                toolstack_pages: false,
             }),
             Err(LayoutError::AddressOverflow)
         );

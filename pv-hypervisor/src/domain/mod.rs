@@ -73,6 +73,8 @@ pub struct Domain {
     /// Its event channels (what each port is bound to; pending and mask bits are in
     /// shared_info).
     pub events: crate::evtchn::EventChannels,
+    /// A domU's xenstore and console rings, as start_info names them.
+    pub rings: Option<DomuRings>,
     /// The single-shot timer's deadline (set_timer_op), system time in ns.
     pub timer_deadline: Option<u64>,
     /// The periodic timer (VCPUOP_set_periodic_timer): its period and next expiry.
@@ -93,6 +95,16 @@ pub struct Domain {
     /// DS, ES, FS and GS selectors while another domain runs (the entry path leaves the
     /// guest's in the CPU; a switch must not show them to the next domain).
     pub data_selectors: [u16; 4],
+}
+
+/// What Xen's toolstack gives a domU in start_info: its xenstore and console ring pages
+/// (machine frames) and their event channels, unbound with dom0 as the remote end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomuRings {
+    pub store_mfn: u64,
+    pub store_port: u32,
+    pub console_mfn: u64,
+    pub console_port: u32,
 }
 
 impl Domain {

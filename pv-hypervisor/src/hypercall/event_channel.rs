@@ -32,6 +32,13 @@ fn raise_in<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, remote: DomainI
     }
 }
 
+/// A domU notified its console ring's port: the hypervisor is that ring's back end for
+/// now (console::domu_ring). Only through a frame the domain still owns.
+fn drain_console_ring<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) {
+    let mut memory = crate::mm::owned::OwnedBy::new(&mut *ctx.memory, &*ctx.frames, ctx.domain.id);
+    crate::console::domu_ring::drain_into_console(ctx.domain, &mut memory);
+}
+
 /// The far end of a port we closed waits for us again.
 fn disconnect<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, (remote, port): (DomainId, u32)) {
     let me = ctx.domain.id;
@@ -95,6 +102,9 @@ pub fn event_channel_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd
             let (events, mut bits) = split(ctx);
             if let Some((remote, remote_port)) = events.send(&mut bits, op.port)? {
                 raise_in(ctx, remote, remote_port);
+            }
+            if ctx.domain.rings.is_some_and(|r| r.console_port == op.port) {
+                drain_console_ring(ctx);
             }
         }
         EVTCHNOP_UNMASK => {

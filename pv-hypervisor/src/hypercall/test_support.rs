@@ -123,6 +123,7 @@ impl TestGuest {
             crash_reason: None,
             console: Default::default(),
             events: crate::evtchn::EventChannels::new(0),
+            rings: None,
             timer_deadline: None,
             periodic_timer: None,
             periodic_last_event: 0,

@@ -950,6 +950,8 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
     let domid = hv.domains[index].id;
     {
         let domain = &mut hv.domains[index];
+        // What it left in its console ring without a notification (a crash).
+        console::domu_ring::drain_into_console(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domid));
         if !domain.console.is_empty() {
             domain.console.flush(&mut |line| console::guest_line::print_guest_line(domid, line));
         }
