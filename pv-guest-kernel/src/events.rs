@@ -1,11 +1,12 @@
 //! Event channels on the guest side: shared_info mapped where the kernel can reach it,
 //! the event callback registered, and the upcall handler that demultiplexes pending
 //! ports (the 2-level scan Linux does: take the vCPU's selector, then each selected
-//! word's pending and unmasked bits), counting what it saw for the checks.
+//! word's pending and unmasked bits), counting what it saw for the checks and calling
+//! the handler bound to each port. [`EventsMasked`] is the PV kernel's `cli`/`sti`.
 
 use crate::console::println;
 use crate::platform;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use hypercall_abi::shared_info::{SharedInfo, VcpuTimeInfo};
 use hypercall_abi::start_info::StartInfo;
 
@@ -23,6 +24,68 @@ pub static LAST_PORT: AtomicU64 = AtomicU64::new(u64::MAX);
 pub static MASKED_IN_EVERY_UPCALL: AtomicBool = AtomicBool::new(true);
 /// How often each of the first 64 ports was seen.
 pub static SEEN_PER_PORT: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// The handler of each of the first 64 ports (a `fn(u32)` as usize; 0: none).
+static HANDLERS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+/// Calls `handler` from the upcall whenever `port` is pending (ports 0-63).
+pub fn set_handler(port: u32, handler: fn(u32)) -> bool {
+    HANDLERS.get(port as usize).map(|slot| slot.store(handler as usize, SeqCst)).is_some()
+}
+
+pub fn clear_handler(port: u32) {
+    if let Some(slot) = HANDLERS.get(port as usize) {
+        slot.store(0, SeqCst);
+    }
+}
+
+/// vCPU 0's event mask held set for a scope: the virtual interrupt flag, which a PV
+/// kernel uses where a native one has `cli` and `sti` (those trap in ring 3). Dropping
+/// it restores the mask it found; when that unmasks events with an upcall pending, the
+/// upcall is taken at once (any hypercall: the hypervisor delivers it on the way out),
+/// as Linux's xen_restore_fl does, so an event that came while masked is not late.
+pub struct EventsMasked {
+    restore: u8,
+}
+
+impl EventsMasked {
+    /// None before shared_info is mapped ([`shared_info`]).
+    pub fn new() -> Option<Self> {
+        let vcpu = vcpu0()?;
+        // SAFETY: vCPU 0's vcpu_info in the mapped shared_info; the mask byte is the
+        // guest's, and only this vCPU (us, or our upcall, which restores it) writes it.
+        let restore = unsafe {
+            let mask = core::ptr::addr_of_mut!((*vcpu).evtchn_upcall_mask);
+            let old = mask.read_volatile();
+            mask.write_volatile(1);
+            old
+        };
+        // The critical section's accesses stay after the mask is set.
+        compiler_fence(SeqCst);
+        Some(EventsMasked { restore })
+    }
+}
+
+impl Drop for EventsMasked {
+    fn drop(&mut self) {
+        compiler_fence(SeqCst);
+        let Some(vcpu) = vcpu0() else { return };
+        // SAFETY: as in `new`.
+        let pending = unsafe {
+            core::ptr::addr_of_mut!((*vcpu).evtchn_upcall_mask).write_volatile(self.restore);
+            compiler_fence(SeqCst);
+            core::ptr::addr_of!((*vcpu).evtchn_upcall_pending).read_volatile()
+        };
+        if self.restore == 0 && pending != 0 {
+            let _ = platform::hypervisor_version();
+        }
+    }
+}
+
+fn vcpu0() -> Option<*mut hypercall_abi::shared_info::VcpuInfo> {
+    let shared = MAPPED.load(SeqCst).then_some(SHARED_INFO_VA as *mut SharedInfo)?;
+    // SAFETY: only the address is computed; shared_info is mapped there (MAPPED).
+    Some(unsafe { core::ptr::addr_of_mut!((*shared).vcpu_info[0]) })
+}
 
 /// shared_info, mapped on first use.
 pub fn shared_info(info: &StartInfo) -> Option<*mut SharedInfo> {
@@ -79,6 +142,12 @@ pub fn upcall() {
                 LAST_PORT.store((word * 64 + bit) as u64, SeqCst);
                 if let Some(count) = SEEN_PER_PORT.get(word * 64 + bit) {
                     count.fetch_add(1, SeqCst);
+                }
+                let handler = HANDLERS.get(word * 64 + bit).map_or(0, |h| h.load(SeqCst));
+                if handler != 0 {
+                    // SAFETY: only `set_handler` stores here, and it stores a fn(u32).
+                    let handler: fn(u32) = core::mem::transmute::<usize, fn(u32)>(handler);
+                    handler((word * 64 + bit) as u32);
                 }
             }
         }

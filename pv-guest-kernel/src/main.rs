@@ -23,6 +23,8 @@ mod mm;
 #[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
+mod threads;
+#[cfg(target_os = "none")]
 mod traps;
 
 #[cfg(not(target_os = "none"))]

@@ -729,6 +729,14 @@ fn a_long_hypercall_does_not_delay_other_domains_timers() {
     assert!(entries > 10, "console_io entered {entries} times");
 }
 
+/// Kernel threads that sleep at the same time (the vCPU blocked on the earliest
+/// deadline, woken by VIRQ_TIMER) and the virtual-interrupt-flag guard (an event sent
+/// inside it waits for its drop), against Xen 4.17.
+#[test]
+fn threads_conform_to_xen() {
+    conforms_to_xen("threads", 13);
+}
+
 /// SCHEDOP_poll, shutdown_code, remote_shutdown and the watchdogs, against Xen 4.17
 /// (including its -ENOSPC returned as an unsigned 32-bit value).
 #[test]

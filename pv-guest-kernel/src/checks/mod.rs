@@ -23,6 +23,7 @@ pub mod mmu_attack;
 pub mod mmu_stress;
 pub mod nmi;
 pub mod selectors;
+pub mod threads;
 pub mod pagetables;
 pub mod pingpong;
 pub mod privops;
