@@ -770,6 +770,19 @@ fn a_domu_that_stops_kicking_its_watchdog_is_shut_down() {
     expect_exit(&outcome, ExitCode::DomainCrash);
 }
 
+/// dom0 itself stops kicking its watchdog: it is shut down with reason watchdog when
+/// it fires (on Xen that ends the machine: the hardware domain's watchdog reboots it;
+/// here the domU goes on, as the issue asks, and the exit code says a domain died).
+#[test]
+fn a_dom0_that_stops_kicking_its_watchdog_is_shut_down() {
+    let bundle = bundle_with_domus(&guest_image(), "watchdog-then-spin 1 5", &[domu("other", "spin 2", "")]);
+    let outcome = boot("watchdog-dom0", &bundle);
+    expect_hv(&outcome, &[("event", "domain_shutdown"), ("domid", "0"), ("reason", "watchdog")]);
+    expect_from(&outcome, 1, &[("test", "spin"), ("status", "pass")]);
+    assert!(!outcome.log.contains("(d0) RESULT test=watchdog-then-spin status=pass"), "dom0 must not get to finish");
+    expect_exit(&outcome, ExitCode::DomainCrash);
+}
+
 /// The serial console as Xen has it: typed bytes go to dom0 (VIRQ_CONSOLE, then
 /// CONSOLEIO_read); CTRL-a three times switches input to the hypervisor, whose `q`
 /// prints the domain list and raises VIRQ_DEBUG in every domain.
