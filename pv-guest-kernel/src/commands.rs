@@ -28,7 +28,7 @@ pub fn greet(info: &StartInfo, cmdline: &str) {
 
 /// Every command `run` knows, for the help line.
 pub const COMMANDS: &str =
-    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, selectors [N], evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, nmi-wait [MS], initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], threads [N], spin [SECONDS], spin-until MS, console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], fuzz SEED COUNT";
+    "hello, fault [MS], badptr, hypercall-count, traps, privops, usermode, hypercalls, memory, ptwr, mmu-attack, mmu-stress [ROUNDS], pagetables, balloon [MIB], heap [MIB], descriptors, ldt, selectors [N], evtchn-ops, evtchn-upcall, evtchn-pingpong PEER N, nmi, nmi-wait [MS], initrd, sched-ops, watchdog-then-spin TIMEOUT SECONDS, time, sleep [MS], threads [N], xsave, avx-keep [MS], spin [SECONDS], spin-until MS, console-flood [MIB [DELAY_MS]], console-echo [N], watch-domains [N], entry-attacks, entry-attack NAME, bench-hypercall [N], bench-mmu [N], bench-events [N], bench-switch [N], fuzz SEED COUNT";
 
 /// Runs the command and says how to shut down afterwards.
 pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
@@ -76,6 +76,8 @@ pub fn run(info: &StartInfo, command: &str) -> ShutdownReason {
         "time" => crate::checks::time::run(info),
         "sleep" => crate::checks::sleep::run(info, command),
         "threads" => crate::checks::threads::run(info, command),
+        "xsave" => crate::checks::xsave::run(info),
+        "avx-keep" => crate::checks::xsave::keep(info, command),
         "spin" | "spin-until" => crate::checks::spin::run(info, command),
         "console-flood" => crate::checks::console_flood::run(info, command),
         "console-echo" => crate::checks::console_echo::run(info, command),

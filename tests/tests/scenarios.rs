@@ -738,6 +738,29 @@ fn threads_conform_to_xen() {
     conforms_to_xen("threads", 13);
 }
 
+/// XSAVE and AVX as Xen 4.17 offers them to a PV guest: CPUID (XSAVE, OSXSAVE, AVX,
+/// leaf 0xD sized by the vCPU's XCR0), xgetbv, CR4.OSXSAVE set by an emulated `mov`,
+/// XSETBV emulated under the XCR0 rules, AVX instructions as XCR0 allows them, YMM kept
+/// across a hypercall.
+#[test]
+fn xsave_conforms_to_xen() {
+    conforms_to_xen("xsave", 24);
+}
+
+/// Two domains holding different values in YMM0 preempt each other for 300 ms: each
+/// keeps its own (the switch saves and restores the AVX state with xsave/xrstor; with
+/// fxsave alone the upper halves leak from one domain to the other and this fails).
+#[test]
+fn avx_state_is_kept_per_domain() {
+    let bundle = bundle_with_domus(&guest_image(), "avx-keep 300", &[domu("other", "avx-keep 300", "")]);
+    let outcome = boot("avx-keep", &bundle);
+    for d in [0, 1] {
+        let line = expect_from(&outcome, d, &[("test", "avx-keep"), ("check", "ymm_kept_across_preemption"), ("status", "pass")]);
+        assert!(number(&line["preempted"]) >= 5, "d{d} was preempted {} times", line["preempted"]);
+    }
+    expect_exit(&outcome, ExitCode::Poweroff);
+}
+
 /// SCHEDOP_poll, shutdown_code, remote_shutdown and the watchdogs, against Xen 4.17
 /// (including its -ENOSPC returned as an unsigned 32-bit value).
 #[test]

@@ -24,6 +24,7 @@ pub mod mmu_stress;
 pub mod nmi;
 pub mod selectors;
 pub mod threads;
+pub mod xsave;
 pub mod pagetables;
 pub mod pingpong;
 pub mod privops;

@@ -70,11 +70,16 @@ impl GuestRegisters {
     }
 }
 
-/// The 512-byte `fxsave` image of a vCPU's x87, MMX and SSE state (Intel SDM vol. 1,
-/// 10.5.1), 16-byte aligned as the instruction needs.
+/// A vCPU's x87, MMX, SSE and AVX state while another vCPU runs: an `xsave` image
+/// where the CPU has XSAVE (the 512-byte legacy area, the 64-byte header, then AVX's
+/// upper halves; 64-byte aligned as the instruction needs), else the 512-byte `fxsave`
+/// image in its first half (Intel SDM vol. 1, 10.5.1 and 13.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[repr(C, align(16))]
-pub struct FpuArea(pub [u8; 512]);
+#[repr(C, align(64))]
+pub struct FpuArea(pub [u8; FPU_AREA_SIZE]);
+
+/// Room for the legacy area, the header and AVX (832 bytes on every CPU so far).
+pub const FPU_AREA_SIZE: usize = 1024;
 
 /// FCW at byte 0 and MXCSR at byte 24 of the image.
 const FCW_OFFSET: usize = 0;
@@ -82,13 +87,14 @@ const MXCSR_OFFSET: usize = 24;
 
 impl Default for FpuArea {
     /// The state after `fninit` with SSE exceptions masked: FCW 0x37f, MXCSR 0x1f80, all
-    /// registers 0 (what a vCPU starts with).
+    /// registers 0 (what a vCPU starts with). The XSAVE header is zero: `xrstor` puts
+    /// every component in its initial state (MXCSR still comes from the legacy area).
     fn default() -> Self {
-        let mut image = [0u8; 512];
+        let mut image = [0u8; FPU_AREA_SIZE];
         image[FCW_OFFSET..FCW_OFFSET + 2].copy_from_slice(&0x037fu16.to_le_bytes());
         image[MXCSR_OFFSET..MXCSR_OFFSET + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
         FpuArea(image)
     }
 }
 
-const _: () = assert!(core::mem::align_of::<FpuArea>() == 16);
+const _: () = assert!(core::mem::align_of::<FpuArea>() == 64);

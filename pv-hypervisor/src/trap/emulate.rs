@@ -22,6 +22,7 @@ pub const MSR_GS_BASE: u32 = 0xC000_0101;
 pub const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
 
 const CR0_TS: u64 = 1 << 3;
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// The real CPU state an emulated read may show the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +147,15 @@ impl EmulationContext<'_> {
                 self.cpuid_into_registers();
                 Some(())
             }
+            // Architecturally #UD without CR4.OSXSAVE: the guest's virtual one.
+            Instruction::Xsetbv if kernel && !self.traps.cr4_osxsave => return Emulation::InvalidOpcode,
+            Instruction::Xsetbv if kernel => {
+                let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
+                (self.regs.rcx as u32 == 0 && self.cpuid.xcr0_allowed(value)).then(|| {
+                    self.traps.xcr0 = value;
+                    self.traps.xcr0_dirty = true;
+                })
+            }
             // Only with enough virtual IOPL, and then they do nothing: the event mask,
             // not IF, is a PV kernel's interrupt flag.
             Instruction::Cli | Instruction::Sti => self.iopl_allows().then_some(()),
@@ -226,7 +236,7 @@ impl EmulationContext<'_> {
     }
 
     fn cpuid_into_registers(&mut self) {
-        let [a, b, c, d] = self.cpuid.leaf(self.regs.rax as u32, self.regs.rcx as u32);
+        let [a, b, c, d] = self.cpuid.leaf_for(self.regs.rax as u32, self.regs.rcx as u32, self.traps.xcr0);
         self.regs.rax = a as u64;
         self.regs.rbx = b as u64;
         self.regs.rcx = c as u64;
@@ -238,7 +248,7 @@ impl EmulationContext<'_> {
             0 => Some((self.host.cr0 & !CR0_TS) | if self.traps.fpu_ts { CR0_TS } else { 0 }),
             2 => Some(self.traps.cr2),
             3 => Some(self.kernel_l4),
-            4 => Some(self.host.cr4),
+            4 => Some(self.host.cr4 | if self.traps.cr4_osxsave { CR4_OSXSAVE } else { 0 }),
             _ => None,
         }
     }
@@ -257,6 +267,12 @@ impl EmulationContext<'_> {
             // A new base pointer needs the page-type checks of MMUEXT_NEW_BASEPTR;
             // until those exist, only reloading the current L4 (a TLB flush) passes.
             3 if value & !0xfff == self.kernel_l4 => Some(()),
+            // Xen takes any CR4 write and keeps only what a PV guest may change: here
+            // OSXSAVE (with XSAVE on the CPU). The rest is the hypervisor's.
+            4 => {
+                self.traps.cr4_osxsave = value & CR4_OSXSAVE != 0 && self.cpuid.xcr0_max() != 0;
+                Some(())
+            }
             _ => None,
         }
     }

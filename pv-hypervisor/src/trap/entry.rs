@@ -84,10 +84,7 @@ pub fn guest_exception<M: MachineMemory>(
         let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2: hardware.cr2 };
         match emulate_instead(domain, memory, cpuid, ports, frame, hardware.host) {
             Some(Ok(())) => Ok(()),
-            Some(Err((address, error_code))) => {
-                let fault = GuestException { vector: VECTOR_PAGE_FAULT, error_code, cr2: address };
-                deliver::deliver_exception(domain, memory, frame, fault)
-            }
+            Some(Err(instead)) => deliver::deliver_exception(domain, memory, frame, instead),
             None => deliver::deliver_exception(domain, memory, frame, exception),
         }
     };
@@ -133,9 +130,10 @@ pub fn fetch_instruction<M: MachineMemory>(memory: &M, l4: u64, rip: u64) -> ([u
 }
 
 /// #GP(0) and #UD may be instructions the hypervisor emulates (trap::emulate). `None`:
-/// not emulated, deliver the exception. `Some(Err((address, error code)))`: the
-/// instruction could not be read in full, or its store could not be written, so the
-/// guest gets that page fault.
+/// not emulated, deliver the exception. `Some(Err(exception))`: deliver that one
+/// instead: the page fault of an instruction that could not be read in full or of a
+/// store that could not be written, or the #UD an instruction raises in the guest's
+/// virtual CPU state (XSETBV without its CR4.OSXSAVE).
 fn emulate_instead<M: MachineMemory>(
     domain: &mut Domain,
     memory: &mut M,
@@ -143,7 +141,7 @@ fn emulate_instead<M: MachineMemory>(
     ports: &mut dyn PortIo,
     frame: &mut GuestRegisters,
     host: HostView,
-) -> Option<Result<(), (u64, u64)>> {
+) -> Option<Result<(), GuestException>> {
     let general_protection = frame.vector == VECTOR_GENERAL_PROTECTION as u64 && frame.error_code == 0;
     if !general_protection && frame.vector != VECTOR_INVALID_OPCODE as u64 {
         return None;
@@ -162,10 +160,11 @@ fn emulate_instead<M: MachineMemory>(
                     Some(Ok(()))
                 }
                 // The store faults as it would have natively: a write.
-                Err(_) => Some(Err((address, PF_WRITE))),
+                Err(_) => Some(Err(GuestException { vector: VECTOR_PAGE_FAULT, error_code: PF_WRITE, cr2: address })),
             }
         }
-        Emulation::Unreadable if !general_protection => unreadable.map(|at| Err((at, 0))),
+        Emulation::Unreadable if !general_protection => unreadable.map(|at| Err(GuestException { vector: VECTOR_PAGE_FAULT, error_code: 0, cr2: at })),
+        Emulation::InvalidOpcode if general_protection => Some(Err(GuestException { vector: VECTOR_INVALID_OPCODE, error_code: 0, cr2: 0 })),
         Emulation::Unreadable | Emulation::GeneralProtection | Emulation::InvalidOpcode => None,
     }
 }

@@ -119,6 +119,11 @@ pub struct TrapState {
     /// DS, ES, FS and GS to load before the vCPU runs (after a domain switch; checked
     /// by trap::entry::loadable_data_selectors).
     pub data_selectors_to_load: Option<[u16; 4]>,
+    /// The guest's XCR0 (XSETBV, emulated) and whether `arch` must load it; and its
+    /// virtual CR4.OSXSAVE, without which XSETBV is #UD.
+    pub xcr0: u64,
+    pub xcr0_dirty: bool,
+    pub cr4_osxsave: bool,
     /// The timer deadline changed: `arch` arms the hardware timer again.
     pub timer_changed: bool,
     /// SCHEDOP_block: the vCPU waits (the hypervisor idles) until an event is pending.
@@ -193,6 +198,9 @@ impl Default for TrapState {
             gdt_dirty: true,
             ldt: LdtState::default(),
             data_selectors_to_load: None,
+            xcr0: crate::trap::cpuid::XCR0_X87 | crate::trap::cpuid::XCR0_SSE,
+            xcr0_dirty: true,
+            cr4_osxsave: false,
             timer_changed: false,
             blocked: false,
             reschedule: false,
@@ -237,7 +245,7 @@ impl TrapState {
     }
 
     /// Whether anything `arch` loads only on change (GS selector, GDT, LDT, data
-    /// selectors, debug registers, segment bases, or the mode whose GS base is loaded)
+    /// selectors, debug registers, XCR0, segment bases, or the mode whose GS base is loaded)
     /// needs loading.
     #[inline(always)]
     pub fn cpu_state_changed(&self) -> bool {
@@ -247,6 +255,7 @@ impl TrapState {
             | self.gdt_dirty
             | self.ldt.dirty
             | self.data_selectors_to_load.is_some()
+            | self.xcr0_dirty
             | self.timer_changed
             | self.blocked
             | self.nmi_pending

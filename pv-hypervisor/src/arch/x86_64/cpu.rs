@@ -268,17 +268,63 @@ pub fn load_gs_selector(selector: u16) {
     unsafe { core::arch::asm!("mov gs, {0:x}", in(reg) selector, options(nomem, nostack)) };
 }
 
-/// Switches the x87/SSE state from one vCPU to another: saves the CPU's into `out`,
-/// loads `into`. CR0.TS is cleared first (fxsave with TS set would fault here); the
-/// exit path sets it again for the incoming vCPU.
+/// The XCR0 bits any guest may enable, once `enable_xsave` turned XSAVE on (0: off).
+static XCR0_MAX: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// Turns XSAVE on where the CPU has it (CR4.OSXSAVE), with XCR0 = x87 | SSE, the state
+/// every vCPU starts with; guests may enable up to `xcr0_max` (the CPUID policy's).
+pub fn enable_xsave(xcr0_max: u64) {
+    if xcr0_max == 0 {
+        return;
+    }
+    // SAFETY: the caller's policy found XSAVE in CPUID; OSXSAVE only makes XSAVE,
+    // XSETBV and XGETBV usable, and x87 | SSE is a valid XCR0 on every such CPU.
+    unsafe {
+        let mut cr4: u64;
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack));
+        core::arch::asm!("mov cr4, {}", in(reg) cr4 | CR4_OSXSAVE, options(nomem, nostack));
+    }
+    XCR0_MAX.store(xcr0_max, core::sync::atomic::Ordering::Relaxed);
+    set_xcr0(0b11);
+}
+
+/// Loads XCR0 (the guest's: `xgetbv` shows it and AVX works only if it says so). A
+/// no-op without XSAVE.
+pub fn set_xcr0(value: u64) {
+    if XCR0_MAX.load(core::sync::atomic::Ordering::Relaxed) == 0 {
+        return;
+    }
+    // SAFETY: OSXSAVE is on (XCR0_MAX is set only then) and callers pass values the
+    // CPUID policy allowed (trap::cpuid::CpuidPolicy::xcr0_allowed) or the maximum.
+    unsafe { core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nomem, nostack)) };
+}
+
+/// Switches the x87/SSE/AVX state from one vCPU to another: saves the CPU's into
+/// `out`, loads `into`. CR0.TS is cleared first (saving with TS set would fault here);
+/// the exit path sets it again, and XCR0, for the incoming vCPU. With XSAVE, XCR0 is
+/// the maximum meanwhile, so whatever either vCPU enabled is saved and restored.
 pub fn switch_fpu(out: &mut crate::domain::vcpu::FpuArea, into: &crate::domain::vcpu::FpuArea) {
     set_task_switched(false);
-    // SAFETY: both areas are 512 bytes, 16-byte aligned (FpuArea's type); CR4.OSFXSR is
-    // on (guests use SSE) and TS is clear; `into` came from fxsave or is FpuArea's
-    // default, whose reserved MXCSR bits are 0, so fxrstor cannot fault.
+    let max = XCR0_MAX.load(core::sync::atomic::Ordering::Relaxed);
+    if max == 0 {
+        // SAFETY: both areas are 64-byte aligned and hold 512 bytes and more (FpuArea);
+        // CR4.OSFXSR is on and TS is clear; `into` came from fxsave or is FpuArea's
+        // default, whose reserved MXCSR bits are 0, so fxrstor cannot fault.
+        unsafe {
+            core::arch::asm!("fxsave64 [{}]", in(reg) out.0.as_mut_ptr(), options(nostack));
+            core::arch::asm!("fxrstor64 [{}]", in(reg) into.0.as_ptr(), options(nostack, readonly));
+        }
+        return;
+    }
+    set_xcr0(max);
+    // SAFETY: both areas are 64-byte aligned and large enough for every component in
+    // `max` (the policy offers AVX only if its state fits FpuArea); OSXSAVE is on and TS
+    // clear; `into` came from xsave with the same mask, or is FpuArea's default (a zero
+    // header, valid MXCSR), so xrstor cannot fault.
     unsafe {
-        core::arch::asm!("fxsave64 [{}]", in(reg) out.0.as_mut_ptr(), options(nostack));
-        core::arch::asm!("fxrstor64 [{}]", in(reg) into.0.as_ptr(), options(nostack, readonly));
+        core::arch::asm!("xsave64 [{}]", in(reg) out.0.as_mut_ptr(), in("eax") max as u32, in("edx") (max >> 32) as u32, options(nostack));
+        core::arch::asm!("xrstor64 [{}]", in(reg) into.0.as_ptr(), in("eax") max as u32, in("edx") (max >> 32) as u32, options(nostack, readonly));
     }
 }
 

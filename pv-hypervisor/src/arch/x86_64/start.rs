@@ -288,6 +288,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
     let address_bits = 64 - ram_end.saturating_sub(1).leading_zeros();
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
+    cpu::enable_xsave(cpuid.xcr0_max());
     let (cr0, cr4, efer) = cpu::guest_visible_control_registers();
     let host_view = HostView { cr0, cr4, efer };
     let now = machine.clock.now_ns();
@@ -824,6 +825,7 @@ fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
     t.gdt_dirty = true;
     t.ldt.dirty = true;
     t.debugreg_dirty = true;
+    t.xcr0_dirty = true;
     t.timer_changed = true;
     hv.current = next;
 }
@@ -901,6 +903,10 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
     if t.debugreg_dirty {
         cpu::load_debug_registers(&t.debugreg);
         t.debugreg_dirty = false;
+    }
+    if t.xcr0_dirty {
+        cpu::set_xcr0(t.xcr0);
+        t.xcr0_dirty = false;
     }
     if t.segment_bases_dirty {
         let (gs, shadow) = match t.mode {

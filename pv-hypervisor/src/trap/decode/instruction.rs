@@ -65,6 +65,7 @@ pub enum PortOperand {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Instruction {
     Cpuid,
+    Xsetbv,
     Rdmsr,
     Wrmsr,
     Rdtsc,

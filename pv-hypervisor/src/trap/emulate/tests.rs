@@ -183,3 +183,43 @@ fn table_stores_show_xens_limits_and_hide_the_bases() {
         other => panic!("{other:?}"),
     }
 }
+
+/// CR4.OSXSAVE is the guest's to set (any other CR4 bit is ignored, as on Xen); until
+/// it is, XSETBV is #UD; then XCR0 takes what the policy allows, for `arch` to load.
+#[test]
+fn xsetbv_follows_the_guests_cr4_and_the_xcr0_rules() {
+    let mut f = Fixture::new();
+    f.cpuid = CpuidPolicy::from_host(
+        |leaf, sub| match (leaf, sub) {
+            (0, _) => [0xd, 0, 0, 0],
+            (1, _) => [0, 0, (1 << 26) | (1 << 28), 0],
+            (0xd, 0) => [0x7, 0x240, 0x340, 0],
+            (0xd, 2) => [256, 576, 0, 0],
+            _ => [0; 4],
+        },
+        0x4_0011,
+        36,
+    );
+    let xsetbv = [0x0f, 0x01, 0xd1];
+    let set = |f: &mut Fixture, ecx: u64, value: u64| {
+        (f.regs.rcx, f.regs.rax, f.regs.rdx) = (ecx, value & 0xffff_ffff, value >> 32);
+        f.ctx().privileged(&xsetbv)
+    };
+    assert_eq!(set(&mut f, 0, 7), Emulation::InvalidOpcode, "no OSXSAVE in the guest's CR4 yet");
+    f.regs.rax = 0x6e0 | (1 << 18) | (1 << 7); // OSXSAVE, and PGE, which is ignored
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xe0]), Emulation::Done, "mov cr4, rax");
+    assert!(f.traps.cr4_osxsave);
+    assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xe2]), Emulation::Done);
+    assert_eq!(f.regs.rdx, 0x6e0 | (1 << 18));
+    f.traps.xcr0_dirty = false;
+    assert_eq!(set(&mut f, 0, 7), Emulation::Done);
+    assert_eq!((f.traps.xcr0, f.traps.xcr0_dirty), (7, true));
+    for (ecx, value) in [(0, 2), (0, 5), (0, 0x207), (1, 3), (0, 1 << 32 | 7)] {
+        assert_eq!(set(&mut f, ecx, value), Emulation::GeneralProtection, "xcr{ecx} = {value:#x}");
+    }
+    assert_eq!(f.traps.xcr0, 7, "refused writes change nothing");
+    // The size leaf 0xD reports follows the vCPU's XCR0.
+    (f.regs.rax, f.regs.rcx) = (0xd, 0);
+    assert_eq!(f.ctx().invalid_opcode(&[0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2]), Emulation::Done);
+    assert_eq!((f.regs.rax, f.regs.rbx, f.regs.rcx), (7, 0x340, 0x340));
+}
