@@ -52,7 +52,9 @@ extern "C" {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Ready,
-    Sleeping { until_ns: u64 },
+    Sleeping {
+        until_ns: u64,
+    },
     /// Waiting for every other thread to finish (`wait_all`).
     Joining,
     Done,
@@ -83,9 +85,7 @@ pub fn init(shared: *const SharedInfo) -> Result<(), i64> {
     use hypercall_abi::ops::event_channel::{EvtchnBindVirq, EVTCHNOP_BIND_VIRQ, VIRQ_TIMER};
     let mut virq = EvtchnBindVirq { virq: VIRQ_TIMER, vcpu: 0, port: 0 };
     // SAFETY: one EvtchnBindVirq, live for the call.
-    let ret = unsafe {
-        hypercall_abi::guest::calls::event_channel_op(EVTCHNOP_BIND_VIRQ, hypercall_abi::GuestHandle::from_mut(&mut virq))
-    };
+    let ret = unsafe { hypercall_abi::guest::calls::event_channel_op(EVTCHNOP_BIND_VIRQ, hypercall_abi::GuestHandle::from_mut(&mut virq)) };
     if ret != 0 {
         return Err(ret);
     }

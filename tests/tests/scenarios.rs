@@ -3,9 +3,9 @@
 
 use hypercall_abi::debug_exit::ExitCode;
 use pv_tests::bundle::{bundle_with_domus, dom0_bundle, header_offsets, DomU, NewcWriter, DOM0_CMDLINE, DOM0_KERNEL};
+use pv_tests::qemu::Serial;
 use pv_tests::results::{find, ResultLine};
 use pv_tests::scenario::{run, Options, Outcome};
-use pv_tests::qemu::Serial;
 use pv_tests::{conformance, qemu, results};
 use std::path::PathBuf;
 use std::time::Duration;

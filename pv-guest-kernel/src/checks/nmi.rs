@@ -222,7 +222,13 @@ pub fn wait_for_platform_nmi(info: &StartInfo, command: &str) {
     unsafe { calls::set_timer_op(0) };
     let taken = TAKEN.load(SeqCst) - before;
     let vector = SEEN[0].load(SeqCst);
-    let entry = if taken == 0 { "none" } else if vector == CALLBACK_NMI { "callback" } else { "trap2" };
+    let entry = if taken == 0 {
+        "none"
+    } else if vector == CALLBACK_NMI {
+        "callback"
+    } else {
+        "trap2"
+    };
     let rpl = SEEN[2].load(SeqCst) & 3;
     let woke_early = taken > 0 && waited_ms < ms;
     tally.line(

@@ -87,7 +87,10 @@ pub fn run(info: &StartInfo, command: &str) {
     tally.line("slept_at_the_same_time", together, format_args!("ok={}", u8::from(together)));
     let timer_upcalls = threads::TIMER_UPCALLS.load(SeqCst) > 0;
     tally.line("woken_by_timer_upcalls", timer_upcalls, format_args!("ok={}", u8::from(timer_upcalls)));
-    println!("RESULT test=threads event=timing elapsed_ms={elapsed_ms} longest_ms={longest} sum_ms={sum} upcalls={}", crate::events::UPCALLS.load(SeqCst));
+    println!(
+        "RESULT test=threads event=timing elapsed_ms={elapsed_ms} longest_ms={longest} sum_ms={sum} upcalls={}",
+        crate::events::UPCALLS.load(SeqCst)
+    );
     threads::finish();
 
     guard_defers_an_event(&mut tally, &shared);

@@ -10,7 +10,7 @@ use super::elf_image::{AlignedImage, GuestImage, ImageError};
 use super::hypercall_page::hypercall_page;
 use super::layout::{initial_page_tables, DomainLayout, LayoutError, LayoutInput};
 use super::vcpu::GuestRegisters;
-use super::{Domain, DomainId, DomuRings, DomainState, COUNTED_HYPERCALLS};
+use super::{Domain, DomainId, DomainState, DomuRings, COUNTED_HYPERCALLS};
 use crate::mm::guest_walk::MachineMemory;
 use alloc::string::String;
 use alloc::vec::Vec;

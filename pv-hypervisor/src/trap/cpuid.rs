@@ -78,9 +78,21 @@ impl CpuidPolicy {
         // x87 and SSE are always there with XSAVE; AVX only if its state fits the
         // image a vCPU keeps (vcpu::FpuArea).
         let avx = host_xcr0 & XCR0_AVX != 0 && avx_size != 0 && avx_end as usize <= crate::domain::vcpu::FPU_AREA_SIZE;
-        let xcr0_max = if !xsave { 0 } else if avx { XCR0_OFFERED } else { XCR0_X87 | XCR0_SSE };
-        let mut policy =
-            CpuidPolicy { leaves: [(0, 0, [0; 4]); MAX_LEAVES], count: 0, version, machine_address_bits, xcr0_max, avx_end: if avx { avx_end } else { 0 } };
+        let xcr0_max = if !xsave {
+            0
+        } else if avx {
+            XCR0_OFFERED
+        } else {
+            XCR0_X87 | XCR0_SSE
+        };
+        let mut policy = CpuidPolicy {
+            leaves: [(0, 0, [0; 4]); MAX_LEAVES],
+            count: 0,
+            version,
+            machine_address_bits,
+            xcr0_max,
+            avx_end: if avx { avx_end } else { 0 },
+        };
         let basic_max = host(0, 0)[0].min(0x1f);
         let extended_max = host(0x8000_0000, 0)[0].clamp(0x8000_0000, 0x8000_0021);
         let mut record = |policy: &mut CpuidPolicy, leaf: u32, sub: u32| {

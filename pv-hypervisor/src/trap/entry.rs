@@ -163,7 +163,9 @@ fn emulate_instead<M: MachineMemory>(
                 Err(_) => Some(Err(GuestException { vector: VECTOR_PAGE_FAULT, error_code: PF_WRITE, cr2: address })),
             }
         }
-        Emulation::Unreadable if !general_protection => unreadable.map(|at| Err(GuestException { vector: VECTOR_PAGE_FAULT, error_code: 0, cr2: at })),
+        Emulation::Unreadable if !general_protection => {
+            unreadable.map(|at| Err(GuestException { vector: VECTOR_PAGE_FAULT, error_code: 0, cr2: at }))
+        }
         Emulation::InvalidOpcode if general_protection => Some(Err(GuestException { vector: VECTOR_INVALID_OPCODE, error_code: 0, cr2: 0 })),
         Emulation::Unreadable | Emulation::GeneralProtection | Emulation::InvalidOpcode => None,
     }

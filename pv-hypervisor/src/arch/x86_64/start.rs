@@ -780,9 +780,8 @@ fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
         }
         crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
         let polled = crate::hypercall::sched_op::poll_satisfied(domain, &mut hv.memory, now);
-        let woken = polled
-            || crate::domain::platform_nmi::wakes(domain)
-            || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory));
+        let woken =
+            polled || crate::domain::platform_nmi::wakes(domain) || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory));
         if woken {
             domain.poll = None;
             domain.traps.blocked = false;
