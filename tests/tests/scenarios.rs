@@ -552,7 +552,7 @@ fn sleep_conforms_to_xen() {
 
 #[test]
 fn descriptors_conform_to_xen() {
-    conforms_to_xen("descriptors", 16);
+    conforms_to_xen("descriptors", 18);
 }
 
 /// The hypervisor's own mappings are W^X with guard pages below its stacks: breaking
@@ -832,7 +832,8 @@ fn a_platform_nmi_goes_to_dom0_as_on_xen() {
     let alone = boot_on(Serial::WithMonitor, "nmi-wait", &dom0_bundle(&guest_image(), command), "loglvl=info", &[], typed());
     expect(&alone, &[("test", "nmi-wait"), ("status", "pass")]);
     expect_exit(&alone, ExitCode::Poweroff);
-    assert!(alone.log.contains("(hv) WARN  NMI at rip"), "the hypervisor says it took the NMI");
+    // (Not the line's start: QEMU's monitor prompt may land in the middle of it.)
+    assert!(alone.log.contains("WARN  NMI at rip"), "the hypervisor says it took the NMI");
 
     let bundle = bundle_with_domus(&guest_image(), command, &[domu("spinner", "spin 2", "")]);
     let busy = boot_on(Serial::WithMonitor, "nmi-wait-domu-spinning", &bundle, "loglvl=info", &[], typed());

@@ -4,7 +4,7 @@
 //! writable while it is in use. Each call's answer is printed for the conformance
 //! comparison with Xen.
 
-use super::Tally;
+use super::{probe, Tally};
 use crate::console::println;
 use crate::platform;
 use hypercall_abi::guest::calls;
@@ -38,6 +38,7 @@ fn set_gdt(frames: &[u64], entries: u32) -> i64 {
 
 pub fn run(info: &StartInfo) {
     let mut tally = Tally::new("descriptors");
+    tally.ret("set_trap_table", crate::traps::install(), 0);
     let mfn = |back: u64| platform::pfn_to_mfn(info, info.nr_pages - back).unwrap_or(0);
     let gdt = mfn(12);
 
@@ -47,7 +48,8 @@ pub fn run(info: &StartInfo) {
     tally.ret("set_gdt_writable_frame", set_gdt(&[data_mfn], 16), -22);
 
     // A GDT with a DPL 0 code segment (raised to DPL 3) and a data segment.
-    let filled = super::usermode::fill_frame(info, gdt, &[(1, CODE64_DPL3), (2, CODE64_DPL0), (3, DATA_DPL3)]);
+    // Entry 0 holds a data segment too: to the CPU it is still the null selector.
+    let filled = super::usermode::fill_frame(info, gdt, &[(0, DATA_DPL3), (1, CODE64_DPL3), (2, CODE64_DPL0), (3, DATA_DPL3)]);
     tally.ret("fill_frame", i64::from(!filled), 0);
     tally.ret("set_gdt", set_gdt(&[gdt], 16), 0);
     let dpl = read_back(info, gdt, 2).map_or(99, |d| (d >> 45) & 3);
@@ -68,6 +70,16 @@ pub fn run(info: &StartInfo) {
     let seen = run_on_own_code_segment();
     println!("RESULT test=descriptors check=iret_to_own_code_segment cs={seen:#x} status={}", if seen == 0x0b { "pass" } else { "fail" });
     tally.add(seen == 0x0b);
+
+    // An iret with ss 0 (the null selector, made 3): whatever GDT entry 0 holds, the
+    // CPU's iretq refuses it, so the guest gets #GP(0) at the frame's target.
+    let p = probe!("mov rcx, rsp\npush 0\npush rcx\npushfq\npush 0xe030\nlea rax, [rip + 3f]\npush rax\npush 0", "jmp hypercall_page + 23 * 32");
+    tally.add(super::report(
+        "descriptors",
+        "iret_null_ss_over_gdt_entry_0",
+        &p,
+        &super::Expect { rip: super::RipIs::Next, ..super::Expect::fault(13, 0) },
+    ));
 
     // update_descriptor: a call gate (kept with DPL 0), a TSS (refused), misaligned.
     // SAFETY: plain values.

@@ -6,6 +6,7 @@
 //! real domU must (Xen refuses CONSOLEIO_write from a domU in release builds) is heard.
 //! Input (the `in` ring) is not fed: serial input goes to dom0.
 
+use crate::mm::frame_table::{FrameTable, PageType};
 use crate::mm::guest_walk::MachineMemory;
 
 /// `struct xencons_interface`: out[2048] at 1024, then in_cons, in_prod, out_cons,
@@ -46,14 +47,20 @@ pub fn drain<M: MachineMemory>(memory: &mut M, mfn: u64, emit: &mut dyn FnMut(&[
     Some(pending)
 }
 
-/// Drains `domain`'s console ring, if it has one, into its console lines. `memory`
-/// must reach only the domain's own frames (mm::owned): the ring page may have been
-/// given back.
-pub fn drain_into_console<M: MachineMemory>(domain: &mut crate::domain::Domain, memory: &mut M) {
+/// Drains `domain`'s console ring, if it has one, into its console lines: only while
+/// the page is still the domain's (it may have been given back) and still an ordinary
+/// page. A guest may turn it into a page table or a descriptor page, whose every entry
+/// the hypervisor validated: writing `out_cons` there would plant an entry nobody
+/// checked, so the ring is not touched then (its console goes quiet, nothing else).
+pub fn drain_into_console<M: MachineMemory>(domain: &mut crate::domain::Domain, memory: &mut M, frames: &FrameTable) {
     let Some(rings) = domain.rings else { return };
+    if !matches!(frames.page_type(rings.console_mfn), PageType::None | PageType::Writable) {
+        return;
+    }
     let id = domain.id;
+    let mut owned = crate::mm::owned::OwnedBy::new(memory, frames, id);
     let console = &mut domain.console;
-    let _ = drain(memory, rings.console_mfn, &mut |bytes| console.push(bytes, &mut |line| super::guest_line::print_guest_line(id, line)));
+    let _ = drain(&mut owned, rings.console_mfn, &mut |bytes| console.push(bytes, &mut |line| super::guest_line::print_guest_line(id, line)));
 }
 
 #[cfg(test)]
@@ -108,5 +115,30 @@ mod tests {
         assert_eq!(read_u32(&memory, MFN * 4096 + OUT_CONS), Some(5000));
         let mut got = Vec::new();
         assert_eq!(drain(&mut memory, MFN + 1, &mut |b| got.extend_from_slice(b)), None);
+    }
+
+    /// The ring is drained only while its page is an ordinary one: once the guest made
+    /// it a descriptor page (or a page table), writing `out_cons` would plant an entry
+    /// the hypervisor never validated.
+    #[test]
+    fn a_ring_page_turned_into_a_table_is_not_written() {
+        use crate::domain::DomuRings;
+        use crate::hypercall::test_support::{TestGuest, SPARE_FRAMES};
+        use crate::mm::pagetable::PageTables;
+        let mut g = TestGuest::new();
+        let mfn = SPARE_FRAMES.start;
+        g.domain.rings = Some(DomuRings { store_mfn: 0, store_port: 1, console_mfn: mfn, console_port: 2 });
+        let write = |g: &mut TestGuest, at: u64, value: u32| g.memory.write_bytes(mfn * 4096 + at, &value.to_le_bytes()).unwrap();
+        g.memory.write_bytes(mfn * 4096 + OUT, b"ok\n").unwrap();
+        write(&mut g, OUT_PROD, 3);
+        drain_into_console(&mut g.domain, &mut g.memory, &g.frames);
+        assert_eq!(read_u32(&g.memory, mfn * 4096 + OUT_CONS), Some(3), "an ordinary page: drained");
+        // Now a descriptor page (zeroed first, as validation needs), then the indexes.
+        g.memory.write_bytes(mfn * 4096, &[0u8; 4096]).unwrap();
+        let mut tables = PageTables { frames: &mut g.frames, memory: &mut g.memory, domain: g.domain.id };
+        tables.get_page_and_type(mfn, PageType::SegmentDescriptors).unwrap();
+        write(&mut g, OUT_PROD, 0x0000_0007);
+        drain_into_console(&mut g.domain, &mut g.memory, &g.frames);
+        assert_eq!(read_u32(&g.memory, mfn * 4096 + OUT_CONS), Some(0), "a typed page is left alone");
     }
 }

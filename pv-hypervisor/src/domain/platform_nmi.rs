@@ -30,10 +30,11 @@ pub fn pass_to_dom0(domains: &mut [Domain], current: usize) -> Passed {
     Passed::ToOther
 }
 
-/// Whether a blocked (or polling) domain wakes: an NMI for it does, as in Xen, whether
-/// or not its handler is registered (the NMI is dropped at delivery then).
+/// Whether a blocked (or polling) domain wakes: an NMI it can take now does, as in Xen,
+/// whether or not its handler is registered (the NMI is dropped at delivery then). One
+/// held for the iret of the handler it blocked in does not (it would wake it forever).
 pub fn wakes(domain: &Domain) -> bool {
-    domain.traps.nmi_pending
+    domain.traps.nmi_deliverable()
 }
 
 #[cfg(test)]
@@ -63,6 +64,16 @@ mod tests {
         assert_eq!(pass_to_dom0(&mut domains, 1), Passed::ToOther);
         assert!(domains[0].traps.nmi_pending && wakes(&domains[0]));
         assert!(domains[1].traps.reschedule && !domains[1].traps.nmi_pending);
+    }
+
+    #[test]
+    fn an_nmi_held_for_the_handlers_iret_wakes_nobody() {
+        let mut d = domain(0);
+        d.traps.nmi_pending = true;
+        d.traps.nmi_masked = true;
+        assert!(!wakes(&d));
+        d.traps.nmi_masked = false;
+        assert!(wakes(&d));
     }
 
     #[test]

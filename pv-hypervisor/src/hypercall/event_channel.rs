@@ -33,10 +33,9 @@ fn raise_in<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, remote: DomainI
 }
 
 /// A domU notified its console ring's port: the hypervisor is that ring's back end for
-/// now (console::domu_ring). Only through a frame the domain still owns.
+/// now (console::domu_ring).
 fn drain_console_ring<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) {
-    let mut memory = crate::mm::owned::OwnedBy::new(&mut *ctx.memory, &*ctx.frames, ctx.domain.id);
-    crate::console::domu_ring::drain_into_console(ctx.domain, &mut memory);
+    crate::console::domu_ring::drain_into_console(ctx.domain, &mut *ctx.memory, &*ctx.frames);
 }
 
 /// The far end of a port we closed waits for us again.

@@ -175,6 +175,12 @@ fn emulate_instead<M: MachineMemory>(
 fn guest_descriptor<M: MachineMemory>(domain: &Domain, memory: &M, selector: u16) -> Option<u64> {
     let index = (selector >> 3) as usize;
     let traps = &domain.traps;
+    // GDT entry 0 is never a descriptor to the CPU: selectors 0-3 are the null selector
+    // (whatever the guest put in that slot), which `iretq` refuses for cs and for a
+    // ring-3 ss.
+    if selector & !3 == 0 {
+        return None;
+    }
     let frame = if selector & SELECTOR_TI_LDT != 0 {
         // An LDT selector within the guest's LDT, on a page already mapped for the CPU
         // (`map_ldt_pages_for` maps the frame's pages first).

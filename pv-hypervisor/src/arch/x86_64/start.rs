@@ -881,10 +881,6 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
         t.segment_bases_dirty = true;
         t.bases_loaded_for = Some(t.mode);
     }
-    if let Some(selector) = t.gs_selector_pending.take() {
-        cpu::load_gs_selector(selector);
-        t.segment_bases_dirty = true;
-    }
     if t.gdt_dirty {
         super::gdt_area::map_guest_frames(&t.gdt_frames[..t.gdt_frame_count.min(t.gdt_frames.len())]);
         t.gdt_dirty = false;
@@ -897,6 +893,12 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
     if let Some(selectors) = t.data_selectors_to_load.take() {
         cpu::load_data_selectors(selectors);
         // Loading FS and GS replaced their bases.
+        t.segment_bases_dirty = true;
+    }
+    // After the switch's selectors: a GS selector the vCPU asked for (set_segment_base)
+    // in the same exit is the newer.
+    if let Some(selector) = t.gs_selector_pending.take() {
+        cpu::load_gs_selector(selector);
         t.segment_bases_dirty = true;
     }
     if t.debugreg_dirty {
@@ -956,7 +958,7 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
     {
         let domain = &mut hv.domains[index];
         // What it left in its console ring without a notification (a crash).
-        console::domu_ring::drain_into_console(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domid));
+        console::domu_ring::drain_into_console(domain, &mut hv.memory, &hv.frame_table);
         if !domain.console.is_empty() {
             domain.console.flush(&mut |line| console::guest_line::print_guest_line(domid, line));
         }

@@ -82,3 +82,22 @@ fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
     check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
     assert_eq!((g.regs, g.domain.state), (before, DomainState::Running));
 }
+
+/// Selectors 0-3 are the null selector to the CPU whatever GDT entry 0 holds: a return
+/// frame naming one is refused (here: crashed, no #GP handler), never handed to iretq.
+#[test]
+fn a_null_selector_never_passes_the_exit_check() {
+    use crate::hypercall::test_support::SPARE_FRAMES;
+    const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+    const CODE64_DPL3: u64 = 0x00af_fa00_0000_ffff;
+    for (cs, ss, entry0) in [(0xe033, 3, DATA_DPL3), (3, 0xe02b, CODE64_DPL3), (0xe033, 0, DATA_DPL3)] {
+        let mut g = TestGuest::new();
+        let gdt = SPARE_FRAMES.start;
+        g.memory.write_bytes(gdt * 4096, &entry0.to_le_bytes()).unwrap();
+        g.domain.traps.gdt_frames[0] = gdt;
+        g.domain.traps.gdt_frame_count = 1;
+        (g.regs.cs, g.regs.ss, g.regs.rcx) = (cs, ss, 1);
+        check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+        assert_eq!(g.domain.state, DomainState::Crashed, "cs {cs:#x} ss {ss:#x}");
+    }
+}
