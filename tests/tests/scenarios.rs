@@ -57,6 +57,14 @@ fn boot_on(serial: Serial, name: &str, bundle: &[u8], hv_cmdline: &str, qemu_arg
     outcome
 }
 
+/// Scenarios that measure time, or load the host for long, take turns: under TCG a
+/// guest's clock is the host's, so a QEMU descheduled by another busy QEMU sees its
+/// sleeps run long (once 225 ms for 200 while the 4 GiB write ran beside it).
+fn timing_sensitive() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn expect<'a>(outcome: &'a Outcome, wanted: &[(&str, &str)]) -> &'a ResultLine {
     find(&outcome.results, wanted).unwrap_or_else(|| panic!("no RESULT line with {wanted:?}; log tail:\n{}", outcome.tail(30)))
 }
@@ -344,6 +352,7 @@ fn a_kernel_at_a_4_byte_aligned_offset_boots() {
 /// hypervisor, never change read-only guest memory, and leave dom0 able to power off.
 #[test]
 fn fuzz_100k_calls_do_not_hurt_the_hypervisor() {
+    let _alone = timing_sensitive();
     let outcome = boot("fuzz", &dom0_bundle(&guest_image(), "fuzz 1 100000"));
     let failures: Vec<&str> = outcome.log.lines().filter(|l| l.contains("fuzz: FAIL")).collect();
     let r = expect(&outcome, &[("test", "fuzz"), ("seed", "1")]);
@@ -547,6 +556,7 @@ fn time_conforms_to_xen() {
 /// timers. Same answers as Xen 4.17.
 #[test]
 fn sleep_conforms_to_xen() {
+    let _alone = timing_sensitive();
     conforms_to_xen("sleep", 14);
 }
 
@@ -589,6 +599,7 @@ fn domu<'a>(name: &'a str, cmdline: &'a str, config: &'a str) -> DomU<'a> {
 /// varies with the host's load).
 #[test]
 fn three_spinning_domus_share_the_cpu_by_weight() {
+    let _alone = timing_sensitive();
     let bundle = bundle_with_domus(
         &guest_image(),
         "hello",
@@ -645,6 +656,7 @@ fn a_crashing_domu_leaves_the_others_running() {
 /// (within 10%) while the domU spins for 2 s, because a woken domain preempts.
 #[test]
 fn a_spinning_domu_cannot_hold_up_dom0() {
+    let _alone = timing_sensitive();
     let bundle = bundle_with_domus(&guest_image(), "sleep 200", &[domu("hog", "spin 2", "")]);
     let outcome = boot("spin-vs-sleep", &bundle);
     expect_exit(&outcome, ExitCode::Poweroff);
@@ -703,6 +715,7 @@ fn two_domus_ping_pong_ten_thousand_events() {
 /// ends late by at most one scheduler tick (10 ms), and the write itself completes.
 #[test]
 fn a_long_hypercall_does_not_delay_other_domains_timers() {
+    let _alone = timing_sensitive();
     let bundle = bundle_with_domus(&guest_image(), "sleep 2000", &[domu("flood", "console-flood 4096 500", "")]);
     let outcome = boot("console-flood", &bundle);
     expect_exit(&outcome, ExitCode::Poweroff);
