@@ -14,7 +14,7 @@ use hypercall_abi::guest::calls;
 use hypercall_abi::ops::mmu::{MmuextOp, DOMID_SELF, MMUEXT_SET_LDT};
 use hypercall_abi::{GuestArray, GuestOut};
 
-const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+pub(super) const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
 const DATA_DPL0: u64 = 0x00cf_9200_0000_ffff;
 const DATA_NOT_PRESENT: u64 = 0x00cf_7200_0000_ffff;
 const CODE64_DPL3: u64 = 0x00af_fa00_0000_ffff;
@@ -24,7 +24,7 @@ const fn selector(index: u64) -> u64 {
     (index << 3) | 4 | 3
 }
 
-fn set_ldt(base: u64, entries: u64) -> i64 {
+pub(super) fn set_ldt(base: u64, entries: u64) -> i64 {
     let op = MmuextOp { cmd: MMUEXT_SET_LDT, _pad: 0, arg1: base, arg2: entries };
     // SAFETY: one readable MmuextOp; SET_LDT changes only which LDT the CPU uses.
     unsafe { calls::mmuext_op(GuestArray::from_slice(&[op]), 1, GuestOut::NULL, DOMID_SELF) }

@@ -4,25 +4,15 @@
 //! (a yield that takes more than a millisecond went to another domain) and checks the
 //! registers after each. Needs another domain to switch to; run it beside `spin`.
 
+use super::ldt::{set_ldt, DATA_DPL3};
 use super::Tally;
 use crate::console::println;
 use crate::events::now_ns;
 use crate::mm::{self, DATA, READ_ONLY};
-use hypercall_abi::guest::calls;
-use hypercall_abi::ops::mmu::{MmuextOp, DOMID_SELF, MMUEXT_SET_LDT};
-use hypercall_abi::ops::sched_op::SCHEDOP_YIELD;
 use hypercall_abi::start_info::StartInfo;
-use hypercall_abi::{GuestArray, GuestHandle, GuestOut};
 
-const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
 /// LDT entry 0, RPL 3.
 const LDT_DATA: u16 = 0x7;
-
-fn set_ldt(base: u64, entries: u64) -> i64 {
-    let op = MmuextOp { cmd: MMUEXT_SET_LDT, _pad: 0, arg1: base, arg2: entries };
-    // SAFETY: one readable MmuextOp; SET_LDT changes only which LDT the CPU uses.
-    unsafe { calls::mmuext_op(GuestArray::from_slice(&[op]), 1, GuestOut::NULL, DOMID_SELF) }
-}
 
 fn ds_es() -> (u16, u16) {
     let (ds, es): (u16, u16);
@@ -62,8 +52,7 @@ pub fn run(info: &StartInfo, command: &str) {
     let (mut switches, mut kept) = (0u64, true);
     for _ in 0..rounds {
         let before = now_ns(shared);
-        // SAFETY: yield takes no argument.
-        unsafe { calls::sched_op(SCHEDOP_YIELD, GuestHandle::NULL) };
+        crate::platform::yield_cpu();
         if now_ns(shared) - before > 1_000_000 {
             switches += 1;
         }

@@ -26,6 +26,12 @@ fn xsetbv(xcr: u64, value: u64) -> super::Probed {
     probe!("mov ecx, esi\nmov eax, edi\nxor edx, edx", "xsetbv", value, xcr)
 }
 
+/// `mov cr4` with OSXSAVE added to what the guest reads there (emulated).
+fn set_cr4_osxsave() -> super::Probed {
+    let cr4 = probe!("", "mov rax, cr4").rax;
+    probe!("mov rax, rdi", "mov cr4, rax", cr4 | CR4_OSXSAVE, 0u64)
+}
+
 fn ymm_instruction() -> super::Probed {
     probe!("", "vxorps ymm1, ymm1, ymm1")
 }
@@ -78,7 +84,7 @@ pub fn run(_info: &StartInfo) {
     tally.add(report("xsave", "xsetbv_before_cr4_osxsave", &xsetbv(0, X87 | SSE | AVX), &Expect::fault(6, 0)));
     let cr4 = probe!("", "mov rax, cr4").rax;
     tally.line("cr4_at_start", cr4 & CR4_OSXSAVE == 0, format_args!("osxsave={}", (cr4 >> 18) & 1));
-    tally.add(report("xsave", "cr4_set_osxsave", &probe!("mov rax, rdi", "mov cr4, rax", cr4 | CR4_OSXSAVE, 0u64), &Expect::none()));
+    tally.add(report("xsave", "cr4_set_osxsave", &set_cr4_osxsave(), &Expect::none()));
     // Any other CR4 bit written is ignored (PGE here), as on Xen.
     tally.add(report("xsave", "cr4_write_ignores_pge", &probe!("mov rax, rdi", "mov cr4, rax", cr4 | CR4_OSXSAVE | (1 << 7), 0u64), &Expect::none()));
     let cr4_after = probe!("", "mov rax, cr4").rax;
@@ -110,8 +116,7 @@ pub fn keep(info: &StartInfo, command: &str) {
     let mut tally = Tally::new("avx-keep");
     let Some(ms) = super::numeric_argument("avx-keep", command, 300, 1..=60_000) else { return };
     tally.ret("set_trap_table", crate::traps::install(), 0);
-    let cr4 = probe!("", "mov rax, cr4").rax;
-    tally.add(report("avx-keep", "cr4_set_osxsave", &probe!("mov rax, rdi", "mov cr4, rax", cr4 | CR4_OSXSAVE, 0u64), &Expect::none()));
+    tally.add(report("avx-keep", "cr4_set_osxsave", &set_cr4_osxsave(), &Expect::none()));
     let enabled = report("avx-keep", "xsetbv_avx", &xsetbv(0, X87 | SSE | AVX), &Expect::none());
     tally.add(enabled);
     let Some(shared) = crate::events::shared_info(info).filter(|_| enabled) else {

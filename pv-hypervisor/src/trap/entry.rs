@@ -203,13 +203,10 @@ const SELECTOR_TI_LDT: u16 = 4;
 /// the frame's cs and ss need before checking it. A page that cannot be mapped leaves
 /// the selector refused: the guest gets the #GP(selector) `iretq` gives.
 fn map_ldt_pages_for<M: MachineMemory>(domain: &mut Domain, memory: &mut M, frames: &mut FrameTable, selectors: &[u64]) {
-    for &selector in selectors {
-        let in_ldt = selector <= u64::from(u16::MAX) && selector as u16 & SELECTOR_TI_LDT != 0;
-        let offset = selector & !7;
-        if in_ldt && offset < u64::from(domain.traps.ldt.entries) * 8 && domain.traps.ldt.frames[(offset / 4096) as usize] == 0 {
-            let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
-            let _ = ldt::map_on_fault(domain, &mut tables, offset);
-        }
+    // map_on_fault leaves alone an offset past the LDT's entries or a page mapped already.
+    for &selector in selectors.iter().filter(|&&s| s <= u64::from(u16::MAX) && s as u16 & SELECTOR_TI_LDT != 0) {
+        let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
+        let _ = ldt::map_on_fault(domain, &mut tables, selector & !7);
     }
 }
 
