@@ -82,6 +82,15 @@ errnos! {
     ETIMEDOUT = 110, "timed out";
 }
 
+/// The value a hypercall puts in RAX for a handler's result.
+#[inline(always)]
+pub const fn return_value(result: Result<i64, Errno>) -> i64 {
+    match result {
+        Ok(value) => value,
+        Err(errno) => errno.to_return_value(),
+    }
+}
+
 impl Errno {
     /// The value a hypercall puts in RAX for this error.
     pub const fn to_return_value(self) -> i64 {

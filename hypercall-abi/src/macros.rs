@@ -81,7 +81,9 @@ macro_rules! define_hypercalls {
         ) -> i64 {
             #[allow(unused_mut, unused_variables)]
             let mut registers = args.into_iter();
-            let result = match number {
+            // Each arm returns the RAX value itself, so the arms meet on a register
+            // rather than on a Result in memory.
+            match number {
                 $(
                     $hnr => {
                         $(
@@ -89,14 +91,10 @@ macro_rules! define_hypercalls {
                                 registers.next().unwrap_or(0),
                             );
                         )*
-                        handler.$hname($($harg),*)
+                        $crate::errno::return_value(handler.$hname($($harg),*))
                     }
                 )*
-                _ => Err(Errno::ENOSYS),
-            };
-            match result {
-                Ok(value) => value,
-                Err(errno) => errno.to_return_value(),
+                _ => Errno::ENOSYS.to_return_value(),
             }
         }
 

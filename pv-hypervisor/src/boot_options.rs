@@ -23,6 +23,16 @@ pub enum TraceHypercalls {
     Domain(u16),
 }
 
+impl TraceHypercalls {
+    /// Whether domain `id`'s hypercalls are traced.
+    pub fn covers(self, id: u16) -> bool {
+        match self {
+            TraceHypercalls::All => true,
+            TraceHypercalls::Domain(traced) => traced == id,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SelfTest {
     /// Write to the hypervisor's own code.
@@ -139,6 +149,7 @@ mod tests {
         assert_eq!(BootOptions::parse("trace=hypercalls").unwrap().trace, Some(TraceHypercalls::All));
         assert_eq!(BootOptions::parse("trace=hypercalls:d3").unwrap().trace, Some(TraceHypercalls::Domain(3)));
         assert_eq!(BootOptions::parse("trace=hypercalls:0").unwrap().trace, Some(TraceHypercalls::Domain(0)));
+        assert!(TraceHypercalls::All.covers(7) && TraceHypercalls::Domain(3).covers(3) && !TraceHypercalls::Domain(3).covers(0));
         assert!(BootOptions::parse("trace=everything").is_err());
         assert!(BootOptions::parse("trace=hypercalls:dx").is_err());
     }

@@ -324,6 +324,7 @@ fn populate<M: MachineMemory>(
         traps: Default::default(),
         hypercall_counts: [0; COUNTED_HYPERCALLS],
         hypercall_cycles: [0; COUNTED_HYPERCALLS],
+        hypercalls_traced: false,
         crash_reason: None,
         console: Default::default(),
         events,

@@ -57,8 +57,8 @@ pub fn release_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable
     for &mfn in &gdt[..domain.traps.gdt_frame_count.min(gdt.len())] {
         tables.put_page_and_type(mfn);
     }
-    let mut ldt = domain.traps.ldt;
-    crate::trap::ldt::release(&mut ldt, &mut tables);
+    // The domain is going: its CPU state is not loaded again.
+    let _ = crate::trap::ldt::release(&mut domain.traps.ldt.clone(), &mut tables);
     for root in [domain.l4_maddr, domain.traps.user_l4] {
         if root != 0 {
             tables.put_page_and_type(root / 4096);

@@ -67,6 +67,8 @@ pub struct Domain {
     pub hypercall_counts: [u64; COUNTED_HYPERCALLS],
     /// TSC cycles spent in each hypercall, measured while it is traced (trace=).
     pub hypercall_cycles: [u64; COUNTED_HYPERCALLS],
+    /// `trace=hypercalls` covers this domain: its hypercalls take the traced path.
+    pub hypercalls_traced: bool,
     /// Why the hypervisor crashed the domain, when it did (for the register dump).
     pub crash_reason: Option<&'static str>,
     pub console: GuestLineBuffer,
@@ -137,7 +139,7 @@ impl Domain {
 
     /// Whether the scheduler may run it: not stopped, not blocked.
     pub fn runnable(&self) -> bool {
-        self.state.is_running() & !self.traps.blocked
+        self.state.is_running() & !self.traps.exit.blocked
     }
 
     pub fn nr_pages(&self) -> u64 {

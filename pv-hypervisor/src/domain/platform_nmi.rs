@@ -20,12 +20,12 @@ pub enum Passed {
 
 pub fn pass_to_dom0(domains: &mut [Domain], current: usize) -> Passed {
     let Some(dom0) = domains.iter().position(|d| d.id == 0 && d.state.is_running()) else { return Passed::Dropped };
-    domains[dom0].traps.nmi_pending = true;
+    domains[dom0].traps.exit.nmi_pending = true;
     if dom0 == current {
         return Passed::ToCurrent;
     }
     if let Some(running) = domains.get_mut(current) {
-        running.traps.reschedule = true;
+        running.traps.exit.reschedule = true;
     }
     Passed::ToOther
 }
@@ -53,23 +53,23 @@ mod tests {
     fn dom0_gets_it_when_running() {
         let mut domains = [domain(0), domain(1)];
         assert_eq!(pass_to_dom0(&mut domains, 0), Passed::ToCurrent);
-        assert!(domains[0].traps.nmi_pending && !domains[1].traps.nmi_pending);
-        assert!(!domains[0].traps.reschedule);
+        assert!(domains[0].traps.exit.nmi_pending && !domains[1].traps.exit.nmi_pending);
+        assert!(!domains[0].traps.exit.reschedule);
     }
 
     #[test]
     fn another_running_domain_is_rescheduled_and_dom0_woken() {
         let mut domains = [domain(0), domain(1)];
-        domains[0].traps.blocked = true;
+        domains[0].traps.exit.blocked = true;
         assert_eq!(pass_to_dom0(&mut domains, 1), Passed::ToOther);
-        assert!(domains[0].traps.nmi_pending && wakes(&domains[0]));
-        assert!(domains[1].traps.reschedule && !domains[1].traps.nmi_pending);
+        assert!(domains[0].traps.exit.nmi_pending && wakes(&domains[0]));
+        assert!(domains[1].traps.exit.reschedule && !domains[1].traps.exit.nmi_pending);
     }
 
     #[test]
     fn an_nmi_held_for_the_handlers_iret_wakes_nobody() {
         let mut d = domain(0);
-        d.traps.nmi_pending = true;
+        d.traps.exit.nmi_pending = true;
         d.traps.nmi_masked = true;
         assert!(!wakes(&d));
         d.traps.nmi_masked = false;
@@ -81,10 +81,10 @@ mod tests {
         let mut domains = [domain(1), domain(0)];
         domains[1].state = DomainState::Crashed;
         assert_eq!(pass_to_dom0(&mut domains, 0), Passed::Dropped);
-        assert!(domains.iter().all(|d| !d.traps.nmi_pending && !d.traps.reschedule));
+        assert!(domains.iter().all(|d| !d.traps.exit.nmi_pending && !d.traps.exit.reschedule));
         // A current index past the list (its domain retired) is no reason to fail.
         let mut domains = [domain(0)];
-        domains[0].traps.blocked = true;
+        domains[0].traps.exit.blocked = true;
         assert_eq!(pass_to_dom0(&mut domains, 3), Passed::ToOther);
     }
 }

@@ -117,7 +117,7 @@ mod tests {
         guest.preempt_at = 0;
         assert_eq!(guest.call(nr::console_io, [0, 8000, GUEST_DATA_VA, 0, 0, 0]), nr::console_io as i64);
         assert_eq!((guest.regs.rip, guest.regs.rdi, guest.regs.rsi, guest.regs.rdx), (0x10_0100, 0, 8000 - 4096, GUEST_DATA_VA + 4096));
-        assert!(guest.domain.traps.reschedule, "the exit path runs the timers");
+        assert!(guest.domain.traps.exit.reschedule, "the exit path runs the timers");
         // Run again (as the guest's syscall would): it finishes.
         guest.preempt_at = u64::MAX;
         let args = [guest.regs.rdi, guest.regs.rsi, guest.regs.rdx, 0, 0, 0];

@@ -23,9 +23,10 @@ pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, whi
             // null selector, without an error (Xen's fault fixup does the same).
             let selector = base as u16;
             let selector = if selector & !3 == FLAT_RING3_DS32 & !3 { FLAT_RING3_DS32 } else { 0 };
-            traps.gs_selector_pending = Some(selector);
+            traps.gs_selector = selector;
+            traps.exit.gs_selector_pending = true;
             traps.gs_base_user = 0;
-            traps.segment_bases_dirty = true;
+            traps.exit.segment_bases_dirty = true;
             return Ok(0);
         }
         _ => return Err(Errno::EINVAL),
@@ -34,7 +35,7 @@ pub fn set_segment_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, whi
         return Err(Errno::EINVAL);
     }
     *slot = base;
-    traps.segment_bases_dirty = true;
+    traps.exit.segment_bases_dirty = true;
     Ok(0)
 }
 
@@ -73,15 +74,15 @@ mod tests {
         let mut g = TestGuest::new();
         assert_eq!(g.call(nr::set_segment_base, [0, 0x7000_1000, 0, 0, 0, 0]), 0);
         assert_eq!(g.domain.traps.fs_base, 0x7000_1000);
-        assert!(g.domain.traps.segment_bases_dirty);
+        assert!(g.domain.traps.exit.segment_bases_dirty);
         assert_eq!(g.call(nr::set_segment_base, [1, 0xffff_ffff_8000_0000, 0, 0, 0, 0]), 0);
         assert_eq!(g.domain.traps.gs_base_user, 0xffff_ffff_8000_0000);
         assert_eq!(g.call(nr::set_segment_base, [2, 0x8000_0000_0000, 0, 0, 0, 0]), -22, "non-canonical");
         assert_eq!(g.call(nr::set_segment_base, [4, 0, 0, 0, 0, 0]), -22);
         assert_eq!(g.call(nr::set_segment_base, [3, 0xe028, 0, 0, 0, 0]), 0);
-        assert_eq!(g.domain.traps.gs_selector_pending, Some(0xe02b));
+        assert_eq!((g.domain.traps.exit.gs_selector_pending, g.domain.traps.gs_selector), (true, 0xe02b));
         assert_eq!(g.call(nr::set_segment_base, [3, 0xe008, 0, 0, 0, 0]), 0, "a ring-0 selector loads null");
-        assert_eq!(g.domain.traps.gs_selector_pending, Some(0));
+        assert_eq!((g.domain.traps.exit.gs_selector_pending, g.domain.traps.gs_selector), (true, 0));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn set_gdt<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, frame_list: 
     let traps = &mut ctx.domain.traps;
     traps.gdt_frames = frames;
     traps.gdt_frame_count = count;
-    traps.gdt_dirty = true;
+    traps.exit.gdt_dirty = true;
     Ok(0)
 }
 
@@ -38,7 +38,7 @@ pub fn release_gdt<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) {
     let count = ctx.domain.traps.gdt_frame_count;
     old[..count].iter().for_each(|&mfn| ctx.tables().put_page_and_type(mfn));
     ctx.domain.traps.gdt_frame_count = 0;
-    ctx.domain.traps.gdt_dirty = true;
+    ctx.domain.traps.exit.gdt_dirty = true;
 }
 
 pub fn update_descriptor<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, maddr: u64, descriptor: u64) -> Result<i64, Errno> {

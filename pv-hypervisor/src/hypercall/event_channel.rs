@@ -28,7 +28,7 @@ fn split<'c, M: MachineMemory>(ctx: &'c mut HypercallContext<'_, M>) -> (&'c mut
 fn raise_in<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, remote: DomainId, port: u32) {
     if let Some(peer) = ctx.others.get_mut(remote) {
         peer.events.raise(&mut SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn: peer.shared_info_mfn }, port);
-        ctx.domain.traps.reschedule |= peer.traps.blocked;
+        ctx.domain.traps.exit.reschedule |= peer.traps.exit.blocked;
     }
 }
 

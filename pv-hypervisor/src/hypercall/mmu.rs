@@ -211,7 +211,9 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             ctx.domain.l4_maddr = mfn * 4096;
             // The LDT's pages are looked up again, through the new tables, on next use.
             let mut tables = PageTables { frames: &mut *ctx.frames, memory: &mut *ctx.memory, domain: ctx.domain.id };
-            ldt::release(&mut ctx.domain.traps.ldt, &mut tables);
+            if ldt::release(&mut ctx.domain.traps.ldt, &mut tables) {
+                ctx.domain.traps.exit.ldt_dirty = true;
+            }
             Ok(())
         }
         MMUEXT_NEW_USER_BASEPTR => {
@@ -226,7 +228,7 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             Ok(())
         }
         MMUEXT_TLB_FLUSH_LOCAL | MMUEXT_TLB_FLUSH_MULTI | MMUEXT_TLB_FLUSH_ALL => {
-            ctx.flush_tlb = true;
+            ctx.flush_all();
             Ok(())
         }
         // Guest memory is write-back RAM; there is nothing a guest's cache flush must reach.
@@ -321,7 +323,7 @@ pub fn update_va_mapping<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, va
     match flags & UVMF_FLUSHTYPE_MASK {
         UVMF_NONE => {}
         UVMF_INVLPG => ctx.flush_page(va),
-        _ => ctx.flush_tlb = true,
+        _ => ctx.flush_all(),
     }
     Ok(0)
 }

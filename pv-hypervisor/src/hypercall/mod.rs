@@ -73,10 +73,8 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     pub machine: &'a MachineInfo,
     /// Free machine frames, for memory_op's reservations.
     pub frame_source: &'a mut dyn FrameSource,
-    /// The guest asked for the whole TLB to be flushed before it runs again.
-    pub flush_tlb: bool,
-    /// The guest asked for the translation of this one address to be flushed.
-    pub flush_page: Option<u64>,
+    /// What the guest asked to be flushed from the TLB before it runs again.
+    pub flush: TlbFlush,
     /// System time at which a long hypercall stops and continues later: the next timer
     /// interrupt the hypervisor armed (interrupts are off while it runs).
     pub preempt_at: u64,
@@ -106,35 +104,60 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     /// the timers and the scheduler.
     pub fn continue_later(&mut self, args: [u64; 6]) -> Result<i64, Errno> {
         self.continuation = Some(args);
-        self.domain.traps.reschedule = true;
+        self.domain.traps.exit.reschedule = true;
         Ok(0)
     }
 
     /// Asks for `va`'s translation to be flushed; a second, different address makes it
     /// a whole flush.
     fn flush_page(&mut self, va: u64) {
-        match self.flush_page {
-            Some(other) if other != va => self.flush_tlb = true,
-            _ => self.flush_page = Some(va),
-        }
+        self.flush = match self.flush {
+            TlbFlush::None => TlbFlush::Page(va),
+            TlbFlush::Page(other) if other == va => TlbFlush::Page(va),
+            _ => TlbFlush::All,
+        };
+    }
+
+    fn flush_all(&mut self) {
+        self.flush = TlbFlush::All;
+    }
+
+    /// Whether the handler left anything for [`HypercallContext::finish`]: a
+    /// continuation, a flush, or given-back frames to free. One test on the common path.
+    #[inline(always)]
+    pub fn left_work(&self) -> bool {
+        (self.flush != TlbFlush::None) | self.continuation.is_some() | self.frames.flush_needed() | self.frames.has_unused_given_back()
+    }
+
+    /// After the handler of hypercall `number` returned `result`: the value for the
+    /// guest's RAX (the number again for a continuation, which re-executes the call),
+    /// having freed what was given back and unreferenced; and what the exit path must
+    /// flush.
+    #[cold]
+    #[inline(never)]
+    pub fn finish(&mut self, number: u64, result: i64) -> (i64, TlbFlush) {
+        let rax = match self.continuation {
+            Some(args) => apply_continuation(self.regs, number, args),
+            None => result,
+        };
+        self.free_given_back();
+        (rax, self.flush_wanted())
     }
 
     /// What the exit path must flush: the whole TLB when the guest asked for it or the
     /// frame table needs it (a frame changed use under a stale translation), else the
     /// one page the guest named, if any.
-    pub fn flush_wanted(&self) -> TlbFlush {
-        if self.flush_tlb || self.frames.flush_needed() {
+    fn flush_wanted(&self) -> TlbFlush {
+        if self.frames.flush_needed() {
             TlbFlush::All
-        } else if let Some(va) = self.flush_page {
-            TlbFlush::Page(va)
         } else {
-            TlbFlush::None
+            self.flush
         }
     }
     /// Frees what the call left given back and unreferenced (see
     /// domain::frames::free_given_back); before `flush_wanted`, since freeing a frame
     /// under a stale translation asks for a flush.
-    pub fn free_given_back(&mut self) {
+    fn free_given_back(&mut self) {
         crate::domain::frames::free_given_back(self.domain, self.frames, self.memory, &self.machine.m2p, self.frame_source);
     }
 

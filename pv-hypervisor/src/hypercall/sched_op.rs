@@ -18,7 +18,7 @@ pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, a
         // The scheduler looks again on the way out, this vCPU behind every other
         // runnable one.
         SCHEDOP_YIELD => {
-            ctx.domain.traps.reschedule = true;
+            ctx.domain.traps.exit.reschedule = true;
             ctx.domain.traps.yielded = true;
             Ok(0)
         }
@@ -28,7 +28,7 @@ pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, a
         SCHEDOP_BLOCK => {
             write_event_mask(ctx.domain, ctx.memory, 0).map_err(|_| Errno::EFAULT)?;
             if !upcall_deliverable(ctx.domain, &*ctx.memory) {
-                ctx.domain.traps.blocked = true;
+                ctx.domain.traps.exit.blocked = true;
             }
             Ok(0)
         }
@@ -57,8 +57,8 @@ pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, a
             }
             // It stops the next time the scheduler looks at it; make that now.
             target.shut_down(reason);
-            target.traps.blocked = false;
-            ctx.domain.traps.reschedule = true;
+            target.traps.exit.blocked = false;
+            ctx.domain.traps.exit.reschedule = true;
             Ok(0)
         }
         // Only the first declaration counts (Xen keeps the first code).
@@ -72,7 +72,7 @@ pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, a
             let request: SchedWatchdog = arg.into_in().read(ctx)?;
             let now = ctx.machine.clock.now_ns();
             let result = watchdog(&mut ctx.domain.watchdogs, request, now);
-            ctx.domain.traps.timer_changed = true;
+            ctx.domain.traps.exit.timer_changed = true;
             result
         }
         _ => Err(Errno::ENOSYS),
@@ -106,8 +106,8 @@ fn poll<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestHandle) -
         }
     }
     ctx.domain.poll = Some(Poll { ports, timeout_ns: request.timeout });
-    ctx.domain.traps.blocked = true;
-    ctx.domain.traps.timer_changed = true;
+    ctx.domain.traps.exit.blocked = true;
+    ctx.domain.traps.exit.timer_changed = true;
     Ok(0)
 }
 
@@ -146,7 +146,7 @@ pub fn watchdog(watchdogs: &mut [Option<u64>], request: SchedWatchdog, now: u64)
 /// Arms (or with 0 cancels) the single-shot timer; a deadline already past fires now.
 pub fn set_timer_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, timeout_ns: u64) -> Result<i64, Errno> {
     ctx.domain.timer_deadline = (timeout_ns != 0).then_some(timeout_ns);
-    ctx.domain.traps.timer_changed = true;
+    ctx.domain.traps.exit.timer_changed = true;
     let now = ctx.machine.clock.now_ns();
     crate::time::fire_if_due(ctx.domain, ctx.memory, now);
     Ok(0)
@@ -198,7 +198,7 @@ mod timer_tests {
         set_fake_tsc(1_000);
         assert_eq!(g.call(nr::set_timer_op, [5_000, 0, 0, 0, 0, 0]), 0);
         assert_eq!(g.domain.timer_deadline, Some(5_000));
-        assert!(g.domain.traps.timer_changed, "arch arms the hardware timer");
+        assert!(g.domain.traps.exit.timer_changed, "arch arms the hardware timer");
         assert!(!timer_pending(&g, port));
         set_fake_tsc(6_000);
         assert!(crate::time::fire_if_due(&mut g.domain, &mut g.memory, 6_000));
@@ -219,11 +219,11 @@ mod timer_tests {
         g.memory.write_bytes(SHARED_INFO, &[0, 1]).unwrap();
         assert_eq!(g.call(nr::sched_op, [1, 0, 0, 0, 0, 0]), 0);
         assert_eq!(g.memory.read_u64(SHARED_INFO).unwrap() & 0xffff, 0, "mask cleared");
-        assert!(g.domain.traps.blocked);
-        g.domain.traps.blocked = false;
+        assert!(g.domain.traps.exit.blocked);
+        g.domain.traps.exit.blocked = false;
         g.memory.write_bytes(SHARED_INFO, &[1, 1]).unwrap();
         assert_eq!(g.call(nr::sched_op, [1, 0, 0, 0, 0, 0]), 0);
-        assert!(!g.domain.traps.blocked, "an event was pending: the upcall comes on the way out");
+        assert!(!g.domain.traps.exit.blocked, "an event was pending: the upcall comes on the way out");
     }
 }
 
@@ -253,20 +253,20 @@ mod poll_and_watchdog_tests {
         g.poke(GUEST_DATA_VA, unreadable.as_bytes());
         assert_eq!(g.call(nr::sched_op, [3, GUEST_DATA_VA, 0, 0, 0, 0]), -14);
         assert_eq!(poll_call(&mut g, &[4096], 0), -22, "a port past the last");
-        assert!(!g.domain.traps.blocked);
+        assert!(!g.domain.traps.exit.blocked);
         // Nothing pending: blocked, until the port is raised (even masked) or time passes.
         let port = g.domain.events.bind_ipi(0).unwrap();
         assert_eq!(poll_call(&mut g, &[port], 5_000), 0);
-        assert!(g.domain.traps.blocked && g.domain.poll.is_some());
+        assert!(g.domain.traps.exit.blocked && g.domain.poll.is_some());
         assert!(!poll_satisfied(&g.domain, &mut g.memory, 2_000));
         assert!(poll_satisfied(&g.domain, &mut g.memory, 5_000), "the timeout");
         let mut bits = SharedInfoBits { memory: &mut g.memory, shared_info_mfn: g.domain.shared_info_mfn };
         bits.test_and_set_pending(port);
         assert!(poll_satisfied(&g.domain, &mut g.memory, 2_000), "the port");
         // Already pending: returns without blocking.
-        g.domain.traps.blocked = false;
+        g.domain.traps.exit.blocked = false;
         assert_eq!(poll_call(&mut g, &[port], 0), 0);
-        assert!(!g.domain.traps.blocked);
+        assert!(!g.domain.traps.exit.blocked);
     }
 
     #[test]

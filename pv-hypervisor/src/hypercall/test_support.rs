@@ -120,6 +120,7 @@ impl TestGuest {
             traps: Default::default(),
             hypercall_counts: [0; COUNTED_HYPERCALLS],
             hypercall_cycles: [0; COUNTED_HYPERCALLS],
+            hypercalls_traced: false,
             crash_reason: None,
             console: Default::default(),
             events: crate::evtchn::EventChannels::new(0),
@@ -206,19 +207,15 @@ impl TestGuest {
             hypervisor_l4: &HYPERVISOR_L4,
             machine: &self.machine,
             frame_source: &mut self.free_frames,
-            flush_tlb: false,
-            flush_page: None,
+            flush: TlbFlush::None,
             preempt_at: self.preempt_at,
             continuation: None,
             console_input: &mut self.console_input,
         };
-        let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
-        if let Some(args) = ctx.continuation {
-            result = super::apply_continuation(ctx.regs, number, args);
-        }
-        ctx.free_given_back();
+        let result = hypercall_abi::dispatch(&mut ctx, number, args);
         // What the exit path would flush, and the frame table told so, as arch does.
-        self.last_flush = ctx.flush_wanted();
+        let (result, flush) = ctx.finish(number, result);
+        self.last_flush = flush;
         if self.last_flush == TlbFlush::All {
             self.frames.note_tlb_flushed();
         }

@@ -24,7 +24,7 @@ pub fn vcpu_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, vc
             }
             // Delivered on the way back to the guest (arch's exit path), once it is
             // not in an NMI handler already; a second one while one waits is the same.
-            ctx.domain.traps.nmi_pending = true;
+            ctx.domain.traps.exit.nmi_pending = true;
             return Ok(0);
         }
         VCPUOP_SET_PERIODIC_TIMER => {
@@ -47,7 +47,7 @@ pub fn vcpu_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, vc
         VCPUOP_STOP_SINGLESHOT_TIMER => ctx.domain.timer_deadline = None,
         _ => return Err(Errno::ENOSYS),
     }
-    ctx.domain.traps.timer_changed = true;
+    ctx.domain.traps.exit.timer_changed = true;
     crate::time::fire_if_due(ctx.domain, ctx.memory, now);
     Ok(0)
 }

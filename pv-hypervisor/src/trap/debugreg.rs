@@ -57,7 +57,7 @@ pub fn set(traps: &mut TrapState, register: u32, value: u64) -> Result<(), Errno
         }
     };
     traps.debugreg[index] = value;
-    traps.debugreg_dirty = true;
+    traps.exit.debugreg_dirty = true;
     Ok(())
 }
 

@@ -217,7 +217,7 @@ pub fn deliver_nmi<M: MachineMemory>(domain: &mut Domain, memory: &mut M, regs: 
     if !domain.traps.nmi_deliverable() {
         return Ok(false);
     }
-    domain.traps.nmi_pending = false;
+    domain.traps.exit.nmi_pending = false;
     if !domain.traps.trap(VECTOR_NMI).is_set() {
         return Ok(false);
     }

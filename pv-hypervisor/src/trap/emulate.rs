@@ -153,7 +153,7 @@ impl EmulationContext<'_> {
                 let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
                 (self.regs.rcx as u32 == 0 && self.cpuid.xcr0_allowed(value)).then(|| {
                     self.traps.xcr0 = value;
-                    self.traps.xcr0_dirty = true;
+                    self.traps.exit.xcr0_dirty = true;
                 })
             }
             // Only with enough virtual IOPL, and then they do nothing: the event mask,
@@ -304,7 +304,7 @@ impl EmulationContext<'_> {
             return None;
         }
         *slot = value;
-        self.traps.segment_bases_dirty = true;
+        self.traps.exit.segment_bases_dirty = true;
         Some(())
     }
 

@@ -78,18 +78,26 @@ pub fn loadable_data_segment(descriptor: u64) -> bool {
 }
 
 /// The frame almost every exit has: flat 64-bit selectors, canonical rip and rsp, IF
-/// set, no IOPL, VM or reserved bits. Every field is compared without a branch of its
-/// own (`&` on bools), because on the exit path each branch is a translation block
-/// under TCG; whatever this accepts, [`check_return_frame`] accepts too (a host test
-/// holds the two to that), and whatever it refuses goes to that full check.
+/// set, no IOPL, VM or reserved bits. Whatever this accepts, [`check_return_frame`]
+/// accepts too (a host test holds the two to that), and whatever it refuses goes to
+/// that full check.
 #[inline(always)]
 pub fn is_plain_flat_frame(regs: &GuestRegisters) -> bool {
-    let canonical = |va: u64| ((va as i64 >> 47).wrapping_add(1) as u64) <= 1;
-    (regs.cs == FLAT_RING3_CS64 as u64)
-        & (regs.ss == FLAT_RING3_SS64 as u64)
-        & canonical(regs.rip)
-        & canonical(regs.rsp)
-        & (regs.rflags & (RFLAGS_IF | RFLAGS_IOPL | RFLAGS_VM | RFLAGS_RESERVED) == RFLAGS_IF)
+    plain_flat_frame_differences(regs) == 0
+}
+
+/// Zero for a plain flat frame ([`is_plain_flat_frame`]), else the bits by which it is
+/// not one. Plain arithmetic, no comparisons: the exit path ORs it with its other
+/// conditions into one word and branches once (every instruction counts there).
+#[inline(always)]
+pub fn plain_flat_frame_differences(regs: &GuestRegisters) -> u64 {
+    // A canonical address plus 2^47 is below 2^48; a non-canonical one is not.
+    let non_canonical = |va: u64| va.wrapping_add(1 << 47) >> 48;
+    (regs.cs ^ FLAT_RING3_CS64 as u64)
+        | (regs.ss ^ FLAT_RING3_SS64 as u64)
+        | non_canonical(regs.rip)
+        | non_canonical(regs.rsp)
+        | ((regs.rflags & (RFLAGS_IF | RFLAGS_IOPL | RFLAGS_VM | RFLAGS_RESERVED)) ^ RFLAGS_IF)
 }
 
 /// Checks a return frame. Besides the hypervisor's flat ring-3 selectors, selectors

@@ -37,19 +37,25 @@ pub fn set_ldt<M: MachineMemory>(domain: &mut Domain, tables: &mut PageTables<'_
     }
     let ldt = &domain.traps.ldt;
     if ldt.base != base || ldt.entries != entries {
-        release(&mut domain.traps.ldt, tables);
-        domain.traps.ldt = LdtState { base, entries, frames: [0; LDT_PAGES], dirty: true };
+        // Dirty whether or not a page was mapped: the descriptor changes.
+        let _ = release(&mut domain.traps.ldt, tables);
+        domain.traps.ldt = LdtState { base, entries, frames: [0; LDT_PAGES] };
+        domain.traps.exit.ldt_dirty = true;
     }
     Ok(())
 }
 
 /// Gives up the frames mapped for the CPU (their descriptor type and reference).
-pub fn release<M: MachineMemory>(ldt: &mut LdtState, tables: &mut PageTables<'_, M>) {
+/// Whether there were any: the CPU's LDT window must then be cleared.
+#[must_use]
+pub fn release<M: MachineMemory>(ldt: &mut LdtState, tables: &mut PageTables<'_, M>) -> bool {
+    let mut released = false;
     for frame in ldt.frames.iter_mut().filter(|f| **f != 0) {
         tables.put_page_and_type(*frame);
         *frame = 0;
-        ldt.dirty = true;
+        released = true;
     }
+    released
 }
 
 /// What became of a #PF at `offset` into the LDT window.
@@ -77,7 +83,7 @@ pub fn map_on_fault<M: MachineMemory>(domain: &mut Domain, tables: &mut PageTabl
         return refused;
     }
     domain.traps.ldt.frames[page] = mfn;
-    domain.traps.ldt.dirty = true;
+    domain.traps.exit.ldt_dirty = true;
     LdtFault::Mapped
 }
 
@@ -131,10 +137,10 @@ mod tests {
         let mut g = TestGuest::new();
         let (va, mfn) = ldt_page(&mut g, DATA_DPL0);
         assert_eq!(set_ldt(&mut g, va, 4), 0);
-        g.domain.traps.ldt.dirty = false;
+        g.domain.traps.exit.ldt_dirty = false;
         assert_eq!(fault(&mut g, 8), LdtFault::Mapped);
         assert_eq!(g.domain.traps.ldt.frames[0], mfn);
-        assert!(g.domain.traps.ldt.dirty, "arch maps it before the guest runs");
+        assert!(g.domain.traps.exit.ldt_dirty, "arch maps it before the guest runs");
         assert_eq!(g.frames.page_type(mfn), PageType::SegmentDescriptors);
         let mut entry = [0u8; 8];
         g.memory.read_bytes(mfn * PAGE, &mut entry).unwrap();
@@ -178,7 +184,7 @@ mod tests {
         crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
         assert_eq!((g.regs, g.domain.state), (before, DomainState::Running));
         assert_eq!(g.domain.traps.ldt.frames[0], mfn, "mapped for the CPU's iretq");
-        assert!(g.domain.traps.ldt.dirty);
+        assert!(g.domain.traps.exit.ldt_dirty);
         // A selector past the LDT's entries is refused (no #GP handler here: crashed).
         g.regs.cs = 0x17;
         crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);

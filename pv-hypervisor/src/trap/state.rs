@@ -99,44 +99,77 @@ pub struct TrapState {
     pub fs_base: u64,
     pub gs_base_kernel: u64,
     pub gs_base_user: u64,
-    /// The bases above changed since `arch` last loaded them into the CPU.
-    pub segment_bases_dirty: bool,
     /// The mode whose GS base `arch` last loaded (None: not yet).
     pub bases_loaded_for: Option<GuestMode>,
     /// A GS selector to load into the CPU on the way back (set_segment_base
-    /// SEGBASE_GS_USER_SEL).
-    pub gs_selector_pending: Option<u16>,
-    /// The debug registers changed since `arch` last loaded them.
-    pub debugreg_dirty: bool,
+    /// SEGBASE_GS_USER_SEL), when `exit.gs_selector_pending`.
+    pub gs_selector: u16,
     /// The frames of the guest's GDT (set_gdt), each typed as descriptors.
     pub gdt_frames: [u64; GDT_FRAMES],
     pub gdt_frame_count: usize,
-    /// The GDT changed since `arch` last mapped it.
-    pub gdt_dirty: bool,
     /// The guest's LDT (MMUEXT_SET_LDT): where it is in the guest, how many entries,
     /// and the frames mapped for the CPU so far (trap::ldt maps them on first use).
     pub ldt: LdtState,
-    /// DS, ES, FS and GS to load before the vCPU runs (after a domain switch; checked
-    /// by trap::entry::loadable_data_selectors).
-    pub data_selectors_to_load: Option<[u16; 4]>,
-    /// The guest's XCR0 (XSETBV, emulated) and whether `arch` must load it; and its
-    /// virtual CR4.OSXSAVE, without which XSETBV is #UD.
+    /// DS, ES, FS and GS to load before the vCPU runs, when `exit.data_selectors_pending`
+    /// (after a domain switch; checked by trap::entry::loadable_data_selectors).
+    pub data_selectors: [u16; 4],
+    /// The guest's XCR0 (XSETBV, emulated; `arch` loads it when `exit.xcr0_dirty`); and
+    /// its virtual CR4.OSXSAVE, without which XSETBV is #UD.
     pub xcr0: u64,
-    pub xcr0_dirty: bool,
     pub cr4_osxsave: bool,
-    /// The timer deadline changed: `arch` arms the hardware timer again.
-    pub timer_changed: bool,
-    /// SCHEDOP_block: the vCPU waits (the hypervisor idles) until an event is pending.
-    pub blocked: bool,
-    /// Something this vCPU did (an event for a blocked domain) wants the scheduler to
-    /// look again on the way out.
-    pub reschedule: bool,
     /// SCHEDOP_yield: the others go first.
     pub yielded: bool,
-    /// VCPUOP_send_nmi: an NMI waits for the way back to the guest.
-    pub nmi_pending: bool,
     /// The guest is in its NMI handler: a further NMI waits until its `iret`.
     pub nmi_masked: bool,
+    /// What the way back to the guest must do first.
+    pub exit: ExitWork,
+}
+
+/// What the way back to this vCPU must do before it runs, one flag each. The common
+/// exit tests all of them as one word (see [`ExitWork::any`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, zerocopy::IntoBytes, zerocopy::Immutable)]
+#[repr(C)]
+pub struct ExitWork {
+    /// SCHEDOP_block or SCHEDOP_poll: the vCPU waits (the hypervisor runs another or
+    /// idles) until an event is pending.
+    pub blocked: bool,
+    /// `gs_selector` is to be loaded into the CPU.
+    pub gs_selector_pending: bool,
+    /// `data_selectors` are to be loaded into the CPU.
+    pub data_selectors_pending: bool,
+    /// The LDT changed since `arch` last loaded its descriptor and mappings.
+    pub ldt_dirty: bool,
+    /// The GDT changed since `arch` last mapped it.
+    pub gdt_dirty: bool,
+    /// The segment bases changed since `arch` last loaded them into the CPU.
+    pub segment_bases_dirty: bool,
+    /// The debug registers changed since `arch` last loaded them.
+    pub debugreg_dirty: bool,
+    /// The guest's XCR0 changed since `arch` last loaded it.
+    pub xcr0_dirty: bool,
+    /// The timer deadline changed: `arch` arms the hardware timer again.
+    pub timer_changed: bool,
+    /// Something this vCPU did (an event for a blocked domain, a long hypercall that
+    /// stopped early) wants the scheduler to look again on the way out.
+    pub reschedule: bool,
+    /// VCPUOP_send_nmi or a platform NMI: an NMI waits for the way back to the guest.
+    pub nmi_pending: bool,
+    /// Room for more flags: the struct is exactly the size of the word `word` reads.
+    _spare: [bool; 5],
+}
+
+impl ExitWork {
+    /// Whether any flag is set.
+    #[inline(always)]
+    pub fn any(&self) -> bool {
+        self.word() != 0
+    }
+
+    /// Every flag in one word (two loads): zero when there is nothing to do.
+    #[inline(always)]
+    pub fn word(&self) -> u128 {
+        zerocopy::transmute!(*self)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,15 +178,14 @@ pub struct LdtState {
     pub entries: u32,
     /// Page n of the LDT's machine frame once mapped (typed as descriptors), else 0.
     pub frames: [u64; LDT_PAGES],
-    /// Changed since `arch` last loaded the LDT descriptor and mappings.
-    pub dirty: bool,
 }
 
 impl Default for LdtState {
-    /// No LDT, and dirty: the first time a domain runs, `arch` clears whatever LDT the
-    /// CPU had (another domain's) before this one can load a selector.
+    /// No LDT (ExitWork starts with the LDT dirty: the first time a domain runs, `arch`
+    /// clears whatever LDT the CPU had, another domain's, before this one can load a
+    /// selector).
     fn default() -> Self {
-        LdtState { base: 0, entries: 0, frames: [0; LDT_PAGES], dirty: true }
+        LdtState { base: 0, entries: 0, frames: [0; LDT_PAGES] }
     }
 }
 
@@ -187,26 +219,19 @@ impl Default for TrapState {
             fs_base: 0,
             gs_base_kernel: 0,
             gs_base_user: 0,
-            segment_bases_dirty: false,
             bases_loaded_for: None,
-            gs_selector_pending: None,
-            debugreg_dirty: false,
+            gs_selector: 0,
             gdt_frames: [0; GDT_FRAMES],
             gdt_frame_count: 0,
-            // Dirty from the start, like the LDT: the CPU's GDT window may still show
-            // another domain's frames.
-            gdt_dirty: true,
             ldt: LdtState::default(),
-            data_selectors_to_load: None,
+            data_selectors: [0; 4],
             xcr0: crate::trap::cpuid::XCR0_X87 | crate::trap::cpuid::XCR0_SSE,
-            xcr0_dirty: true,
             cr4_osxsave: false,
-            timer_changed: false,
-            blocked: false,
-            reschedule: false,
             yielded: false,
-            nmi_pending: false,
             nmi_masked: false,
+            // The GDT and LDT windows may still show another domain's frames, and the
+            // CPU's XCR0 be another domain's.
+            exit: ExitWork { ldt_dirty: true, gdt_dirty: true, xcr0_dirty: true, ..ExitWork::default() },
         }
     }
 }
@@ -237,7 +262,7 @@ impl TrapState {
 
     /// Whether an NMI is waiting that the guest can take now (checked on the way out).
     pub fn nmi_deliverable(&self) -> bool {
-        self.nmi_pending & !self.nmi_masked
+        self.exit.nmi_pending & !self.nmi_masked
     }
 
     pub fn trap(&self, vector: u8) -> TrapEntry {
@@ -249,19 +274,14 @@ impl TrapState {
     /// needs loading.
     #[inline(always)]
     pub fn cpu_state_changed(&self) -> bool {
-        // `|`, not `||`: evaluated on every exit, one branch for all of them.
-        (self.bases_loaded_for != Some(self.mode))
-            | self.gs_selector_pending.is_some()
-            | self.gdt_dirty
-            | self.ldt.dirty
-            | self.data_selectors_to_load.is_some()
-            | self.xcr0_dirty
-            | self.timer_changed
-            | self.blocked
-            | self.nmi_pending
-            | self.reschedule
-            | self.debugreg_dirty
-            | self.segment_bases_dirty
+        self.cpu_state_to_load() != 0
+    }
+
+    /// Nonzero when [`TrapState::cpu_state_changed`]: a word the exit path ORs with its
+    /// other conditions, to branch once.
+    #[inline(always)]
+    pub fn cpu_state_to_load(&self) -> u128 {
+        self.exit.word() | u128::from(self.bases_loaded_for != Some(self.mode))
     }
 
     /// VMASST_TYPE_m2p_strict: the M2P table hidden from guest user mode (see
@@ -272,5 +292,40 @@ impl TrapState {
 
     pub fn architectural_iopl(&self) -> bool {
         self.vm_assist & (1 << VMASST_TYPE_ARCHITECTURAL_IOPL) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_work_any_sees_each_flag() {
+        assert!(!ExitWork::default().any());
+        let flags: [fn(&mut ExitWork) -> &mut bool; 11] = [
+            |w| &mut w.blocked,
+            |w| &mut w.gs_selector_pending,
+            |w| &mut w.data_selectors_pending,
+            |w| &mut w.ldt_dirty,
+            |w| &mut w.gdt_dirty,
+            |w| &mut w.segment_bases_dirty,
+            |w| &mut w.debugreg_dirty,
+            |w| &mut w.xcr0_dirty,
+            |w| &mut w.timer_changed,
+            |w| &mut w.reschedule,
+            |w| &mut w.nmi_pending,
+        ];
+        for flag in flags {
+            let mut work = ExitWork::default();
+            *flag(&mut work) = true;
+            assert!(work.any(), "{work:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_vcpu_loads_its_descriptor_tables_and_xcr0_first() {
+        let traps = TrapState::default();
+        assert!(traps.exit.ldt_dirty && traps.exit.gdt_dirty && traps.exit.xcr0_dirty);
+        assert!(traps.cpu_state_changed());
     }
 }

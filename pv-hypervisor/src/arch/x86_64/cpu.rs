@@ -61,12 +61,12 @@ pub fn set_task_switched(set: bool) {
 /// costs no CR0 access on the exit path.
 static TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// Whether the exit path would change neither CR3 nor CR0.TS for a vCPU on `l4_phys`
-/// with virtual TS `task_switched`.
+/// Zero when the exit path would change neither CR3 nor CR0.TS for a vCPU on `l4_phys`
+/// with virtual TS `task_switched`: a word the exit path ORs with its other conditions.
 #[inline(always)]
-pub fn cr3_and_ts_are(l4_phys: u64, task_switched: bool) -> bool {
+pub fn cr3_and_ts_differences(l4_phys: u64, task_switched: bool) -> u64 {
     use core::sync::atomic::Ordering::Relaxed;
-    (LOADED_CR3.load(Relaxed) == l4_phys) & (TS_SET.load(Relaxed) == task_switched)
+    (LOADED_CR3.load(Relaxed) ^ l4_phys) | u64::from(TS_SET.load(Relaxed) != task_switched)
 }
 
 /// Drops every non-global TLB entry (reloads CR3).

@@ -3,7 +3,7 @@
 
 use super::machine_memory::DirectMap;
 use super::{boot, cpu, entry, gdt, idt, lapic, phys_to_virt, pic, protect, pvh, serial};
-use crate::boot_options::{BootOptions, TraceHypercalls};
+use crate::boot_options::BootOptions;
 use crate::domain::boot::{build_and_adopt, check_dom0_fits, dom0_files, plan_memory, set_up_m2p};
 use crate::domain::builder::DomainSpec;
 use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_INITRD, DOM0_KERNEL};
@@ -143,13 +143,6 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Err(e) => boot_error("hypervisor-cmdline", &e),
     };
     log::set_max_level(options.log_level);
-    if let Some(trace) = options.trace {
-        let value = match trace {
-            TraceHypercalls::All => TRACE_ALL,
-            TraceHypercalls::Domain(id) => u32::from(id),
-        };
-        TRACE.store(value, core::sync::atomic::Ordering::Relaxed);
-    }
     if let Some(test) = options.selftest {
         hv_println!("selftest: breaking a protection on purpose ({test:?})");
         protect::run_selftest(test);
@@ -278,6 +271,9 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         );
         domains.push(domain);
     }
+    for domain in &mut domains {
+        domain.hypercalls_traced = options.trace.is_some_and(|trace| trace.covers(domain.id));
+    }
     for domain in &domains {
         if machine.clock.publish(&mut memory, domain.shared_info_mfn, cpu::rdtsc()).is_none() {
             boot_error("shared_info", &"cannot write the time");
@@ -353,45 +349,35 @@ fn lock_hypervisor() -> spin::MutexGuard<'static, Option<Hypervisor>> {
 }
 
 /// Every hypercall lands here, with the guest's registers at the top of the stack.
+/// The common case (a guest kernel's hypercall, untraced, after which the guest may
+/// resume as it is) is one straight path: under TCG each instruction on it costs about
+/// three cycles of the guest's null hypercall, and an indirect branch about twenty.
 #[no_mangle]
 extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    if domain.traps.mode == GuestMode::User {
-        // A user program's system call, for the guest kernel.
-        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
-        if let Err(why) = deliver::user_syscall(domain, &mut memory, frame) {
-            domain.crash(why.describe());
-        }
-        resume_guest(guard, frame);
+    let (number, args) = (frame.rax, frame.hypercall_args());
+    let mut ctx = hypercall_context(hv, frame);
+    if (ctx.domain.traps.mode == GuestMode::User) | ctx.domain.hypercalls_traced {
+        uncommon_hypercall(guard, frame);
     }
-    if core::hint::black_box(traced(domain.id)) {
-        traced_hypercall(guard, frame);
+    ctx.domain.count_hypercall(number);
+    let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
+    if ctx.left_work() {
+        result = finish_hypercall(&mut ctx, number, result);
     }
-    frame.rax = run_hypercall(hv, frame) as u64;
-    resume_guest(guard, frame);
+    ctx.regs.rax = result as u64;
+    if !may_resume_as_it_is(ctx.domain, &*ctx.memory, ctx.regs) {
+        resume_guest_slowly(guard, frame);
+    }
+    leave(guard, frame);
 }
 
-/// `trace=hypercalls[:DOMID]`: which domain's hypercalls are traced (none, all, one).
-static TRACE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(TRACE_OFF);
-const TRACE_OFF: u32 = u32::MAX;
-const TRACE_ALL: u32 = u32::MAX - 1;
-
+/// The running domain's view of the hypervisor for one hypercall.
 #[inline(always)]
-fn traced(domain: u16) -> bool {
-    let t = TRACE.load(core::sync::atomic::Ordering::Relaxed);
-    (t == TRACE_ALL) | (t == u32::from(domain))
-}
-
-/// Counts, dispatches and flushes one hypercall; its result.
-#[inline(always)]
-fn run_hypercall(hv: &mut Hypervisor, frame: &mut GuestRegisters) -> i64 {
+fn hypercall_context<'a>(hv: &'a mut Hypervisor, frame: &'a mut GuestRegisters) -> HypercallContext<'a, DirectMap> {
     let Some((domain, others)) = Others::split(&mut hv.domains, hv.current) else { exit(ExitCode::HypervisorPanic) };
-    let number = frame.rax;
-    domain.count_hypercall(number);
-    let args = frame.hypercall_args();
-    let mut ctx = HypercallContext {
+    HypercallContext {
         domain,
         others,
         memory: &mut hv.memory,
@@ -400,21 +386,36 @@ fn run_hypercall(hv: &mut Hypervisor, frame: &mut GuestRegisters) -> i64 {
         hypervisor_l4: &hv.hypervisor_l4,
         machine: &hv.machine,
         frame_source: &mut hv.frames,
-        flush_tlb: false,
-        flush_page: None,
+        flush: TlbFlush::None,
         preempt_at: hv.next_interrupt_at,
         continuation: None,
         console_input: &mut hv.console_input,
-    };
-    let mut result = hypercall_abi::dispatch(&mut ctx, number, args);
-    if let Some(args) = ctx.continuation {
-        result = crate::hypercall::apply_continuation(ctx.regs, number, args);
     }
-    // One branch for "nothing to flush or free", the common case (see resume_guest).
-    let flush = ctx.flush_tlb | ctx.flush_page.is_some() | ctx.frames.flush_needed() | ctx.frames.has_unused_given_back();
-    if core::hint::black_box(flush) {
-        after_hypercall(&mut ctx);
+}
+
+/// A user program's system call (for the guest kernel), or a traced hypercall.
+#[cold]
+#[inline(never)]
+fn uncommon_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
+    if domain.traps.mode == GuestMode::User {
+        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
+        if let Err(why) = deliver::user_syscall(domain, &mut memory, frame) {
+            domain.crash(why.describe());
+        }
+        resume_guest(guard, frame);
     }
+    traced_hypercall(guard, frame);
+}
+
+/// What a handler left: the continuation, given-back frames to free, the TLB flush.
+/// The result for RAX.
+#[cold]
+#[inline(never)]
+fn finish_hypercall(ctx: &mut HypercallContext<'_, DirectMap>, number: u64, result: i64) -> i64 {
+    let (result, flush) = ctx.finish(number, result);
+    flush_after_hypercall(flush, ctx.frames);
     result
 }
 
@@ -426,26 +427,18 @@ fn traced_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: 
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let (number, args) = (frame.rax, frame.hypercall_args());
     let started = cpu::rdtsc();
-    let result = run_hypercall(hv, frame);
+    let mut ctx = hypercall_context(hv, frame);
+    ctx.domain.count_hypercall(number);
+    let result = hypercall_abi::dispatch(&mut ctx, number, args);
+    let result = finish_hypercall(&mut ctx, number, result);
     let cycles = cpu::rdtsc().wrapping_sub(started);
-    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    let id = domain.id;
-    if let Some(slot) = domain.hypercall_cycles.get_mut(number as usize) {
+    if let Some(slot) = ctx.domain.hypercall_cycles.get_mut(number as usize) {
         *slot += cycles;
     }
-    frame.rax = result as u64;
+    let id = ctx.domain.id;
+    ctx.regs.rax = result as u64;
     hv_println!("trace d{id} {}", hypercall_trace::Call { number, args, result });
     resume_guest(guard, frame);
-}
-
-/// Frees given-back frames that lost their last reference, then flushes what the
-/// guest asked for or the frame table needs.
-#[cold]
-#[inline(never)]
-fn after_hypercall(ctx: &mut HypercallContext<'_, DirectMap>) {
-    ctx.free_given_back();
-    let wanted = ctx.flush_wanted();
-    flush_after_hypercall(wanted, ctx.frames);
 }
 
 fn flush_after_hypercall(flush: TlbFlush, frame_table: &mut FrameTable) {
@@ -536,7 +529,7 @@ fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     crate::time::fire_if_due(domain, &mut hv.memory, hv.machine.clock.now_ns());
-    domain.traps.timer_changed = true;
+    domain.traps.exit.timer_changed = true;
     resume_guest(guard, frame);
 }
 
@@ -573,30 +566,41 @@ fn arm_timer(at: u64, now_ns: u64) {
     lapic::arm(at.saturating_sub(now_ns));
 }
 
-/// The one way back to a running guest after a hypercall or an exception. The common
-/// exit (domain running, a plain flat frame, page table, CR0.TS and the rest of the CPU
-/// state already loaded) is one combined test; anything else takes
-/// [`resume_guest_slowly`]. Either way it leaves through `frame` (the frame the entry
-/// stub pushed) with a jump: no return through the Rust frames.
-#[inline(always)]
+/// The one way back to a running guest after an exception or interrupt (hypercalls
+/// inline the same test). The common exit is one combined test
+/// ([`may_resume_as_it_is`]); anything else takes [`resume_guest_slowly`]. Either way
+/// it leaves through `frame` (the frame the entry stub pushed) with a jump: no return
+/// through the Rust frames.
 fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
-    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    let unchanged = domain.state.is_running()
-        & frame_check::is_plain_flat_frame(frame)
-        & cpu::cr3_and_ts_are(domain.active_l4(), domain.traps.fpu_ts)
-        & !domain.traps.cpu_state_changed()
-        & !deliver::upcall_deliverable(domain, &hv.memory);
-    // Opaque to the optimiser, which would otherwise split the `&`s back into a branch
-    // each (x86 counts branches cheap; under TCG each is a translation block).
-    if !core::hint::black_box(unchanged) {
+    let Some(domain) = hv.domains.get(hv.current) else { exit(ExitCode::HypervisorPanic) };
+    if !may_resume_as_it_is(domain, &hv.memory, frame) {
         resume_guest_slowly(guard, frame);
     }
-    // A plain flat frame has a canonical rip and the flat selectors: sysretq may resume
-    // it if rcx and r11 hold its rip and rflags (a select, not a branch).
+    leave(guard, frame);
+}
+
+/// Whether the guest may be resumed with `frame` as it is: the domain is running, the
+/// frame is a plain flat one, the page table, CR0.TS and the rest of the CPU state it
+/// runs with are loaded, and no upcall is due.
+#[inline(always)]
+fn may_resume_as_it_is(domain: &Domain, memory: &DirectMap, frame: &GuestRegisters) -> bool {
+    // Words ORed, one branch: with `&` on bools the compiler branches on each.
+    let obstacles = u64::from(!domain.state.is_running())
+        | frame_check::plain_flat_frame_differences(frame)
+        | cpu::cr3_and_ts_differences(domain.active_l4(), domain.traps.fpu_ts)
+        | u64::from(deliver::upcall_deliverable(domain, memory));
+    let obstacles = u128::from(obstacles) | domain.traps.cpu_state_to_load();
+    obstacles == 0
+}
+
+/// Resumes a frame [`may_resume_as_it_is`] passed: a plain flat frame has a canonical
+/// rip and the flat selectors, so sysretq may resume it if rcx and r11 hold its rip and
+/// rflags.
+#[inline(always)]
+fn leave(guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let sysret = (frame.rcx == frame.rip) & (frame.r11 == frame.rflags);
-    let take = u64::from(sysret).wrapping_neg();
-    frame.vector = (SYSRET_VECTOR & take) | (frame.vector & !take);
+    frame.vector = if sysret { SYSRET_VECTOR } else { 0 };
     drop(guard);
     // SAFETY: `frame` is the one the entry stub pushed at the top of the hypervisor
     // stack; the lock is released and no Rust frame below it is needed any more.
@@ -624,12 +628,12 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     // interrupt or a timer set, a block, poll, yield or shutdown, an event for a
     // blocked domain. Other slow exits (a page-table or mode switch, an upcall) skip it.
     let t = &domain.traps;
-    if t.timer_changed | t.reschedule | t.blocked | t.yielded | !domain.state.is_running() {
+    if t.exit.timer_changed | t.exit.reschedule | t.exit.blocked | t.yielded | !domain.state.is_running() {
         run_scheduler(hv, frame);
     }
     let cur = hv.current;
     let Some(domain) = hv.domains.get_mut(cur) else { exit(ExitCode::HypervisorPanic) };
-    domain.traps.timer_changed = false;
+    domain.traps.exit.timer_changed = false;
     // An NMI, then an event upcall the guest can take now (Xen's order): it enters the
     // handler instead of where it was. An NMI handler that masks events defers the upcall
     // to its iret.
@@ -666,7 +670,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
 fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     let mut now = hv.machine.clock.now_ns();
     charge_current(hv, now);
-    let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.reschedule);
+    let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.exit.reschedule);
     if !hv.domains[hv.current].state.is_running() {
         retire(hv, hv.current, now);
         must_choose = true;
@@ -774,7 +778,7 @@ fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
             domain.shut_down(ShutdownReason::Watchdog);
             continue;
         }
-        if !domain.traps.blocked {
+        if !domain.traps.exit.blocked {
             crate::time::fire_if_due(domain, &mut hv.memory, now);
             continue;
         }
@@ -784,10 +788,10 @@ fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
             polled || crate::domain::platform_nmi::wakes(domain) || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory));
         if woken {
             domain.poll = None;
-            domain.traps.blocked = false;
+            domain.traps.exit.blocked = false;
             // Running again: a period that ended meanwhile fires now.
             crate::time::fire_if_due(domain, &mut hv.memory, now);
-            domain.traps.timer_changed = true;
+            domain.traps.exit.timer_changed = true;
             if let Some(least) = least {
                 domain.sched_state.wake(least);
             }
@@ -818,14 +822,15 @@ fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
     // Loaded with the rest of its CPU state, once its GDT and LDT are in the windows.
     let selectors = trap_entry::loadable_data_selectors(new, &mut hv.memory, &mut hv.frame_table, new.data_selectors);
     let t = &mut new.traps;
-    t.data_selectors_to_load = Some(selectors);
+    t.data_selectors = selectors;
+    t.exit.data_selectors_pending = true;
     t.bases_loaded_for = None;
-    t.segment_bases_dirty = true;
-    t.gdt_dirty = true;
-    t.ldt.dirty = true;
-    t.debugreg_dirty = true;
-    t.xcr0_dirty = true;
-    t.timer_changed = true;
+    t.exit.segment_bases_dirty = true;
+    t.exit.gdt_dirty = true;
+    t.exit.ldt_dirty = true;
+    t.exit.debugreg_dirty = true;
+    t.exit.xcr0_dirty = true;
+    t.exit.timer_changed = true;
     hv.current = next;
 }
 
@@ -868,7 +873,7 @@ fn print_domain_list(hv: &Hypervisor, now: u64) {
             cpu_ns += now.saturating_sub(hv.dispatched_at);
         }
         let mut row = alloc::string::String::new();
-        let _ = crate::domain::list::write_row(&mut row, domain, domain.traps.blocked, cpu_ns);
+        let _ = crate::domain::list::write_row(&mut row, domain, domain.traps.exit.blocked, cpu_ns);
         hv_println!("{row}");
     }
 }
@@ -878,44 +883,44 @@ fn print_domain_list(hv: &Hypervisor, now: u64) {
 /// native kernel).
 fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
     if t.bases_loaded_for != Some(t.mode) {
-        t.segment_bases_dirty = true;
+        t.exit.segment_bases_dirty = true;
         t.bases_loaded_for = Some(t.mode);
     }
-    if t.gdt_dirty {
+    if t.exit.gdt_dirty {
         super::gdt_area::map_guest_frames(&t.gdt_frames[..t.gdt_frame_count.min(t.gdt_frames.len())]);
-        t.gdt_dirty = false;
+        t.exit.gdt_dirty = false;
     }
-    if t.ldt.dirty {
+    if t.exit.ldt_dirty {
         super::gdt_area::map_ldt_frames(&t.ldt.frames);
         super::gdt::load_ldt(t.ldt.entries);
-        t.ldt.dirty = false;
+        t.exit.ldt_dirty = false;
     }
-    if let Some(selectors) = t.data_selectors_to_load.take() {
-        cpu::load_data_selectors(selectors);
+    if core::mem::take(&mut t.exit.data_selectors_pending) {
+        cpu::load_data_selectors(t.data_selectors);
         // Loading FS and GS replaced their bases.
-        t.segment_bases_dirty = true;
+        t.exit.segment_bases_dirty = true;
     }
     // After the switch's selectors: a GS selector the vCPU asked for (set_segment_base)
     // in the same exit is the newer.
-    if let Some(selector) = t.gs_selector_pending.take() {
-        cpu::load_gs_selector(selector);
-        t.segment_bases_dirty = true;
+    if core::mem::take(&mut t.exit.gs_selector_pending) {
+        cpu::load_gs_selector(t.gs_selector);
+        t.exit.segment_bases_dirty = true;
     }
-    if t.debugreg_dirty {
+    if t.exit.debugreg_dirty {
         cpu::load_debug_registers(&t.debugreg);
-        t.debugreg_dirty = false;
+        t.exit.debugreg_dirty = false;
     }
-    if t.xcr0_dirty {
+    if t.exit.xcr0_dirty {
         cpu::set_xcr0(t.xcr0);
-        t.xcr0_dirty = false;
+        t.exit.xcr0_dirty = false;
     }
-    if t.segment_bases_dirty {
+    if t.exit.segment_bases_dirty {
         let (gs, shadow) = match t.mode {
             GuestMode::Kernel => (t.gs_base_kernel, t.gs_base_user),
             GuestMode::User => (t.gs_base_user, t.gs_base_kernel),
         };
         cpu::load_segment_bases(t.fs_base, gs, shadow);
-        t.segment_bases_dirty = false;
+        t.exit.segment_bases_dirty = false;
     }
 }
 
@@ -1020,9 +1025,9 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
             hv.current -= 1;
         }
         if let Some(current) = hv.domains.get_mut(hv.current) {
-            current.traps.gdt_dirty = true;
-            current.traps.ldt.dirty = true;
-            current.traps.debugreg_dirty = true;
+            current.traps.exit.gdt_dirty = true;
+            current.traps.exit.ldt_dirty = true;
+            current.traps.exit.debugreg_dirty = true;
         }
     }
     if !hv.domains.is_empty() {

@@ -74,7 +74,7 @@ fn msrs_in_the_allowed_set_only() {
     f.regs.rax = 0x8000_1000;
     assert_eq!(f.ctx().privileged(&wrmsr), Emulation::Done);
     assert_eq!(f.traps.fs_base, 0xffff_ffff_8000_1000);
-    assert!(f.traps.segment_bases_dirty);
+    assert!(f.traps.exit.segment_bases_dirty);
     f.regs.rax = 0;
     f.regs.rdx = 0;
     assert_eq!(f.ctx().privileged(&rdmsr), Emulation::Done);
@@ -211,9 +211,9 @@ fn xsetbv_follows_the_guests_cr4_and_the_xcr0_rules() {
     assert!(f.traps.cr4_osxsave);
     assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xe2]), Emulation::Done);
     assert_eq!(f.regs.rdx, 0x6e0 | (1 << 18));
-    f.traps.xcr0_dirty = false;
+    f.traps.exit.xcr0_dirty = false;
     assert_eq!(set(&mut f, 0, 7), Emulation::Done);
-    assert_eq!((f.traps.xcr0, f.traps.xcr0_dirty), (7, true));
+    assert_eq!((f.traps.xcr0, f.traps.exit.xcr0_dirty), (7, true));
     for (ecx, value) in [(0, 2), (0, 5), (0, 0x207), (1, 3), (0, 1 << 32 | 7)] {
         assert_eq!(set(&mut f, ecx, value), Emulation::GeneralProtection, "xcr{ecx} = {value:#x}");
     }
