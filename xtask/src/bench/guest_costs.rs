@@ -137,6 +137,9 @@ pub struct Row {
     /// ours / Xen; below 1 means ours is cheaper.
     pub ratio: f64,
     pub ours_instructions: Option<f64>,
+    /// The lowest and highest of Xen's runs: its cost moves by a sixth from one boot to
+    /// the next under TCG (ours by a few percent), which the ratio inherits.
+    pub xen_range: (f64, f64),
 }
 
 /// Per op: the median over runs of (cycles_per_op - that run's loop overhead), for each
@@ -148,7 +151,16 @@ pub fn summarise(suite: &Suite, ours: &[Run], xen: &[Run], icount: Option<&Run>)
         .map(|&op| {
             let net = |runs: &[Run]| median(&runs.iter().map(|r| r.net_cycles(op)).collect::<Vec<_>>());
             let (o, x) = (net(ours), net(xen));
-            Row { op, ours: o, xen: x, ratio: if x > 0.0 { o / x } else { f64::NAN }, ours_instructions: icount.map(|r| r.instructions(op)) }
+            let xen_samples = xen.iter().map(|r| r.net_cycles(op));
+            let xen_range = (xen_samples.clone().fold(f64::INFINITY, f64::min), xen_samples.fold(f64::NEG_INFINITY, f64::max));
+            Row {
+                op,
+                ours: o,
+                xen: x,
+                ratio: if x > 0.0 { o / x } else { f64::NAN },
+                ours_instructions: icount.map(|r| r.instructions(op)),
+                xen_range,
+            }
         })
         .collect()
 }
@@ -201,12 +213,16 @@ fn table(suite: &Suite, rows: &[Row], ours: &[Run], xen: &[Run], what: &str, ico
     let baseline = |runs: &[Run]| median(&runs.iter().map(|r| r.cycles_per_op[BASELINE]).collect::<Vec<_>>());
     let mut text = format!("{}, TSC cycles per op minus loop overhead ({what}; {iterations} iterations per run)\n", suite.title);
     text.push_str(&format!(
-        "{:<22} {:>12} {:>12} {:>9} {:>18} {:>17}\n",
-        "op", "ours cycles", "Xen cycles", "ours/Xen", "ours instructions", "Xen instructions"
+        "{:<22} {:>12} {:>12} {:>15} {:>9} {:>18} {:>17}\n",
+        "op", "ours cycles", "Xen cycles", "Xen runs range", "ours/Xen", "ours instructions", "Xen instructions"
     ));
     for row in rows {
         let instructions = row.ours_instructions.map_or("n/a".into(), |i| format!("{i:.0}"));
-        text.push_str(&format!("{:<22} {:>12.0} {:>12.0} {:>9.2} {:>18} {:>17}\n", row.op, row.ours, row.xen, row.ratio, instructions, "n/a"));
+        let range = format!("{:.0}-{:.0}", row.xen_range.0, row.xen_range.1);
+        text.push_str(&format!(
+            "{:<22} {:>12.0} {:>12.0} {:>15} {:>9.2} {:>18} {:>17}\n",
+            row.op, row.ours, row.xen, range, row.ratio, instructions, "n/a"
+        ));
     }
     text.push_str(&format!("loop overhead subtracted (median cycles per iteration): ours {:.1}, Xen {:.1}\n", baseline(ours), baseline(xen)));
     text.push_str(&format!(
@@ -327,6 +343,8 @@ mod tests {
         assert_eq!((rows[0].op, rows[0].ours, rows[0].xen, rows[0].ratio), ("null_hypercall", 100.0, 200.0, 0.5));
         assert_eq!((rows[1].op, rows[1].ours, rows[1].xen, rows[1].ratio), ("exception_bounce_iret", 1000.0, 510.0, 1000.0 / 510.0));
         assert_eq!(rows[0].ours_instructions, Some(200.0));
+        assert_eq!(rows[0].xen_range, (200.0, 200.0));
+        assert_eq!(rows[1].xen_range, (500.0, 510.0));
         assert_eq!(summarise(&HYPERCALL, &ours, &xen, None)[0].ours_instructions, None);
     }
 }
