@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the hypervisor and guest (release, x86_64-unknown-none) into target/pv/, plus
+    /// Build the hypervisor and guest (`kernel` profile, x86_64-unknown-none) into target/pv/, plus
     /// target/pv/bundle.cpio (dom0 = our guest)
     Build {
         /// Command line of our guest kernel, put in the bundle
@@ -199,11 +199,11 @@ pub struct Artifacts {
 pub fn build(sh: &Shell, guest_cmdline: &str) -> Result<Artifacts> {
     ensure_target(sh)?;
     for krate in ["pv-hypervisor", "pv-guest-kernel"] {
-        cmd!(sh, "cargo build --release -p {krate} --bin {krate} --target {TARGET}").run().map_err(|e| e.to_string())?;
+        cmd!(sh, "cargo build --profile kernel -p {krate} --bin {krate} --target {TARGET}").run().map_err(|e| e.to_string())?;
     }
     let out = artifacts_dir();
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let built = workspace_root().join("target").join(TARGET).join("release");
+    let built = workspace_root().join("target").join(TARGET).join("kernel");
     for name in ["pv-hypervisor", "pv-guest-kernel"] {
         std::fs::copy(built.join(name), out.join(name)).map_err(|e| format!("copying {name}: {e}"))?;
     }
