@@ -128,17 +128,17 @@ mod tests {
         let mut g = TestGuest::new();
         let mfn = SPARE_FRAMES.start;
         g.domain.rings = Some(DomuRings { store_mfn: 0, store_port: 1, console_mfn: mfn, console_port: 2 });
-        let write = |g: &mut TestGuest, at: u64, value: u32| g.memory.write_bytes(mfn * 4096 + at, &value.to_le_bytes()).unwrap();
-        g.memory.write_bytes(mfn * 4096 + OUT, b"ok\n").unwrap();
+        let write = |g: &mut TestGuest, at: u64, value: u32| g.host.memory.write_bytes(mfn * 4096 + at, &value.to_le_bytes()).unwrap();
+        g.host.memory.write_bytes(mfn * 4096 + OUT, b"ok\n").unwrap();
         write(&mut g, OUT_PROD, 3);
-        drain_into_console(&mut g.domain, &mut g.memory, &g.frames);
-        assert_eq!(read_u32(&g.memory, mfn * 4096 + OUT_CONS), Some(3), "an ordinary page: drained");
+        drain_into_console(&mut g.domain, &mut g.host.memory, &g.host.frames);
+        assert_eq!(read_u32(&g.host.memory, mfn * 4096 + OUT_CONS), Some(3), "an ordinary page: drained");
         // Now a descriptor page (zeroed first, as validation needs), then the indexes.
-        g.memory.write_bytes(mfn * 4096, &[0u8; 4096]).unwrap();
-        let mut tables = PageTables { frames: &mut g.frames, memory: &mut g.memory, domain: g.domain.id };
+        g.host.memory.write_bytes(mfn * 4096, &[0u8; 4096]).unwrap();
+        let mut tables = PageTables { frames: &mut g.host.frames, memory: &mut g.host.memory, domain: g.domain.id };
         tables.get_page_and_type(mfn, PageType::SegmentDescriptors).unwrap();
         write(&mut g, OUT_PROD, 0x0000_0007);
-        drain_into_console(&mut g.domain, &mut g.memory, &g.frames);
-        assert_eq!(read_u32(&g.memory, mfn * 4096 + OUT_CONS), Some(0), "a typed page is left alone");
+        drain_into_console(&mut g.domain, &mut g.host.memory, &g.host.frames);
+        assert_eq!(read_u32(&g.host.memory, mfn * 4096 + OUT_CONS), Some(0), "a typed page is left alone");
     }
 }

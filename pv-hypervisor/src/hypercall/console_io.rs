@@ -28,9 +28,9 @@ fn read<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, count: u32, buffer:
     let wanted = (count as usize).min(bytes.len());
     // Taken from the queue only once they are in the guest's buffer (as on Xen, a
     // bad buffer loses nothing).
-    let n = ctx.console_input.peek(&mut bytes[..wanted]);
+    let n = ctx.host.console_input.peek(&mut bytes[..wanted]);
     buffer.write_from(ctx, &bytes[..n])?;
-    ctx.console_input.consume(n);
+    ctx.host.console_input.consume(n);
     Ok(n as i64)
 }
 
@@ -114,12 +114,12 @@ mod tests {
         guest.regs.rip = 0x10_0102;
         // A timer is due: the write stops after its first 4 KiB and asks to be run
         // again (syscall re-executed, count and buffer advanced).
-        guest.preempt_at = 0;
+        guest.host.next_interrupt_at = 0;
         assert_eq!(guest.call(nr::console_io, [0, 8000, GUEST_DATA_VA, 0, 0, 0]), nr::console_io as i64);
         assert_eq!((guest.regs.rip, guest.regs.rdi, guest.regs.rsi, guest.regs.rdx), (0x10_0100, 0, 8000 - 4096, GUEST_DATA_VA + 4096));
         assert!(guest.domain.traps.exit.reschedule, "the exit path runs the timers");
         // Run again (as the guest's syscall would): it finishes.
-        guest.preempt_at = u64::MAX;
+        guest.host.next_interrupt_at = u64::MAX;
         let args = [guest.regs.rdi, guest.regs.rsi, guest.regs.rdx, 0, 0, 0];
         assert_eq!(guest.call(nr::console_io, args), 0);
         // Full lines went out as they filled; what waits is the rest of 8000 bytes, once.
@@ -132,7 +132,7 @@ mod tests {
     fn dom0_reads_what_was_typed_and_a_bad_buffer_loses_nothing() {
         let mut guest = TestGuest::new();
         for &b in b"ls -l" {
-            guest.console_input.feed(b);
+            guest.host.console_input.feed(b);
         }
         assert_eq!(guest.call(nr::console_io, [1, 3, 0x7fff_dead_0000, 0, 0, 0]), -14);
         assert_eq!(guest.call(nr::console_io, [1, 3, GUEST_DATA_VA, 0, 0, 0]), 3);

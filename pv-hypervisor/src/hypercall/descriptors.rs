@@ -43,20 +43,20 @@ pub fn release_gdt<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) {
 
 pub fn update_descriptor<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, maddr: u64, descriptor: u64) -> Result<i64, Errno> {
     let mfn = maddr >> 12;
-    if !maddr.is_multiple_of(8) || ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+    if !maddr.is_multiple_of(8) || ctx.host.frames.owner(mfn) != Some(ctx.domain.id) {
         return Err(Errno::EINVAL);
     }
     // Checked wherever it goes, as Xen does (seen on 4.17: a TSS descriptor is refused
     // in a plain page too).
     let checked = check_descriptor(descriptor).ok_or(Errno::EINVAL)?;
-    if ctx.frames.page_type(mfn) == PageType::SegmentDescriptors {
-        ctx.memory.write_bytes(maddr, &checked.to_le_bytes()).ok_or(Errno::EFAULT)?;
+    if ctx.host.frames.page_type(mfn) == PageType::SegmentDescriptors {
+        ctx.host.memory.write_bytes(maddr, &checked.to_le_bytes()).ok_or(Errno::EFAULT)?;
         return Ok(0);
     }
     // Any other frame only as a plain writable page (never a page table).
-    ctx.frames.get_type(mfn, PageType::Writable).map_err(|_| Errno::EINVAL)?;
-    let written = ctx.memory.write_bytes(maddr, &checked.to_le_bytes());
-    let _ = ctx.frames.put_type(mfn);
+    ctx.host.frames.get_type(mfn, PageType::Writable).map_err(|_| Errno::EINVAL)?;
+    let written = ctx.host.memory.write_bytes(maddr, &checked.to_le_bytes());
+    let _ = ctx.host.frames.put_type(mfn);
     written.map(|()| 0).ok_or(Errno::EFAULT)
 }
 
@@ -74,19 +74,19 @@ mod tests {
     fn set_gdt_types_and_checks_whole_frames() {
         let mut g = TestGuest::new();
         let frame = SPARE_FRAMES.start;
-        g.memory.set_entry(frame << 12, 2, CODE64_DPL0);
+        g.host.memory.set_entry(frame << 12, 2, CODE64_DPL0);
         g.poke(GUEST_DATA_VA, &frame.to_le_bytes());
         assert_eq!(g.call(nr::set_gdt, [GUEST_DATA_VA, 3, 0, 0, 0, 0]), 0);
-        assert_eq!(g.frames.page_type(frame), PageType::SegmentDescriptors);
-        assert_eq!(g.memory.read_u64((frame << 12) + 16), Some(CODE64_DPL0 | (3 << 45)), "DPL raised in place");
+        assert_eq!(g.host.frames.page_type(frame), PageType::SegmentDescriptors);
+        assert_eq!(g.host.memory.read_u64((frame << 12) + 16), Some(CODE64_DPL0 | (3 << 45)), "DPL raised in place");
         assert_eq!(g.domain.traps.gdt_frame_count, 1);
         // In use: cannot be mapped writable.
         assert_eq!(g.call(nr::update_va_mapping, [GUEST_DATA_VA + 0x5000, (frame << 12) | 0x67, 0, 0, 0, 0]), -16);
         // A frame with a TSS descriptor anywhere in it is refused, and the old GDT stays.
-        g.memory.set_entry((frame + 1) << 12, 500, TSS);
+        g.host.memory.set_entry((frame + 1) << 12, 500, TSS);
         g.poke(GUEST_DATA_VA, &(frame + 1).to_le_bytes());
         assert_eq!(g.call(nr::set_gdt, [GUEST_DATA_VA, 3, 0, 0, 0, 0]), -22);
-        assert_eq!(g.frames.type_count(frame + 1), 0);
+        assert_eq!(g.host.frames.type_count(frame + 1), 0);
         assert_eq!(g.domain.traps.gdt_frames[0], frame);
         // A frame mapped writable cannot become a GDT; too many entries; bad list.
         g.poke(GUEST_DATA_VA, &(super::super::test_support::DATA >> 12).to_le_bytes());
@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(g.call(nr::set_gdt, [0x10, 3, 0, 0, 0, 0]), -14);
         // Replacing it with an empty GDT gives the frame back.
         assert_eq!(g.call(nr::set_gdt, [GUEST_DATA_VA, 0, 0, 0, 0, 0]), 0);
-        assert_eq!((g.frames.type_count(frame), g.frames.ref_count(frame)), (0, 0));
+        assert_eq!((g.host.frames.type_count(frame), g.host.frames.ref_count(frame)), (0, 0));
     }
 
     #[test]
@@ -105,7 +105,7 @@ mod tests {
         g.poke(GUEST_DATA_VA, &frame.to_le_bytes());
         assert_eq!(g.call(nr::set_gdt, [GUEST_DATA_VA, 512, 0, 0, 0, 0]), 0);
         assert_eq!(g.call(nr::update_descriptor, [(frame << 12) + 8, CODE64_DPL0, 0, 0, 0, 0]), 0);
-        assert_eq!(g.memory.read_u64((frame << 12) + 8), Some(CODE64_DPL0 | (3 << 45)));
+        assert_eq!(g.host.memory.read_u64((frame << 12) + 8), Some(CODE64_DPL0 | (3 << 45)));
         assert_eq!(g.call(nr::update_descriptor, [(frame << 12) + 16, TSS, 0, 0, 0, 0]), -22);
         assert_eq!(g.call(nr::update_descriptor, [(frame << 12) + 4, 0, 0, 0, 0, 0]), -22, "misaligned");
         assert_eq!(g.call(nr::update_descriptor, [L1 + 8, 0, 0, 0, 0, 0]), -22, "a page table");

@@ -19,7 +19,7 @@ const FIFO_CONTROL_BLOCK: u32 = 72;
 /// The domain's ports and its shared_info bits, borrowed together.
 fn split<'c, M: MachineMemory>(ctx: &'c mut HypercallContext<'_, M>) -> (&'c mut EventChannels, SharedInfoBits<'c, M>) {
     let shared_info_mfn = ctx.domain.shared_info_mfn;
-    (&mut ctx.domain.events, SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn })
+    (&mut ctx.domain.events, SharedInfoBits { memory: &mut ctx.host.memory, shared_info_mfn })
 }
 
 /// Raises `port` of domain `remote` (an interdomain send). A blocked peer that can take
@@ -27,7 +27,7 @@ fn split<'c, M: MachineMemory>(ctx: &'c mut HypercallContext<'_, M>) -> (&'c mut
 /// domain's exit takes it (`reschedule`), so the peer can preempt at once.
 fn raise_in<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, remote: DomainId, port: u32) {
     if let Some(peer) = ctx.others.get_mut(remote) {
-        peer.events.raise(&mut SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn: peer.shared_info_mfn }, port);
+        peer.events.raise(&mut SharedInfoBits { memory: &mut ctx.host.memory, shared_info_mfn: peer.shared_info_mfn }, port);
         ctx.domain.traps.exit.reschedule |= peer.traps.exit.blocked;
     }
 }
@@ -35,7 +35,7 @@ fn raise_in<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, remote: DomainI
 /// A domU notified its console ring's port: the hypervisor is that ring's back end for
 /// now (console::domu_ring).
 fn drain_console_ring<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) {
-    crate::console::domu_ring::drain_into_console(ctx.domain, &mut *ctx.memory, &*ctx.frames);
+    crate::console::domu_ring::drain_into_console(ctx.domain, &mut ctx.host.memory, &ctx.host.frames);
 }
 
 /// The far end of a port we closed waits for us again.
@@ -65,8 +65,11 @@ pub fn event_channel_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd
                     return Err(Errno::EINVAL);
                 }
                 let shared_info_mfn = ctx.domain.shared_info_mfn;
-                let local =
-                    ctx.domain.events.bind_to(&mut SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn }, op.remote_dom, op.remote_port)?;
+                let local = ctx.domain.events.bind_to(
+                    &mut SharedInfoBits { memory: &mut ctx.host.memory, shared_info_mfn },
+                    op.remote_dom,
+                    op.remote_port,
+                )?;
                 if let Some(peer) = ctx.others.get_mut(op.remote_dom) {
                     peer.events.connect(op.remote_port, me, local);
                 }

@@ -32,7 +32,7 @@ pub fn iret<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) -> Result<i64, 
     if ctx.domain.traps.architectural_iopl() {
         ctx.domain.traps.iopl = outcome.requested_iopl;
     }
-    if write_event_mask(ctx.domain, ctx.memory, outcome.event_mask).is_err() {
+    if write_event_mask(ctx.domain, &mut ctx.host.memory, outcome.event_mask).is_err() {
         ctx.crash("iret: shared_info not accessible");
     }
     debug_assert!(outcome.mode == GuestMode::Kernel || ctx.domain.traps.user_l4 != 0);

@@ -3,6 +3,7 @@
 
 use super::HypercallContext;
 use crate::mm::guest_walk::MachineMemory;
+use alloc::vec::Vec;
 use hypercall_abi::ops::memory::*;
 use hypercall_abi::ops::mmu::DOMID_SELF;
 use hypercall_abi::{Errno, GuestArray, GuestHandle};
@@ -19,7 +20,7 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
         XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
             Ok(super::reservation::reservation_op(ctx, op, start_extent, arg))
         }
-        XENMEM_MAXIMUM_RAM_PAGE => Ok(ctx.machine.max_page as i64),
+        XENMEM_MAXIMUM_RAM_PAGE => Ok(ctx.host.machine.max_page as i64),
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
             let domid: u16 = arg.into_in().read(ctx)?;
             // Only the caller exists to ask about (no other domain yet): Xen answers an
@@ -35,7 +36,7 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
             let mapping = MachphysMapping {
                 v_start: MACH2PHYS_VIRT_START,
                 v_end: MACH2PHYS_VIRT_END,
-                max_mfn: ctx.machine.max_page.saturating_sub(1).min(MACH2PHYS_NR_ENTRIES - 1),
+                max_mfn: ctx.host.machine.max_page.saturating_sub(1).min(MACH2PHYS_NR_ENTRIES - 1),
             };
             arg.into_out().write(ctx, &mapping)?;
             Ok(0)
@@ -55,10 +56,11 @@ pub fn memory_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u64, 
 /// The M2P table's frames, one per 2 MiB of table, as many as `max_extents` allows.
 fn machphys_mfn_list<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestHandle) -> Result<i64, Errno> {
     let (mut list, list_out) = arg.into_in_out::<MachphysMfnList>().read(ctx)?;
-    let m2p = &ctx.machine.m2p;
+    // Copied out: writing to the guest borrows the context.
+    let mfns: Vec<u64> = ctx.host.machine.m2p.extent_mfns().take(list.max_extents as usize).collect();
     let mut extents = GuestArray::<u64>::from_raw(list.extent_start);
     let mut written = 0u32;
-    for mfn in m2p.extent_mfns().take(list.max_extents as usize) {
+    for mfn in mfns {
         extents = extents.write_from(ctx, &[mfn])?;
         written += 1;
     }
@@ -78,8 +80,7 @@ fn machine_memory_map<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: 
         return Err(Errno::EPERM);
     }
     let (mut map, map_out) = arg.into_in_out::<MemoryMap>().read(ctx)?;
-    let machine = ctx.machine;
-    let entries = &machine.memory_map;
+    let entries = ctx.host.machine.memory_map.clone();
     let count = entries.len() as u32;
     if map.buffer != 0 {
         let mut buffer = GuestArray::<E820Entry>::from_raw(map.buffer);

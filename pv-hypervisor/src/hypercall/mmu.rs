@@ -21,7 +21,7 @@ const PREEMPT_CHECK_ENTRIES: u32 = 64;
 
 impl<M: MachineMemory> HypercallContext<'_, M> {
     pub(super) fn tables(&mut self) -> PageTables<'_, M> {
-        PageTables { frames: &mut *self.frames, memory: &mut *self.memory, domain: self.domain.id }
+        PageTables { frames: &mut self.host.frames, memory: &mut self.host.memory, domain: self.domain.id }
     }
 
     /// Only DOMID_SELF: naming itself by number is refused like an unknown domain, as
@@ -88,10 +88,10 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
 
 /// The page-table level a frame of the caller is typed as, if it is a page table.
 fn table_level<M: MachineMemory>(ctx: &HypercallContext<'_, M>, mfn: u64) -> Result<u8, Errno> {
-    if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+    if ctx.host.frames.owner(mfn) != Some(ctx.domain.id) {
         return Err(Errno::EINVAL);
     }
-    ctx.frames.page_type(mfn).level().ok_or(Errno::EINVAL)
+    ctx.host.frames.page_type(mfn).level().ok_or(Errno::EINVAL)
 }
 
 fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: MmuUpdate) -> Result<(), Errno> {
@@ -103,21 +103,21 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
                 return Err(Errno::EINVAL);
             }
             let table = ptr >> 12;
-            if ctx.frames.owner(table) != Some(ctx.domain.id) {
+            if ctx.host.frames.owner(table) != Some(ctx.domain.id) {
                 return Err(Errno::EINVAL);
             }
-            let Some(level) = ctx.frames.page_type(table).level() else {
+            let Some(level) = ctx.host.frames.page_type(table).level() else {
                 // Not a page table: an ordinary page of the guest's is simply written, as
                 // Xen does (seen on 4.17); anything typed otherwise is refused.
-                ctx.frames.get_type(table, PageType::Writable).map_err(|_| Errno::EINVAL)?;
-                let written = ctx.memory.write_bytes(ptr, &request.val.to_le_bytes());
-                let _ = ctx.frames.put_type(table);
+                ctx.host.frames.get_type(table, PageType::Writable).map_err(|_| Errno::EINVAL)?;
+                let written = ctx.host.memory.write_bytes(ptr, &request.val.to_le_bytes());
+                let _ = ctx.host.frames.put_type(table);
                 return written.ok_or(Errno::EFAULT);
             };
             let index = ((ptr & 0xfff) / 8) as usize;
             let mut value = request.val;
             if command == MMU_PT_UPDATE_PRESERVE_AD {
-                let old = ctx.memory.read_u64(ptr).ok_or(Errno::EFAULT)?;
+                let old = ctx.host.memory.read_u64(ptr).ok_or(Errno::EFAULT)?;
                 value = (value & !(PTE_ACCESSED | PTE_DIRTY)) | (old & (PTE_ACCESSED | PTE_DIRTY));
             }
             // A frame that cannot be mapped writable (a page table, a descriptor page,
@@ -131,10 +131,10 @@ fn normal_update<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, request: M
         // for a frame it cannot take a reference to).
         MMU_MACHPHYS_UPDATE => {
             let mfn = ptr >> 12;
-            if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+            if ctx.host.frames.owner(mfn) != Some(ctx.domain.id) {
                 return Err(Errno::EINVAL);
             }
-            ctx.machine.m2p.set(ctx.memory, mfn, request.val)
+            ctx.host.machine.m2p.set(&mut ctx.host.memory, mfn, request.val)
         }
         _ => Err(Errno::EINVAL),
     }
@@ -152,15 +152,15 @@ pub fn mmu_update<M: MachineMemory>(
 }
 
 fn pin<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, page_type: PageType) -> Result<(), Errno> {
-    if ctx.frames.owner(mfn) != Some(ctx.domain.id) || ctx.frames.is_pinned(mfn) {
+    if ctx.host.frames.owner(mfn) != Some(ctx.domain.id) || ctx.host.frames.is_pinned(mfn) {
         return Err(Errno::EINVAL);
     }
     // Any reason the frame cannot take the type is -EINVAL here (Xen 4.17's answer).
     ctx.tables().get_page_and_type(mfn, page_type).map_err(|_| Errno::EINVAL)?;
-    ctx.frames.set_pinned(mfn, true);
+    ctx.host.frames.set_pinned(mfn, true);
     if page_type == PageType::L4 {
         let m2p = if ctx.domain.traps.m2p_strict() { M2pSlot::Map } else { M2pSlot::Blank };
-        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4, m2p)?;
+        fill_hypervisor_slots(&mut ctx.host.memory, mfn, &ctx.host.hypervisor_l4, m2p)?;
     }
     Ok(())
 }
@@ -169,7 +169,7 @@ fn pin<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, page_type:
 /// `old`'s.
 fn switch_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, old: u64, user: bool) -> Result<(), Errno> {
     if mfn != 0 {
-        if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+        if ctx.host.frames.owner(mfn) != Some(ctx.domain.id) {
             return Err(Errno::EINVAL);
         }
         ctx.tables().get_page_and_type(mfn, PageType::L4)?;
@@ -178,7 +178,7 @@ fn switch_base<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, mfn: u64, ol
             (true, true) => M2pSlot::Blank,
             _ => M2pSlot::Keep,
         };
-        fill_hypervisor_slots(&mut *ctx.memory, mfn, ctx.hypervisor_l4, m2p)?;
+        fill_hypervisor_slots(&mut ctx.host.memory, mfn, &ctx.host.hypervisor_l4, m2p)?;
     }
     if old != 0 {
         ctx.tables().put_page_and_type(old);
@@ -195,10 +195,10 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
         MMUEXT_PIN_L3_TABLE => pin(ctx, mfn, PageType::L3),
         MMUEXT_PIN_L4_TABLE => pin(ctx, mfn, PageType::L4),
         MMUEXT_UNPIN_TABLE => {
-            if ctx.frames.owner(mfn) != Some(ctx.domain.id) || !ctx.frames.is_pinned(mfn) {
+            if ctx.host.frames.owner(mfn) != Some(ctx.domain.id) || !ctx.host.frames.is_pinned(mfn) {
                 return Err(Errno::EINVAL);
             }
-            ctx.frames.set_pinned(mfn, false);
+            ctx.host.frames.set_pinned(mfn, false);
             ctx.tables().put_page_and_type(mfn);
             Ok(())
         }
@@ -210,7 +210,7 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             switch_base(ctx, mfn, old, false)?;
             ctx.domain.l4_maddr = mfn * 4096;
             // The LDT's pages are looked up again, through the new tables, on next use.
-            let mut tables = PageTables { frames: &mut *ctx.frames, memory: &mut *ctx.memory, domain: ctx.domain.id };
+            let mut tables = PageTables { frames: &mut ctx.host.frames, memory: &mut ctx.host.memory, domain: ctx.domain.id };
             if ldt::release(&mut ctx.domain.traps.ldt, &mut tables) {
                 ctx.domain.traps.exit.ldt_dirty = true;
             }
@@ -235,14 +235,14 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
         MMUEXT_FLUSH_CACHE => Ok(()),
         MMUEXT_CLEAR_PAGE => with_writable_frame(ctx, mfn, |ctx| {
             for offset in (0..PAGE).step_by(CHUNK.len()) {
-                ctx.memory.write_bytes(mfn * PAGE + offset, &CHUNK).ok_or(Errno::EFAULT)?;
+                ctx.host.memory.write_bytes(mfn * PAGE + offset, &CHUNK).ok_or(Errno::EFAULT)?;
             }
             Ok(())
         }),
         MMUEXT_COPY_PAGE => copy_page(ctx, mfn, op.arg2),
         // arg1 is the LDT's linear address, arg2's low half the entry count (nr_ents).
         MMUEXT_SET_LDT => {
-            let mut tables = PageTables { frames: &mut *ctx.frames, memory: &mut *ctx.memory, domain: ctx.domain.id };
+            let mut tables = PageTables { frames: &mut ctx.host.frames, memory: &mut ctx.host.memory, domain: ctx.domain.id };
             ldt::set_ldt(ctx.domain, &mut tables, op.arg1, op.arg2 as u32)
         }
         _ => Err(Errno::ENOSYS),
@@ -261,7 +261,7 @@ fn with_writable_frame<M: MachineMemory>(
     mfn: u64,
     f: impl FnOnce(&mut HypercallContext<'_, M>) -> Result<(), Errno>,
 ) -> Result<(), Errno> {
-    if ctx.frames.owner(mfn) != Some(ctx.domain.id) {
+    if ctx.host.frames.owner(mfn) != Some(ctx.domain.id) {
         return Err(Errno::EINVAL);
     }
     ctx.tables().get_page_and_type(mfn, PageType::Writable).map_err(|_| Errno::EINVAL)?;
@@ -272,14 +272,14 @@ fn with_writable_frame<M: MachineMemory>(
 
 /// The source may be any frame of the caller's, whatever its type: it is only read.
 fn copy_page<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, dst: u64, src: u64) -> Result<(), Errno> {
-    if ctx.frames.owner(src) != Some(ctx.domain.id) {
+    if ctx.host.frames.owner(src) != Some(ctx.domain.id) {
         return Err(Errno::EINVAL);
     }
     with_writable_frame(ctx, dst, |ctx| {
         let mut chunk = CHUNK;
         for offset in (0..PAGE).step_by(chunk.len()) {
-            ctx.memory.read_bytes(src * PAGE + offset, &mut chunk).ok_or(Errno::EFAULT)?;
-            ctx.memory.write_bytes(dst * PAGE + offset, &chunk).ok_or(Errno::EFAULT)?;
+            ctx.host.memory.read_bytes(src * PAGE + offset, &mut chunk).ok_or(Errno::EFAULT)?;
+            ctx.host.memory.write_bytes(dst * PAGE + offset, &chunk).ok_or(Errno::EFAULT)?;
         }
         Ok(())
     })
@@ -303,7 +303,7 @@ fn l1_slot<M: MachineMemory>(ctx: &HypercallContext<'_, M>, va: u64) -> Result<(
     }
     let mut table = ctx.domain.l4_maddr / 4096;
     for shift in [39u32, 30, 21] {
-        let entry = ctx.memory.read_u64(table * 4096 + ((va >> shift) & 511) * 8).ok_or(Errno::EFAULT)?;
+        let entry = ctx.host.memory.read_u64(table * 4096 + ((va >> shift) & 511) * 8).ok_or(Errno::EFAULT)?;
         if entry & PTE_PRESENT == 0 || entry & PTE_PS_OR_PAT != 0 {
             return Err(Errno::EINVAL);
         }

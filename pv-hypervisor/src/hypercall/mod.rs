@@ -58,30 +58,37 @@ pub enum TlbFlush {
     All,
 }
 
-/// Everything a handler may touch: the calling domain, guest memory, and the calling
-/// vCPU's saved registers (which `iret` replaces; the result goes into RAX after).
+/// Everything a handler may touch: the calling domain, the machine (guest memory, the
+/// frame table...), and the calling vCPU's saved registers (which `iret` replaces; the
+/// result goes into RAX after).
 pub struct HypercallContext<'a, M: MachineMemory> {
     pub domain: &'a mut Domain,
     /// The other domains (interdomain event channels reach them).
     pub others: crate::domain::Others<'a>,
-    pub memory: &'a mut M,
+    pub host: &'a mut Host<M>,
     pub regs: &'a mut GuestRegisters,
-    /// Ownership and types of every machine frame (PV MMU).
-    pub frames: &'a mut FrameTable,
-    /// The hypervisor's own L4, whose reserved slots every guest L4 gets.
-    pub hypervisor_l4: &'a [u64; 512],
-    pub machine: &'a MachineInfo,
     /// Free machine frames, for memory_op's reservations.
     pub frame_source: &'a mut dyn FrameSource,
     /// What the guest asked to be flushed from the TLB before it runs again.
     pub flush: TlbFlush,
-    /// System time at which a long hypercall stops and continues later: the next timer
-    /// interrupt the hypervisor armed (interrupts are off while it runs).
-    pub preempt_at: u64,
     /// Set by a handler that stopped early: the arguments to run it again with.
     pub continuation: Option<[u64; 6]>,
+}
+
+/// What a hypercall may reach of the machine besides the domains. One struct, so the
+/// context (built on every hypercall's path) holds one reference to it.
+pub struct Host<M: MachineMemory> {
+    pub memory: M,
+    /// Ownership and types of every machine frame (PV MMU).
+    pub frames: FrameTable,
+    /// The hypervisor's own L4, whose reserved slots every guest L4 gets.
+    pub hypervisor_l4: [u64; 512],
+    pub machine: MachineInfo,
     /// Serial input queued for dom0 (CONSOLEIO_read).
-    pub console_input: &'a mut crate::console::input::SerialInput,
+    pub console_input: crate::console::input::SerialInput,
+    /// System time at which a long hypercall stops and continues later: the next timer
+    /// interrupt the hypervisor armed (interrupts are off while it runs).
+    pub next_interrupt_at: u64,
 }
 
 /// Xen's hypercall continuation: the guest re-executes its `syscall` (2 bytes back)
@@ -97,7 +104,7 @@ pub fn apply_continuation(regs: &mut GuestRegisters, number: u64, args: [u64; 6]
 impl<M: MachineMemory> HypercallContext<'_, M> {
     /// Whether a long hypercall should stop here and continue later (a timer is due).
     pub fn preempt_wanted(&self) -> bool {
-        self.machine.clock.now_ns() >= self.preempt_at
+        self.host.machine.clock.now_ns() >= self.host.next_interrupt_at
     }
 
     /// Stops the hypercall here; it runs again with `args` after the exit path has run
@@ -126,7 +133,7 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     /// continuation, a flush, or given-back frames to free. One test on the common path.
     #[inline(always)]
     pub fn left_work(&self) -> bool {
-        (self.flush != TlbFlush::None) | self.continuation.is_some() | self.frames.flush_needed() | self.frames.has_unused_given_back()
+        (self.flush != TlbFlush::None) | self.continuation.is_some() | self.host.frames.flush_needed() | self.host.frames.has_unused_given_back()
     }
 
     /// After the handler of hypercall `number` returned `result`: the value for the
@@ -148,7 +155,7 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     /// frame table needs it (a frame changed use under a stale translation), else the
     /// one page the guest named, if any.
     fn flush_wanted(&self) -> TlbFlush {
-        if self.frames.flush_needed() {
+        if self.host.frames.flush_needed() {
             TlbFlush::All
         } else {
             self.flush
@@ -158,7 +165,7 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     /// domain::frames::free_given_back); before `flush_wanted`, since freeing a frame
     /// under a stale translation asks for a flush.
     fn free_given_back(&mut self) {
-        crate::domain::frames::free_given_back(self.domain, self.frames, self.memory, &self.machine.m2p, self.frame_source);
+        crate::domain::frames::free_given_back(self.domain, &mut self.host.frames, &mut self.host.memory, &self.host.machine.m2p, self.frame_source);
     }
 
     /// Gives up on the calling domain: it never resumes.
@@ -172,12 +179,12 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
 /// it owns (mm::owned). The `Access` token keeps raw addresses out of the handlers.
 impl<M: MachineMemory> GuestMemory for HypercallContext<'_, M> {
     fn read_guest_bytes(&self, _: Access, va: u64, out: &mut [u8]) -> Result<(), Errno> {
-        let memory = OwnedBy::read_only(&*self.memory, &*self.frames, self.domain.id);
+        let memory = OwnedBy::read_only(&self.host.memory, &self.host.frames, self.domain.id);
         guest_walk::copy_from_guest(&memory, self.domain.l4_maddr, va, out)
     }
 
     fn write_guest_bytes(&mut self, _: Access, va: u64, data: &[u8]) -> Result<(), Errno> {
-        let mut memory = OwnedBy::new(&mut *self.memory, &*self.frames, self.domain.id);
+        let mut memory = OwnedBy::new(&mut self.host.memory, &self.host.frames, self.domain.id);
         guest_walk::copy_to_guest(&mut memory, self.domain.l4_maddr, va, data)
     }
 }

@@ -57,7 +57,7 @@ pub fn reservation_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: u
             _ => match slot.read(ctx) {
                 Ok((pfn, slot)) => take(ctx, order, limit).is_some_and(|mfn| {
                     for i in 0..1u64 << order {
-                        let _ = ctx.machine.m2p.set(ctx.memory, mfn + i, pfn.wrapping_add(i));
+                        let _ = ctx.host.machine.m2p.set(&mut ctx.host.memory, mfn + i, pfn.wrapping_add(i));
                     }
                     slot.write(ctx, &mfn).is_ok()
                 }),
@@ -81,9 +81,9 @@ fn take<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, order: u32, limit: 
     let first = ctx.frame_source.take_run_below(order, limit)?;
     // Nothing of a frame's last owner may reach its next one.
     for mfn in first..first + count {
-        if ctx.memory.write_bytes(mfn * PAGE, &[0u8; PAGE as usize]).is_none() || ctx.frames.assign(mfn, ctx.domain.id).is_err() {
+        if ctx.host.memory.write_bytes(mfn * PAGE, &[0u8; PAGE as usize]).is_none() || ctx.host.frames.assign(mfn, ctx.domain.id).is_err() {
             for taken in first..mfn {
-                let _ = ctx.frames.release(taken);
+                let _ = ctx.host.frames.release(taken);
             }
             for back in first..first + count {
                 ctx.frame_source.give_back(back);
@@ -104,18 +104,18 @@ fn give_back<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, first: u64, or
     let count = 1u64 << order;
     let Some(end) = first.checked_add(count) else { return false };
     let id = ctx.domain.id;
-    let ours = |mfn: u64| ctx.frames.owner(mfn) == Some(id) && mfn != ctx.domain.shared_info_mfn && !ctx.frames.is_given_back(mfn);
+    let ours = |mfn: u64| ctx.host.frames.owner(mfn) == Some(id) && mfn != ctx.domain.shared_info_mfn && !ctx.host.frames.is_given_back(mfn);
     if !(first..end).all(ours) {
         return false;
     }
     for mfn in first..end {
-        if ctx.frames.is_pinned(mfn) {
-            ctx.frames.set_pinned(mfn, false);
+        if ctx.host.frames.is_pinned(mfn) {
+            ctx.host.frames.set_pinned(mfn, false);
             ctx.tables().put_page_and_type(mfn);
         }
-        match ctx.frames.give_back(mfn, id) {
+        match ctx.host.frames.give_back(mfn, id) {
             Ok(true) => {
-                ctx.machine.m2p.invalidate(ctx.memory, mfn);
+                ctx.host.machine.m2p.invalidate(&mut ctx.host.memory, mfn);
                 ctx.frame_source.give_back(mfn);
                 ctx.domain.tot_pages -= 1;
             }

@@ -26,8 +26,8 @@ pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, a
         // deliverable the call returns and the upcall comes on the way out, otherwise
         // the vCPU waits (the exit path idles) until one is.
         SCHEDOP_BLOCK => {
-            write_event_mask(ctx.domain, ctx.memory, 0).map_err(|_| Errno::EFAULT)?;
-            if !upcall_deliverable(ctx.domain, &*ctx.memory) {
+            write_event_mask(ctx.domain, &mut ctx.host.memory, 0).map_err(|_| Errno::EFAULT)?;
+            if !upcall_deliverable(ctx.domain, &ctx.host.memory) {
                 ctx.domain.traps.exit.blocked = true;
             }
             Ok(0)
@@ -70,7 +70,7 @@ pub fn sched_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, a
         }
         SCHEDOP_WATCHDOG => {
             let request: SchedWatchdog = arg.into_in().read(ctx)?;
-            let now = ctx.machine.clock.now_ns();
+            let now = ctx.host.machine.clock.now_ns();
             let result = watchdog(&mut ctx.domain.watchdogs, request, now);
             ctx.domain.traps.exit.timer_changed = true;
             result
@@ -93,10 +93,10 @@ fn poll<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, arg: GuestHandle) -
     for entry in GuestArray::<u32>::from_raw(request.ports).elements(u64::from(request.nr_ports)) {
         ports.push(entry.into_in().read(ctx)?);
     }
-    if upcall_deliverable(ctx.domain, &*ctx.memory) {
+    if upcall_deliverable(ctx.domain, &ctx.host.memory) {
         return Ok(0);
     }
-    let bits = SharedInfoBits { memory: &mut *ctx.memory, shared_info_mfn: ctx.domain.shared_info_mfn };
+    let bits = SharedInfoBits { memory: &mut ctx.host.memory, shared_info_mfn: ctx.domain.shared_info_mfn };
     for &port in &ports {
         if port >= NR_PORTS {
             return Err(Errno::EINVAL);
@@ -147,8 +147,8 @@ pub fn watchdog(watchdogs: &mut [Option<u64>], request: SchedWatchdog, now: u64)
 pub fn set_timer_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, timeout_ns: u64) -> Result<i64, Errno> {
     ctx.domain.timer_deadline = (timeout_ns != 0).then_some(timeout_ns);
     ctx.domain.traps.exit.timer_changed = true;
-    let now = ctx.machine.clock.now_ns();
-    crate::time::fire_if_due(ctx.domain, ctx.memory, now);
+    let now = ctx.host.machine.clock.now_ns();
+    crate::time::fire_if_due(ctx.domain, &mut ctx.host.memory, now);
     Ok(0)
 }
 
@@ -187,7 +187,7 @@ mod timer_tests {
     use hypercall_abi::ops::event_channel::VIRQ_TIMER;
 
     fn timer_pending(g: &TestGuest, port: u32) -> bool {
-        g.memory.read_u64(SHARED_INFO + 2048).unwrap() & (1 << port) != 0
+        g.host.memory.read_u64(SHARED_INFO + 2048).unwrap() & (1 << port) != 0
     }
 
     #[test]
@@ -201,11 +201,11 @@ mod timer_tests {
         assert!(g.domain.traps.exit.timer_changed, "arch arms the hardware timer");
         assert!(!timer_pending(&g, port));
         set_fake_tsc(6_000);
-        assert!(crate::time::fire_if_due(&mut g.domain, &mut g.memory, 6_000));
+        assert!(crate::time::fire_if_due(&mut g.domain, &mut g.host.memory, 6_000));
         assert!(timer_pending(&g, port));
-        assert!(!crate::time::fire_if_due(&mut g.domain, &mut g.memory, 7_000), "once");
+        assert!(!crate::time::fire_if_due(&mut g.domain, &mut g.host.memory, 7_000), "once");
         // A deadline in the past fires during the call; 0 cancels.
-        g.memory.write_bytes(SHARED_INFO + 2048, &[0; 8]).unwrap();
+        g.host.memory.write_bytes(SHARED_INFO + 2048, &[0; 8]).unwrap();
         assert_eq!(g.call(nr::set_timer_op, [10, 0, 0, 0, 0, 0]), 0);
         assert!(timer_pending(&g, port) && g.domain.timer_deadline.is_none());
         assert_eq!(g.call(nr::set_timer_op, [9_000, 0, 0, 0, 0, 0]), 0);
@@ -216,12 +216,12 @@ mod timer_tests {
     #[test]
     fn block_enables_events_and_waits_only_when_nothing_is_deliverable() {
         let mut g = TestGuest::new();
-        g.memory.write_bytes(SHARED_INFO, &[0, 1]).unwrap();
+        g.host.memory.write_bytes(SHARED_INFO, &[0, 1]).unwrap();
         assert_eq!(g.call(nr::sched_op, [1, 0, 0, 0, 0, 0]), 0);
-        assert_eq!(g.memory.read_u64(SHARED_INFO).unwrap() & 0xffff, 0, "mask cleared");
+        assert_eq!(g.host.memory.read_u64(SHARED_INFO).unwrap() & 0xffff, 0, "mask cleared");
         assert!(g.domain.traps.exit.blocked);
         g.domain.traps.exit.blocked = false;
-        g.memory.write_bytes(SHARED_INFO, &[1, 1]).unwrap();
+        g.host.memory.write_bytes(SHARED_INFO, &[1, 1]).unwrap();
         assert_eq!(g.call(nr::sched_op, [1, 0, 0, 0, 0, 0]), 0);
         assert!(!g.domain.traps.exit.blocked, "an event was pending: the upcall comes on the way out");
     }
@@ -258,11 +258,11 @@ mod poll_and_watchdog_tests {
         let port = g.domain.events.bind_ipi(0).unwrap();
         assert_eq!(poll_call(&mut g, &[port], 5_000), 0);
         assert!(g.domain.traps.exit.blocked && g.domain.poll.is_some());
-        assert!(!poll_satisfied(&g.domain, &mut g.memory, 2_000));
-        assert!(poll_satisfied(&g.domain, &mut g.memory, 5_000), "the timeout");
-        let mut bits = SharedInfoBits { memory: &mut g.memory, shared_info_mfn: g.domain.shared_info_mfn };
+        assert!(!poll_satisfied(&g.domain, &mut g.host.memory, 2_000));
+        assert!(poll_satisfied(&g.domain, &mut g.host.memory, 5_000), "the timeout");
+        let mut bits = SharedInfoBits { memory: &mut g.host.memory, shared_info_mfn: g.domain.shared_info_mfn };
         bits.test_and_set_pending(port);
-        assert!(poll_satisfied(&g.domain, &mut g.memory, 2_000), "the port");
+        assert!(poll_satisfied(&g.domain, &mut g.host.memory, 2_000), "the port");
         // Already pending: returns without blocking.
         g.domain.traps.exit.blocked = false;
         assert_eq!(poll_call(&mut g, &[port], 0), 0);

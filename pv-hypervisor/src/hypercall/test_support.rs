@@ -1,7 +1,7 @@
 //! A fake guest for host tests of hypercall handlers: machine memory as a byte array
 //! with a 4-level page table mapping a few data pages.
 
-use super::{HypercallContext, MachineInfo, TlbFlush};
+use super::{Host, HypercallContext, MachineInfo, TlbFlush};
 use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{Domain, DomainState, COUNTED_HYPERCALLS};
 use crate::mm::frame_table::{FrameTable, PageType};
@@ -33,19 +33,15 @@ const PTE: u64 = 0x67; // present, writable, user, accessed, dirty
 
 pub struct TestGuest {
     pub domain: Domain,
-    pub memory: FakeMemory,
-    pub frames: FrameTable,
+    /// Memory, frame table, machine, console input; `next_interrupt_at` is when calls
+    /// should stop and continue later (system time; never by default).
+    pub host: Host<FakeMemory>,
     /// The registers of the vCPU making the calls (what the entry code saved).
     pub regs: GuestRegisters,
-    pub machine: MachineInfo,
     /// Free frames for reservations (the fake machine's frames 0x38-0x3f).
     pub free_frames: FreeList,
     /// The flush the last call left for the exit path.
     pub last_flush: TlbFlush,
-    /// When calls should stop and continue later (system time; never by default).
-    pub preempt_at: u64,
-    /// What the serial console queued for dom0.
-    pub console_input: crate::console::input::SerialInput,
 }
 
 /// A frame source over a plain list, lowest frame first.
@@ -168,14 +164,10 @@ impl TestGuest {
         }
         TestGuest {
             domain,
-            memory,
-            frames,
+            host: Host { memory, frames, hypervisor_l4: HYPERVISOR_L4, machine, console_input: Default::default(), next_interrupt_at: u64::MAX },
             regs,
-            machine,
             free_frames: FreeList(free),
             last_flush: TlbFlush::None,
-            preempt_at: u64::MAX,
-            console_input: Default::default(),
         }
     }
 
@@ -185,13 +177,13 @@ impl TestGuest {
 
     /// Writes guest data (within one page).
     pub fn poke(&mut self, va: u64, bytes: &[u8]) {
-        self.memory.write_bytes(Self::data_maddr(va), bytes).expect("inside the data pages");
+        self.host.memory.write_bytes(Self::data_maddr(va), bytes).expect("inside the data pages");
     }
 
     /// Reads guest data (within one page).
     pub fn peek(&self, va: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0; len];
-        self.memory.read_bytes(Self::data_maddr(va), &mut out).expect("inside the data pages");
+        self.host.memory.read_bytes(Self::data_maddr(va), &mut out).expect("inside the data pages");
         out
     }
 
@@ -201,23 +193,18 @@ impl TestGuest {
         let mut ctx = HypercallContext {
             others: crate::domain::Others::none(),
             domain: &mut self.domain,
-            memory: &mut self.memory,
+            host: &mut self.host,
             regs: &mut self.regs,
-            frames: &mut self.frames,
-            hypervisor_l4: &HYPERVISOR_L4,
-            machine: &self.machine,
             frame_source: &mut self.free_frames,
             flush: TlbFlush::None,
-            preempt_at: self.preempt_at,
             continuation: None,
-            console_input: &mut self.console_input,
         };
         let result = hypercall_abi::dispatch(&mut ctx, number, args);
         // What the exit path would flush, and the frame table told so, as arch does.
         let (result, flush) = ctx.finish(number, result);
         self.last_flush = flush;
         if self.last_flush == TlbFlush::All {
-            self.frames.note_tlb_flushed();
+            self.host.frames.note_tlb_flushed();
         }
         result
     }

@@ -15,7 +15,7 @@ pub fn vcpu_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, vc
     if vcpu_id >= VCPUS {
         return Err(Errno::ENOENT);
     }
-    let now = ctx.machine.clock.now_ns();
+    let now = ctx.host.machine.clock.now_ns();
     match cmd {
         VCPUOP_IS_UP => return Ok(1),
         VCPUOP_SEND_NMI => {
@@ -48,7 +48,7 @@ pub fn vcpu_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, vc
         _ => return Err(Errno::ENOSYS),
     }
     ctx.domain.traps.exit.timer_changed = true;
-    crate::time::fire_if_due(ctx.domain, ctx.memory, now);
+    crate::time::fire_if_due(ctx.domain, &mut ctx.host.memory, now);
     Ok(0)
 }
 
@@ -87,8 +87,8 @@ mod tests {
         assert_eq!(crate::time::next_expiry(&g.domain), Some(70_000_000));
         // Blocked, the periodic timer does not fire; running, a late tick starts the
         // next period from itself.
-        assert!(!crate::time::fire_if_due_while_blocked(&mut g.domain, &mut g.memory, 95_000_000));
-        assert!(crate::time::fire_if_due(&mut g.domain, &mut g.memory, 95_000_000));
+        assert!(!crate::time::fire_if_due_while_blocked(&mut g.domain, &mut g.host.memory, 95_000_000));
+        assert!(crate::time::fire_if_due(&mut g.domain, &mut g.host.memory, 95_000_000));
         assert_eq!(g.domain.periodic_timer, Some((20_000_000, 115_000_000)));
         assert_eq!(call(&mut g, VCPUOP_STOP_PERIODIC_TIMER, 0, &[]), 0);
         assert_eq!(crate::time::next_expiry(&g.domain), None);

@@ -108,7 +108,7 @@ mod tests {
     /// area's fifth page; returns the page's address and the frame.
     fn ldt_page(g: &mut TestGuest, descriptor: u64) -> (u64, u64) {
         let mfn = SPARE_FRAMES.start;
-        g.memory.write_bytes(mfn * PAGE, &descriptor.to_le_bytes()).unwrap();
+        g.host.memory.write_bytes(mfn * PAGE, &descriptor.to_le_bytes()).unwrap();
         let pte = L1 + ((GUEST_DATA_VA >> 12) & 511) * 8 + 4 * 8;
         g.poke(SCRATCH, MmuUpdate { ptr: pte, val: (mfn << 12) | 0x65 }.as_bytes());
         assert_eq!(g.call(nr::mmu_update, [SCRATCH, 1, 0, DOMID_SELF as u64, 0, 0]), 0);
@@ -116,7 +116,7 @@ mod tests {
     }
 
     fn fault(g: &mut TestGuest, offset: u64) -> LdtFault {
-        let mut tables = PageTables { frames: &mut g.frames, memory: &mut g.memory, domain: g.domain.id };
+        let mut tables = PageTables { frames: &mut g.host.frames, memory: &mut g.host.memory, domain: g.domain.id };
         map_on_fault(&mut g.domain, &mut tables, offset)
     }
 
@@ -141,14 +141,14 @@ mod tests {
         assert_eq!(fault(&mut g, 8), LdtFault::Mapped);
         assert_eq!(g.domain.traps.ldt.frames[0], mfn);
         assert!(g.domain.traps.exit.ldt_dirty, "arch maps it before the guest runs");
-        assert_eq!(g.frames.page_type(mfn), PageType::SegmentDescriptors);
+        assert_eq!(g.host.frames.page_type(mfn), PageType::SegmentDescriptors);
         let mut entry = [0u8; 8];
-        g.memory.read_bytes(mfn * PAGE, &mut entry).unwrap();
+        g.host.memory.read_bytes(mfn * PAGE, &mut entry).unwrap();
         assert_eq!((u64::from_le_bytes(entry) >> 45) & 3, 3, "DPL raised to 3, as in a GDT");
         assert_eq!(fault(&mut g, 4 * 8), LdtFault::PageFault(va + 4 * 8), "past the entries (the CPU's limit check comes first)");
         // Changing the LDT gives the page back.
         assert_eq!(set_ldt(&mut g, 0, 0), 0);
-        assert_eq!((g.frames.type_count(mfn), g.domain.traps.ldt.frames[0]), (0, 0));
+        assert_eq!((g.host.frames.type_count(mfn), g.domain.traps.ldt.frames[0]), (0, 0));
     }
 
     #[test]
@@ -157,7 +157,7 @@ mod tests {
         let (va, mfn) = ldt_page(&mut g, TSS);
         assert_eq!(set_ldt(&mut g, va, 8), 0);
         assert_eq!(fault(&mut g, 0x10), LdtFault::PageFault(va + 0x10), "a system descriptor in the page");
-        assert_eq!(g.frames.type_count(mfn), 0);
+        assert_eq!(g.host.frames.type_count(mfn), 0);
         // A page the guest has writable (its data area) cannot become a descriptor page.
         assert_eq!(set_ldt(&mut g, GUEST_DATA_VA, 8), 0);
         assert_eq!(fault(&mut g, 0), LdtFault::PageFault(GUEST_DATA_VA));
@@ -175,19 +175,19 @@ mod tests {
         const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
         let mut g = TestGuest::new();
         let (va, mfn) = ldt_page(&mut g, CODE64_DPL3);
-        g.memory.write_bytes(mfn * PAGE + 8, &DATA_DPL3.to_le_bytes()).unwrap();
+        g.host.memory.write_bytes(mfn * PAGE + 8, &DATA_DPL3.to_le_bytes()).unwrap();
         assert_eq!(set_ldt(&mut g, va, 2), 0);
         g.regs.cs = 0x7; // LDT entry 0, RPL 3
         g.regs.ss = 0xf; // LDT entry 1
         g.regs.rcx = 1; // not a sysret frame
         let before = g.regs;
-        crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+        crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs);
         assert_eq!((g.regs, g.domain.state), (before, DomainState::Running));
         assert_eq!(g.domain.traps.ldt.frames[0], mfn, "mapped for the CPU's iretq");
         assert!(g.domain.traps.exit.ldt_dirty);
         // A selector past the LDT's entries is refused (no #GP handler here: crashed).
         g.regs.cs = 0x17;
-        crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+        crate::trap::entry::check_exit_frame(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs);
         assert_eq!(g.domain.state, DomainState::Crashed);
     }
 
@@ -199,10 +199,10 @@ mod tests {
         let mut g = TestGuest::new();
         let (va, mfn) = ldt_page(&mut g, DATA_DPL3);
         assert_eq!(set_ldt(&mut g, va, 1), 0);
-        let kept = crate::trap::entry::loadable_data_selectors(&mut g.domain, &mut g.memory, &mut g.frames, [0x7, 0xf, 0xe02b, 0x3]);
+        let kept = crate::trap::entry::loadable_data_selectors(&mut g.domain, &mut g.host.memory, &mut g.host.frames, [0x7, 0xf, 0xe02b, 0x3]);
         assert_eq!(kept, [0x7, 0, 0xe02b, 0x3], "LDT entry 0 kept, entry 1 is past the count");
         assert_eq!(g.domain.traps.ldt.frames[0], mfn, "mapped for the load");
-        let kept = crate::trap::entry::loadable_data_selectors(&mut g.domain, &mut g.memory, &mut g.frames, [0xe008, 0xe033, 0x0b, 0x4]);
+        let kept = crate::trap::entry::loadable_data_selectors(&mut g.domain, &mut g.host.memory, &mut g.host.frames, [0xe008, 0xe033, 0x0b, 0x4]);
         assert_eq!(kept, [0, 0xe033, 0, 0x4], "ring-0 code: no; readable ring-3 code: yes; no GDT: no");
     }
 }

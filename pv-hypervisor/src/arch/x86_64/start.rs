@@ -14,7 +14,7 @@ use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
 use crate::domain::{exit_code_for, Domain, DomainState, Others};
 use crate::hypercall::trace as hypercall_trace;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
-use crate::hypercall::{HypercallContext, MachineInfo, TlbFlush};
+use crate::hypercall::{Host, HypercallContext, MachineInfo, TlbFlush};
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
@@ -51,13 +51,9 @@ static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_MAX / 4096 / 64) as usize] = [0
 /// The hypervisor's state after boot. Single CPU, so a spin lock is never contended.
 struct Hypervisor {
     frames: FrameAllocator<'static>,
-    /// Owner, type and references of every machine frame (PV MMU).
-    frame_table: FrameTable,
-    /// The hypervisor's own L4: its reserved slots go into every guest L4.
-    hypervisor_l4: [u64; 512],
-    memory: DirectMap,
-    /// The M2P table, the RAM size and the memory map, as memory_op reports them.
-    machine: MachineInfo,
+    /// Guest memory, the frame table, our L4, the machine's description, dom0's serial
+    /// input and the next timer interrupt: what hypercalls reach besides the domains.
+    host: Host<DirectMap>,
     cpuid: CpuidPolicy,
     /// CR0 (without TS), CR4 and EFER as guests read them: fixed after boot.
     host_view: HostView,
@@ -71,11 +67,6 @@ struct Hypervisor {
     slice_end: u64,
     /// When the hypervisor next looks at the serial input (the housekeeping tick).
     housekeeping_at: u64,
-    /// Serial input: dom0's queue, or the debug keys after CTRL-a three times.
-    console_input: crate::console::input::SerialInput,
-    /// When the LAPIC timer was last armed to fire (system time): long hypercalls stop
-    /// there and continue later.
-    next_interrupt_at: u64,
     /// Whether any domain crashed (the exit code says so when the last one is gone).
     any_crashed: bool,
     /// Free frames and heap in use just before the first domain was built: what the
@@ -290,18 +281,20 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let now = machine.clock.now_ns();
     *HV.lock() = Some(Hypervisor {
         frames,
-        frame_table,
-        hypervisor_l4,
-        memory,
-        machine,
+        host: Host {
+            memory,
+            frames: frame_table,
+            hypervisor_l4,
+            machine,
+            console_input: Default::default(),
+            next_interrupt_at: now + sched::TIME_SLICE_NS,
+        },
         cpuid,
         host_view,
         domains,
         current: 0,
         dispatched_at: now,
         slice_end: now,
-        next_interrupt_at: now + sched::TIME_SLICE_NS,
-        console_input: Default::default(),
         housekeeping_at: now + HOUSEKEEPING_NS,
         any_crashed: false,
         before_domains,
@@ -367,7 +360,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         result = finish_hypercall(&mut ctx, number, result);
     }
     ctx.regs.rax = result as u64;
-    if !may_resume_as_it_is(ctx.domain, &*ctx.memory, ctx.regs) {
+    if !may_resume_as_it_is(ctx.domain, &ctx.host.memory, ctx.regs) {
         resume_guest_slowly(guard, frame);
     }
     leave(guard, frame);
@@ -377,20 +370,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
 #[inline(always)]
 fn hypercall_context<'a>(hv: &'a mut Hypervisor, frame: &'a mut GuestRegisters) -> HypercallContext<'a, DirectMap> {
     let Some((domain, others)) = Others::split(&mut hv.domains, hv.current) else { exit(ExitCode::HypervisorPanic) };
-    HypercallContext {
-        domain,
-        others,
-        memory: &mut hv.memory,
-        regs: frame,
-        frames: &mut hv.frame_table,
-        hypervisor_l4: &hv.hypervisor_l4,
-        machine: &hv.machine,
-        frame_source: &mut hv.frames,
-        flush: TlbFlush::None,
-        preempt_at: hv.next_interrupt_at,
-        continuation: None,
-        console_input: &mut hv.console_input,
-    }
+    HypercallContext { domain, others, host: &mut hv.host, regs: frame, frame_source: &mut hv.frames, flush: TlbFlush::None, continuation: None }
 }
 
 /// A user program's system call (for the guest kernel), or a traced hypercall.
@@ -400,7 +380,7 @@ fn uncommon_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     if domain.traps.mode == GuestMode::User {
-        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
+        let mut memory = OwnedBy::new(&mut hv.host.memory, &hv.host.frames, domain.id);
         if let Err(why) = deliver::user_syscall(domain, &mut memory, frame) {
             domain.crash(why.describe());
         }
@@ -415,7 +395,7 @@ fn uncommon_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame
 #[inline(never)]
 fn finish_hypercall(ctx: &mut HypercallContext<'_, DirectMap>, number: u64, result: i64) -> i64 {
     let (result, flush) = ctx.finish(number, result);
-    flush_after_hypercall(flush, ctx.frames);
+    flush_after_hypercall(flush, &mut ctx.host.frames);
     result
 }
 
@@ -458,7 +438,7 @@ extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    trap_entry::compat_syscall(domain, &mut OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id), frame);
+    trap_entry::compat_syscall(domain, &mut OwnedBy::new(&mut hv.host.memory, &hv.host.frames, domain.id), frame);
     resume_guest(guard, frame);
 }
 
@@ -500,15 +480,15 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let hardware = ExceptionContext { cr2, debug_status, host: hv.host_view };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    trap_entry::guest_exception(domain, &mut hv.memory, &mut hv.frame_table, &hv.cpuid, &mut super::ports::HardwarePorts, frame, &hardware);
+    trap_entry::guest_exception(domain, &mut hv.host.memory, &mut hv.host.frames, &hv.cpuid, &mut super::ports::HardwarePorts, frame, &hardware);
     // A store into a page table (trap::ptwr) may have dropped a given-back frame's last
     // reference.
-    if hv.frame_table.has_unused_given_back() {
-        crate::domain::frames::free_given_back(domain, &mut hv.frame_table, &mut hv.memory, &hv.machine.m2p, &mut hv.frames);
+    if hv.host.frames.has_unused_given_back() {
+        crate::domain::frames::free_given_back(domain, &mut hv.host.frames, &mut hv.host.memory, &hv.host.machine.m2p, &mut hv.frames);
     }
-    if hv.frame_table.flush_needed() {
+    if hv.host.frames.flush_needed() {
         cpu::flush_tlb();
-        hv.frame_table.note_tlb_flushed();
+        hv.host.frames.note_tlb_flushed();
     }
     resume_guest(guard, frame);
 }
@@ -528,7 +508,7 @@ fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    crate::time::fire_if_due(domain, &mut hv.memory, hv.machine.clock.now_ns());
+    crate::time::fire_if_due(domain, &mut hv.host.memory, hv.host.machine.clock.now_ns());
     domain.traps.exit.timer_changed = true;
     resume_guest(guard, frame);
 }
@@ -574,7 +554,7 @@ fn arm_timer(at: u64, now_ns: u64) {
 fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    if !may_resume_as_it_is(domain, &hv.memory, frame) {
+    if !may_resume_as_it_is(domain, &hv.host.memory, frame) {
         resume_guest_slowly(guard, frame);
     }
     leave(guard, frame);
@@ -618,11 +598,11 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     if domain.state.is_running() {
-        trap_entry::check_exit_frame(domain, &mut hv.memory, &mut hv.frame_table, frame);
+        trap_entry::check_exit_frame(domain, &mut hv.host.memory, &mut hv.host.frames, frame);
     }
     if domain.state == DomainState::Crashed {
         let _ = write_crash_report(&mut ConsoleWriter, domain.id, frame, cpu::cr2(), domain.crash_reason);
-        print_guest_stack(domain, &hv.memory, frame.rsp);
+        print_guest_stack(domain, &hv.host.memory, frame.rsp);
     }
     // The scheduler's part, when something it cares about happened: a timer
     // interrupt or a timer set, a block, poll, yield or shutdown, an event for a
@@ -638,7 +618,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     // handler instead of where it was. An NMI handler that masks events defers the upcall
     // to its iret.
     if domain.state.is_running() {
-        let mut memory = OwnedBy::new(&mut hv.memory, &hv.frame_table, domain.id);
+        let mut memory = OwnedBy::new(&mut hv.host.memory, &hv.host.frames, domain.id);
         let delivered = deliver::deliver_nmi(domain, &mut memory, frame).and_then(|_| deliver::deliver_upcall(domain, &mut memory, frame));
         if let Err(why) = delivered {
             // Its end is handled like any other: through the slow path again.
@@ -650,7 +630,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     // validated as an L4).
     if unsafe { cpu::switch_cr3(domain.active_l4()) } {
         // A CR3 write drops every translation (the hypervisor uses no global pages).
-        hv.frame_table.note_tlb_flushed();
+        hv.host.frames.note_tlb_flushed();
     }
     cpu::set_task_switched(domain.traps.fpu_ts);
     // The frame passed check_exit_frame (this domain's, before it was switched away
@@ -668,7 +648,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
 /// lets the scheduler choose who runs (switching to it, or idling with `hlt` when
 /// nobody may) and arms the LAPIC for the next thing that must happen.
 fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
-    let mut now = hv.machine.clock.now_ns();
+    let mut now = hv.host.machine.clock.now_ns();
     charge_current(hv, now);
     let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.exit.reschedule);
     if !hv.domains[hv.current].state.is_running() {
@@ -710,10 +690,10 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
                     let wake = hv.domains.iter().filter_map(wake_deadline).chain(until_ns).min();
                     let wake = wake.unwrap_or(u64::MAX).min(now + HOUSEKEEPING_NS);
                     arm_timer(wake, now);
-                    hv.next_interrupt_at = wake;
+                    hv.host.next_interrupt_at = wake;
                     cpu::wait_for_interrupt();
                     pass_platform_nmi(hv);
-                    now = hv.machine.clock.now_ns();
+                    now = hv.host.machine.clock.now_ns();
                     poll_debug_keys(hv, now);
                     fire_timers_and_wake(hv, now);
                     retire_stopped_others(hv, now);
@@ -729,9 +709,9 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(hv.housekeeping_at);
     // The LAPIC is written only when the deadline moved or the last one has passed
     // (an MMIO write is one of the dearer things an exit can do under emulation).
-    if deadline != hv.next_interrupt_at || now >= hv.next_interrupt_at {
+    if deadline != hv.host.next_interrupt_at || now >= hv.host.next_interrupt_at {
         arm_timer(deadline, now);
-        hv.next_interrupt_at = deadline;
+        hv.host.next_interrupt_at = deadline;
     }
 }
 
@@ -779,18 +759,18 @@ fn fire_timers_and_wake(hv: &mut Hypervisor, now: u64) -> bool {
             continue;
         }
         if !domain.traps.exit.blocked {
-            crate::time::fire_if_due(domain, &mut hv.memory, now);
+            crate::time::fire_if_due(domain, &mut hv.host.memory, now);
             continue;
         }
-        crate::time::fire_if_due_while_blocked(domain, &mut hv.memory, now);
-        let polled = crate::hypercall::sched_op::poll_satisfied(domain, &mut hv.memory, now);
+        crate::time::fire_if_due_while_blocked(domain, &mut hv.host.memory, now);
+        let polled = crate::hypercall::sched_op::poll_satisfied(domain, &mut hv.host.memory, now);
         let woken =
-            polled || crate::domain::platform_nmi::wakes(domain) || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.memory));
+            polled || crate::domain::platform_nmi::wakes(domain) || (domain.poll.is_none() && deliver::upcall_deliverable(domain, &hv.host.memory));
         if woken {
             domain.poll = None;
             domain.traps.exit.blocked = false;
             // Running again: a period that ended meanwhile fires now.
-            crate::time::fire_if_due(domain, &mut hv.memory, now);
+            crate::time::fire_if_due(domain, &mut hv.host.memory, now);
             domain.traps.exit.timer_changed = true;
             if let Some(least) = least {
                 domain.sched_state.wake(least);
@@ -820,7 +800,7 @@ fn switch_to(hv: &mut Hypervisor, frame: &mut GuestRegisters, next: usize) {
     let new = &mut hv.domains[next];
     *frame = new.vcpu;
     // Loaded with the rest of its CPU state, once its GDT and LDT are in the windows.
-    let selectors = trap_entry::loadable_data_selectors(new, &mut hv.memory, &mut hv.frame_table, new.data_selectors);
+    let selectors = trap_entry::loadable_data_selectors(new, &mut hv.host.memory, &mut hv.host.frames, new.data_selectors);
     let t = &mut new.traps;
     t.data_selectors = selectors;
     t.exit.data_selectors_pending = true;
@@ -842,11 +822,11 @@ fn poll_debug_keys(hv: &mut Hypervisor, now: u64) {
     use crate::console::input::Input;
     use hypercall_abi::ops::event_channel::{VIRQ_CONSOLE, VIRQ_DEBUG};
     while let Some(byte) = serial::try_receive() {
-        match hv.console_input.feed(byte) {
+        match hv.host.console_input.feed(byte) {
             Input::DebugKey(b'q') => {
                 print_domain_list(hv, now);
                 for domain in hv.domains.iter_mut() {
-                    let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: domain.shared_info_mfn };
+                    let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.host.memory, shared_info_mfn: domain.shared_info_mfn };
                     domain.events.raise_virq(&mut bits, VIRQ_DEBUG);
                 }
             }
@@ -854,7 +834,7 @@ fn poll_debug_keys(hv: &mut Hypervisor, now: u64) {
             Input::DebugKey(_) | Input::Nothing => {}
             Input::ForDom0 => {
                 if let Some(dom0) = hv.domains.iter_mut().find(|d| d.id == 0) {
-                    let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: dom0.shared_info_mfn };
+                    let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.host.memory, shared_info_mfn: dom0.shared_info_mfn };
                     dom0.events.raise_virq(&mut bits, VIRQ_CONSOLE);
                 }
             }
@@ -963,7 +943,7 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
     {
         let domain = &mut hv.domains[index];
         // What it left in its console ring without a notification (a crash).
-        console::domu_ring::drain_into_console(domain, &mut hv.memory, &hv.frame_table);
+        console::domu_ring::drain_into_console(domain, &mut hv.host.memory, &hv.host.frames);
         if !domain.console.is_empty() {
             domain.console.flush(&mut |line| console::guest_line::print_guest_line(domid, line));
         }
@@ -990,7 +970,7 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
             peer.events.disconnect(port, domid);
         }
     }
-    let leftovers = tear_down(&domain, &mut hv.frame_table, &mut hv.memory, &hv.machine.m2p, &mut hv.frames);
+    let leftovers = tear_down(&domain, &mut hv.host.frames, &mut hv.host.memory, &hv.host.machine.m2p, &mut hv.frames);
     if leftovers.still_referenced != 0 {
         log::error!("domain {domid}: {} frames still referenced after teardown, kept", leftovers.still_referenced);
     }
@@ -1005,14 +985,14 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
     for row in hypercall_trace::table_rows(&domain.hypercall_counts, &domain.hypercall_cycles) {
         hv_println!("domain {domid} hypercalls: {row}");
     }
-    let still_owned = hv.frame_table.frames_of(domid).count();
+    let still_owned = hv.host.frames.frames_of(domid).count();
     let last_state = domain.state;
     hv_println!("domain {domid} ({}) is gone; {} left", domain.name, hv.domains.len());
     hv_result!("event=domain_cpu domid={domid} cpu_ms={}", domain.sched_state.cpu_ns / 1_000_000);
     drop(domain);
     // dom0 learns that a domain is gone.
     if let Some(dom0) = hv.domains.iter_mut().find(|d| d.id == 0) {
-        let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.memory, shared_info_mfn: dom0.shared_info_mfn };
+        let mut bits = crate::evtchn::SharedInfoBits { memory: &mut hv.host.memory, shared_info_mfn: dom0.shared_info_mfn };
         dom0.events.raise_virq(&mut bits, hypercall_abi::ops::event_channel::VIRQ_DOM_EXC);
     }
     // The current index: stale if it was this one (the scheduler picks again, and

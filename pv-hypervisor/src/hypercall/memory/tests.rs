@@ -93,15 +93,15 @@ fn machphys_update_sets_entries_of_own_frames_only() {
         g.call(nr::mmu_update, [ARG, 1, 0, DOMID_SELF.into(), 0, 0])
     };
     assert_eq!(update(&mut g, (spare << 12) + 0x120, 0x42), 0);
-    assert_eq!(g.machine.m2p.get(&g.memory, spare), Some(0x42));
+    assert_eq!(g.host.machine.m2p.get(&g.host.memory, spare), Some(0x42));
     // A page table of its own is still its own frame.
     assert_eq!(update(&mut g, L1, 7), 0);
-    assert_eq!(g.machine.m2p.get(&g.memory, L1 >> 12), Some(7));
+    assert_eq!(g.host.machine.m2p.get(&g.host.memory, L1 >> 12), Some(7));
     // The M2P table's own frame, and a frame nobody owns.
     assert_eq!(update(&mut g, M2P_MFN << 12, 1), EINVAL);
     assert_eq!(update(&mut g, 0x3f << 12, 1), EINVAL);
     assert_eq!(update(&mut g, 0x1000 << 12, 1), EINVAL);
-    assert_eq!(g.machine.m2p.get(&g.memory, 0x3f), Some(INVALID_M2P_ENTRY));
+    assert_eq!(g.host.machine.m2p.get(&g.host.memory, 0x3f), Some(INVALID_M2P_ENTRY));
 }
 
 fn reservation(g: &mut TestGuest, op: u32, extents: &[u64], list_va: u64, domid: u16, order: u32) -> i64 {
@@ -122,7 +122,7 @@ fn ballooning_down_and_up_within_the_maximum() {
     let spare = SPARE_FRAMES.start;
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare, spare + 1], BUFFER, DOMID_SELF, 0), 2);
     assert_eq!(g.domain.tot_pages, 14);
-    assert_eq!(g.frames.owner(spare), None);
+    assert_eq!(g.host.frames.owner(spare), None);
     // Not ours any more; the shared_info page: none done.
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 0);
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[super::super::test_support::SHARED_INFO >> 12], BUFFER, DOMID_SELF, 0), 0);
@@ -132,17 +132,17 @@ fn ballooning_down_and_up_within_the_maximum() {
     assert_eq!(reservation(&mut g, XENMEM_INCREASE_RESERVATION, &[0, 0, 0], BUFFER, DOMID_SELF, 0), 2);
     assert_eq!(g.domain.tot_pages, 16);
     let new = extent(&g, 0);
-    assert_eq!(g.frames.owner(new), Some(0));
+    assert_eq!(g.host.frames.owner(new), Some(0));
     let mut page = [0xffu8; 4096];
-    g.memory.read_bytes(new << 12, &mut page).unwrap();
+    g.host.memory.read_bytes(new << 12, &mut page).unwrap();
     assert!(page.iter().all(|&b| b == 0), "a new frame carries nothing of its last owner");
 
     // populate_physmap: the frame takes the guest frame number given, M2P included.
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare + 2], BUFFER, DOMID_SELF, 0), 1);
     assert_eq!(reservation(&mut g, XENMEM_POPULATE_PHYSMAP, &[9], BUFFER, DOMID_SELF, 0), 1);
     let populated = extent(&g, 0);
-    assert_eq!(g.machine.m2p.get(&g.memory, populated), Some(9));
-    assert_eq!(g.frames.owner(populated), Some(0));
+    assert_eq!(g.host.machine.m2p.get(&g.host.memory, populated), Some(9));
+    assert_eq!(g.host.frames.owner(populated), Some(0));
 }
 
 #[test]
@@ -175,10 +175,10 @@ fn extents_of_several_frames_are_aligned_runs() {
     // Giving back two of ours at once; then the shared_info frame's run: all or nothing.
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 1), 1);
     assert_eq!(g.domain.tot_pages, 14);
-    assert_eq!((g.frames.owner(spare), g.frames.owner(spare + 1)), (None, None));
+    assert_eq!((g.host.frames.owner(spare), g.host.frames.owner(spare + 1)), (None, None));
     let shared = g.domain.shared_info_mfn;
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[shared & !1], BUFFER, DOMID_SELF, 1), 0);
-    assert_eq!(g.frames.owner(shared & !1), Some(0), "nothing of a refused extent is given back");
+    assert_eq!(g.host.frames.owner(shared & !1), Some(0), "nothing of a refused extent is given back");
     // Past the maximum (16 pages) by one extent of four: refused whole.
     assert_eq!(reservation(&mut g, XENMEM_POPULATE_PHYSMAP, &[100], BUFFER, DOMID_SELF, 2), 0);
     assert_eq!(g.domain.tot_pages, 14);
@@ -187,8 +187,8 @@ fn extents_of_several_frames_are_aligned_runs() {
     let first = extent(&g, 0);
     assert_eq!(first % 2, 0);
     for i in 0..2 {
-        assert_eq!(g.frames.owner(first + i), Some(0));
-        assert_eq!(g.machine.m2p.get(&g.memory, first + i), Some(100 + i));
+        assert_eq!(g.host.frames.owner(first + i), Some(0));
+        assert_eq!(g.host.machine.m2p.get(&g.host.memory, first + i), Some(100 + i));
     }
     assert_eq!(g.domain.tot_pages, 16);
 }
@@ -202,17 +202,17 @@ fn a_frame_given_back_while_mapped_is_freed_when_unmapped() {
     let free_before = g.free_frames.0.len();
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[frame], BUFFER, DOMID_SELF, 0), 1, "taken, as on Xen");
     assert_eq!(g.domain.tot_pages, 16, "but not freed while mapped");
-    assert_eq!(g.frames.owner(frame), Some(0));
-    assert!(g.frames.is_given_back(frame));
+    assert_eq!(g.host.frames.owner(frame), Some(0));
+    assert!(g.host.frames.is_given_back(frame));
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[frame], BUFFER, DOMID_SELF, 0), 0, "not twice");
     // Dropping the mapping drops the last reference: the frame goes.
     let pte = L1 + ((GUEST_DATA_VA >> 12) & 511) * 8 + page * 8;
     g.poke(BUFFER, MmuUpdate { ptr: pte, val: 0 }.as_bytes());
     assert_eq!(g.call(nr::mmu_update, [BUFFER, 1, 0, DOMID_SELF as u64, 0, 0]), 0);
     assert_eq!(g.domain.tot_pages, 15);
-    assert_eq!(g.frames.owner(frame), None);
+    assert_eq!(g.host.frames.owner(frame), None);
     assert_eq!(g.free_frames.0.len(), free_before + 1);
-    assert_eq!(g.machine.m2p.get(&g.memory, frame), Some(INVALID_M2P_ENTRY));
+    assert_eq!(g.host.machine.m2p.get(&g.host.memory, frame), Some(INVALID_M2P_ENTRY));
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn a_pinned_table_given_back_is_unpinned_first() {
     g.poke(BUFFER, hypercall_abi::ops::mmu::MmuextOp { cmd: hypercall_abi::ops::mmu::MMUEXT_PIN_L1_TABLE, _pad: 0, arg1: spare, arg2: 0 }.as_bytes());
     assert_eq!(g.call(nr::mmuext_op, [BUFFER, 1, 0, DOMID_SELF as u64, 0, 0]), 0);
     assert_eq!(reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare], BUFFER, DOMID_SELF, 0), 1);
-    assert_eq!((g.frames.owner(spare), g.domain.tot_pages), (None, 15), "nothing else held it: freed at once");
+    assert_eq!((g.host.frames.owner(spare), g.domain.tot_pages), (None, 15), "nothing else held it: freed at once");
 }
 
 #[test]
@@ -230,13 +230,13 @@ fn a_long_reservation_continues_from_the_extent_it_reached() {
     let mut g = TestGuest::new();
     let spare = SPARE_FRAMES.start;
     g.regs.rip = 0x10_0102;
-    g.preempt_at = 0;
+    g.host.next_interrupt_at = 0;
     // A timer is due: one extent is done, then the call continues from extent 1.
     let ret = reservation(&mut g, XENMEM_DECREASE_RESERVATION, &[spare, spare + 1, spare + 2], BUFFER, DOMID_SELF, 0);
     assert_eq!(ret, nr::memory_op as i64);
     assert_eq!((g.regs.rip, g.regs.rdi, g.regs.rsi), (0x10_0100, (1 << MEMOP_EXTENT_SHIFT) | u64::from(XENMEM_DECREASE_RESERVATION), ARG));
     assert_eq!(g.domain.tot_pages, 15);
-    g.preempt_at = u64::MAX;
+    g.host.next_interrupt_at = u64::MAX;
     let args = [g.regs.rdi, g.regs.rsi, 0, 0, 0, 0];
     assert_eq!(g.call(nr::memory_op, args), 3, "the answer counts every extent, from the first");
     assert_eq!(g.domain.tot_pages, 13);

@@ -35,14 +35,14 @@ fn mmu_update_maps_unmaps_and_counts() {
     // Map a spare frame read-only at the 5th page, then writable, then unmap it.
     let (ret, done) = mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RO }]);
     assert_eq!((ret, done), (0, 1));
-    assert_eq!(translate(&g.memory, L4, GUEST_DATA_VA + 0x4000, Access::Read), Ok(spare << 12));
-    assert_eq!(g.frames.ref_count(spare), 1);
+    assert_eq!(translate(&g.host.memory, L4, GUEST_DATA_VA + 0x4000, Access::Read), Ok(spare << 12));
+    assert_eq!(g.host.frames.ref_count(spare), 1);
     let (ret, _) = mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (spare << 12) | RW }]);
     assert_eq!(ret, 0);
-    assert_eq!(g.frames.page_type(spare), PageType::Writable);
+    assert_eq!(g.host.frames.page_type(spare), PageType::Writable);
     let (ret, _) = mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: 0 }]);
     assert_eq!(ret, 0);
-    assert_eq!((g.frames.ref_count(spare), g.frames.type_count(spare)), (0, 0));
+    assert_eq!((g.host.frames.ref_count(spare), g.host.frames.type_count(spare)), (0, 0));
 }
 
 #[test]
@@ -55,18 +55,18 @@ fn a_batch_stops_at_its_first_bad_entry() {
         MmuUpdate { ptr: pte(6), val: ((spare + 1) << 12) | RO },
     ];
     assert_eq!(mmu_update(&mut g, &requests), (-16, 1), "EBUSY (a page table mapped writable) after one done");
-    assert_eq!(g.frames.ref_count(spare + 1), 0, "the third never ran");
+    assert_eq!(g.host.frames.ref_count(spare + 1), 0, "the third never ran");
     // Not a page table at all, another domain's frame, a misaligned pointer, a bad command.
     // A plain page of the guest's is just written (as on Xen).
     assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: DATA + 8, val: 0x1234 }]).0, 0);
-    assert_eq!(g.memory.read_u64(DATA + 8), Some(0x1234));
+    assert_eq!(g.host.memory.read_u64(DATA + 8), Some(0x1234));
     assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4), val: (50 << 12) | RO }]).0, -22);
     assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4) + 4, val: 0 }]).0, -22);
     assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4) | 3, val: 0 }]).0, -22);
     assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: pte(4) | 1, val: 0 }]).0, 0, "an M2P update of its own L1");
     // The hypervisor's slots.
     assert_eq!(mmu_update(&mut g, &[MmuUpdate { ptr: L4 + 262 * 8, val: 0 }]).0, -22);
-    assert_eq!(g.memory.read_u64(L4 + 262 * 8), Some(0), "unchanged");
+    assert_eq!(g.host.memory.read_u64(L4 + 262 * 8), Some(0), "unchanged");
     assert_eq!(g.call(nr::mmu_update, [SCRATCH, 1, DONE, 5, 0, 0]), -3, "foreign domain");
     assert_eq!(g.call(nr::mmu_update, [SCRATCH, 1, DONE, 0, 0, 0]), -3, "itself by number");
 }
@@ -76,7 +76,7 @@ fn update_va_mapping_walks_the_kernel_tables() {
     let mut g = TestGuest::new();
     let spare = SPARE_FRAMES.start + 2;
     assert_eq!(g.call(nr::update_va_mapping, [GUEST_DATA_VA + 0x5000, (spare << 12) | RW, UVMF_INVLPG, 0, 0, 0]), 0);
-    assert_eq!(translate(&g.memory, L4, GUEST_DATA_VA + 0x5000, Access::Write), Ok(spare << 12));
+    assert_eq!(translate(&g.host.memory, L4, GUEST_DATA_VA + 0x5000, Access::Write), Ok(spare << 12));
     assert_eq!(g.call(nr::update_va_mapping, [0x7fff_0000_0000, 0, 0, 0, 0, 0]), -22, "no L1 there");
     assert_eq!(g.call(nr::update_va_mapping, [0xffff_8300_0000_0000, 0, 0, 0, 0, 0]), -22, "hypervisor range");
 }
@@ -86,10 +86,10 @@ fn pin_and_base_pointers() {
     let mut g = TestGuest::new();
     let (l4, l1) = (SPARE_FRAMES.start, SPARE_FRAMES.start + 1);
     // A new L4 whose slot 0 reuses the kernel's L3; it must be unmapped to be a table.
-    g.memory.set_entry(l4 << 12, 0, g.memory.read_u64(L4).unwrap());
+    g.host.memory.set_entry(l4 << 12, 0, g.host.memory.read_u64(L4).unwrap());
     assert_eq!(mmuext(&mut g, MMUEXT_PIN_L4_TABLE, l4), 0);
-    assert_eq!(g.frames.page_type(l4), PageType::L4);
-    assert_eq!(g.memory.read_u64((l4 << 12) + 262 * 8), Some(0xdead_0003), "hypervisor slots filled");
+    assert_eq!(g.host.frames.page_type(l4), PageType::L4);
+    assert_eq!(g.host.memory.read_u64((l4 << 12) + 262 * 8), Some(0xdead_0003), "hypervisor slots filled");
     assert_eq!(mmuext(&mut g, MMUEXT_PIN_L4_TABLE, l4), -22, "already pinned");
     assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, l4), -22, "pinned as another type");
     assert_eq!(mmuext(&mut g, MMUEXT_NEW_USER_BASEPTR, l4), 0);
@@ -106,7 +106,7 @@ fn pin_and_base_pointers() {
     // Dropping the user base pointer and the pin leaves nothing held.
     assert_eq!(mmuext(&mut g, MMUEXT_NEW_USER_BASEPTR, 0), 0);
     assert_eq!(mmuext(&mut g, MMUEXT_UNPIN_TABLE, l4), 0);
-    assert_eq!((g.frames.type_count(l4), g.frames.ref_count(l4)), (0, 0));
+    assert_eq!((g.host.frames.type_count(l4), g.host.frames.ref_count(l4)), (0, 0));
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn clear_and_copy_page_write_only_frames_that_could_be_mapped_writable() {
     };
     let spare_bytes = |g: &TestGuest, offset: u64, len: usize| {
         let mut out = std::vec![0; len];
-        g.memory.read_bytes(spare * 4096 + offset, &mut out).unwrap();
+        g.host.memory.read_bytes(spare * 4096 + offset, &mut out).unwrap();
         out
     };
     // The scratch area is in the data frame too: copy first, then look past it.
@@ -184,7 +184,7 @@ fn clear_and_copy_page_write_only_frames_that_could_be_mapped_writable() {
     assert_eq!(spare_bytes(&g, 0x100, 6), b"copied");
     assert_eq!(mmuext(&mut g, MMUEXT_CLEAR_PAGE, spare), 0);
     assert!(spare_bytes(&g, 0, 4096).iter().all(|&b| b == 0));
-    assert_eq!((g.frames.ref_count(spare), g.frames.type_count(spare)), (0, 0), "nothing kept");
+    assert_eq!((g.host.frames.ref_count(spare), g.host.frames.type_count(spare)), (0, 0), "nothing kept");
     // A page table can be read from, never written; other owners' frames neither.
     assert_eq!(copy(&mut g, spare, L1 >> 12), 0, "copying from a page table");
     assert_eq!(mmuext(&mut g, MMUEXT_CLEAR_PAGE, L1 >> 12), -22);
@@ -204,16 +204,16 @@ fn a_long_batch_continues_later_and_counts_the_whole_batch() {
     let bytes: std::vec::Vec<u8> = requests.iter().flat_map(|r| r.as_bytes().to_vec()).collect();
     g.poke(SCRATCH, &bytes);
     g.regs.rip = 0x10_0102;
-    g.preempt_at = 0;
+    g.host.next_interrupt_at = 0;
     let ret = g.call(nr::mmu_update, [SCRATCH, 100, DONE, DOMID_SELF as u64, 0, 0]);
     assert_eq!(ret, nr::mmu_update as i64, "continued: rax holds the number again");
     assert_eq!(g.regs.rip, 0x10_0100);
     assert_eq!((g.regs.rdi, g.regs.rsi, g.regs.rdx), (SCRATCH + 64 * 16, u64::from(36 | MMU_UPDATE_PREEMPTED), DONE));
     assert_eq!(u32::from_le_bytes(g.peek(DONE, 4).try_into().unwrap()), 64, "done so far, for the next part");
     // The next part (no timer due) finishes; the count is the whole batch's.
-    g.preempt_at = u64::MAX;
+    g.host.next_interrupt_at = u64::MAX;
     let args = [g.regs.rdi, g.regs.rsi, g.regs.rdx, g.regs.r10, 0, 0];
     assert_eq!(g.call(nr::mmu_update, args), 0);
     assert_eq!(u32::from_le_bytes(g.peek(DONE, 4).try_into().unwrap()), 100);
-    assert_eq!(g.frames.ref_count(spare), 0, "the last update unmapped it");
+    assert_eq!(g.host.frames.ref_count(spare), 0, "the last update unmapped it");
 }

@@ -126,15 +126,15 @@ fn nmi_op_sets_the_same_entry_and_send_nmi_waits_for_iret() {
     assert!(g.domain.traps.nmi_deliverable());
     // Delivered on the way out: the handler runs with NMIs (and events) masked.
     g.regs.rsp = GUEST_DATA_VA + 0x800;
-    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.memory, &mut g.regs), Ok(true));
+    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.host.memory, &mut g.regs), Ok(true));
     assert_eq!(g.regs.rip, 0x10_7000);
     assert!(g.domain.traps.nmi_masked && !g.domain.traps.exit.nmi_pending);
     assert_eq!(g.call(nr::vcpu_op, [VCPUOP_SEND_NMI as u64, 0, 0, 0, 0, 0]), 0);
-    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.memory, &mut g.regs), Ok(false), "nested: waits");
+    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.host.memory, &mut g.regs), Ok(false), "nested: waits");
     assert!(g.domain.traps.exit.nmi_pending);
     // Unregistered: a pending NMI is dropped.
     assert_eq!(g.call(nr::nmi_op, [XENNMI_UNREGISTER_CALLBACK as u64, 0, 0, 0, 0, 0]), 0);
     g.domain.traps.nmi_masked = false;
-    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.memory, &mut g.regs), Ok(false));
+    assert_eq!(crate::trap::deliver::deliver_nmi(&mut g.domain, &mut g.host.memory, &mut g.regs), Ok(false));
     assert!(!g.domain.traps.exit.nmi_pending);
 }

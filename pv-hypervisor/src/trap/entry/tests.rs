@@ -19,7 +19,7 @@ fn exception(g: &mut TestGuest, cpuid: &CpuidPolicy, vector: u64, error_code: u6
     g.regs.vector = vector;
     g.regs.error_code = error_code;
     let hw = ExceptionContext { cr2: 0x1234_5000, debug_status: 0, host: HOST };
-    guest_exception(&mut g.domain, &mut g.memory, &mut g.frames, cpuid, &mut crate::trap::ports::NoPorts, &mut g.regs, &hw);
+    guest_exception(&mut g.domain, &mut g.host.memory, &mut g.host.frames, cpuid, &mut crate::trap::ports::NoPorts, &mut g.regs, &hw);
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn forced_cpuid_and_an_instruction_cut_by_the_mapping() {
 fn compat_syscall_without_callback_is_ud_at_the_instruction() {
     let (mut g, _) = guest();
     g.regs.rip = 0x40_1002;
-    compat_syscall(&mut g.domain, &mut g.memory, &mut g.regs);
+    compat_syscall(&mut g.domain, &mut g.host.memory, &mut g.regs);
     assert_eq!(g.regs.rip, 0x10_6000);
     assert_eq!(g.peek(g.regs.rsp + 16, 8), 0x40_1000u64.to_le_bytes());
 }
@@ -66,12 +66,12 @@ fn compat_syscall_without_callback_is_ud_at_the_instruction() {
 fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
     let (mut g, _) = guest();
     g.regs.rip = 0x0000_8000_0000_0000;
-    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+    check_exit_frame(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs);
     assert_eq!((g.regs.rip, g.domain.state), (0x10_d000, DomainState::Running));
     // No #GP handler: crashed.
     let mut g = TestGuest::new();
     g.regs.rip = 0x0000_8000_0000_0000;
-    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+    check_exit_frame(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs);
     assert_eq!(g.domain.state, DomainState::Crashed);
     // A non-canonical rsp is the guest's own business: iretq loads it without
     // faulting, so the frame goes back as it was (Xen resumes it the same way).
@@ -79,7 +79,7 @@ fn bad_exit_frames_become_the_guests_gp_or_crash_it() {
     g.regs.rsp = 0x1234_0000_0000_0000;
     g.regs.rcx = 1; // not a sysret frame
     let before = g.regs;
-    check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+    check_exit_frame(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs);
     assert_eq!((g.regs, g.domain.state), (before, DomainState::Running));
 }
 
@@ -93,11 +93,11 @@ fn a_null_selector_never_passes_the_exit_check() {
     for (cs, ss, entry0) in [(0xe033, 3, DATA_DPL3), (3, 0xe02b, CODE64_DPL3), (0xe033, 0, DATA_DPL3)] {
         let mut g = TestGuest::new();
         let gdt = SPARE_FRAMES.start;
-        g.memory.write_bytes(gdt * 4096, &entry0.to_le_bytes()).unwrap();
+        g.host.memory.write_bytes(gdt * 4096, &entry0.to_le_bytes()).unwrap();
         g.domain.traps.gdt_frames[0] = gdt;
         g.domain.traps.gdt_frame_count = 1;
         (g.regs.cs, g.regs.ss, g.regs.rcx) = (cs, ss, 1);
-        check_exit_frame(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs);
+        check_exit_frame(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs);
         assert_eq!(g.domain.state, DomainState::Crashed, "cs {cs:#x} ss {ss:#x}");
     }
 }

@@ -17,7 +17,7 @@ const TARGET: u64 = L1_VA + 5 * 8;
 fn guest() -> TestGuest {
     let mut g = TestGuest::new();
     g.domain.traps.set_trap(&TrapInfo { vector: 14, flags: 0, cs: 0xe033, _pad: 0, address: PAGE_FAULT_HANDLER });
-    let mut tables = PageTables { frames: &mut g.frames, memory: &mut g.memory, domain: 0 };
+    let mut tables = PageTables { frames: &mut g.host.frames, memory: &mut g.host.memory, domain: 0 };
     tables.update_entry(L1 >> 12, 1, 4, L1 | READ_ONLY).unwrap();
     g.regs.rsp = GUEST_DATA_VA + TestGuest::MAPPED_BYTES - 8;
     g
@@ -32,11 +32,11 @@ fn store(g: &mut TestGuest, code: &[u8], cr2: u64) {
     g.regs.error_code = PF_PRESENT | PF_WRITE | 4;
     let hw = ExceptionContext { cr2, debug_status: 0, host: HostView { cr0: 0, cr4: 0, efer: 0 } };
     let cpuid = CpuidPolicy::from_host(|_, _| [0; 4], 0x4_0011, 36);
-    guest_exception(&mut g.domain, &mut g.memory, &mut g.frames, &cpuid, &mut crate::trap::ports::NoPorts, &mut g.regs, &hw)
+    guest_exception(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &cpuid, &mut crate::trap::ports::NoPorts, &mut g.regs, &hw)
 }
 
 fn entry(g: &TestGuest, index: u64) -> u64 {
-    g.memory.read_u64(L1 + index * 8).unwrap()
+    g.host.memory.read_u64(L1 + index * 8).unwrap()
 }
 
 const SPARE: u64 = SPARE_FRAMES.start << 12;
@@ -50,7 +50,7 @@ fn a_plain_store_to_an_l1_entry_is_checked_and_applied() {
     assert_eq!(g.regs.rip, GUEST_DATA_VA + 3);
     assert_eq!(entry(&g, 5), SPARE | WRITABLE);
     // The new entry holds its references like any validated one.
-    assert_eq!((g.frames.page_type(SPARE >> 12), g.frames.ref_count(SPARE >> 12)), (PageType::Writable, 1));
+    assert_eq!((g.host.frames.page_type(SPARE >> 12), g.host.frames.ref_count(SPARE >> 12)), (PageType::Writable, 1));
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn the_assist_need_not_be_on_as_on_xen_4_17() {
 fn outside_an_l1_or_for_other_faults_nothing_is_emulated() {
     // A read-only data page of the guest.
     let mut g = guest();
-    let mut tables = PageTables { frames: &mut g.frames, memory: &mut g.memory, domain: 0 };
+    let mut tables = PageTables { frames: &mut g.host.frames, memory: &mut g.host.memory, domain: 0 };
     tables.update_entry(L1 >> 12, 1, 6, SPARE | READ_ONLY).unwrap();
     let va = GUEST_DATA_VA + 6 * 4096;
     g.regs.rdi = va;
@@ -93,7 +93,7 @@ fn outside_an_l1_or_for_other_faults_nothing_is_emulated() {
         g.regs.rip = GUEST_DATA_VA;
         g.regs.vector = 14;
         g.regs.error_code = error_code;
-        assert!(!emulate_page_table_write(&mut g.domain, &mut g.memory, &mut g.frames, &mut g.regs, TARGET, error_code));
+        assert!(!emulate_page_table_write(&mut g.domain, &mut g.host.memory, &mut g.host.frames, &mut g.regs, TARGET, error_code));
         assert_eq!(entry(&g, 5), 0);
     }
 }
@@ -165,7 +165,7 @@ fn xchg_and_cmpxchg_behave_as_on_memory() {
     // cmpxchg that succeeds (clearing the entry): ZF set, the old frame's reference gone.
     store(&mut g, &[0xf0, 0x48, 0x0f, 0xb1, 0x0f], TARGET);
     assert_eq!((entry(&g, 5), g.regs.rflags & (1 << 6)), (0, 1 << 6));
-    assert_eq!(g.frames.ref_count(SPARE >> 12), 0);
+    assert_eq!(g.host.frames.ref_count(SPARE >> 12), 0);
 }
 
 #[test]
