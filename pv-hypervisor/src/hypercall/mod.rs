@@ -81,8 +81,10 @@ pub struct Host<M: MachineMemory> {
     pub memory: M,
     /// Ownership and types of every machine frame (PV MMU).
     pub frames: FrameTable,
-    /// The hypervisor's own L4, whose reserved slots every guest L4 gets.
-    pub hypervisor_l4: [u64; 512],
+    /// The hypervisor's own L4, whose reserved slots every guest L4 gets. Boxed: 4 KiB
+    /// read only when an L4 is validated, kept off the page of the fields every
+    /// hypercall reads.
+    pub hypervisor_l4: alloc::boxed::Box<[u64; 512]>,
     pub machine: MachineInfo,
     /// Serial input queued for dom0 (CONSOLEIO_read).
     pub console_input: crate::console::input::SerialInput,

@@ -164,7 +164,14 @@ impl TestGuest {
         }
         TestGuest {
             domain,
-            host: Host { memory, frames, hypervisor_l4: HYPERVISOR_L4, machine, console_input: Default::default(), next_interrupt_at: u64::MAX },
+            host: Host {
+                memory,
+                frames,
+                hypervisor_l4: Box::new(HYPERVISOR_L4),
+                machine,
+                console_input: Default::default(),
+                next_interrupt_at: u64::MAX,
+            },
             regs,
             free_frames: FreeList(free),
             last_flush: TlbFlush::None,

@@ -76,7 +76,9 @@ pub const VECTOR_NMI: u8 = 2;
 /// Per-vCPU trap state. Plain data: the rules that change it live in the sibling modules.
 #[derive(Clone, Debug)]
 pub struct TrapState {
-    pub table: [TrapEntry; VECTORS],
+    /// Boxed: 4 KiB used only by bounces, kept off the pages of the fields every exit
+    /// reads (the hypercall path's working set).
+    pub table: alloc::boxed::Box<[TrapEntry; VECTORS]>,
     pub callbacks: Callbacks,
     /// From stack_switch: where a bounce from guest user mode puts its frame.
     pub kernel_ss: u16,
@@ -204,7 +206,7 @@ pub const DR7_DEFAULT: u64 = 0x400;
 impl Default for TrapState {
     fn default() -> Self {
         TrapState {
-            table: [TrapEntry::default(); VECTORS],
+            table: alloc::boxed::Box::new([TrapEntry::default(); VECTORS]),
             callbacks: Callbacks::default(),
             kernel_ss: 0,
             kernel_sp: 0,
@@ -245,7 +247,7 @@ impl TrapState {
 
     /// set_trap_table(NULL): forget every handler.
     pub fn clear_traps(&mut self) {
-        self.table = [TrapEntry::default(); VECTORS];
+        *self.table = [TrapEntry::default(); VECTORS];
     }
 
     /// CALLBACKTYPE_NMI / XENNMI_register_callback: trap-table entry 2, entered on the

@@ -141,10 +141,6 @@ core::arch::global_asm!(
     "sysretq",
     ".popsection",
 
-    ".pushsection .bss.syscall_guest_rsp, \"aw\", @nobits",
-    ".balign 8",
-    "syscall_guest_rsp: .skip 8",
-    ".popsection",
     guest_ss = const FLAT_RING3_SS64 as u64,
     guest_cs = const FLAT_RING3_CS64 as u64,
     guest_cs32 = const FLAT_RING3_CS32 as u64,

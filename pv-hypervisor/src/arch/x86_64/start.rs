@@ -80,7 +80,21 @@ struct Usage {
     heap_bytes: usize,
 }
 
-static HV: Mutex<Option<Hypervisor>> = Mutex::new(None);
+/// The hypervisor's state, on a page of its own: the hypercall path reads its lock and
+/// a few fields on every entry, and each page it touches is a TLB entry (under TCG, a
+/// softmmu TLB entry that a guest page can evict), so they stay on one.
+static HV: PageAligned<Mutex<Option<Hypervisor>>> = PageAligned(Mutex::new(None));
+
+#[repr(C, align(4096))]
+struct PageAligned<T>(T);
+const _: () = assert!(core::mem::size_of::<PageAligned<Mutex<Option<Hypervisor>>>>() == 4096);
+
+impl<T> core::ops::Deref for PageAligned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 extern "C" {
     static __image_phys_start: u8;
@@ -205,7 +219,8 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     super::lapic::init(tsc_hz);
     let machine = MachineInfo { m2p, max_page: nr_frames, memory_map, clock };
     // SAFETY: CR3 holds the boot L4, mapped in the direct map like all low memory.
-    let hypervisor_l4: [u64; 512] = unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) };
+    // Boxed before the heap is measured for the domains' teardown check.
+    let hypervisor_l4: alloc::boxed::Box<[u64; 512]> = alloc::boxed::Box::new(unsafe { *(phys_to_virt(cpu::cr3()) as *const [u64; 512]) });
     if let Err(e) = check_dom0_fits(options.dom0_pages, frames.free_frames()) {
         boot_error("hypervisor-cmdline", &e);
     }
