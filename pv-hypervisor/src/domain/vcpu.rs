@@ -7,8 +7,6 @@ use core::mem::offset_of;
 pub const SYSCALL_VECTOR: u64 = 0x100;
 /// The vector the compatibility-mode `syscall` entry records.
 pub const SYSCALL32_VECTOR: u64 = 0x101;
-/// Not an entry: marks a frame the exit path may leave by `sysretq`.
-pub const SYSRET_VECTOR: u64 = 0x200;
 
 /// A guest's general registers plus the CPU's interrupt frame, exactly as the entry code
 /// in `arch::x86_64::entry` pushes them (lowest address first). While a vCPU runs in the

@@ -50,7 +50,7 @@ pub unsafe fn switch_cr3(l4_phys: u64) -> bool {
 /// itself never uses the FPU (soft-float target), so TS only ever stands for the guest's
 /// virtual TS.
 pub fn set_task_switched(set: bool) {
-    if TS_SET.swap(set, core::sync::atomic::Ordering::Relaxed) != set {
+    if TS_SET.swap(u8::from(set), core::sync::atomic::Ordering::Relaxed) != u8::from(set) {
         let cr0 = Cr0::read();
         // SAFETY: TS only makes FPU/SSE instructions fault; the hypervisor executes none.
         unsafe { Cr0::write(if set { cr0 | Cr0Flags::TASK_SWITCHED } else { cr0 - Cr0Flags::TASK_SWITCHED }) };
@@ -59,14 +59,15 @@ pub fn set_task_switched(set: bool) {
 
 /// CR0.TS as [`set_task_switched`] left it: remembered so the common case (no change)
 /// costs no CR0 access on the exit path.
-static TS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// 0 or 1: a byte, so the exit path XORs it with the vCPU's TS without normalising a bool.
+static TS_SET: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
 /// Zero when the exit path would change neither CR3 nor CR0.TS for a vCPU on `l4_phys`
 /// with virtual TS `task_switched`: a word the exit path ORs with its other conditions.
 #[inline(always)]
 pub fn cr3_and_ts_differences(l4_phys: u64, task_switched: bool) -> u64 {
     use core::sync::atomic::Ordering::Relaxed;
-    (LOADED_CR3.load(Relaxed) ^ l4_phys) | u64::from(TS_SET.load(Relaxed) != task_switched)
+    (LOADED_CR3.load(Relaxed) ^ l4_phys) | u64::from(TS_SET.load(Relaxed) ^ u8::from(task_switched))
 }
 
 /// Drops every non-global TLB entry (reloads CR3).

@@ -9,7 +9,7 @@
 //! Single CPU: the syscall entry parks the guest RSP in a global while it switches
 //! stacks. Per-CPU data (and `swapgs`) comes with SMP.
 
-use crate::domain::vcpu::{GuestRegisters, SYSCALL32_VECTOR, SYSCALL_VECTOR, SYSRET_VECTOR};
+use crate::domain::vcpu::{GuestRegisters, SYSCALL32_VECTOR, SYSCALL_VECTOR};
 use hypercall_abi::arch_x86_64::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
 use x86_64::registers::model_specific::Msr;
 
@@ -123,20 +123,24 @@ core::arch::global_asm!(
     "call syscall32_from_guest", // leaves through resume_frame, never returns
     "ud2",
 
-    // Back to the guest. A frame marked SYSRET_VECTOR (by `resume_guest`, only when rcx
-    // and r11 already hold the rip and rflags to resume with, and the frame passed
-    // `trap::frame_check`: canonical rip, flat 64-bit selectors) leaves by `sysretq`,
-    // which loads no descriptors and costs far less than `iretq`. Interrupts are off
-    // (SFMASK) between loading the guest rsp and sysretq; NMI and #MC use IST stacks.
-    ".globl restore_frame",
-    "restore_frame:",
+    // Back to the guest (or to the ring-0 code an interrupt hit) with `iretq`.
+    ".macro pop_guest_registers",
     "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
     "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
-    "cmp qword ptr [rsp], {sysret_vector}",
-    "je 8f",
+    ".endm",
+    ".globl restore_frame",
+    "restore_frame:",
+    "pop_guest_registers",
     "add rsp, 16", // vector and error code
     "iretq",
-    "8:",
+    // Back to the guest with `sysretq`, which loads no descriptors and costs far less
+    // than `iretq`: only for a frame rcx and r11 already resume (rip and rflags) and that
+    // passed `trap::frame_check` (canonical rip, flat 64-bit selectors), see
+    // `resume_frame_by_sysret`. Interrupts are off (SFMASK) between loading the guest
+    // rsp and sysretq; NMI and #MC use IST stacks.
+    ".globl restore_frame_by_sysret",
+    "restore_frame_by_sysret:",
+    "pop_guest_registers",
     "mov rsp, [rsp + 40]", // the guest rsp: 16 (vector, error code) + rip, cs, rflags
     "sysretq",
     ".popsection",
@@ -150,7 +154,6 @@ core::arch::global_asm!(
     timer_vector = const super::lapic::TIMER_VECTOR as u64,
     spurious_vector = const super::lapic::SPURIOUS_VECTOR as u64,
     kick_vector = const super::lapic::KICK_VECTOR as u64,
-    sysret_vector = const SYSRET_VECTOR,
 );
 
 /// The soft-interrupt vector guests may raise directly (`int 0x80`).
@@ -165,6 +168,7 @@ extern "C" {
     fn syscall_entry();
     fn syscall32_entry();
     fn restore_frame();
+    fn restore_frame_by_sysret();
 }
 
 pub fn trap_stub_address(vector: usize) -> u64 {
@@ -243,6 +247,26 @@ pub unsafe fn resume_frame(frame: *mut GuestRegisters) -> ! {
             "jmp {restore}",
             frame = in(reg) frame,
             restore = sym restore_frame,
+            options(noreturn),
+        )
+    }
+}
+
+/// [`resume_frame`], leaving by `sysretq` instead of `iretq`.
+///
+/// # Safety
+/// As for [`resume_frame`]; and the frame must be one `sysretq` resumes exactly
+/// (`GuestRegisters::sysret_can_resume`) with a canonical rip (`trap::frame_check`):
+/// sysretq to a non-canonical rcx faults in ring 0 on Intel CPUs.
+pub unsafe fn resume_frame_by_sysret(frame: *mut GuestRegisters) -> ! {
+    // SAFETY: the caller's guarantees; `restore_frame_by_sysret` pops exactly one
+    // GuestRegisters and takes rip, rflags and rsp from it.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {frame}",
+            "jmp {restore}",
+            frame = in(reg) frame,
+            restore = sym restore_frame_by_sysret,
             options(noreturn),
         )
     }

@@ -10,7 +10,7 @@ use crate::domain::bundle::{Bundle, DOM0_CMDLINE, DOM0_INITRD, DOM0_KERNEL};
 use crate::domain::crash::{write_crash_report, write_hypervisor_fault_report};
 use crate::domain::domu_config::domu_files;
 use crate::domain::frames::tear_down;
-use crate::domain::vcpu::{GuestRegisters, SYSRET_VECTOR};
+use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{exit_code_for, Domain, DomainState, Others};
 use crate::hypercall::trace as hypercall_trace;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
@@ -595,8 +595,12 @@ fn may_resume_as_it_is(domain: &Domain, memory: &DirectMap, frame: &GuestRegiste
 #[inline(always)]
 fn leave(guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let sysret = (frame.rcx == frame.rip) & (frame.r11 == frame.rflags);
-    frame.vector = if sysret { SYSRET_VECTOR } else { 0 };
     drop(guard);
+    if sysret {
+        // SAFETY: as below; and a plain flat frame whose rcx and r11 hold its rip and
+        // rflags is one sysretq resumes, with a canonical rip.
+        unsafe { entry::resume_frame_by_sysret(frame) }
+    }
     // SAFETY: `frame` is the one the entry stub pushed at the top of the hypervisor
     // stack; the lock is released and no Rust frame below it is needed any more.
     unsafe { entry::resume_frame(frame) }
@@ -650,12 +654,16 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     cpu::set_task_switched(domain.traps.fpu_ts);
     // The frame passed check_exit_frame (this domain's, before it was switched away
     // from, or just now).
-    frame.vector = if frame.sysret_can_resume() { SYSRET_VECTOR } else { 0 };
+    let sysret = frame.sysret_can_resume();
     if domain.traps.cpu_state_changed() {
         load_guest_cpu_state(&mut domain.traps);
     }
     drop(guard);
-    // SAFETY: as in `resume_guest`.
+    if sysret {
+        // SAFETY: as in `leave`; the frame passed check_exit_frame (canonical rip).
+        unsafe { entry::resume_frame_by_sysret(frame) }
+    }
+    // SAFETY: as in `leave`.
     unsafe { entry::resume_frame(frame) }
 }
 
