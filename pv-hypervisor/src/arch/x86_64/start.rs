@@ -69,6 +69,12 @@ struct Hypervisor {
     housekeeping_at: u64,
     /// Whether any domain crashed (the exit code says so when the last one is gone).
     any_crashed: bool,
+    /// The LAPIC timer (one-shot) may have fired since it was last armed, so it may be
+    /// idle: the exit path arms it again even if the deadline did not move. Without this,
+    /// a tick that arrived a little before `next_interrupt_at` by the TSC (QEMU drives the
+    /// two from different clocks; seen under host load) left no timer at all, and a guest
+    /// that spins without hypercalls was never preempted and its watchdog never fired.
+    timer_may_have_fired: bool,
     /// Free frames and heap in use just before the first domain was built: what the
     /// teardown of the last one must leave, to the last frame and byte.
     before_domains: Usage,
@@ -312,6 +318,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         slice_end: now,
         housekeeping_at: now + HOUSEKEEPING_NS,
         any_crashed: false,
+        timer_may_have_fired: false,
         before_domains,
     });
     hv_println!("starting dom0; serial input to dom0 (type CTRL-a three times to switch input to the hypervisor's debug keys)");
@@ -522,6 +529,7 @@ fn timer_interrupt(frame: &mut GuestRegisters) -> ! {
     }
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    hv.timer_may_have_fired |= frame.vector == u64::from(lapic::TIMER_VECTOR);
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
     crate::time::fire_if_due(domain, &mut hv.host.memory, hv.host.machine.clock.now_ns());
     domain.traps.exit.timer_changed = true;
@@ -653,8 +661,9 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
     }
     cpu::set_task_switched(domain.traps.fpu_ts);
     // The frame passed check_exit_frame (this domain's, before it was switched away
-    // from, or just now).
-    let sysret = frame.sysret_can_resume();
+    // from, or just now); sysretq also wants a canonical rip, checked again here at the
+    // price of a few instructions on the slow path rather than trusted to that chain.
+    let sysret = frame.sysret_can_resume() & frame_check::is_plain_flat_frame(frame);
     if domain.traps.cpu_state_changed() {
         load_guest_cpu_state(&mut domain.traps);
     }
@@ -694,7 +703,8 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
         poll_debug_keys(hv, now);
     }
     must_choose |= fire_timers_and_wake(hv, now);
-    must_choose |= retire_stopped_others(hv, now);
+    // A watchdog may have stopped the running domain itself.
+    must_choose |= retire_stopped(hv, now);
     if must_choose {
         loop {
             let candidates: Vec<sched::Candidate> =
@@ -715,11 +725,14 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
                     arm_timer(wake, now);
                     hv.host.next_interrupt_at = wake;
                     cpu::wait_for_interrupt();
+                    // Woken by the timer (which the ring-0 handler does not record) or
+                    // by another interrupt: either way, arm it again on the way out.
+                    hv.timer_may_have_fired = true;
                     pass_platform_nmi(hv);
                     now = hv.host.machine.clock.now_ns();
                     poll_debug_keys(hv, now);
                     fire_timers_and_wake(hv, now);
-                    retire_stopped_others(hv, now);
+                    retire_stopped(hv, now);
                 }
             }
         }
@@ -730,11 +743,13 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     let next_timer = hv.domains.iter().filter_map(wake_deadline).min();
     let others = hv.domains.len() > 1;
     let deadline = next_timer.unwrap_or(u64::MAX).min(if others { hv.slice_end } else { u64::MAX }).min(hv.housekeeping_at);
-    // The LAPIC is written only when the deadline moved or the last one has passed
-    // (an MMIO write is one of the dearer things an exit can do under emulation).
-    if deadline != hv.host.next_interrupt_at || now >= hv.host.next_interrupt_at {
+    // The LAPIC is written only when the deadline moved, the last one has passed or the
+    // timer fired (an MMIO write is one of the dearer things an exit can do under
+    // emulation).
+    if deadline != hv.host.next_interrupt_at || now >= hv.host.next_interrupt_at || hv.timer_may_have_fired {
         arm_timer(deadline, now);
         hv.host.next_interrupt_at = deadline;
+        hv.timer_may_have_fired = false;
     }
 }
 
@@ -758,11 +773,12 @@ fn wake_deadline(domain: &Domain) -> Option<u64> {
     crate::time::next_expiry(domain).into_iter().chain(poll).chain(domain.watchdogs.iter().flatten().copied()).min()
 }
 
-/// Domains other than the current one that stopped (shut down from elsewhere, or by a
-/// watchdog): retired now. Whether there were any.
-fn retire_stopped_others(hv: &mut Hypervisor, now: u64) -> bool {
+/// Domains that stopped (shut down from elsewhere, or by a watchdog, the current one
+/// included): retired now. Whether there were any; the scheduler must then choose (a
+/// retired current domain leaves `current` pointing nowhere until it does).
+fn retire_stopped(hv: &mut Hypervisor, now: u64) -> bool {
     let mut any = false;
-    while let Some(index) = hv.domains.iter().enumerate().position(|(i, d)| i != hv.current && !d.state.is_running()) {
+    while let Some(index) = hv.domains.iter().position(|d| !d.state.is_running()) {
         retire(hv, index, now);
         any = true;
     }
