@@ -144,6 +144,16 @@ pub fn least_vtime(candidates: impl Iterator<Item = (SchedState, bool)>) -> Opti
     candidates.filter(|(_, runnable)| *runnable).map(|(s, _)| s.vtime).min()
 }
 
+/// Whether the exit path must write the (one-shot) LAPIC timer for `deadline`, when it
+/// was last armed for `armed_for`: the deadline moved, the last one passed, or the timer
+/// may have fired since it was armed. The last matters when a tick arrives a little
+/// before `armed_for` by the TSC (QEMU drives the LAPIC timer and the TSC from different
+/// clocks): the deadline is then unchanged and not yet passed, and without re-arming no
+/// timer is left at all, so a guest that makes no hypercalls is never preempted.
+pub fn timer_needs_arming(deadline: u64, armed_for: u64, now: u64, may_have_fired: bool) -> bool {
+    deadline != armed_for || now >= armed_for || may_have_fired
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +248,15 @@ mod tests {
         s.charge(capped, 20_000_000, 110_000_000);
         assert_eq!(s.cap_budget(capped, 110_000_000), 40_000_000, "10 ms of the run fell in the new period");
         assert_eq!(s.cap_budget(SchedParams::default(), 0), u64::MAX);
+    }
+
+    #[test]
+    fn a_tick_that_came_early_still_rearms_the_timer() {
+        // Armed for 1000; the tick arrives when the TSC says 999, and the next deadline
+        // is still 1000 (nothing else due): only the flag says the timer is idle.
+        assert!(timer_needs_arming(1000, 1000, 999, true));
+        assert!(!timer_needs_arming(1000, 1000, 999, false), "no tick since: the armed timer stands");
+        assert!(timer_needs_arming(2000, 1000, 999, false), "the deadline moved");
+        assert!(timer_needs_arming(1000, 1000, 1000, false), "the deadline passed");
     }
 }

@@ -70,10 +70,8 @@ struct Hypervisor {
     /// Whether any domain crashed (the exit code says so when the last one is gone).
     any_crashed: bool,
     /// The LAPIC timer (one-shot) may have fired since it was last armed, so it may be
-    /// idle: the exit path arms it again even if the deadline did not move. Without this,
-    /// a tick that arrived a little before `next_interrupt_at` by the TSC (QEMU drives the
-    /// two from different clocks; seen under host load) left no timer at all, and a guest
-    /// that spins without hypercalls was never preempted and its watchdog never fired.
+    /// idle: the exit path arms it again even if the deadline did not move
+    /// (`sched::timer_needs_arming`).
     timer_may_have_fired: bool,
     /// Free frames and heap in use just before the first domain was built: what the
     /// teardown of the last one must leave, to the last frame and byte.
@@ -746,7 +744,7 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     // The LAPIC is written only when the deadline moved, the last one has passed or the
     // timer fired (an MMIO write is one of the dearer things an exit can do under
     // emulation).
-    if deadline != hv.host.next_interrupt_at || now >= hv.host.next_interrupt_at || hv.timer_may_have_fired {
+    if sched::timer_needs_arming(deadline, hv.host.next_interrupt_at, now, hv.timer_may_have_fired) {
         arm_timer(deadline, now);
         hv.host.next_interrupt_at = deadline;
         hv.timer_may_have_fired = false;
