@@ -50,7 +50,8 @@ static mut FRAME_BITMAP: [u64; (super::DIRECTMAP_MAX / 4096 / 64) as usize] = [0
 
 /// The hypervisor's state after boot. Single CPU, so a spin lock is never contended.
 struct Hypervisor {
-    frames: FrameAllocator<'static>,
+    /// Free machine frames (`host.frames` is the frame table: who owns and uses each).
+    free_frames: FrameAllocator<'static>,
     /// Guest memory, the frame table, our L4, the machine's description, dom0's serial
     /// input and the next timer interrupt: what hypercalls reach besides the domains.
     host: Host<DirectMap>,
@@ -299,7 +300,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
     let host_view = HostView { cr0, cr4, efer };
     let now = machine.clock.now_ns();
     *HV.lock() = Some(Hypervisor {
-        frames,
+        free_frames: frames,
         host: Host {
             memory,
             frames: frame_table,
@@ -390,7 +391,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
 #[inline(always)]
 fn hypercall_context<'a>(hv: &'a mut Hypervisor, frame: &'a mut GuestRegisters) -> HypercallContext<'a, DirectMap> {
     let Some((domain, others)) = Others::split(&mut hv.domains, hv.current) else { exit(ExitCode::HypervisorPanic) };
-    HypercallContext { domain, others, host: &mut hv.host, regs: frame, frame_source: &mut hv.frames, flush: TlbFlush::None, continuation: None }
+    HypercallContext { domain, others, host: &mut hv.host, regs: frame, frame_source: &mut hv.free_frames, flush: TlbFlush::None, continuation: None }
 }
 
 /// A user program's system call (for the guest kernel), or a traced hypercall.
@@ -504,7 +505,7 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     // A store into a page table (trap::ptwr) may have dropped a given-back frame's last
     // reference.
     if hv.host.frames.has_unused_given_back() {
-        crate::domain::frames::free_given_back(domain, &mut hv.host.frames, &mut hv.host.memory, &hv.host.machine.m2p, &mut hv.frames);
+        crate::domain::frames::free_given_back(domain, &mut hv.host.frames, &mut hv.host.memory, &hv.host.machine.m2p, &mut hv.free_frames);
     }
     if hv.host.frames.flush_needed() {
         cpu::flush_tlb();
@@ -681,12 +682,8 @@ fn run_scheduler(hv: &mut Hypervisor, frame: &mut GuestRegisters) {
     let mut now = hv.host.machine.clock.now_ns();
     charge_current(hv, now);
     let mut must_choose = (now >= hv.slice_end) | core::mem::take(&mut hv.domains[hv.current].traps.exit.reschedule);
-    if !hv.domains[hv.current].state.is_running() {
-        retire(hv, hv.current, now);
-        must_choose = true;
-    } else if !hv.domains[hv.current].runnable() {
-        must_choose = true;
-    }
+    // Stopped (retired below with the others) or blocked: someone else must run.
+    must_choose |= !hv.domains[hv.current].runnable();
     if let Some(domain) = hv.domains.get(hv.current).filter(|d| d.traps.yielded) {
         let id = domain.id;
         let others_least = sched::least_vtime(hv.domains.iter().filter(|d| d.id != id).map(|d| (d.sched_state, d.runnable())));
@@ -1007,7 +1004,7 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
             peer.events.disconnect(port, domid);
         }
     }
-    let leftovers = tear_down(&domain, &mut hv.host.frames, &mut hv.host.memory, &hv.host.machine.m2p, &mut hv.frames);
+    let leftovers = tear_down(&domain, &mut hv.host.frames, &mut hv.host.memory, &hv.host.machine.m2p, &mut hv.free_frames);
     if leftovers.still_referenced != 0 {
         log::error!("domain {domid}: {} frames still referenced after teardown, kept", leftovers.still_referenced);
     }
@@ -1056,7 +1053,7 @@ fn retire(hv: &mut Hypervisor, index: usize, now: u64) {
     // The list's buffer was allocated after the baseline was taken.
     hv.domains.shrink_to_fit();
     let before = hv.before_domains;
-    let frames_leaked = before.free_frames as i64 - hv.frames.free_frames() as i64;
+    let frames_leaked = before.free_frames as i64 - hv.free_frames.free_frames() as i64;
     let heap_leaked = HEAP.lock().used() as i64 - before.heap_bytes as i64;
     hv_result!("event=teardown domid={domid} frames_leaked={frames_leaked} frames_still_owned={still_owned} heap_bytes_leaked={heap_leaked}");
     hv_println!("no domain left");
