@@ -24,7 +24,7 @@ pub fn iret<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) -> Result<i64, 
         ctx.crash(IRET_NO_USER_TABLE);
         return Err(Errno::EINVAL);
     }
-    let outcome = apply_iret(&frame, ctx.regs);
+    let outcome = apply_iret(&frame, ctx.regs.replace());
     // The NMI handler's iret ends it: the next NMI may come (Xen 4.17 likewise unmasks
     // NMIs on every iret, whatever it returns from).
     ctx.domain.traps.nmi_masked = false;

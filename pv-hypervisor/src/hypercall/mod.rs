@@ -4,6 +4,7 @@
 //! table gives them (`hypercall_abi::handle`), which fetch each value once through the
 //! caller's own page tables and only from frames it owns.
 
+mod caller_registers;
 mod console_io;
 mod cpu_state;
 mod descriptors;
@@ -20,6 +21,7 @@ mod traps;
 mod vcpu_op;
 pub mod xen_version;
 
+pub use caller_registers::CallerRegisters;
 pub use iret::{IRET_NO_USER_TABLE, IRET_UNREADABLE};
 pub use multicall::IRET_IN_MULTICALL;
 
@@ -66,7 +68,7 @@ pub struct HypercallContext<'a, M: MachineMemory> {
     /// The other domains (interdomain event channels reach them).
     pub others: crate::domain::Others<'a>,
     pub host: &'a mut Host<M>,
-    pub regs: &'a mut GuestRegisters,
+    pub regs: CallerRegisters<'a>,
     /// Free machine frames, for memory_op's reservations.
     pub frame_source: &'a mut dyn FrameSource,
     /// What the guest asked to be flushed from the TLB before it runs again.
@@ -135,7 +137,7 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     /// continuation, a flush, or given-back frames to free. One test on the common path.
     #[inline(always)]
     pub fn left_work(&self) -> bool {
-        (self.flush != TlbFlush::None) | self.continuation.is_some() | self.host.frames.flush_needed() | self.host.frames.has_unused_given_back()
+        (u64::from(self.flush != TlbFlush::None) | u64::from(self.continuation.is_some()) | self.host.frames.exit_work()) != 0
     }
 
     /// After the handler of hypercall `number` returned `result`: the value for the
@@ -146,7 +148,7 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
     #[inline(never)]
     pub fn finish(&mut self, number: u64, result: i64) -> (i64, TlbFlush) {
         let rax = match self.continuation {
-            Some(args) => apply_continuation(self.regs, number, args),
+            Some(args) => apply_continuation(self.regs.replace(), number, args),
             None => result,
         };
         self.free_given_back();

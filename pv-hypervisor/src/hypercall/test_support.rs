@@ -201,7 +201,7 @@ impl TestGuest {
             others: crate::domain::Others::none(),
             domain: &mut self.domain,
             host: &mut self.host,
-            regs: &mut self.regs,
+            regs: super::CallerRegisters::new(&mut self.regs),
             frame_source: &mut self.free_frames,
             flush: TlbFlush::None,
             continuation: None,

@@ -276,6 +276,14 @@ impl FrameTable {
         self.frame(mfn).is_some_and(|f| f.flags & GIVEN_BACK != 0)
     }
 
+    /// Nonzero while the exit path has work here: given-back frames to free or a flush
+    /// due. A word rather than a bool, so the hypercall path ORs it with its own into
+    /// one test (the compiler branches on each bool of an `|`).
+    #[inline(always)]
+    pub fn exit_work(&self) -> u64 {
+        self.unused_given_back.len() as u64 | u64::from(self.tlb.flush_before_guest)
+    }
+
     /// Whether a given-back frame lost its last reference since the last call to
     /// [`take_unused_given_back`](Self::take_unused_given_back).
     pub fn has_unused_given_back(&self) -> bool {

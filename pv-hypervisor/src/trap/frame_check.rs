@@ -87,13 +87,17 @@ pub fn is_plain_flat_frame(regs: &GuestRegisters) -> bool {
     plain_flat_frame_differences(regs) == 0
 }
 
+/// Nonzero for a non-canonical address: a canonical one plus 2^47 is below 2^48.
+#[inline(always)]
+pub fn non_canonical(va: u64) -> u64 {
+    va.wrapping_add(1 << 47) >> 48
+}
+
 /// Zero for a plain flat frame ([`is_plain_flat_frame`]), else the bits by which it is
 /// not one. Plain arithmetic, no comparisons: the exit path ORs it with its other
 /// conditions into one word and branches once (every instruction counts there).
 #[inline(always)]
 pub fn plain_flat_frame_differences(regs: &GuestRegisters) -> u64 {
-    // A canonical address plus 2^47 is below 2^48; a non-canonical one is not.
-    let non_canonical = |va: u64| va.wrapping_add(1 << 47) >> 48;
     (regs.cs ^ FLAT_RING3_CS64 as u64)
         | (regs.ss ^ FLAT_RING3_SS64 as u64)
         | non_canonical(regs.rip)

@@ -63,11 +63,13 @@ impl Callbacks {
 }
 
 /// Which half of the guest runs: both are ring 3, told apart by the page table loaded.
+/// Kernel is 0: the hypercall path ORs `mode as u8` with another byte into one test.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
 pub enum GuestMode {
     #[default]
-    Kernel,
-    User,
+    Kernel = 0,
+    User = 1,
 }
 
 pub const VECTORS: usize = 256;

@@ -122,14 +122,9 @@ core::arch::global_asm!(
     // Domain temporary ran into the guard page).
     ".globl hv_stack_guard",
     "hv_stack_guard: .skip 4096",
-    "hv_stack_bottom: .skip 128 * 1024 - 16",
+    "hv_stack_bottom: .skip 128 * 1024",
     ".globl hv_stack_top",
     "hv_stack_top:",
-    // Where the syscall entry parks the guest's RSP while it switches stacks: on the
-    // stack's top page, which every entry touches anyway (one page less in the
-    // hypercall path's working set).
-    ".globl syscall_guest_rsp",
-    "syscall_guest_rsp: .skip 16",
     ".popsection",
 );
 

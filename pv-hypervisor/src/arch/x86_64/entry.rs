@@ -6,8 +6,8 @@
 //! it (return value in RAX, or a whole other vCPU's state); `restore_frame` then resumes
 //! whatever the frame holds with `iretq`.
 //!
-//! Single CPU: the syscall entry parks the guest RSP in a global while it switches
-//! stacks. Per-CPU data (and `swapgs`) comes with SMP.
+//! Single CPU: the syscall entry stores the guest RSP straight into the frame at the
+//! top of the one hypervisor stack. Per-CPU data (and `swapgs`) comes with SMP.
 
 use crate::domain::vcpu::{GuestRegisters, SYSCALL32_VECTOR, SYSCALL_VECTOR};
 use hypercall_abi::arch_x86_64::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
@@ -91,10 +91,10 @@ core::arch::global_asm!(
     // and AC (SYSCALL_RFLAGS_MASK).
     ".globl syscall_entry",
     "syscall_entry:",
-    "mov [rip + syscall_guest_rsp], rsp",
-    "lea rsp, [rip + hv_stack_top]",
-    "push {guest_ss}",
-    "push qword ptr [rip + syscall_guest_rsp]",
+    // The guest RSP goes straight into its slot of the frame (ss above it).
+    "mov [rip + hv_stack_top - 16], rsp",
+    "lea rsp, [rip + hv_stack_top - 16]",
+    "mov qword ptr [rsp + 8], {guest_ss}",
     "push r11",
     "push {guest_cs}",
     "push rcx",
@@ -109,10 +109,9 @@ core::arch::global_asm!(
     // 64-bit entry; the frame records the 32-bit code selector it came from.
     ".globl syscall32_entry",
     "syscall32_entry:",
-    "mov [rip + syscall_guest_rsp], rsp",
-    "lea rsp, [rip + hv_stack_top]",
-    "push {guest_ss}",
-    "push qword ptr [rip + syscall_guest_rsp]",
+    "mov [rip + hv_stack_top - 16], rsp",
+    "lea rsp, [rip + hv_stack_top - 16]",
+    "mov qword ptr [rsp + 8], {guest_ss}",
     "push r11",
     "push {guest_cs32}",
     "push rcx",

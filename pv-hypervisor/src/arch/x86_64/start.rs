@@ -14,7 +14,7 @@ use crate::domain::vcpu::GuestRegisters;
 use crate::domain::{exit_code_for, Domain, DomainState, Others};
 use crate::hypercall::trace as hypercall_trace;
 use crate::hypercall::xen_version::{VERSION_MAJOR, VERSION_MINOR};
-use crate::hypercall::{Host, HypercallContext, MachineInfo, TlbFlush};
+use crate::hypercall::{CallerRegisters, Host, HypercallContext, MachineInfo, TlbFlush};
 use crate::mm::frame_alloc::FrameAllocator;
 use crate::mm::frame_table::FrameTable;
 use crate::mm::guest_walk::MachineMemory;
@@ -372,7 +372,8 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let (number, args) = (frame.rax, frame.hypercall_args());
     let mut ctx = hypercall_context(hv, frame);
-    if (ctx.domain.traps.mode == GuestMode::User) | ctx.domain.hypercalls_traced {
+    // User mode or traced (bytes ORed: one branch).
+    if (ctx.domain.traps.mode as u8 | u8::from(ctx.domain.hypercalls_traced)) != 0 {
         uncommon_hypercall(guard, frame);
     }
     ctx.domain.count_hypercall(number);
@@ -380,18 +381,43 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     if ctx.left_work() {
         result = finish_hypercall(&mut ctx, number, result);
     }
-    ctx.regs.rax = result as u64;
-    if !may_resume_as_it_is(ctx.domain, &ctx.host.memory, ctx.regs) {
+    ctx.regs.set_result(result as u64);
+    // A frame no handler replaced is the one syscall_entry built: flat selectors, rip
+    // and rflags in rcx and r11. sysretq resumes it once rcx is known canonical (a
+    // `syscall` in the last bytes below 2^47 leaves it non-canonical). A replaced one
+    // (iret's) is checked in full.
+    let replaced = ctx.regs.replaced();
+    let frame_obstacles = match replaced {
+        false => frame_check::non_canonical(ctx.regs.rcx),
+        true => frame_check::plain_flat_frame_differences(&ctx.regs),
+    };
+    if (cpu_obstacles(ctx.domain, &ctx.host.memory) | u128::from(frame_obstacles)) != 0 {
         resume_guest_slowly(guard, frame);
     }
-    leave(guard, frame);
+    if replaced {
+        leave(guard, frame);
+    }
+    drop(guard);
+    // SAFETY: `frame` is the one syscall_entry pushed at the top of the hypervisor stack,
+    // unchanged but for RAX (rcx and r11 hold its rip and rflags, its selectors are the
+    // flat ring-3 ones), with a canonical rcx; the lock is released and no Rust frame
+    // below it is needed any more.
+    unsafe { entry::resume_frame_by_sysret(frame) }
 }
 
 /// The running domain's view of the hypervisor for one hypercall.
 #[inline(always)]
 fn hypercall_context<'a>(hv: &'a mut Hypervisor, frame: &'a mut GuestRegisters) -> HypercallContext<'a, DirectMap> {
     let Some((domain, others)) = Others::split(&mut hv.domains, hv.current) else { exit(ExitCode::HypervisorPanic) };
-    HypercallContext { domain, others, host: &mut hv.host, regs: frame, frame_source: &mut hv.free_frames, flush: TlbFlush::None, continuation: None }
+    HypercallContext {
+        domain,
+        others,
+        host: &mut hv.host,
+        regs: CallerRegisters::new(frame),
+        frame_source: &mut hv.free_frames,
+        flush: TlbFlush::None,
+        continuation: None,
+    }
 }
 
 /// A user program's system call (for the guest kernel), or a traced hypercall.
@@ -437,7 +463,7 @@ fn traced_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: 
         *slot += cycles;
     }
     let id = ctx.domain.id;
-    ctx.regs.rax = result as u64;
+    ctx.regs.set_result(result as u64);
     hv_println!("trace d{id} {}", hypercall_trace::Call { number, args, result });
     resume_guest(guard, frame);
 }
@@ -587,13 +613,18 @@ fn resume_guest(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut
 /// runs with are loaded, and no upcall is due.
 #[inline(always)]
 fn may_resume_as_it_is(domain: &Domain, memory: &DirectMap, frame: &GuestRegisters) -> bool {
+    (cpu_obstacles(domain, memory) | u128::from(frame_check::plain_flat_frame_differences(frame))) == 0
+}
+
+/// Nonzero unless the domain is running, the page table, CR0.TS and the rest of the CPU
+/// state it runs with are loaded, and no upcall is due.
+#[inline(always)]
+fn cpu_obstacles(domain: &Domain, memory: &DirectMap) -> u128 {
     // Words ORed, one branch: with `&` on bools the compiler branches on each.
     let obstacles = u64::from(!domain.state.is_running())
-        | frame_check::plain_flat_frame_differences(frame)
         | cpu::cr3_and_ts_differences(domain.active_l4(), domain.traps.fpu_ts)
         | u64::from(deliver::upcall_deliverable(domain, memory));
-    let obstacles = u128::from(obstacles) | domain.traps.cpu_state_to_load();
-    obstacles == 0
+    u128::from(obstacles) | domain.traps.cpu_state_to_load()
 }
 
 /// Resumes a frame [`may_resume_as_it_is`] passed: a plain flat frame has a canonical
