@@ -322,7 +322,7 @@ fn populate<M: MachineMemory>(
         shared_info_mfn,
         vcpu,
         traps: Default::default(),
-        hypercall_counts: [0; COUNTED_HYPERCALLS],
+        hypercall_counts: [0; COUNTED_HYPERCALLS + 1],
         hypercall_cycles: [0; COUNTED_HYPERCALLS],
         hypercalls_traced: false,
         crash_reason: None,

@@ -114,7 +114,7 @@ impl TestGuest {
             shared_info_mfn: SHARED_INFO >> 12,
             vcpu: GuestRegisters::default(),
             traps: Default::default(),
-            hypercall_counts: [0; COUNTED_HYPERCALLS],
+            hypercall_counts: [0; COUNTED_HYPERCALLS + 1],
             hypercall_cycles: [0; COUNTED_HYPERCALLS],
             hypercalls_traced: false,
             crash_reason: None,

@@ -1,5 +1,7 @@
 //! Small CPU operations used outside `arch`.
 
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::Relaxed;
 use hypercall_abi::debug_exit::{ExitCode, ISA_DEBUG_EXIT_PORT};
 use x86_64::instructions::port::Port;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr2, Cr3, Cr3Flags};
@@ -25,12 +27,15 @@ pub unsafe fn load_cr3(l4_phys: u64) {
     let frame = PhysFrame::containing_address(PhysAddr::new(l4_phys));
     // SAFETY: the caller guarantees the hypervisor stays mapped in the new tables.
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-    LOADED_CR3.store(l4_phys, core::sync::atomic::Ordering::Relaxed);
+    LOADED.store(frame.start_address().as_u64() | (LOADED.load(Relaxed) & TS_BIT), Relaxed);
 }
 
-/// The L4 [`load_cr3`] loaded last (0 before the first): the exit path compares with it
-/// instead of reading CR3 every time.
-static LOADED_CR3: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// What the CPU holds for the running vCPU: the L4 [`load_cr3`] loaded last (0 before
+/// the first) with CR0.TS as [`set_task_switched`] left it in bit 0, free in a
+/// page-aligned address. One word: the exit path compares both with one load instead
+/// of reading CR3 and CR0.
+static LOADED: AtomicU64 = AtomicU64::new(0);
+const TS_BIT: u64 = 1;
 
 /// Switches to `l4_phys` unless it is already loaded; true if it loaded CR3.
 ///
@@ -38,7 +43,7 @@ static LOADED_CR3: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 /// As for [`load_cr3`].
 #[inline(always)]
 pub unsafe fn switch_cr3(l4_phys: u64) -> bool {
-    if LOADED_CR3.load(core::sync::atomic::Ordering::Relaxed) == l4_phys {
+    if LOADED.load(Relaxed) & !TS_BIT == l4_phys {
         return false;
     }
     // SAFETY: the caller's guarantee.
@@ -50,24 +55,21 @@ pub unsafe fn switch_cr3(l4_phys: u64) -> bool {
 /// itself never uses the FPU (soft-float target), so TS only ever stands for the guest's
 /// virtual TS.
 pub fn set_task_switched(set: bool) {
-    if TS_SET.swap(u8::from(set), core::sync::atomic::Ordering::Relaxed) != u8::from(set) {
+    let loaded = LOADED.load(Relaxed);
+    if (loaded & TS_BIT != 0) != set {
+        LOADED.store(loaded ^ TS_BIT, Relaxed);
         let cr0 = Cr0::read();
         // SAFETY: TS only makes FPU/SSE instructions fault; the hypervisor executes none.
         unsafe { Cr0::write(if set { cr0 | Cr0Flags::TASK_SWITCHED } else { cr0 - Cr0Flags::TASK_SWITCHED }) };
     }
 }
 
-/// CR0.TS as [`set_task_switched`] left it: remembered so the common case (no change)
-/// costs no CR0 access on the exit path.
-/// 0 or 1: a byte, so the exit path XORs it with the vCPU's TS without normalising a bool.
-static TS_SET: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-
 /// Zero when the exit path would change neither CR3 nor CR0.TS for a vCPU on `l4_phys`
-/// with virtual TS `task_switched`: a word the exit path ORs with its other conditions.
+/// (page-aligned) with virtual TS `task_switched`: a word the exit path ORs with its
+/// other conditions.
 #[inline(always)]
 pub fn cr3_and_ts_differences(l4_phys: u64, task_switched: bool) -> u64 {
-    use core::sync::atomic::Ordering::Relaxed;
-    (LOADED_CR3.load(Relaxed) ^ l4_phys) | u64::from(TS_SET.load(Relaxed) ^ u8::from(task_switched))
+    LOADED.load(Relaxed) ^ (l4_phys | u64::from(task_switched))
 }
 
 /// Drops every non-global TLB entry (reloads CR3).
