@@ -12,6 +12,7 @@ use super::layout::{initial_page_tables, DomainLayout, LayoutError, LayoutInput}
 use super::vcpu::GuestRegisters;
 use super::{Domain, DomainId, DomainState, DomuRings, COUNTED_HYPERCALLS};
 use crate::mm::guest_walk::MachineMemory;
+use crate::trap::state::TrapState;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -318,10 +319,9 @@ fn populate<M: MachineMemory>(
         // unless dom0_mem names a max: (seen by `memory`). Others get their size.
         max_pages: if spec.privileged { u64::from(u32::MAX) } else { spec.nr_pages },
         tot_pages: spec.nr_pages,
-        l4_maddr,
         shared_info_mfn,
         vcpu,
-        traps: Default::default(),
+        traps: TrapState::new(l4_maddr),
         hypercall_counts: [0; COUNTED_HYPERCALLS + 1],
         hypercall_cycles: [0; COUNTED_HYPERCALLS],
         hypercalls_traced: false,
@@ -380,7 +380,7 @@ pub(crate) mod tests {
         let ramdisk: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let (domain, memory, _) = build_with_module(2048, 4096, &ramdisk);
         let domain = domain.unwrap();
-        let l4 = domain.l4_maddr;
+        let l4 = domain.l4_maddr();
         let info: StartInfo = read_guest(&memory, l4, domain.vcpu.rsi).unwrap();
         assert_eq!(info.mod_len, 10_000);
         assert_eq!(info.flags & SIF_MOD_START_PFN, 0, "a virtual address: the kernel has no MOD_START_PFN note");
@@ -398,10 +398,10 @@ pub(crate) mod tests {
     fn a_domu_gets_xenstore_and_console_rings() {
         let (domain, memory, _) = build_as(false, 2048, 4096, b"");
         let domain = domain.unwrap();
-        let info: StartInfo = read_guest(&memory, domain.l4_maddr, domain.vcpu.rsi).unwrap();
+        let info: StartInfo = read_guest(&memory, domain.l4_maddr(), domain.vcpu.rsi).unwrap();
         let (console_mfn, console_port) = info.domu_console();
         assert_eq!((info.store_evtchn, console_port), (1, 2));
-        let page_after = |va: u64| translate(&memory, domain.l4_maddr, va + 4096, Access::Read).unwrap() / 4096;
+        let page_after = |va: u64| translate(&memory, domain.l4_maddr(), va + 4096, Access::Read).unwrap() / 4096;
         assert_eq!(info.store_mfn, page_after(domain.vcpu.rsi), "the page after start_info");
         assert_eq!(console_mfn, page_after(domain.vcpu.rsi + 4096));
         for mfn in [info.store_mfn, console_mfn] {
@@ -413,7 +413,7 @@ pub(crate) mod tests {
         assert_eq!(domain.rings, Some(DomuRings { store_mfn: info.store_mfn, store_port: 1, console_mfn, console_port: 2 }));
         let (dom0, memory, _) = build(2048, 4096);
         let dom0 = dom0.unwrap();
-        let info: StartInfo = read_guest(&memory, dom0.l4_maddr, dom0.vcpu.rsi).unwrap();
+        let info: StartInfo = read_guest(&memory, dom0.l4_maddr(), dom0.vcpu.rsi).unwrap();
         assert_eq!((info.store_mfn, info.store_evtchn, dom0.rings), (0, 0, None));
     }
 
@@ -421,7 +421,7 @@ pub(crate) mod tests {
     fn builds_a_bootable_domain() {
         let (domain, memory, _) = build(2048, 4096);
         let domain = domain.unwrap();
-        let l4 = domain.l4_maddr;
+        let l4 = domain.l4_maddr();
         assert_eq!(memory.read_u64(l4 + 262 * 8), Some(0xdead_0003), "hypervisor slot copied");
         assert_eq!(memory.read_u64(l4 + 256 * 8), Some(0));
         // Entry state: RSI -> start_info, whose fields describe the layout.

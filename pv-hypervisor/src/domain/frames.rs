@@ -26,7 +26,7 @@ pub fn adopt_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable, 
     // for good (a permanent type reference), so it can never become a page table.
     frames.get_ref(domain.shared_info_mfn, domain.id)?;
     frames.get_type(domain.shared_info_mfn, PageType::Writable)?;
-    let l4 = domain.l4_maddr / 4096;
+    let l4 = domain.l4_maddr() / 4096;
     let mut tables = PageTables { frames: &mut *frames, memory: &mut *memory, domain: domain.id };
     // One reference for the pin, one for the vCPU's base pointer.
     let pinned = tables.get_page_and_type(l4, PageType::L4).and_then(|()| tables.get_page_and_type(l4, PageType::L4));
@@ -59,7 +59,7 @@ pub fn release_frames<M: MachineMemory>(domain: &Domain, frames: &mut FrameTable
     }
     // The domain is going: its CPU state is not loaded again.
     let _ = crate::trap::ldt::release(&mut domain.traps.ldt.clone(), &mut tables);
-    for root in [domain.l4_maddr, domain.traps.user_l4] {
+    for root in [domain.l4_maddr(), domain.traps.user_l4()] {
         if root != 0 {
             tables.put_page_and_type(root / 4096);
         }
@@ -134,10 +134,10 @@ mod tests {
         let mut hv = [0u64; 512];
         hv[262] = 0xdead_0003;
         adopt_frames(&domain, &mut frames, &mut memory, &hv).unwrap();
-        let l4 = domain.l4_maddr / 4096;
+        let l4 = domain.l4_maddr() / 4096;
         assert!(frames.is_pinned(l4));
         assert_eq!(frames.page_type(l4), PageType::L4);
-        assert_eq!(memory.read_u64(domain.l4_maddr + 262 * 8), Some(0xdead_0003));
+        assert_eq!(memory.read_u64(domain.l4_maddr() + 262 * 8), Some(0xdead_0003));
         assert_eq!(frames.page_type(domain.shared_info_mfn), PageType::Writable);
         // Every frame below 4 MiB is mapped: page tables typed, data writable.
         let typed = domain.p2m[..1024].iter().filter(|&&m| frames.page_type(m) != PageType::None).count();

@@ -15,7 +15,7 @@ pub mod platform_nmi;
 pub mod vcpu;
 
 use crate::console::guest_line::GuestLineBuffer;
-use crate::trap::state::{GuestMode, TrapState};
+use crate::trap::state::TrapState;
 use alloc::string::String;
 use alloc::vec::Vec;
 use hypercall_abi::debug_exit::ExitCode;
@@ -57,8 +57,6 @@ pub struct Domain {
     /// The pages it holds now (XENMEM_current_reservation): p2m's length at build,
     /// then changed by ballooning.
     pub tot_pages: u64,
-    /// Machine address of the L4 the vCPU runs on (its CR3).
-    pub l4_maddr: u64,
     pub shared_info_mfn: u64,
     /// The single vCPU's registers while it is not running.
     pub vcpu: GuestRegisters,
@@ -112,12 +110,14 @@ pub struct DomuRings {
 }
 
 impl Domain {
+    /// Machine address of the kernel's L4 (the domain's CR3 in kernel mode).
+    pub fn l4_maddr(&self) -> u64 {
+        self.traps.kernel_l4()
+    }
+
     /// The L4 the CPU must run on: the kernel's, or in guest user mode the user one.
     pub fn active_l4(&self) -> u64 {
-        match self.traps.mode {
-            GuestMode::User if self.traps.user_l4 != 0 => self.traps.user_l4,
-            _ => self.l4_maddr,
-        }
+        self.traps.active_l4()
     }
 
     /// Machine address of vCPU 0's `vcpu_info` (the start of shared_info).

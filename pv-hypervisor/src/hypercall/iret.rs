@@ -20,7 +20,7 @@ pub fn iret<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) -> Result<i64, 
         ctx.crash(IRET_UNREADABLE);
         return Err(Errno::EFAULT);
     };
-    if frame.cs & 3 == 3 && ctx.domain.traps.user_l4 == 0 {
+    if frame.cs & 3 == 3 && ctx.domain.traps.user_l4() == 0 {
         ctx.crash(IRET_NO_USER_TABLE);
         return Err(Errno::EINVAL);
     }
@@ -28,13 +28,13 @@ pub fn iret<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>) -> Result<i64, 
     // The NMI handler's iret ends it: the next NMI may come (Xen 4.17 likewise unmasks
     // NMIs on every iret, whatever it returns from).
     ctx.domain.traps.nmi_masked = false;
-    ctx.domain.traps.mode = outcome.mode;
+    ctx.domain.traps.set_mode(outcome.mode);
     if ctx.domain.traps.architectural_iopl() {
         ctx.domain.traps.iopl = outcome.requested_iopl;
     }
     if write_event_mask(ctx.domain, &mut ctx.host.memory, outcome.event_mask).is_err() {
         ctx.crash("iret: shared_info not accessible");
     }
-    debug_assert!(outcome.mode == GuestMode::Kernel || ctx.domain.traps.user_l4 != 0);
+    debug_assert!(outcome.mode == GuestMode::Kernel || ctx.domain.traps.user_l4() != 0);
     Ok(frame.rax as i64)
 }

@@ -206,9 +206,9 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             if mfn == 0 {
                 return Err(Errno::EINVAL);
             }
-            let old = ctx.domain.l4_maddr / 4096;
+            let old = ctx.domain.l4_maddr() / 4096;
             switch_base(ctx, mfn, old, false)?;
-            ctx.domain.l4_maddr = mfn * 4096;
+            ctx.domain.traps.set_kernel_l4(mfn * 4096);
             // The LDT's pages are looked up again, through the new tables, on next use.
             let mut tables = PageTables { frames: &mut ctx.host.frames, memory: &mut ctx.host.memory, domain: ctx.domain.id };
             if ldt::release(&mut ctx.domain.traps.ldt, &mut tables) {
@@ -217,9 +217,9 @@ fn extended<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, op: MmuextOp) -
             Ok(())
         }
         MMUEXT_NEW_USER_BASEPTR => {
-            let old = ctx.domain.traps.user_l4 / 4096;
+            let old = ctx.domain.traps.user_l4() / 4096;
             switch_base(ctx, mfn, old, true)?;
-            ctx.domain.traps.user_l4 = mfn * 4096;
+            ctx.domain.traps.set_user_l4(mfn * 4096);
             Ok(())
         }
         // One CPU: every vCPU set is this one. arg1 is the linear address to invalidate.
@@ -301,7 +301,7 @@ fn l1_slot<M: MachineMemory>(ctx: &HypercallContext<'_, M>, va: u64) -> Result<(
     if !is_guest_range(va, va.saturating_add(1)) {
         return Err(Errno::EINVAL);
     }
-    let mut table = ctx.domain.l4_maddr / 4096;
+    let mut table = ctx.domain.l4_maddr() / 4096;
     for shift in [39u32, 30, 21] {
         let entry = ctx.host.memory.read_u64(table * 4096 + ((va >> shift) & 511) * 8).ok_or(Errno::EFAULT)?;
         if entry & PTE_PRESENT == 0 || entry & PTE_PS_OR_PAT != 0 {

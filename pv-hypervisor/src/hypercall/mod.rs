@@ -184,12 +184,12 @@ impl<M: MachineMemory> HypercallContext<'_, M> {
 impl<M: MachineMemory> GuestMemory for HypercallContext<'_, M> {
     fn read_guest_bytes(&self, _: Access, va: u64, out: &mut [u8]) -> Result<(), Errno> {
         let memory = OwnedBy::read_only(&self.host.memory, &self.host.frames, self.domain.id);
-        guest_walk::copy_from_guest(&memory, self.domain.l4_maddr, va, out)
+        guest_walk::copy_from_guest(&memory, self.domain.l4_maddr(), va, out)
     }
 
     fn write_guest_bytes(&mut self, _: Access, va: u64, data: &[u8]) -> Result<(), Errno> {
         let mut memory = OwnedBy::new(&mut self.host.memory, &self.host.frames, self.domain.id);
-        guest_walk::copy_to_guest(&mut memory, self.domain.l4_maddr, va, data)
+        guest_walk::copy_to_guest(&mut memory, self.domain.l4_maddr(), va, data)
     }
 }
 

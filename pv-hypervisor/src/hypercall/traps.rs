@@ -112,7 +112,7 @@ pub fn nmi_op<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, cmd: u32, arg
 
 /// Sets or clears the guest's CR0.TS; `arch` mirrors it into the real CR0 on return.
 pub fn fpu_taskswitch<M: MachineMemory>(ctx: &mut HypercallContext<'_, M>, set: u32) -> Result<i64, Errno> {
-    ctx.domain.traps.fpu_ts = set != 0;
+    ctx.domain.traps.set_fpu_ts(set != 0);
     Ok(0)
 }
 

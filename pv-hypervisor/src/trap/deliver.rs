@@ -88,7 +88,7 @@ pub fn bounce_to<M: MachineMemory>(
     regs: &mut GuestRegisters,
     target: BounceTarget,
 ) -> Result<(), Undeliverable> {
-    let in_kernel = domain.traps.mode == GuestMode::Kernel;
+    let in_kernel = domain.traps.mode() == GuestMode::Kernel;
     let stack_top = if in_kernel { regs.rsp } else { domain.traps.kernel_sp };
     let event_mask = read_event_mask(domain, memory)?;
     let visible_iopl = if domain.traps.architectural_iopl() { domain.traps.iopl } else { 0 };
@@ -98,11 +98,11 @@ pub fn bounce_to<M: MachineMemory>(
         BounceError::BadStack => Undeliverable::BadStack,
     })?;
     // The frame goes through the kernel's page tables: that is where the handler runs.
-    copy_to_guest(memory, domain.l4_maddr, frame.address, frame.bytes()).map_err(|_| Undeliverable::StackNotWritable)?;
+    copy_to_guest(memory, domain.l4_maddr(), frame.address, frame.bytes()).map_err(|_| Undeliverable::StackNotWritable)?;
     if target.mask_events {
         write_event_mask(domain, memory, 1)?;
     }
-    domain.traps.mode = GuestMode::Kernel;
+    domain.traps.set_mode(GuestMode::Kernel);
     enter_handler(regs, &frame, &target);
     Ok(())
 }
@@ -143,7 +143,7 @@ pub fn deliver_exception<M: MachineMemory>(
         // The CPU always ran at CPL 3; the guest wants to know whether its kernel or its
         // user mode faulted.
         error_code &= !PF_USER;
-        if domain.traps.mode == GuestMode::User {
+        if domain.traps.mode() == GuestMode::User {
             error_code |= PF_USER;
         }
         if domain.traps.trap(vector).is_set() {
@@ -166,7 +166,7 @@ pub fn soft_interrupt<M: MachineMemory>(
     gp_error_code: u64,
 ) -> Result<(), Undeliverable> {
     let entry = domain.traps.trap(vector);
-    let lowest_allowed = if domain.traps.mode == GuestMode::Kernel { 1 } else { 3 };
+    let lowest_allowed = if domain.traps.mode() == GuestMode::Kernel { 1 } else { 3 };
     if entry.is_set() && entry.dpl() >= lowest_allowed {
         regs.rip = regs.rip.wrapping_add(2);
         return bounce_vector(domain, memory, regs, vector, None);

@@ -101,7 +101,7 @@ impl EmulationContext<'_> {
     /// Whether the guest's virtual IOPL lets it run cli/sti/in/out here: its kernel
     /// counts as ring 1 (ring 0 with vm_assist architectural_iopl), its user mode as 3.
     fn iopl_allows(&self) -> bool {
-        let ring = match self.traps.mode {
+        let ring = match self.traps.mode() {
             GuestMode::User => 3,
             GuestMode::Kernel if self.traps.architectural_iopl() => 0,
             GuestMode::Kernel => 1,
@@ -121,7 +121,7 @@ impl EmulationContext<'_> {
             // The prefix starts with ud2: it raises #UD, never #GP.
             return Emulation::GeneralProtection;
         }
-        let kernel = self.traps.mode == GuestMode::Kernel;
+        let kernel = self.traps.mode() == GuestMode::Kernel;
         if let Some(store) = self.table_store(&decoded) {
             return store;
         }
@@ -132,7 +132,7 @@ impl EmulationContext<'_> {
                 self.write_cr(cr, value)
             }
             Instruction::Clts if kernel => {
-                self.traps.fpu_ts = false;
+                self.traps.set_fpu_ts(false);
                 Some(())
             }
             Instruction::Rdmsr if kernel => self.read_msr(self.regs.rcx as u32).map(|v| {
@@ -245,7 +245,7 @@ impl EmulationContext<'_> {
 
     fn read_cr(&self, cr: u8) -> Option<u64> {
         match cr {
-            0 => Some((self.host.cr0 & !CR0_TS) | if self.traps.fpu_ts { CR0_TS } else { 0 }),
+            0 => Some((self.host.cr0 & !CR0_TS) | if self.traps.fpu_ts() { CR0_TS } else { 0 }),
             2 => Some(self.traps.cr2),
             3 => Some(self.kernel_l4),
             4 => Some(self.host.cr4 | if self.traps.cr4_osxsave { CR4_OSXSAVE } else { 0 }),
@@ -257,7 +257,7 @@ impl EmulationContext<'_> {
         match cr {
             // Only TS is the guest's to change.
             0 if value & !CR0_TS == self.host.cr0 & !CR0_TS => {
-                self.traps.fpu_ts = value & CR0_TS != 0;
+                self.traps.set_fpu_ts(value & CR0_TS != 0);
                 Some(())
             }
             2 => {
@@ -359,7 +359,7 @@ pub(super) fn effective_address(regs: &mut GuestRegisters, traps: &TrapState, me
     if memory.address_32 {
         address &= 0xffff_ffff;
     }
-    let segment_base = match (memory.segment, traps.mode) {
+    let segment_base = match (memory.segment, traps.mode()) {
         (Some(Segment::Fs), _) => traps.fs_base,
         (Some(Segment::Gs), GuestMode::Kernel) => traps.gs_base_kernel,
         (Some(Segment::Gs), GuestMode::User) => traps.gs_base_user,

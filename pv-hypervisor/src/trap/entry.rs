@@ -79,7 +79,7 @@ pub fn guest_exception<M: MachineMemory>(
         if frame.vector == VECTOR_DEVICE_NOT_AVAILABLE {
             // Real CR0.TS is only ever set on the guest's behalf: the #NM is its, and
             // taking it clears its virtual TS, as Xen does.
-            domain.traps.fpu_ts = false;
+            domain.traps.set_fpu_ts(false);
         }
         let exception = GuestException { vector: frame.vector as u8, error_code: frame.error_code, cr2: hardware.cr2 };
         match emulate_instead(domain, memory, cpuid, ports, frame, hardware.host) {
@@ -147,7 +147,7 @@ fn emulate_instead<M: MachineMemory>(
         return None;
     }
     let (bytes, len, unreadable) = fetch_instruction(&*memory, domain.active_l4(), frame.rip);
-    let kernel_l4 = domain.l4_maddr;
+    let kernel_l4 = domain.l4_maddr();
     let privileged = domain.privileged;
     let mut ctx = EmulationContext { regs: frame, traps: &mut domain.traps, kernel_l4, host, cpuid, ports, privileged };
     let outcome = if general_protection { ctx.privileged(&bytes[..len]) } else { ctx.invalid_opcode(&bytes[..len]) };

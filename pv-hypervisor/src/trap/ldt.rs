@@ -75,7 +75,7 @@ pub fn map_on_fault<M: MachineMemory>(domain: &mut Domain, tables: &mut PageTabl
     if offset >= u64::from(ldt.entries) * 8 || page >= LDT_PAGES || ldt.frames[page] != 0 {
         return refused;
     }
-    let Ok(maddr) = translate(&*tables.memory, domain.l4_maddr, ldt.base + page as u64 * PAGE, Access::Read) else {
+    let Ok(maddr) = translate(&*tables.memory, domain.l4_maddr(), ldt.base + page as u64 * PAGE, Access::Read) else {
         return refused;
     };
     let mfn = maddr / PAGE;

@@ -85,13 +85,20 @@ pub struct TrapState {
     /// From stack_switch: where a bounce from guest user mode puts its frame.
     pub kernel_ss: u16,
     pub kernel_sp: u64,
-    pub mode: GuestMode,
+    /// The page tables and CR0.TS the vCPU runs with: private, changed through the
+    /// setters below, which keep `cr3_and_ts` (what the CPU must hold) up to date.
+    mode: GuestMode,
+    /// Machine address of the kernel's L4 (the domain's CR3; mmuext_op NEW_BASEPTR).
+    kernel_l4: u64,
     /// Machine address of the user-mode L4 (mmuext_op NEW_USER_BASEPTR); 0 = none.
-    pub user_l4: u64,
+    user_l4: u64,
+    /// The guest's CR0.TS (fpu_taskswitch): set, its next FPU use raises #NM.
+    fpu_ts: bool,
+    /// [`TrapState::active_l4`] with `fpu_ts` in bit 0, kept by the setters: every exit
+    /// compares it with what the CPU holds, in one load.
+    cr3_and_ts: u64,
     /// The guest's view of CR2: the address of its last page fault.
     pub cr2: u64,
-    /// The guest's CR0.TS (fpu_taskswitch): set, its next FPU use raises #NM.
-    pub fpu_ts: bool,
     /// DR0-DR7 as the guest set them (DR4/DR5 unused).
     pub debugreg: [u64; 8],
     /// Virtual IOPL (physdev_op set_iopl), 0-3.
@@ -207,9 +214,11 @@ impl Default for TrapState {
             kernel_ss: 0,
             kernel_sp: 0,
             mode: GuestMode::Kernel,
+            kernel_l4: 0,
             user_l4: 0,
-            cr2: 0,
             fpu_ts: false,
+            cr3_and_ts: 0,
+            cr2: 0,
             debugreg: [0, 0, 0, 0, 0, 0, DR6_DEFAULT, DR7_DEFAULT],
             iopl: 0,
             pci_cf8: 0,
@@ -235,6 +244,71 @@ impl Default for TrapState {
 }
 
 impl TrapState {
+    /// A vCPU's state before it first runs: kernel mode on `kernel_l4`.
+    pub fn new(kernel_l4: u64) -> TrapState {
+        let mut traps = TrapState::default();
+        traps.set_kernel_l4(kernel_l4);
+        traps
+    }
+
+    pub fn mode(&self) -> GuestMode {
+        self.mode
+    }
+
+    pub fn kernel_l4(&self) -> u64 {
+        self.kernel_l4
+    }
+
+    pub fn user_l4(&self) -> u64 {
+        self.user_l4
+    }
+
+    pub fn fpu_ts(&self) -> bool {
+        self.fpu_ts
+    }
+
+    pub fn set_mode(&mut self, mode: GuestMode) {
+        self.mode = mode;
+        self.refresh_cr3_and_ts();
+    }
+
+    /// `maddr` must be page-aligned (a validated L4's frame).
+    pub fn set_kernel_l4(&mut self, maddr: u64) {
+        self.kernel_l4 = maddr;
+        self.refresh_cr3_and_ts();
+    }
+
+    /// `maddr` must be page-aligned, or 0 for none.
+    pub fn set_user_l4(&mut self, maddr: u64) {
+        self.user_l4 = maddr;
+        self.refresh_cr3_and_ts();
+    }
+
+    pub fn set_fpu_ts(&mut self, set: bool) {
+        self.fpu_ts = set;
+        self.refresh_cr3_and_ts();
+    }
+
+    /// The L4 the CPU must run on: the kernel's, or in guest user mode the user one.
+    pub fn active_l4(&self) -> u64 {
+        match self.mode {
+            GuestMode::User if self.user_l4 != 0 => self.user_l4,
+            _ => self.kernel_l4,
+        }
+    }
+
+    /// The L4 to run on with CR0.TS in bit 0 (free in a page-aligned address), as
+    /// `arch` compares it with what the CPU holds.
+    #[inline(always)]
+    pub fn cr3_and_ts(&self) -> u64 {
+        self.cr3_and_ts
+    }
+
+    fn refresh_cr3_and_ts(&mut self) {
+        debug_assert!(self.kernel_l4.is_multiple_of(4096) && self.user_l4.is_multiple_of(4096));
+        self.cr3_and_ts = self.active_l4() | u64::from(self.fpu_ts);
+    }
+
     /// Applies one set_trap_table entry (the caller stops at the terminator).
     pub fn set_trap(&mut self, info: &TrapInfo) {
         let entry = TrapEntry { address: info.address, cs: info.cs | 3, flags: info.flags };
@@ -296,6 +370,24 @@ impl TrapState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_setter_keeps_the_wanted_cr3_and_ts_word() {
+        let mut t = TrapState::new(0x5000);
+        assert_eq!(t.cr3_and_ts(), 0x5000);
+        t.set_mode(GuestMode::User);
+        assert_eq!(t.cr3_and_ts(), 0x5000, "no user table: user mode runs on the kernel's");
+        t.set_user_l4(0x9000);
+        assert_eq!(t.cr3_and_ts(), 0x9000);
+        t.set_fpu_ts(true);
+        assert_eq!(t.cr3_and_ts(), 0x9001);
+        t.set_mode(GuestMode::Kernel);
+        assert_eq!(t.cr3_and_ts(), 0x5001);
+        t.set_kernel_l4(0x7000);
+        assert_eq!(t.cr3_and_ts(), 0x7001);
+        t.set_fpu_ts(false);
+        assert_eq!((t.cr3_and_ts(), t.active_l4()), (0x7000, 0x7000));
+    }
 
     #[test]
     fn exit_work_word_sees_each_flag() {

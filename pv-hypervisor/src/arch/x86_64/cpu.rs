@@ -64,12 +64,12 @@ pub fn set_task_switched(set: bool) {
     }
 }
 
-/// Zero when the exit path would change neither CR3 nor CR0.TS for a vCPU on `l4_phys`
-/// (page-aligned) with virtual TS `task_switched`: a word the exit path ORs with its
-/// other conditions.
+/// Zero when the exit path would change neither CR3 nor CR0.TS for a vCPU that wants
+/// `cr3_and_ts` (its page-aligned L4 with its virtual TS in bit 0,
+/// `TrapState::cr3_and_ts`): a word the exit path ORs with its other conditions.
 #[inline(always)]
-pub fn cr3_and_ts_differences(l4_phys: u64, task_switched: bool) -> u64 {
-    LOADED.load(Relaxed) ^ (l4_phys | u64::from(task_switched))
+pub fn cr3_and_ts_differences(cr3_and_ts: u64) -> u64 {
+    LOADED.load(Relaxed) ^ cr3_and_ts
 }
 
 /// Drops every non-global TLB entry (reloads CR3).

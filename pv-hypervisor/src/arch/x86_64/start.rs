@@ -247,7 +247,13 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Ok(d) => d,
         Err(e) => boot_error(if e.cmdline_at_fault { DOM0_CMDLINE } else { DOM0_KERNEL }, &e.reason),
     };
-    log::info!("dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles", dom0.nr_pages(), dom0.vcpu.rip, dom0.l4_maddr, cpu::rdtsc() - started);
+    log::info!(
+        "dom0: {} pages, entry {:#x}, L4 at {:#x}, built in {} cycles",
+        dom0.nr_pages(),
+        dom0.vcpu.rip,
+        dom0.l4_maddr(),
+        cpu::rdtsc() - started
+    );
     let mut domains = alloc::vec![dom0];
     // The domUs the bundle names, built like dom0 but unprivileged (a toolstack in dom0
     // will call the same builder later).
@@ -291,7 +297,7 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         }
     }
     let regs = domains[0].vcpu;
-    let l4 = domains[0].l4_maddr;
+    let l4 = domains[0].l4_maddr();
     let version = (VERSION_MAJOR << 16) | VERSION_MINOR;
     let address_bits = 64 - ram_end.saturating_sub(1).leading_zeros();
     let cpuid = CpuidPolicy::from_host(cpu::cpuid, version, address_bits);
@@ -373,7 +379,7 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     let (number, args) = (frame.rax, frame.hypercall_args());
     let mut ctx = hypercall_context(hv, frame);
     // User mode or traced (bytes ORed: one branch).
-    if (ctx.domain.traps.mode as u8 | u8::from(ctx.domain.hypercalls_traced)) != 0 {
+    if (ctx.domain.traps.mode() as u8 | u8::from(ctx.domain.hypercalls_traced)) != 0 {
         uncommon_hypercall(guard, frame);
     }
     ctx.domain.count_hypercall(number);
@@ -426,7 +432,7 @@ fn hypercall_context<'a>(hv: &'a mut Hypervisor, frame: &'a mut GuestRegisters) 
 fn uncommon_hypercall(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, frame: &mut GuestRegisters) -> ! {
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
     let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
-    if domain.traps.mode == GuestMode::User {
+    if domain.traps.mode() == GuestMode::User {
         let mut memory = OwnedBy::new(&mut hv.host.memory, &hv.host.frames, domain.id);
         if let Err(why) = deliver::user_syscall(domain, &mut memory, frame) {
             domain.crash(why.describe());
@@ -622,7 +628,7 @@ fn may_resume_as_it_is(domain: &Domain, memory: &DirectMap, frame: &GuestRegiste
 fn cpu_obstacles(domain: &Domain, memory: &DirectMap) -> u128 {
     // Words ORed, one branch: with `&` on bools the compiler branches on each.
     let obstacles = u64::from(!domain.state.is_running())
-        | cpu::cr3_and_ts_differences(domain.active_l4(), domain.traps.fpu_ts)
+        | cpu::cr3_and_ts_differences(domain.traps.cr3_and_ts())
         | u64::from(deliver::upcall_deliverable(domain, memory));
     u128::from(obstacles) | domain.traps.cpu_state_to_load()
 }
@@ -689,7 +695,7 @@ fn resume_guest_slowly(mut guard: spin::MutexGuard<'_, Option<Hypervisor>>, fram
         // A CR3 write drops every translation (the hypervisor uses no global pages).
         hv.host.frames.note_tlb_flushed();
     }
-    cpu::set_task_switched(domain.traps.fpu_ts);
+    cpu::set_task_switched(domain.traps.fpu_ts());
     // The frame passed check_exit_frame (this domain's, before it was switched away
     // from, or just now); sysretq also wants a canonical rip, checked again here at the
     // price of a few instructions on the slow path rather than trusted to that chain.
@@ -927,9 +933,9 @@ fn print_domain_list(hv: &Hypervisor, now: u64) {
 /// and segment bases (kernel and user mode each have their GS base, as swapgs gives a
 /// native kernel).
 fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
-    if t.bases_loaded_for != Some(t.mode) {
+    if t.bases_loaded_for != Some(t.mode()) {
         t.exit.segment_bases_dirty = true;
-        t.bases_loaded_for = Some(t.mode);
+        t.bases_loaded_for = Some(t.mode());
     }
     if t.exit.gdt_dirty {
         super::gdt_area::map_guest_frames(&t.gdt_frames[..t.gdt_frame_count.min(t.gdt_frames.len())]);
@@ -960,7 +966,7 @@ fn load_guest_cpu_state(t: &mut crate::trap::state::TrapState) {
         t.exit.xcr0_dirty = false;
     }
     if t.exit.segment_bases_dirty {
-        let (gs, shadow) = match t.mode {
+        let (gs, shadow) = match t.mode() {
             GuestMode::Kernel => (t.gs_base_kernel, t.gs_base_user),
             GuestMode::User => (t.gs_base_user, t.gs_base_kernel),
         };

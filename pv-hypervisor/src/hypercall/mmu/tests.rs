@@ -93,7 +93,7 @@ fn pin_and_base_pointers() {
     assert_eq!(mmuext(&mut g, MMUEXT_PIN_L4_TABLE, l4), -22, "already pinned");
     assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, l4), -22, "pinned as another type");
     assert_eq!(mmuext(&mut g, MMUEXT_NEW_USER_BASEPTR, l4), 0);
-    assert_eq!(g.domain.traps.user_l4, l4 << 12);
+    assert_eq!(g.domain.traps.user_l4(), l4 << 12);
     // A mapped-writable frame cannot be pinned; an empty L1 can, and then it cannot be
     // mapped writable.
     assert_eq!(mmuext(&mut g, MMUEXT_PIN_L1_TABLE, DATA >> 12), -22);

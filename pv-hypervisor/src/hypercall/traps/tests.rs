@@ -94,9 +94,9 @@ fn stack_switch_fpu_and_vm_assist() {
     assert_eq!(g.call(nr::stack_switch, [0xe028, 0x20_0000, 0, 0, 0, 0]), 0);
     assert_eq!((g.domain.traps.kernel_ss, g.domain.traps.kernel_sp), (0xe02b, 0x20_0000));
     assert_eq!(g.call(nr::fpu_taskswitch, [1, 0, 0, 0, 0, 0]), 0);
-    assert!(g.domain.traps.fpu_ts);
+    assert!(g.domain.traps.fpu_ts());
     assert_eq!(g.call(nr::fpu_taskswitch, [0, 0, 0, 0, 0, 0]), 0);
-    assert!(!g.domain.traps.fpu_ts);
+    assert!(!g.domain.traps.fpu_ts());
     let enable = VMASST_CMD_ENABLE as u64;
     assert_eq!(g.call(nr::vm_assist, [enable, VMASST_TYPE_ARCHITECTURAL_IOPL as u64, 0, 0, 0, 0]), 0);
     assert!(g.domain.traps.architectural_iopl());

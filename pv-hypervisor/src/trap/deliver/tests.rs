@@ -16,7 +16,7 @@ fn guest_with_traps(entries: &[(u8, u8, u64)]) -> TestGuest {
 }
 
 fn stack_words(g: &TestGuest, count: usize) -> std::vec::Vec<u64> {
-    (0..count).map(|i| read_guest::<u64>(&g.host.memory, g.domain.l4_maddr, g.regs.rsp + 8 * i as u64).unwrap()).collect()
+    (0..count).map(|i| read_guest::<u64>(&g.host.memory, g.domain.l4_maddr(), g.regs.rsp + 8 * i as u64).unwrap()).collect()
 }
 
 fn mask(g: &TestGuest) -> u8 {
@@ -58,11 +58,11 @@ fn soft_interrupts_follow_the_dpl_rule() {
     assert_eq!(&stack_words(&g, 4)[2..], &[0x40a, rip]);
     // From user mode DPL 1 is not enough.
     let mut g = guest_with_traps(&[(13, 0, 0x10_d000), (0x82, 1, 0x10_8200)]);
-    g.domain.traps.mode = GuestMode::User;
+    g.domain.traps.set_mode(GuestMode::User);
     g.domain.traps.kernel_sp = STACK_TOP;
     deliver_exception(&mut g.domain, &mut g.host.memory, &mut g.regs, GuestException { vector: 13, error_code: 0x412, cr2: 0 }).unwrap();
     assert_eq!(g.regs.rip, 0x10_d000);
-    assert_eq!(g.domain.traps.mode, GuestMode::Kernel);
+    assert_eq!(g.domain.traps.mode(), GuestMode::Kernel);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn undeliverable_events_name_their_reason() {
     g.regs.rsp = 0x7000_0000; // canonical but unmapped
     assert_eq!(deliver_exception(&mut g.domain, &mut g.host.memory, &mut g.regs, ud), Err(Undeliverable::StackNotWritable));
     g.regs = saved;
-    g.domain.traps.mode = GuestMode::User;
+    g.domain.traps.set_mode(GuestMode::User);
     g.domain.traps.kernel_sp = 0xffff_8000_0000_1000;
     assert_eq!(deliver_exception(&mut g.domain, &mut g.host.memory, &mut g.regs, ud), Err(Undeliverable::BadStack));
 }
@@ -97,7 +97,7 @@ fn undeliverable_events_name_their_reason() {
 fn user_syscall_enters_the_callback_on_the_kernel_stack() {
     use crate::trap::state::Callback;
     let mut g = guest_with_traps(&[(6, 0, 0x10_6000)]);
-    g.domain.traps.mode = GuestMode::User;
+    g.domain.traps.set_mode(GuestMode::User);
     g.domain.traps.kernel_sp = STACK_TOP;
     g.regs.rsp = 0x7000_0000; // the user stack, not mapped in the kernel's tables
     g.regs.rcx = 0x40_1002; // syscall put the return rip and rflags here
@@ -105,7 +105,7 @@ fn user_syscall_enters_the_callback_on_the_kernel_stack() {
     g.regs.rflags = 0x646;
     g.domain.traps.callbacks.syscall = Some(Callback { address: 0x10_5000, mask_events: true });
     user_syscall(&mut g.domain, &mut g.host.memory, &mut g.regs).unwrap();
-    assert_eq!(g.domain.traps.mode, GuestMode::Kernel);
+    assert_eq!(g.domain.traps.mode(), GuestMode::Kernel);
     assert_eq!((g.regs.rip, g.regs.rsp), (0x10_5000, STACK_TOP - 56));
     assert_eq!(g.regs.rflags & (1 << 10), 0, "DF clear in the handler");
     let w = stack_words(&g, 7);
@@ -114,7 +114,7 @@ fn user_syscall_enters_the_callback_on_the_kernel_stack() {
     assert_eq!(mask(&g), 1);
     // No callback: #UD at the syscall instruction.
     let mut g = guest_with_traps(&[(6, 0, 0x10_6000)]);
-    g.domain.traps.mode = GuestMode::User;
+    g.domain.traps.set_mode(GuestMode::User);
     g.domain.traps.kernel_sp = STACK_TOP;
     g.regs.rip = 0x40_1002;
     user_syscall(&mut g.domain, &mut g.host.memory, &mut g.regs).unwrap();

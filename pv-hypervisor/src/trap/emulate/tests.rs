@@ -33,7 +33,7 @@ impl Fixture {
 fn control_register_reads_show_the_guests_view() {
     let mut f = Fixture::new();
     f.traps.cr2 = 0xdead_0000;
-    f.traps.fpu_ts = true;
+    f.traps.set_fpu_ts(true);
     // mov rax, cr2 ; mov rbx, cr0 ; mov r9, cr3 ; mov rdx, cr4
     assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xd0]), Emulation::Done);
     assert_eq!(f.regs.rax, 0xdead_0000);
@@ -53,11 +53,11 @@ fn control_register_writes_only_change_what_is_the_guests() {
     let mut f = Fixture::new();
     f.regs.rax = 0x8005_003b; // CR0 with TS
     assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xc0]), Emulation::Done);
-    assert!(f.traps.fpu_ts);
+    assert!(f.traps.fpu_ts());
     f.regs.rax = 0x8005_0033 & !(1 << 16); // clears WP: refused
     assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xc0]), Emulation::GeneralProtection);
     assert_eq!(f.ctx().privileged(&[0x0f, 0x06]), Emulation::Done, "clts");
-    assert!(!f.traps.fpu_ts);
+    assert!(!f.traps.fpu_ts());
     f.regs.rax = 0x13_7000;
     assert_eq!(f.ctx().privileged(&[0x0f, 0x22, 0xd8]), Emulation::Done, "reloading the same cr3");
     f.regs.rax = 0x20_0000;
@@ -108,7 +108,7 @@ fn io_and_interrupt_flag_follow_the_virtual_iopl() {
     f.regs.rax = 0x1234_5600;
     assert_eq!(f.ctx().privileged(&[0xe4, 0x80]), Emulation::Done);
     assert_eq!(f.regs.rax, 0x1234_56ff, "an empty port reads all ones");
-    f.traps.mode = GuestMode::User;
+    f.traps.set_mode(GuestMode::User);
     assert_eq!(f.ctx().privileged(&[0xfa]), Emulation::GeneralProtection, "user mode needs IOPL 3");
 }
 
@@ -119,7 +119,7 @@ fn everything_else_is_a_general_protection_fault() {
     for insn in [&[0xf4][..], &[0x0f, 0x01, 0x10], &[0x0f, 0x00, 0xd8], &[0x0f, 0x01, 0x38], &[0x90], &[0x0f, 0x00, 0x18]] {
         assert_eq!(f.ctx().privileged(insn), Emulation::GeneralProtection, "{insn:x?}");
     }
-    f.traps.mode = GuestMode::User;
+    f.traps.set_mode(GuestMode::User);
     assert_eq!(f.ctx().privileged(&[0x0f, 0x20, 0xd0]), Emulation::GeneralProtection, "cr reads from user mode");
     assert_eq!(f.regs.rip, rip, "nothing moved");
     assert_eq!(f.ctx().privileged(&[0x0f]), Emulation::Unreadable);
@@ -166,7 +166,7 @@ fn table_stores_show_xens_limits_and_hide_the_bases() {
     }
     assert_eq!(f.regs.rip, 0x10_0000, "rip moves only once the store is done");
     // str eax; sldt eax; smsw eax (register forms are done at once), from user mode too.
-    f.traps.mode = GuestMode::User;
+    f.traps.set_mode(GuestMode::User);
     assert_eq!(f.ctx().privileged(&[0x0f, 0x00, 0xc8]), Emulation::Done);
     assert_eq!(f.regs.rax, 0xe040);
     assert_eq!(f.ctx().privileged(&[0x0f, 0x00, 0xc0]), Emulation::Done);
