@@ -64,6 +64,16 @@ unsafe fn read_volatile_bytes(src: *const u8, out: &mut [u8]) {
         unsafe { dst.add(i).write(src.add(i).read_volatile()) };
         i += 1;
     }
+    // Four words per turn while they last: bounce and iret frames (40-64 bytes) take one
+    // or two turns instead of five to eight (a loop turn is a translation block under
+    // TCG).
+    while i + 32 <= n {
+        for k in (i..i + 32).step_by(8) {
+            // SAFETY: as in the loop below.
+            unsafe { (dst.add(k) as *mut u64).write_unaligned((src.add(k) as *const u64).read_volatile()) };
+        }
+        i += 32;
+    }
     while i + 8 <= n {
         // SAFETY: src + i..src + i + 8 is inside the caller's range and 8-aligned;
         // dst + i..dst + i + 8 inside `out` (any alignment).
@@ -87,6 +97,14 @@ unsafe fn write_volatile_bytes(dst: *mut u8, data: &[u8]) {
         // SAFETY: dst + i is inside the caller's range, src + i inside `data`.
         unsafe { dst.add(i).write_volatile(src.add(i).read()) };
         i += 1;
+    }
+    // Four words per turn while they last, as in `read_volatile_bytes`.
+    while i + 32 <= n {
+        for k in (i..i + 32).step_by(8) {
+            // SAFETY: as in the loop below.
+            unsafe { (dst.add(k) as *mut u64).write_volatile((src.add(k) as *const u64).read_unaligned()) };
+        }
+        i += 32;
     }
     while i + 8 <= n {
         // SAFETY: dst + i..dst + i + 8 is inside the caller's range and 8-aligned;
