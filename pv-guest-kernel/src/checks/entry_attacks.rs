@@ -152,7 +152,56 @@ pub fn run(info: &StartInfo) {
         tally.add(false);
     }
 
+    mov_ss_breakpoint_attacks(&mut tally);
+
     tally.finish();
+}
+
+/// The selector the MOV SS probes load: the guest's own stack selector, watched by DR0
+/// (a u64: 8-aligned, as an 8-byte breakpoint must be).
+static WATCHED_SS: u64 = 0xe02b;
+
+/// MOV SS (or POP SS) delays the #DB of a data breakpoint on the selector it loads until
+/// after the next instruction. On hardware, if that one enters ring 0 (`syscall`,
+/// `int3`), the #DB comes at the first instruction of the hypervisor's entry, in ring 0
+/// (CVE-2018-8897, Xen's XSA-260): a hypervisor that takes it for its own fault stops
+/// the machine; Xen ignores it and the guest never sees it. QEMU's TCG raises the #DB
+/// right after the MOV SS instead, before the instruction it shadows runs (Xen 4.17
+/// under it alike), so either outcome passes; a hypervisor stop never does.
+fn mov_ss_breakpoint_attacks(tally: &mut Tally) {
+    use hypercall_abi::guest::calls;
+    let watched = core::ptr::addr_of!(WATCHED_SS) as u64;
+    // DR0 on the selector, read or write (R/W0 = 11), 8 bytes (LEN0 = 10), enabled locally.
+    // SAFETY: plain values; the breakpoint watches a static only the probes read.
+    let armed = unsafe { calls::set_debugreg(0, watched) == 0 && calls::set_debugreg(7, 1 | (3 << 16) | (2 << 18)) == 0 };
+    println!("RESULT test=entry-attacks check=mov_ss_breakpoint_armed armed={}", u8::from(armed));
+    tally.add(armed);
+
+    // `mov ss, word ptr [rsi]` is 2 bytes: where QEMU reports the #DB.
+    const MOV_SS_LEN: u64 = 2;
+    let p = probe!("mov eax, 17\nxor edi, edi", "mov ss, word ptr [rsi]\nsyscall", 0u64, watched);
+    let emulated = Expect { rip: RipIs::Address(p.at + MOV_SS_LEN), ..Expect::trap(1) };
+    let pass = match p.trap {
+        Some(_) => report("entry-attacks", "mov_ss_then_syscall", &p, &emulated),
+        None => report("entry-attacks", "mov_ss_then_syscall", &p, &Expect::none()) && p.rax == 0x4_0011,
+    };
+    // SAFETY: reading a debug register has no side effects.
+    let dr6 = unsafe { calls::get_debugreg(6) };
+    println!("RESULT test=entry-attacks check=mov_ss_then_syscall_result rax={:#x} dr6={dr6:#x}", p.rax);
+    tally.add(pass);
+
+    let p = probe!("", "mov ss, word ptr [rsi]\nint3", 0u64, watched);
+    let emulated = Expect { rip: RipIs::Address(p.at + MOV_SS_LEN), ..Expect::trap(1) };
+    let delayed_one_ignored = matches!(p.trap, Some(t) if t.vector == 3);
+    let expect = if delayed_one_ignored { Expect::trap(3) } else { emulated };
+    tally.add(report("entry-attacks", "mov_ss_then_int3", &p, &expect));
+    // SAFETY: as above.
+    let dr6 = unsafe { calls::get_debugreg(6) };
+    println!("RESULT test=entry-attacks check=mov_ss_then_int3_dr6 dr6={dr6:#x}");
+
+    // SAFETY: plain values.
+    let disarmed = unsafe { calls::set_debugreg(7, 0x400) == 0 && calls::set_debugreg(6, 0xffff_0ff0) == 0 };
+    tally.add(disarmed);
 }
 
 fn current_iopl() -> u64 {

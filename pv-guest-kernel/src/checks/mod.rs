@@ -73,6 +73,7 @@ macro_rules! probe {
                 out("rdx") rdx,
                 out("rcx") _,
                 out("r8") _,
+                out("r11") _,
             );
         }
         $crate::checks::disarm(rax, rdx)

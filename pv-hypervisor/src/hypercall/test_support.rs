@@ -215,3 +215,51 @@ impl TestGuest {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypercall_abi::arch_x86_64::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+    use hypercall_abi::nr;
+
+    /// The hypercall exit resumes an unreplaced frame with sysretq after checking only
+    /// rcx and r11 (arch start.rs): so no handler may change the frame but through
+    /// `CallerRegisters::replace`. Every number, with arguments that reach guest memory
+    /// and ones that do not.
+    #[test]
+    fn no_handler_changes_the_frame_without_replacing_it() {
+        let argument_sets: [[u64; 6]; 6] = [
+            [0; 6],
+            [1; 6],
+            [GUEST_DATA_VA, 1, GUEST_DATA_VA, 0, 0, 0],
+            [0, GUEST_DATA_VA, 1, 0, 0, 0],
+            [2, GUEST_DATA_VA, 0, 0, 0, 0],
+            [u64::MAX; 6],
+        ];
+        let mut replaced_by_iret = false;
+        for number in 0..=64u64 {
+            for args in argument_sets {
+                let mut g = TestGuest::new();
+                (g.regs.rip, g.regs.rcx, g.regs.rflags, g.regs.r11) = (0x10_0102, 0x10_0102, 0x246, 0x246);
+                (g.regs.cs, g.regs.ss, g.regs.rsp) = (FLAT_RING3_CS64 as u64, FLAT_RING3_SS64 as u64, GUEST_DATA_VA + 0x800);
+                let before = g.regs;
+                let mut ctx = HypercallContext {
+                    others: crate::domain::Others::none(),
+                    domain: &mut g.domain,
+                    host: &mut g.host,
+                    regs: super::super::CallerRegisters::new(&mut g.regs),
+                    frame_source: &mut g.free_frames,
+                    flush: TlbFlush::None,
+                    continuation: None,
+                };
+                let result = hypercall_abi::dispatch(&mut ctx, number, args);
+                let _ = ctx.finish(number, result);
+                let replaced = ctx.regs.replaced();
+                replaced_by_iret |= replaced && number == nr::iret;
+                let after = GuestRegisters { rax: before.rax, ..g.regs };
+                assert!(replaced || after == before, "hypercall {number} with {args:x?} changed the frame without replacing it");
+            }
+        }
+        assert!(replaced_by_iret, "iret replaces the frame");
+    }
+}

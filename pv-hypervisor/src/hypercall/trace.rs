@@ -44,7 +44,7 @@ impl fmt::Display for Call {
 
 /// One table row per hypercall number the domain made: name, count and, when it was
 /// traced, the TSC cycles spent in them.
-pub fn table_rows<'a>(counts: &'a [u64], cycles: &'a [u64; COUNTED_HYPERCALLS]) -> impl Iterator<Item = Row> + 'a {
+pub fn table_rows<'a>(counts: &'a [u64; COUNTED_HYPERCALLS + 1], cycles: &'a [u64; COUNTED_HYPERCALLS]) -> impl Iterator<Item = Row> + 'a {
     (0..COUNTED_HYPERCALLS).filter(|&n| counts[n] > 0).map(|n| Row {
         name: HypercallInfo::lookup(n as u64).map_or("unknown", |i| i.name),
         number: n as u64,
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn the_table_lists_what_was_called() {
-        let mut counts = [0u64; COUNTED_HYPERCALLS];
+        let mut counts = [0u64; COUNTED_HYPERCALLS + 1];
         let mut cycles = [0u64; COUNTED_HYPERCALLS];
         counts[nr::console_io as usize] = 4;
         cycles[nr::console_io as usize] = 4000;

@@ -93,15 +93,19 @@ pub fn non_canonical(va: u64) -> u64 {
     va.wrapping_add(1 << 47) >> 48
 }
 
+/// Zero for rflags a guest may be resumed with (IF on; no IOPL, VM or reserved bits),
+/// else the offending bits.
+#[inline(always)]
+pub fn rflags_differences(rflags: u64) -> u64 {
+    (rflags & (RFLAGS_IF | RFLAGS_IOPL | RFLAGS_VM | RFLAGS_RESERVED)) ^ RFLAGS_IF
+}
+
 /// Zero for a plain flat frame ([`is_plain_flat_frame`]), else the bits by which it is
 /// not one. Plain arithmetic, no comparisons: the exit path ORs it with its other
 /// conditions into one word and branches once (every instruction counts there).
 #[inline(always)]
 pub fn plain_flat_frame_differences(regs: &GuestRegisters) -> u64 {
-    (regs.cs ^ FLAT_RING3_CS64 as u64)
-        | (regs.ss ^ FLAT_RING3_SS64 as u64)
-        | non_canonical(regs.rip)
-        | ((regs.rflags & (RFLAGS_IF | RFLAGS_IOPL | RFLAGS_VM | RFLAGS_RESERVED)) ^ RFLAGS_IF)
+    (regs.cs ^ FLAT_RING3_CS64 as u64) | (regs.ss ^ FLAT_RING3_SS64 as u64) | non_canonical(regs.rip) | rflags_differences(regs.rflags)
 }
 
 /// Checks a return frame. Besides the hypervisor's flat ring-3 selectors, selectors

@@ -174,6 +174,17 @@ pub fn trap_stub_address(vector: usize) -> u64 {
     core::ptr::addr_of!(trap_stubs) as u64 + vector as u64 * STUB_SIZE
 }
 
+/// Whether `rip` is the first instruction of one of the ways into ring 0: the syscall
+/// entries and every IDT stub. A #DB taken there in ring 0 is a guest's, delayed past
+/// its `syscall` or `int` by the MOV SS shadow (start.rs, `trap_from_cpu`).
+pub fn is_entry_point(rip: u64) -> bool {
+    let stubs = core::ptr::addr_of!(trap_stubs) as u64;
+    let (timer, spurious, kick) = interrupt_stub_addresses();
+    let in_trap_stubs = (stubs..stubs + EXCEPTION_VECTORS as u64 * STUB_SIZE).contains(&rip) && (rip - stubs).is_multiple_of(STUB_SIZE);
+    in_trap_stubs
+        || [syscall_entry as *const () as u64, syscall32_entry as *const () as u64, int80_stub_address(), timer, spurious, kick].contains(&rip)
+}
+
 pub fn int80_stub_address() -> u64 {
     core::ptr::addr_of!(int80_stub) as u64
 }

@@ -388,16 +388,19 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
         result = finish_hypercall(&mut ctx, number, result);
     }
     ctx.regs.set_result(result as u64);
+    let replaced = ctx.regs.replaced();
+    let cpu_obstacles = cpu_obstacles(ctx.domain, &ctx.host.memory);
     // A frame no handler replaced is the one syscall_entry built: flat selectors, rip
     // and rflags in rcx and r11. sysretq resumes it once rcx is known canonical (a
-    // `syscall` in the last bytes below 2^47 leaves it non-canonical). A replaced one
-    // (iret's) is checked in full.
-    let replaced = ctx.regs.replaced();
+    // `syscall` in the last bytes below 2^47 leaves it non-canonical) and r11 holds
+    // rflags a guest may run with (a ring-3 guest cannot clear IF or raise IOPL today;
+    // checked rather than assumed). A replaced one (iret's) is checked in full. Both
+    // read `frame` itself, the stack frame sysretq or iretq resumes.
     let frame_obstacles = match replaced {
-        false => frame_check::non_canonical(ctx.regs.rcx),
-        true => frame_check::plain_flat_frame_differences(&ctx.regs),
+        false => frame_check::non_canonical(frame.rcx) | frame_check::rflags_differences(frame.r11),
+        true => frame_check::plain_flat_frame_differences(frame),
     };
-    if (cpu_obstacles(ctx.domain, &ctx.host.memory) | u128::from(frame_obstacles)) != 0 {
+    if (cpu_obstacles | u128::from(frame_obstacles)) != 0 {
         resume_guest_slowly(guard, frame);
     }
     if replaced {
@@ -406,8 +409,9 @@ extern "C" fn hypercall_from_guest(frame: &mut GuestRegisters) -> ! {
     drop(guard);
     // SAFETY: `frame` is the one syscall_entry pushed at the top of the hypervisor stack,
     // unchanged but for RAX (rcx and r11 hold its rip and rflags, its selectors are the
-    // flat ring-3 ones), with a canonical rcx; the lock is released and no Rust frame
-    // below it is needed any more.
+    // flat ring-3 ones), with a canonical rcx and plain rflags in r11: what
+    // `frame_check` would pass; the lock is released and no Rust frame below it is
+    // needed any more.
     unsafe { entry::resume_frame_by_sysret(frame) }
 }
 
@@ -496,6 +500,9 @@ extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
 }
 
 const VECTOR_NMI: u64 = 2;
+/// Whether the hypervisor already reported ignoring a guest's delayed #DB (once only: a
+/// guest may repeat it at will).
+static DELAYED_DEBUG_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 const VECTOR_DOUBLE_FAULT: u64 = 8;
 const VECTOR_MACHINE_CHECK: u64 = 18;
 
@@ -518,6 +525,24 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     }
     if frame.vector == u64::from(lapic::KICK_VECTOR) {
         kick_interrupt(frame);
+    }
+    // A #DB in ring 0 on the first instruction of an entry: a guest's data breakpoint
+    // that MOV SS / POP SS delayed past its `syscall` or `int` (CVE-2018-8897, Xen's
+    // XSA-260), or its single step over a `syscall`. The guest's DR7 stays loaded while
+    // the hypervisor runs, so the CPU delivers it here. A trap: the entry goes on where
+    // it was, and, as on Xen, the guest does not see it. (QEMU's TCG raises such a #DB
+    // in the guest, after the MOV SS, so no scenario reaches this.)
+    if frame.vector == trap_entry::VECTOR_DEBUG && !frame.from_guest() && entry::is_entry_point(frame.rip) {
+        let _ = cpu::take_debug_status();
+        if !DELAYED_DEBUG_SEEN.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            serial::write_emergency(format_args!(
+                "(hv) WARN  #DB in ring 0 at entry {:#x} (a guest's MOV SS breakpoint), ignored; not reported again\n",
+                frame.rip
+            ));
+        }
+        // SAFETY: `frame` is the one the #DB stub pushed on its IST stack; iretq goes
+        // back to the entry's first instruction in ring 0, nothing above it is needed.
+        unsafe { entry::resume_frame(frame) };
     }
     // A machine check is a hardware failure, not something a guest did; a double fault
     // means the hypervisor could not take an exception.
