@@ -581,6 +581,33 @@ fn hypervisor_mappings_are_wx_with_stack_guards() {
     }
 }
 
+/// The linker script (pv-hypervisor/linker.ld) keeps the hypercall and exception-bounce
+/// paths on the pages of the entry stubs (under TCG a jump to another page is a lookup).
+/// Its patterns name functions by their mangled symbols: if the mangling changes, they
+/// match nothing and the layout is silently lost. This fails instead.
+#[test]
+fn hot_paths_sit_next_to_the_entry_stubs() {
+    use object::{Object, ObjectSymbol};
+    let image = std::fs::read(artifacts().join("pv-hypervisor")).expect("the hypervisor image");
+    let elf = object::File::parse(&*image).expect("an ELF image");
+    let address = |part: &str| {
+        elf.symbols().find(|s| s.name().is_ok_and(|n| n.contains(part))).map(|s| s.address()).unwrap_or_else(|| panic!("no symbol with {part}"))
+    };
+    let entry = address("syscall_entry");
+    for part in [
+        "hypercall_from_guest",
+        "trap_from_cpu",
+        "guest_exception",
+        "deliver9bounce_to",
+        "guest_walk9translate",
+        "mm..owned..OwnedBy",
+        "start12resume_guest17",
+    ] {
+        let distance = address(part).wrapping_sub(entry);
+        assert!(distance < 32 * 1024, "{part} is {distance:#x} bytes past syscall_entry: the linker script's hot list no longer matches it");
+    }
+}
+
 /// A RESULT line domain `domid` printed (its console output carries `(dN)`).
 fn expect_from(outcome: &Outcome, domid: u16, wanted: &[(&str, &str)]) -> ResultLine {
     let lines: Vec<ResultLine> =
