@@ -10,7 +10,8 @@ pub struct BootOptions {
     pub dom0_pages: u64,
     /// `selftest=write-text|stack-guard|execute-data`: after the hypervisor's own
     /// protections are on, deliberately break one, to show it holds (the hypervisor
-    /// must stop with a fatal page fault). For the boundary scenarios.
+    /// must stop with a fatal page fault). `selftest=lost-debug-frame`: see
+    /// [`SelfTest::LostDebugFrame`]. For the boundary scenarios.
     pub selftest: Option<SelfTest>,
     /// `trace=hypercalls[:DOMID]`: log every hypercall (of one domain) with its decoded
     /// arguments and result, and time them for the table printed at the domain's end.
@@ -41,6 +42,10 @@ pub enum SelfTest {
     StackGuard,
     /// Jump into the hypervisor's own data.
     ExecuteData,
+    /// Just before dom0 first runs: a #DB at the #DB entry itself, over the frame of the
+    /// #DB it interrupted (what `mov ss` + `int1` under a data breakpoint does on
+    /// hardware). Must crash dom0 only, as the attack would.
+    LostDebugFrame,
 }
 
 pub const DEFAULT_DOM0_MEM: u64 = 64 << 20;
@@ -104,7 +109,8 @@ impl BootOptions {
                         "write-text" => SelfTest::WriteText,
                         "stack-guard" => SelfTest::StackGuard,
                         "execute-data" => SelfTest::ExecuteData,
-                        _ => return Err(OptionError { option: word, reason: "expected write-text, stack-guard or execute-data" }),
+                        "lost-debug-frame" => SelfTest::LostDebugFrame,
+                        _ => return Err(OptionError { option: word, reason: "expected write-text, stack-guard, execute-data or lost-debug-frame" }),
                     });
                 }
                 "trace" => {
@@ -144,6 +150,7 @@ mod tests {
         assert_eq!(e.option, "dom0_mem=lots");
         assert!(BootOptions::parse("dom0_mem=1M").is_err());
         assert_eq!(BootOptions::parse("selftest=stack-guard").unwrap().selftest, Some(SelfTest::StackGuard));
+        assert_eq!(BootOptions::parse("selftest=lost-debug-frame").unwrap().selftest, Some(SelfTest::LostDebugFrame));
         assert!(BootOptions::parse("selftest=everything").is_err());
         assert!(BootOptions::parse("loglvl=loud").unwrap_err().to_string().contains("loglvl=loud"));
         assert_eq!(BootOptions::parse("trace=hypercalls").unwrap().trace, Some(TraceHypercalls::All));

@@ -581,6 +581,21 @@ fn hypervisor_mappings_are_wx_with_stack_guards() {
     }
 }
 
+/// A #DB that overwrites the frame of the #DB it interrupted (a guest's `mov ss` +
+/// `int1` under a data breakpoint, on hardware: CVE-2018-8897's worst case, which QEMU
+/// does not reproduce; `selftest=lost-debug-frame` enters the #DB stub with that frame).
+/// Only the current domain may end, from the hypervisor stack, with a clean teardown:
+/// no hypervisor fault, no hang.
+#[test]
+fn a_debug_exception_over_its_own_frame_crashes_only_the_domain() {
+    let outcome = boot_with("selftest-lost-debug-frame", &dom0_bundle(&guest_image(), "hello"), "loglvl=info selftest=lost-debug-frame");
+    let crash = expect_hv(&outcome, &[("event", "domain_crash"), ("domid", "0"), ("vector", "1")]);
+    assert!(crash["reason"].contains("MOV SS"), "{:?}", crash["reason"]);
+    expect_hv(&outcome, &[("event", "teardown"), ("domid", "0"), ("frames_leaked", "0"), ("heap_bytes_leaked", "0")]);
+    assert!(results::parse_log(&outcome.log).iter().all(|r| r.get("event").map(String::as_str) != Some("hypervisor_fault")));
+    expect_exit(&outcome, ExitCode::DomainCrash);
+}
+
 /// The linker script (pv-hypervisor/linker.ld) keeps the hypercall and exception-bounce
 /// paths on the pages of the entry stubs (under TCG a jump to another page is a lookup).
 /// Its patterns name functions by their mangled symbols: if the mangling changes, they

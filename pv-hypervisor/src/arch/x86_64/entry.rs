@@ -174,6 +174,26 @@ pub fn trap_stub_address(vector: usize) -> u64 {
     core::ptr::addr_of!(trap_stubs) as u64 + vector as u64 * STUB_SIZE
 }
 
+/// Copies `frame` to the top of the hypervisor stack, where a guest's entries leave
+/// theirs, and goes on there with `then(copy)`: for a frame taken on an IST stack (16
+/// KiB) whose handling may need the slow path's whole depth.
+///
+/// # Safety
+/// Nothing on the hypervisor stack may be needed any more (the interrupted context was
+/// a guest's).
+pub unsafe fn continue_on_hypervisor_stack(frame: &GuestRegisters, then: extern "C" fn(&mut GuestRegisters) -> !) -> ! {
+    let copy = (super::boot::hypervisor_stack_top() - core::mem::size_of::<GuestRegisters>() as u64) as *mut GuestRegisters;
+    // The frame's 22 words keep the stack 16-byte aligned for the call.
+    const _: () = assert!(core::mem::size_of::<GuestRegisters>().is_multiple_of(16));
+    // SAFETY: `copy` is the top of the hypervisor stack, free by the caller's guarantee,
+    // and not the IST stack `frame` is on; then the stack is cut to it and `then`,
+    // which never returns, gets it as its frame.
+    unsafe {
+        copy.write(*frame);
+        core::arch::asm!("mov rsp, rdi", "call {then}", "ud2", then = in(reg) then, in("rdi") copy, options(noreturn));
+    }
+}
+
 /// Whether `rip` is the first instruction of one of the ways into ring 0: the syscall
 /// entries and every IDT stub. A #DB taken there in ring 0 is a guest's, delayed past
 /// its `syscall` or `int` by the MOV SS shadow (start.rs, `trap_from_cpu`).

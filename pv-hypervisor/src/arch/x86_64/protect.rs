@@ -99,6 +99,33 @@ pub unsafe fn protect_hypervisor_mappings() -> bool {
     true
 }
 
+/// `selftest=lost-debug-frame`: enters the #DB stub with the frame the CPU leaves when
+/// a #DB comes at the #DB entry's own first instruction, in ring 0 (a guest's `mov ss`
+/// then `int1` under a data breakpoint, on hardware; QEMU raises that #DB in the guest,
+/// and an instruction breakpoint on the stub would fire again on every entry). From
+/// there on it is the real path: `trap_from_cpu` must crash the current domain (dom0
+/// here) from the hypervisor stack and never come back.
+pub fn debug_frame_selftest() -> ! {
+    let stub = super::entry::trap_stub_address(1);
+    // SAFETY: the pushed words are the iretq frame of a ring-0 #DB at `stub`, as the
+    // CPU would push it; the stub and `trap_from_cpu` take it from there and never
+    // return to this code, whose stack frames are not needed any more.
+    unsafe {
+        core::arch::asm!(
+            "mov rax, rsp",
+            "push 0",
+            "push rax",
+            "pushfq",
+            "push {cs}",
+            "push rcx",
+            "jmp rcx",
+            cs = const super::gdt::HYPERVISOR_CS as u64,
+            in("rcx") stub,
+            options(noreturn),
+        );
+    }
+}
+
 /// `ret`, in case it were executable; an atomic, so it lives in writable data.
 static SELFTEST_DATA_WORD: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0xc3);
 
@@ -108,6 +135,8 @@ pub fn run_selftest(test: crate::boot_options::SelfTest) {
     use crate::boot_options::SelfTest;
 
     match test {
+        // Runs later, once dom0 exists (`debug_frame_selftest`).
+        SelfTest::LostDebugFrame => {}
         // SAFETY (all three): deliberately faulting accesses; the fault handler reports
         // and stops the machine, so nothing after them runs.
         SelfTest::WriteText => unsafe {

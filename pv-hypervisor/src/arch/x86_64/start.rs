@@ -326,6 +326,10 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         timer_may_have_fired: false,
         before_domains,
     });
+    if options.selftest == Some(crate::boot_options::SelfTest::LostDebugFrame) {
+        hv_println!("selftest: a #DB over the #DB entry's own frame ({:?})", crate::boot_options::SelfTest::LostDebugFrame);
+        protect::debug_frame_selftest();
+    }
     hv_println!("starting dom0; serial input to dom0 (type CTRL-a three times to switch input to the hypervisor's debug keys)");
     // Preemption starts with dom0's first slice (the first slow exit schedules).
     super::lapic::arm(sched::TIME_SLICE_NS);
@@ -534,6 +538,16 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     // in the guest, after the MOV SS, so no scenario reaches this.)
     if frame.vector == trap_entry::VECTOR_DEBUG && !frame.from_guest() && entry::is_entry_point(frame.rip) {
         let _ = cpu::take_debug_status();
+        if frame.rip == entry::trap_stub_address(trap_entry::VECTOR_DEBUG as usize) {
+            // `mov ss` then `int1` (icebp): the delayed #DB came at the #DB entry itself,
+            // on the same IST stack, over the frame of the guest's own #DB, which is
+            // lost. The domain cannot be resumed where it was: it did this to itself.
+            // Its end (teardown, scheduling) needs more than the 16 KiB IST stack: it
+            // runs on the hypervisor stack, free since the guest was running.
+            // SAFETY: the interrupted context was a guest's #DB delivery, so no
+            // hypervisor frame lives on the hypervisor stack.
+            unsafe { entry::continue_on_hypervisor_stack(frame, crash_after_lost_debug_frame) };
+        }
         if !DELAYED_DEBUG_SEEN.swap(true, core::sync::atomic::Ordering::Relaxed) {
             serial::write_emergency(format_args!(
                 "(hv) WARN  #DB in ring 0 at entry {:#x} (a guest's MOV SS breakpoint), ignored; not reported again\n",
@@ -541,7 +555,8 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
             ));
         }
         // SAFETY: `frame` is the one the #DB stub pushed on its IST stack; iretq goes
-        // back to the entry's first instruction in ring 0, nothing above it is needed.
+        // back to the entry's first instruction in ring 0 (not the #DB stub's, whose
+        // stack this is), nothing above it is needed.
         unsafe { entry::resume_frame(frame) };
     }
     // A machine check is a hardware failure, not something a guest did; a double fault
@@ -569,6 +584,16 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
         hv.host.frames.note_tlb_flushed();
     }
     resume_guest(guard, frame);
+}
+
+/// The rest of a #DB that overwrote the frame of the guest's own #DB (`trap_from_cpu`),
+/// on the hypervisor stack: the current domain is crashed.
+extern "C" fn crash_after_lost_debug_frame(frame: &mut GuestRegisters) -> ! {
+    let mut guard = lock_hypervisor();
+    let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
+    let Some(domain) = hv.domains.get_mut(hv.current) else { exit(ExitCode::HypervisorPanic) };
+    domain.crash("a #DB delayed by MOV SS hit the #DB entry: the guest's own #DB frame is lost");
+    resume_guest_slowly(guard, frame);
 }
 
 /// The LAPIC timer (or a spurious interrupt). In the idle loop (ring 0) it only wakes
