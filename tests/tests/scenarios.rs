@@ -419,7 +419,7 @@ fn privops_conform_to_xen() {
 
 #[test]
 fn entry_attacks_conform_to_xen() {
-    conforms_to_xen("entry-attacks", 12);
+    conforms_to_xen("entry-attacks", 17);
 }
 
 /// Attacks that must end the domain, and only the domain: the hypervisor reports the
@@ -432,6 +432,7 @@ fn fatal_entry_attacks_crash_only_the_domain() {
         ("iret-to-user-without-table", "iret: return to user mode without a user page table"),
         ("user-entry-on-unmapped-stack", "guest kernel stack not mapped writable"),
         ("noncanonical-rip-without-handler", "non-canonical rip"),
+        ("icebp-without-handler", "no handler registered for the exception"),
     ] {
         let cmdline = format!("entry-attack {attack}");
         let outcome = boot(&format!("entry-attack-{attack}"), &dom0_bundle(&guest_image(), &cmdline));
@@ -612,7 +613,7 @@ fn hot_paths_sit_next_to_the_entry_stubs() {
     for part in [
         "hypercall_from_guest",
         "trap_from_cpu",
-        "guest_exception",
+        "start10guest_trap",
         "deliver9bounce_to",
         "guest_walk9translate",
         "mm..owned..OwnedBy",

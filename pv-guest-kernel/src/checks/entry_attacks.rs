@@ -224,6 +224,15 @@ pub fn run_fatal(info: &StartInfo, name: &str) {
         // (which stops at the 4 MiB boundary): the stub's pushes land in mapped memory,
         // the 72-byte frame does not.
         "iret-unreadable-frame" => unsafe_jump_to_iret_with_stack(INITIAL_MAPPING_END - 8),
+        // `int1` (icebp) with no trap table: the #DB, taken on the hypervisor's #DB IST
+        // stack, has nowhere to go and ends the domain (its teardown must not run on
+        // that small stack).
+        "icebp-without-handler" => {
+            // SAFETY: clearing our own trap table; the int1 below must end the domain.
+            unsafe { hypercall_abi::guest::calls::set_trap_table(hypercall_abi::GuestArray::NULL) };
+            // SAFETY: the hypervisor must end the domain at this int1; nothing returns.
+            unsafe { core::arch::asm!(".byte 0xf1", "ud2", options(noreturn)) }
+        }
         // An exception while the kernel stack is unmapped: the bounce cannot be written.
         "bad-kernel-stack" => {
             // SAFETY: deliberately breaks the stack; the ud2 that follows must end the

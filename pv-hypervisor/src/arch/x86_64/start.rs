@@ -568,6 +568,24 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
         serial::write_emergency(format_args!("(hv) RESULT event=exit code={}\n", ExitCode::HypervisorPanic.name()));
         cpu::exit_qemu(ExitCode::HypervisorPanic);
     }
+    // A guest's #DB comes on the #DB IST stack (16 KiB): its handling, which may end the
+    // domain (teardown, scheduling), moves to the hypervisor stack, free while a guest
+    // runs.
+    if frame.vector == trap_entry::VECTOR_DEBUG {
+        // SAFETY: the #DB came from a guest (the hypervisor's own are handled above), so
+        // nothing lives on the hypervisor stack.
+        unsafe { entry::continue_on_hypervisor_stack(frame, guest_debug_exception) };
+    }
+    guest_trap(frame, cr2);
+}
+
+/// A guest's #DB, on the hypervisor stack (`trap_from_cpu`).
+extern "C" fn guest_debug_exception(frame: &mut GuestRegisters) -> ! {
+    guest_trap(frame, cpu::cr2());
+}
+
+/// An exception a guest took: emulated, bounced to its handler, or the end of it.
+fn guest_trap(frame: &mut GuestRegisters, cr2: u64) -> ! {
     let debug_status = if frame.vector == trap_entry::VECTOR_DEBUG { cpu::take_debug_status() } else { 0 };
     let mut guard = lock_hypervisor();
     let Some(hv) = guard.as_mut() else { exit(ExitCode::HypervisorPanic) };
