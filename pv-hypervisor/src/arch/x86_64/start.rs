@@ -535,7 +535,8 @@ extern "C" fn trap_from_cpu(frame: &mut GuestRegisters) -> ! {
     // XSA-260), or its single step over a `syscall`. The guest's DR7 stays loaded while
     // the hypervisor runs, so the CPU delivers it here. A trap: the entry goes on where
     // it was, and, as on Xen, the guest does not see it. (QEMU's TCG raises such a #DB
-    // in the guest, after the MOV SS, so no scenario reaches this.)
+    // in the guest, after the MOV SS: only `selftest=lost-debug-frame` comes here, by
+    // entering the #DB stub with the frame of the case below.)
     if frame.vector == trap_entry::VECTOR_DEBUG && !frame.from_guest() && entry::is_entry_point(frame.rip) {
         let _ = cpu::take_debug_status();
         if frame.rip == entry::trap_stub_address(trap_entry::VECTOR_DEBUG as usize) {
