@@ -106,7 +106,7 @@ pub unsafe fn protect_hypervisor_mappings() -> bool {
 /// there on it is the real path: `trap_from_cpu` must crash the current domain (dom0
 /// here) from the hypervisor stack and never come back.
 pub fn debug_frame_selftest() -> ! {
-    let stub = super::entry::trap_stub_address(1);
+    let stub = super::entry::trap_stub_address(crate::trap::entry::VECTOR_DEBUG as usize);
     // SAFETY: the pushed words are the iretq frame of a ring-0 #DB at `stub`, as the
     // CPU would push it; the stub and `trap_from_cpu` take it from there and never
     // return to this code, whose stack frames are not needed any more.
@@ -135,7 +135,7 @@ pub fn run_selftest(test: crate::boot_options::SelfTest) {
     use crate::boot_options::SelfTest;
 
     match test {
-        // Runs later, once dom0 exists (`debug_frame_selftest`).
+        // Not a protection: `start` runs it once dom0 exists (`debug_frame_selftest`).
         SelfTest::LostDebugFrame => {}
         // SAFETY (all three): deliberately faulting accesses; the fault handler reports
         // and stops the machine, so nothing after them runs.

@@ -153,7 +153,8 @@ extern "C" fn pvh_entry64(start_info_paddr: u32) -> ! {
         Err(e) => boot_error("hypervisor-cmdline", &e),
     };
     log::set_max_level(options.log_level);
-    if let Some(test) = options.selftest {
+    // `lost-debug-frame` runs once dom0 exists, below.
+    if let Some(test) = options.selftest.filter(|&t| t != crate::boot_options::SelfTest::LostDebugFrame) {
         hv_println!("selftest: breaking a protection on purpose ({test:?})");
         protect::run_selftest(test);
     }
@@ -504,11 +505,12 @@ extern "C" fn syscall32_from_guest(frame: &mut GuestRegisters) -> ! {
 }
 
 const VECTOR_NMI: u64 = 2;
+const VECTOR_DOUBLE_FAULT: u64 = 8;
+const VECTOR_MACHINE_CHECK: u64 = 18;
+
 /// Whether the hypervisor already reported ignoring a guest's delayed #DB (once only: a
 /// guest may repeat it at will).
 static DELAYED_DEBUG_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-const VECTOR_DOUBLE_FAULT: u64 = 8;
-const VECTOR_MACHINE_CHECK: u64 = 18;
 
 /// Every CPU exception lands here.
 #[no_mangle]
